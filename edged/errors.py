@@ -1,0 +1,68 @@
+"""All of edged's exceptions, in one place.
+
+Core code raises these; the HTTP layer and the CLI translate them once, at the boundary.
+Each carries an HTTP status and a stable machine-readable code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EdgedError(Exception):
+    """Base class: a message for people, a code for programs, optional structured detail."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class InvalidInput(EdgedError):
+    """The caller gave something edged cannot use (bad data, bad setting, bad argument)."""
+
+    status = 422
+    code = "invalid_input"
+
+
+class NotFound(EdgedError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(EdgedError):
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(EdgedError):
+    status = 413
+    code = "too_large"
+
+
+class Unauthorized(EdgedError):
+    status = 401
+    code = "unauthorized"
+
+
+class Unavailable(EdgedError):
+    """Something edged needs is missing on this machine (a backend, a device, a package)."""
+
+    status = 503
+    code = "unavailable"
+
+
+class Unsupported(EdgedError):
+    """A valid request edged does not (yet) handle, e.g. a layer shape a backend rejects."""
+
+    status = 400
+    code = "unsupported"
+
+
+class OutOfBudget(InvalidInput):
+    """A memory budget too small for even the smallest unit of work."""
+
+    code = "memory_budget_too_small"
