@@ -1,0 +1,1 @@
+"""Masks, the sparse-delta parametrisation, N:M pruning."""
