@@ -1,0 +1,1 @@
+"""Task data: in-memory datasets, splits, batching, preprocessing, bundled datasets, upload formats."""

@@ -1,0 +1,151 @@
+"""A labelled task dataset held in memory, and the model-ready tensors made from it.
+
+`TaskData` is what every upload format decodes to and what the adaptation core consumes.
+`Inputs` is what a model's preprocessor makes of it: one tensor with samples on dim 0
+(images (N, 3, H, W), tabular (N, F)) or a dict of such tensors (text: input_ids (N, L),
+attention_mask (N, L)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import torch
+from torch import Tensor
+
+from edged.errors import InvalidInput
+
+Kind = Literal["image", "text", "tabular"]
+Inputs = Union[Tensor, dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Samples with integer labels in [0, len(classes)).
+
+    x: images as uint8 (N, C, H, W) or float (N, C, H, W) in [0, 1], C in {1, 3};
+       tabular as float (N, F); text as a list of N strings.
+    y: int64 (N,).
+    """
+
+    kind: Kind
+    x: Union[Tensor, list[str]]
+    y: Tensor
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        validate_task(self)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, indices: Tensor) -> "TaskData":
+        if isinstance(self.x, list):
+            x: Union[Tensor, list[str]] = [self.x[i] for i in indices.tolist()]
+        else:
+            x = self.x[indices]
+        return TaskData(self.kind, x, self.y[indices], self.classes)
+
+    def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple["TaskData", "TaskData"]:
+        """Deterministic stratified train/validation split: same data and seed, same split."""
+        if not 0.0 < val_fraction < 1.0:
+            raise InvalidInput(f"val_fraction must be in (0, 1), got {val_fraction}")
+        gen = torch.Generator().manual_seed(seed)
+        train_idx, val_idx = [], []
+        for label in range(len(self.classes)):
+            members = torch.nonzero(self.y == label).flatten()
+            members = members[torch.randperm(len(members), generator=gen)]
+            n_val = int(round(len(members) * val_fraction))
+            if len(members) >= 2:  # keep at least one training and one validation sample per class
+                n_val = min(max(n_val, 1), len(members) - 1)
+            val_idx.append(members[:n_val])
+            train_idx.append(members[n_val:])
+        train, val = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+        if len(val) == 0 or len(train) == 0:
+            raise InvalidInput(
+                f"dataset of {len(self)} samples is too small to split into training and validation",
+                detail={"accepted": "at least 2 samples in at least one class"},
+            )
+        return self.subset(train), self.subset(val)
+
+
+def validate_task(task: TaskData) -> None:
+    """Raise InvalidInput naming the first thing wrong with a dataset."""
+    y = task.y
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.dtype != torch.int64:
+        raise InvalidInput("labels must be a 1-d int64 tensor", detail={"got": _describe(y)})
+    n = y.shape[0]
+    if n == 0:
+        raise InvalidInput("dataset is empty", detail={"accepted": "at least 2 samples of at least 2 classes"})
+    num_x = len(task.x)
+    if num_x != n:
+        raise InvalidInput(f"dataset has {num_x} samples but {n} labels")
+    if len(task.classes) < 2:
+        raise InvalidInput(
+            f"dataset has {len(task.classes)} class(es); classification needs at least 2",
+            detail={"classes": list(task.classes)},
+        )
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= len(task.classes):
+        raise InvalidInput(
+            f"labels must lie in [0, {len(task.classes) - 1}], found values in [{low}, {high}]",
+            detail={"classes": list(task.classes)},
+        )
+    if len(torch.unique(y)) < 2:
+        raise InvalidInput("all samples carry the same label; classification needs at least 2 classes")
+    if task.kind == "text":
+        if not isinstance(task.x, list) or not all(isinstance(s, str) for s in task.x):
+            raise InvalidInput("text datasets need x to be a list of strings")
+        return
+    x = task.x
+    if not isinstance(x, Tensor):
+        raise InvalidInput(f"{task.kind} datasets need x to be a tensor", detail={"got": _describe(x)})
+    if task.kind == "image" and (x.dim() != 4 or x.shape[1] not in (1, 3)):
+        raise InvalidInput("images must be shaped (N, C, H, W) with C = 1 or 3", detail={"shape": list(x.shape)})
+    if task.kind == "tabular" and x.dim() != 2:
+        raise InvalidInput("tabular data must be shaped (N, features)", detail={"shape": list(x.shape)})
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise InvalidInput(f"inputs contain {bad} NaN or infinite value(s)", detail={"accepted": "finite numbers"})
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"tensor {tuple(value.shape)} {value.dtype}"
+    return type(value).__name__
+
+
+def num_samples(inputs: Inputs) -> int:
+    first = inputs if isinstance(inputs, Tensor) else next(iter(inputs.values()))
+    return int(first.shape[0])
+
+
+def take(inputs: Inputs, index: Union[Tensor, slice]) -> Inputs:
+    """Samples `index` of model inputs, keeping their structure."""
+    if isinstance(inputs, Tensor):
+        return inputs[index]
+    return {key: value[index] for key, value in inputs.items()}
+
+
+def to_device(inputs: Inputs, device: Union[str, torch.device]) -> Inputs:
+    if isinstance(inputs, Tensor):
+        return inputs.to(device, non_blocking=True)
+    return {key: value.to(device, non_blocking=True) for key, value in inputs.items()}
+
+
+def batches(
+    inputs: Inputs,
+    labels: Tensor,
+    batch_size: int,
+    generator: Union[torch.Generator, None] = None,
+) -> Iterator[tuple[Inputs, Tensor]]:
+    """Mini-batches of (inputs, labels); shuffled when a generator is given (deterministic for its seed)."""
+    if batch_size < 1:
+        raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
+    n = labels.shape[0]
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        yield take(inputs, index), labels[index]
