@@ -1,0 +1,1 @@
+"""Power sources, energy integration, the latency harness and the SQLite telemetry sampler."""
