@@ -1,0 +1,163 @@
+"""One adaptation, in process: split -> preprocess -> calibrate -> score -> mask -> train -> evaluate -> merge."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from edged.adapt.config import AdaptConfig
+from edged.adapt.delta_file import save_delta
+from edged.calibrate import CalibrationResult, calibrate
+from edged.data.task import TaskData, take
+from edged.methods import get_method
+from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers
+from edged.methods.sparse_delta import prepare_sparse, select_mask
+from edged.sparse.layers import count_weights
+from edged.train.evaluate import accuracy
+from edged.train.loop import TrainSettings, amp_dtype, train
+
+ProgressCallback = Callable[[dict], None]
+
+
+@dataclass
+class AdaptResult:
+    model: nn.Module  # merged: plain dense layers with the adaptation folded in
+    adaptation: Adaptation
+    metrics: dict
+    calibration: Optional[CalibrationResult] = None
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from edged.errors import Unavailable
+
+        raise Unavailable("device 'cuda' was asked for but torch sees no CUDA GPU", detail={"accepted": ["auto", "cpu"]})
+    return device
+
+
+class StageClock:
+    """Seconds per stage, reported to a progress callback as each stage starts and ends."""
+
+    def __init__(self, on_progress: Optional[ProgressCallback]) -> None:
+        self.seconds: dict[str, float] = {}
+        self.on_progress = on_progress
+
+    @contextmanager
+    def stage(self, name: str):
+        if self.on_progress:
+            self.on_progress({"type": "stage", "stage": name, "status": "started"})
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        if self.on_progress:
+            self.on_progress({"type": "stage", "stage": name, "status": "finished", "seconds": self.seconds[name]})
+
+
+def adapt(
+    model: nn.Module,
+    preprocess: Callable,
+    task: TaskData,
+    config: AdaptConfig,
+    on_progress: Optional[ProgressCallback] = None,
+    workdir: Optional[Path] = None,
+) -> AdaptResult:
+    """Adapt `model` (a Classifier whose head matches the task's classes) to `task`, in place."""
+    method = get_method(config.method)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    clock = StageClock(on_progress)
+    with clock.stage("prepare"):
+        train_task, val_task = task.split(config.val_fraction, config.seed)
+        train_inputs, val_inputs = preprocess(train_task), preprocess(val_task)
+        model.to(device)
+        calib_index = torch.randperm(len(train_task), generator=torch.Generator().manual_seed(config.seed))
+        calib = TaskBatches(take(train_inputs, calib_index[: config.calibration_samples]),
+                            train_task.y[calib_index[: config.calibration_samples]], config.batch_size, device)
+    dtype = amp_dtype(device, config.amp)
+    eval_batch = max(config.batch_size, 64)
+    with clock.stage("evaluate_before"):
+        accuracy_before = accuracy(model, val_inputs, val_task.y, eval_batch, device, dtype)
+    calibration = None
+    if method.name in ("taskedge", "taskedge_lora") or config.sparsity == "2:4":
+        with clock.stage("calibrate"):
+            calibration = calibrate(model, calib.inputs, backbone_layers(model), config.memory_budget_mb, device=device)
+    score_config = ScoreConfig(seed=config.seed, memory_budget_mb=config.memory_budget_mb, calibration=calibration)
+    adaptation = _prepare(method, model, calib, config, score_config, clock)
+    backbone_total = count_weights(backbone_layers(model))
+    head_params = dict(model.head.named_parameters(prefix="head"))
+    for p in head_params.values():
+        p.requires_grad_(True)
+    params = {f"backbone_part.{i}": p for i, p in enumerate(adaptation.parameters)} | head_params
+    settings = TrainSettings(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or method.default_lr, head_lr=config.head_lr,
+        weight_decay=config.weight_decay, schedule=config.schedule, warmup_fraction=config.warmup_fraction,
+        patience=config.patience, seed=config.seed, amp=config.amp, train_norm_layers=adaptation.train_norm_layers,
+        checkpoint_dir=workdir / "checkpoint" if workdir else None,
+    )
+    with clock.stage("train"):
+        result = train(model, params, set(head_params), (train_inputs, train_task.y), (val_inputs, val_task.y),
+                       settings, device, on_progress)
+    with clock.stage("merge"):
+        adaptation.merge_()
+    with clock.stage("evaluate"):
+        accuracy_after = accuracy(model, val_inputs, val_task.y, eval_batch, device, dtype)
+    metrics = {
+        "method": method.name,
+        "accuracy_before": accuracy_before,
+        "accuracy_after": accuracy_after,
+        "best_val_accuracy": result.best_accuracy,
+        "trainable_params": adaptation.entries,
+        "trainable_fraction": adaptation.entries / backbone_total,
+        "backbone_weights": backbone_total,
+        "head_params": sum(p.numel() for p in head_params.values()),
+        "peak_memory_mb": result.peak_memory_mb,
+        "calibration_peak_memory_mb": calibration.peak_memory_mb if calibration else None,
+        "calibration_micro_batch": calibration.micro_batch if calibration else None,
+        "samples_per_s": result.samples_per_s,
+        "epochs_run": result.epochs_run,
+        "train_samples": len(train_task),
+        "val_samples": len(val_task),
+        "device": str(device),
+        "stage_seconds": clock.seconds,
+    }
+    return AdaptResult(model, adaptation, metrics, calibration, result.history)
+
+
+def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_config: ScoreConfig, clock: StageClock) -> Adaptation:
+    if method.kind == "adapter":
+        with clock.stage("prepare_method"):
+            if method.name == "taskedge_lora":
+                return method.function(model, calib, config, score_config)
+            return method.function(model, calib, config)
+    with clock.stage("score"):
+        scores = method.function(model, calib, score_config)
+    with clock.stage("mask"):
+        masks = select_mask(model, scores, config)
+        return prepare_sparse(method.name, model, masks)
+
+
+def write_outputs(result: AdaptResult, directory: Path, config: AdaptConfig, base_model: str) -> dict[str, Path]:
+    """The delta (safetensors) and the merged model's state dict, written atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    changed = dict(result.adaptation.changed)
+    changed.update({name: None for name in result.model.state_dict() if name.startswith("head.")})
+    metadata = {"method": config.method, "budget": config.budget, "base_model": base_model,
+                "trainable_entries": result.adaptation.entries, "config": config.model_dump()}
+    delta = save_delta(directory / "delta.safetensors", result.model, changed, metadata)
+    merged = directory / "merged.safetensors"
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    save_file(state, str(merged.with_name("merged.safetensors.tmp")), metadata={"base_model": base_model, "method": config.method})
+    merged.with_name("merged.safetensors.tmp").replace(merged)
+    return {"delta": delta, "merged": merged}

@@ -1,0 +1,104 @@
+"""The calibration pass over task data, with its micro-batch chosen to fit a memory budget.
+
+Two probe forwards (1 and 2 samples) give a fixed cost and a per-sample cost of peak memory above the
+loaded model; the micro-batch is the largest that keeps the predicted peak under 85 % of the budget.
+The probes' samples count toward the statistics exactly once, so the result does not depend on them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from edged.calibrate.feature_norms import FeatureNormCollector
+from edged.calibrate.memory import current_mb, measure_peak
+from edged.data.task import Inputs, num_samples, take, to_device
+from edged.errors import InvalidInput, OutOfBudget
+
+# Keep the predicted peak this far below the budget: allocator rounding and non-linear costs.
+_HEADROOM = 0.85
+
+
+@dataclass
+class CalibrationResult:
+    norms: dict[str, Tensor]  # weight name -> ||X_j||_2: Linear (in,), Conv2d (C_in, kh, kw)
+    micro_batch: int
+    samples: int
+    peak_memory_mb: float | None  # peak above the loaded model during the pass
+    seconds: float
+    probe_mb: dict[str, float | None] = field(default_factory=dict)
+
+
+def calibrate(
+    model: nn.Module,
+    inputs: Inputs,
+    layers: dict[str, nn.Module],
+    memory_budget_mb: float | None = None,
+    micro_batch: int | None = None,
+    device: torch.device | str = "cpu",
+) -> CalibrationResult:
+    """Forward every sample of `inputs` once (eval mode, no grad) and return per-layer feature norms.
+
+    Give `memory_budget_mb` to pick the micro-batch automatically, or `micro_batch` to fix it.
+    """
+    device = torch.device(device)
+    n = num_samples(inputs)
+    if n == 0:
+        raise InvalidInput("calibration needs at least one sample")
+    if memory_budget_mb is not None and memory_budget_mb <= 0:
+        raise InvalidInput(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
+    model.eval()
+    start = time.perf_counter()
+    baseline = current_mb(device)
+    with FeatureNormCollector(layers) as collector, torch.no_grad():
+        done, probes = 0, {}
+        if micro_batch is None:
+            micro_batch, done, probes = _probe_micro_batch(model, inputs, device, memory_budget_mb, baseline)
+        if micro_batch < 1:
+            raise InvalidInput(f"micro_batch must be >= 1, got {micro_batch}")
+        with measure_peak(device, baseline) as peak:
+            for first in range(done, n, micro_batch):
+                model(to_device(take(inputs, slice(first, first + micro_batch)), device))
+    peaks = [p for p in [peak.mb, *probes.values()] if p is not None]
+    return CalibrationResult(
+        norms=collector.norms(),
+        micro_batch=micro_batch,
+        samples=n,
+        peak_memory_mb=max(peaks) if peaks else None,
+        seconds=time.perf_counter() - start,
+        probe_mb=probes,
+    )
+
+
+def _forward_peak(model: nn.Module, inputs: Inputs, device: torch.device, baseline: float | None) -> float | None:
+    with measure_peak(device, baseline) as peak:
+        model(to_device(inputs, device))
+    return peak.mb
+
+
+def _probe_micro_batch(
+    model: nn.Module, inputs: Inputs, device: torch.device, budget_mb: float | None, baseline: float | None
+) -> tuple[int, int, dict[str, float | None]]:
+    """Run samples [0:1] and [1:3], return (micro_batch, samples done, probe peaks)."""
+    n = num_samples(inputs)
+    one = _forward_peak(model, take(inputs, slice(0, 1)), device, baseline)
+    if budget_mb is None:
+        return min(n, 64), 1, {"1": one}
+    if one is None:
+        raise InvalidInput("memory_budget_mb needs a memory probe, which this platform lacks; give micro_batch")
+    if one > budget_mb:
+        raise OutOfBudget(
+            f"memory budget {budget_mb:g} MB is smaller than one calibration sample needs ({one:.1f} MB)",
+            detail={"accepted": f"memory_budget_mb >= {math.ceil(one / _HEADROOM)}"},
+        )
+    if n < 3:
+        return 1, 1, {"1": one}
+    two = _forward_peak(model, take(inputs, slice(1, 3)), device, baseline)
+    per_sample = max((two or one) - one, 0.05)
+    fixed = max(one - per_sample, 0.0)
+    fit = int((budget_mb * _HEADROOM - fixed) // per_sample)
+    return max(1, min(fit, n - 3)), 3, {"1": one, "2": two}

@@ -1,0 +1,43 @@
+"""Turn importance scores into a budgeted mask and sparse-delta parameters (every "sparse" method)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from edged.adapt.config import AdaptConfig
+from edged.methods.base import Adaptation, backbone_layers
+from edged.sparse.delta import attach_deltas_, merge_deltas_
+from edged.sparse.layers import count_weights
+from edged.sparse.masks import budget_to_count, global_topk, nm_limited_scores, per_neuron_topk, restrict_scores
+
+
+def select_mask(
+    model: nn.Module, scores: dict[str, Tensor], config: AdaptConfig, allowed: Optional[dict[str, Tensor]] = None
+) -> dict[str, Tensor]:
+    """The trainable mask: budget or k, per-neuron or global, optional N:M limit, inside `allowed`."""
+    if allowed is not None:
+        scores = restrict_scores(scores, allowed)
+    nm = config.nm_pair()
+    if nm is not None:
+        scores = nm_limited_scores(scores, *nm)
+    if config.k is not None:
+        return per_neuron_topk(scores, k=config.k)
+    count = budget_to_count(config.budget, count_weights(backbone_layers(model)))
+    if config.allocation == "global":
+        return global_topk(scores, count)
+    return per_neuron_topk(scores, count=count)
+
+
+def prepare_sparse(method: str, model: nn.Module, masks: dict[str, Tensor]) -> Adaptation:
+    deltas = attach_deltas_(model, masks)
+    return Adaptation(
+        method=method,
+        parameters=[d.values for d in deltas.values()],
+        entries=sum(d.values.numel() for d in deltas.values()),
+        # flat index into the weight = row * fan_in + column
+        changed={name: d.rows * masks[name][0].numel() + d.cols for name, d in deltas.items()},
+        merge_=lambda: merge_deltas_(model),
+        info={"layers": len(deltas)},
+    )

@@ -1,0 +1,36 @@
+"""TaskEdge + LoRA: W = W0 + (B A) * M, M the TaskEdge per-neuron mask (arXiv 2504.03718, sec. masked LoRA)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edged.adapt.config import AdaptConfig
+from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers, freeze_
+from edged.methods.registry import register_adapter
+from edged.methods.sparse_delta import select_mask
+from edged.methods.taskedge import score as taskedge_score
+from edged.sparse.lowrank import LowRankDelta, attach_lowrank_, merge_lowrank_, support_indices
+
+
+@register_adapter("taskedge_lora", "masked LoRA: (B A) * TaskEdge mask, rank lora_rank")
+def prepare(model: nn.Module, batches: TaskBatches, config: AdaptConfig, score_config: ScoreConfig | None = None) -> Adaptation:
+    scores = taskedge_score(model, batches, score_config or ScoreConfig(seed=config.seed))
+    masks = select_mask(model, scores, config)
+    freeze_(model)
+    generator = torch.Generator().manual_seed(config.seed)
+    layers = backbone_layers(model)
+    deltas = {}
+    for name, mask in masks.items():
+        if bool(mask.any()):
+            deltas[name] = LowRankDelta(layers[name].weight, config.lora_rank, mask=mask, generator=generator)
+            attach_lowrank_(layers[name], deltas[name])
+    params = [p for d in deltas.values() for p in (d.A, d.B)]
+    return Adaptation(
+        method="taskedge_lora",
+        parameters=params,
+        entries=sum(p.numel() for p in params),
+        changed={name: support_indices(d) for name, d in deltas.items()},
+        merge_=lambda: merge_lowrank_(model),
+        info={"mask_entries": int(sum(int(m.sum()) for m in masks.values())), "layers": len(deltas)},
+    )

@@ -1,0 +1,57 @@
+"""TASO sparse LoRA (arXiv 2509.17688): LoRA on each layer's task "core" rows x columns.
+
+Row and column importance are the sums of |W * dL/dW| along the other axis. Each layer gets a share of
+the parameter budget in proportion to its size; with rank r it holds r * (rows + cols) parameters,
+rows and cols split in proportion to the layer's shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from edged.adapt.config import AdaptConfig
+from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers, freeze_
+from edged.methods.registry import register_adapter
+from edged.methods.taso import score as taso_score
+from edged.sparse.layers import count_weights
+from edged.sparse.lowrank import LowRankDelta, attach_lowrank_, merge_lowrank_, support_indices
+from edged.sparse.masks import budget_to_count
+
+
+def _core(importance: Tensor, count: int) -> Tensor:
+    """Indices of the `count` largest entries, in increasing index order (ties by lower index)."""
+    return torch.sort(importance.double(), descending=True, stable=True).indices[:count].sort().values
+
+
+@register_adapter("taso_lora", "TASO sparse LoRA on importance-chosen core rows and columns, rank lora_rank")
+def prepare(model: nn.Module, batches: TaskBatches, config: AdaptConfig) -> Adaptation:
+    scores = taso_score(model, batches, ScoreConfig(seed=config.seed))
+    freeze_(model)
+    layers = backbone_layers(model)
+    total = count_weights(layers)
+    budget = budget_to_count(config.budget, total)
+    generator = torch.Generator().manual_seed(config.seed)
+    deltas = {}
+    for name, layer in layers.items():
+        s = scores[name].reshape(scores[name].shape[0], -1)  # (out, fan_in)
+        out, fan_in = s.shape
+        share = budget * s.numel() / total / config.lora_rank  # rows + cols this layer may hold
+        n_rows = min(out, math.floor(share * out / (out + fan_in)))
+        n_cols = min(fan_in, math.floor(share * fan_in / (out + fan_in)))
+        if n_rows < 1 or n_cols < 1:
+            continue
+        rows, cols = _core(s.sum(1), n_rows), _core(s.sum(0), n_cols)
+        deltas[name] = LowRankDelta(layer.weight, config.lora_rank, rows=rows, cols=cols, generator=generator)
+        attach_lowrank_(layer, deltas[name])
+    params = [p for d in deltas.values() for p in (d.A, d.B)]
+    return Adaptation(
+        method="taso_lora",
+        parameters=params,
+        entries=sum(p.numel() for p in params),
+        changed={name: support_indices(d) for name, d in deltas.items()},
+        merge_=lambda: merge_lowrank_(model),
+        info={"layers": len(deltas)},
+    )

@@ -1,0 +1,173 @@
+"""Sparse-delta training: W = W0 + scatter(indices, values), gradients only for the masked entries.
+
+`attach_deltas_(model, masks)` gives each masked Linear/Conv2d a `sparse_delta` submodule holding
+`values` (nnz,) as the only trainable tensor of that layer, and routes the layer's forward through a
+custom autograd function. The frozen weight W0 is never written and never gets a gradient, no dense
+weight gradient is kept, and the optimizer sees `nnz` numbers per layer.
+
+Activation memory: for a Linear (and a 1x1 stride-1 Conv2d, which is a Linear over channels) the
+backward needs only the input columns that some trainable entry reads, so only x[..., used_cols] is
+saved instead of the whole input. kxk and grouped convs keep the whole input and gather the masked
+entries from a transient dense weight gradient (these layers are small in the models we adapt).
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Largest (tokens x entries) temporary used when reducing the value gradient, in elements.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+class SparseDelta(nn.Module):
+    """Trainable entries of one weight. rows/cols index the weight viewed as (out, in * kh * kw)."""
+
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__()
+        flat = mask.reshape(mask.shape[0], -1)  # (out, fan_in)
+        rows, cols = flat.nonzero(as_tuple=True)  # row-major order: deterministic
+        used_cols, col_slot = torch.unique(cols, return_inverse=True)
+        self.register_buffer("rows", rows)  # (nnz,)
+        self.register_buffer("cols", cols)  # (nnz,)
+        self.register_buffer("used_cols", used_cols)  # (U,) input features some entry reads
+        self.register_buffer("col_slot", col_slot)  # (nnz,) position of each entry's column in used_cols
+        self.values = nn.Parameter(torch.zeros(rows.numel(), dtype=torch.float32))
+        self.weight_shape = tuple(mask.shape)
+
+    def merged(self, weight: Tensor) -> Tensor:
+        """W0 + delta as a new dense tensor shaped like the weight."""
+        flat = weight.reshape(weight.shape[0], -1)
+        return flat.index_put((self.rows, self.cols), self.values.to(weight.dtype), accumulate=True).reshape(weight.shape)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def _value_grad(grad_out: Tensor, inputs: Tensor, rows: Tensor, col_slot: Tensor) -> Tensor:
+    """sum_t grad_out[t, rows[e]] * inputs[t, col_slot[e]] for every entry e, in float32.
+
+    grad_out (T, out), inputs (T, U) -> (nnz,). Chunked over entries so the temporary stays bounded.
+    """
+    tokens = grad_out.shape[0]
+    step = max(1, _CHUNK_ELEMENTS // max(tokens, 1))
+    parts = []
+    for start in range(0, rows.numel(), step):
+        r, c = rows[start : start + step], col_slot[start : start + step]
+        parts.append(torch.einsum("tn,tn->n", grad_out[:, r].float(), inputs[:, c].float()))
+    return torch.cat(parts) if parts else grad_out.new_zeros(0, dtype=torch.float32)
+
+
+class _SparseDeltaLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, values, delta):  # type: ignore[override]
+        dtype = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            w = delta.merged(weight).to(dtype)  # (out, in)
+            y = F.linear(x.to(dtype), w, None if bias is None else bias.to(dtype))
+            x_used = x.reshape(-1, x.shape[-1])[:, delta.used_cols].to(dtype)  # (T, U)
+        ctx.delta, ctx.x_shape, ctx.x_dtype = delta, x.shape, x.dtype
+        ctx.save_for_backward(x_used, weight, values)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        x_used, weight, _ = ctx.saved_tensors
+        delta = ctx.delta
+        g = grad_y.reshape(-1, grad_y.shape[-1])  # (T, out)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            w = delta.merged(weight).to(g.dtype)
+            grad_x = (g @ w).reshape(ctx.x_shape).to(ctx.x_dtype)
+        grad_values = _value_grad(g, x_used, delta.rows, delta.col_slot)
+        return grad_x, None, None, grad_values, None
+
+
+class _SparseDeltaConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, values, delta, conv):  # type: ignore[override]
+        dtype = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            w = delta.merged(weight).to(dtype)
+            xc = x.to(dtype)
+            y = F.conv2d(xc, w, None if bias is None else bias.to(dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+            pointwise = _is_pointwise(conv)
+            saved = xc[:, delta.used_cols] if pointwise else xc  # (N, U, H, W) or (N, C, H, W)
+        ctx.delta, ctx.conv, ctx.pointwise, ctx.x_shape, ctx.x_dtype = delta, conv, pointwise, x.shape, x.dtype
+        ctx.save_for_backward(saved, weight, values)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        saved, weight, _ = ctx.saved_tensors
+        delta, conv = ctx.delta, ctx.conv
+        w = delta.merged(weight).to(grad_y.dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(
+                ctx.x_shape, w, grad_y, conv.stride, conv.padding, conv.dilation, conv.groups
+            ).to(ctx.x_dtype)
+        if ctx.pointwise:
+            g = grad_y.permute(0, 2, 3, 1).reshape(-1, grad_y.shape[1])  # (N*H*W, out)
+            x_used = saved.permute(0, 2, 3, 1).reshape(-1, saved.shape[1])  # (N*H*W, U)
+            grad_values = _value_grad(g, x_used, delta.rows, delta.col_slot)
+        else:
+            dense = torch.nn.grad.conv2d_weight(saved, w.shape, grad_y, conv.stride, conv.padding, conv.dilation, conv.groups)
+            grad_values = dense.reshape(dense.shape[0], -1)[delta.rows, delta.cols].float()
+        return grad_x, None, None, grad_values, None, None
+
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1 and conv.padding in ((0, 0), "valid")
+
+
+def _linear_forward(self: nn.Linear, x: Tensor) -> Tensor:
+    return _SparseDeltaLinear.apply(x, self.weight, self.bias, self.sparse_delta.values, self.sparse_delta)
+
+
+def _conv_forward(self: nn.Conv2d, x: Tensor) -> Tensor:
+    if self.padding_mode != "zeros":
+        raise NotImplementedError("sparse delta on a Conv2d needs padding_mode='zeros'")
+    return _SparseDeltaConv.apply(x, self.weight, self.bias, self.sparse_delta.values, self.sparse_delta, self)
+
+
+def attach_deltas_(model: nn.Module, masks: dict[str, Tensor]) -> dict[str, SparseDelta]:
+    """Give every layer named in `masks` (weight parameter names) a trainable sparse delta, in place.
+
+    Freezes every parameter of the model; the returned deltas' `values` are the only new trainable tensors.
+    """
+    modules = dict(model.named_modules())
+    for param in model.parameters():
+        param.requires_grad_(False)
+    deltas = {}
+    for weight_name, mask in masks.items():
+        layer = modules[weight_name.removesuffix(".weight")]
+        if mask.shape != layer.weight.shape:
+            raise ValueError(f"mask for {weight_name} is {tuple(mask.shape)}, weight is {tuple(layer.weight.shape)}")
+        if not bool(mask.any()):
+            continue
+        layer.sparse_delta = SparseDelta(mask).to(layer.weight.device)
+        forward = _linear_forward if isinstance(layer, nn.Linear) else _conv_forward
+        layer.forward = types.MethodType(forward, layer)
+        deltas[weight_name] = layer.sparse_delta
+    return deltas
+
+
+@torch.no_grad()
+def merge_deltas_(model: nn.Module) -> int:
+    """Fold every sparse delta into its weight and restore the plain layer. Returns the layers merged."""
+    merged = 0
+    for layer in model.modules():
+        delta = getattr(layer, "sparse_delta", None)
+        if isinstance(delta, SparseDelta):
+            layer.weight.copy_(delta.merged(layer.weight))
+            del layer.sparse_delta
+            del layer.forward  # back to the class's forward
+            merged += 1
+    return merged

@@ -1,0 +1,160 @@
+"""Trainable masks from importance scores: per-neuron top-K, global top-k, and N:M-constrained per-neuron.
+
+A mask is a bool tensor shaped like its weight. Every budget is met exactly and ties are broken
+deterministically: by score (descending), then by flat position (ascending).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from edged.errors import InvalidInput
+
+Scores = dict[str, Tensor]
+Masks = dict[str, Tensor]
+
+
+def budget_to_count(budget: float, total: int) -> int:
+    """Number of trainable entries for a budget given as a fraction of `total` weights (0 < budget <= 1)."""
+    if not 0.0 < budget <= 1.0:
+        raise InvalidInput(
+            f"budget must be a fraction in (0, 1] of the backbone's weights, got {budget}",
+            detail={"accepted": "e.g. 0.001 for 0.1 %"},
+        )
+    count = int(round(budget * total))
+    if count < 1:
+        raise InvalidInput(f"budget {budget} of {total} weights selects no entry; use at least {1 / total:.2e}")
+    return count
+
+
+def _rank_rows(score: Tensor) -> Tensor:
+    """Column order of each row, best first, ties by lower column index. (rows, cols) -> (rows, cols) int64."""
+    rows, cols = score.shape
+    # A stable descending sort keeps equal scores in column order: deterministic tie-breaking.
+    return torch.sort(score.double(), dim=1, descending=True, stable=True).indices
+
+
+def per_neuron_topk(scores: Scores, k: int | None = None, count: int | None = None) -> Masks:
+    """Each output row (neuron) keeps its best entries.
+
+    Give `k` (entries per row, the same in every layer) or `count` (exact total over all layers).
+    With `count`, every row gets count // rows entries; the remainder is shared between layers in proportion
+    to their row counts (largest remainders, then layer order) and, inside a layer, goes to the rows whose
+    next-best entry scores highest. So the budget spreads over all layers, as TaskEdge intends.
+    """
+    if (k is None) == (count is None):
+        raise InvalidInput("give exactly one of k (entries per row) or count (total entries)")
+    flat = {name: s.reshape(s.shape[0], -1) for name, s in scores.items()}  # (out, in * kh * kw)
+    widths = {name: s.shape[1] for name, s in flat.items()}
+    if k is not None:
+        if k < 1 or k > min(widths.values()):
+            raise InvalidInput(
+                f"k={k} entries per row is not possible: rows have {min(widths.values())} to "
+                f"{max(widths.values())} entries",
+                detail={"accepted": f"1 <= k <= {min(widths.values())}"},
+            )
+        extra = {name: 0 for name in flat}
+        base = k
+    else:
+        base, extra = _share_count(flat, count)
+    masks = {}
+    for name, score in flat.items():
+        order = _rank_rows(score)
+        keep = torch.zeros_like(score, dtype=torch.bool)
+        if base:
+            keep.scatter_(1, order[:, :base], True)
+        if extra[name]:
+            next_best = score.double().gather(1, order[:, base : base + 1]).flatten()  # (out,)
+            rows = torch.sort(next_best, descending=True, stable=True).indices[: extra[name]]
+            keep[rows, order[rows, base]] = True
+        masks[name] = keep.reshape(scores[name].shape)
+    _reject_unselectable(scores, masks)
+    return masks
+
+
+def _reject_unselectable(scores: Scores, masks: Masks) -> None:
+    """A selected entry scored -inf was excluded (N:M limit, pruned position): the budget is too large."""
+    for name, keep in masks.items():
+        if bool(torch.isneginf(scores[name].double()[keep]).any()):
+            allowed = int(sum(int(torch.isfinite(s.double()).sum()) for s in scores.values()))
+            raise InvalidInput(
+                f"the budget selects entries that are excluded in {name} (N:M limit or pruned positions)",
+                detail={"accepted": f"at most {allowed} entries in total, and per row at most the allowed ones"},
+            )
+
+
+def _share_count(flat: Scores, count: int) -> tuple[int, dict[str, int]]:
+    """Split an exact total into a per-row base plus a per-layer remainder (largest-remainder method)."""
+    total = sum(s.numel() for s in flat.values())
+    if not 1 <= count <= total:
+        raise InvalidInput(f"cannot select {count} of {total} weights", detail={"accepted": f"1..{total}"})
+    rows = {name: s.shape[0] for name, s in flat.items()}
+    all_rows = sum(rows.values())
+    base = min(count // all_rows, min(s.shape[1] for s in flat.values()))
+    left = count - base * all_rows
+    room = {name: flat[name].shape[0] * (flat[name].shape[1] - base) for name in flat}
+    quota = {name: left * rows[name] / all_rows for name in flat}
+    extra = {name: min(int(quota[name]), room[name], rows[name]) for name in flat}
+    # Hand out what rounding left, to the largest fractional quotas first, then in layer order.
+    by_fraction = sorted(flat, key=lambda n: -(quota[n] - int(quota[n])))
+    while sum(extra.values()) < left:
+        progressed = False
+        for name in by_fraction:
+            if sum(extra.values()) == left:
+                break
+            if extra[name] < min(room[name], rows[name]):
+                extra[name] += 1
+                progressed = True
+        if not progressed:
+            raise InvalidInput(
+                f"per-neuron allocation cannot place {count} entries (rows too short); use global top-k"
+            )
+    return base, extra
+
+
+def global_topk(scores: Scores, count: int) -> Masks:
+    """The `count` best entries over all layers together (scores compared across layers as they are)."""
+    names = list(scores)
+    flat = torch.cat([scores[n].double().flatten() for n in names])
+    if not 1 <= count <= flat.numel():
+        raise InvalidInput(f"cannot select {count} of {flat.numel()} weights", detail={"accepted": f"1..{flat.numel()}"})
+    chosen = torch.sort(flat, descending=True, stable=True).indices[:count]
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[chosen] = True
+    masks, start = {}, 0
+    for name in names:
+        size = scores[name].numel()
+        masks[name] = keep[start : start + size].reshape(scores[name].shape)
+        start += size
+    _reject_unselectable(scores, masks)
+    return masks
+
+
+def nm_limited_scores(scores: Scores, n: int, m: int) -> Scores:
+    """Scores with entries outside the best n of each m consecutive inputs of a row set to -inf.
+
+    Feeding these to `per_neuron_topk` gives a mask with at most n of every m consecutive entries.
+    Rows whose width is not a multiple of m are rejected.
+    """
+    if not 1 <= n <= m:
+        raise InvalidInput(f"N:M needs 1 <= N <= M, got {n}:{m}")
+    limited = {}
+    for name, score in scores.items():
+        flat = score.reshape(score.shape[0], -1).double()  # (out, in)
+        if flat.shape[1] % m:
+            raise InvalidInput(f"{name}: rows of {flat.shape[1]} entries do not split into groups of {m}")
+        groups = flat.reshape(flat.shape[0], -1, m)  # (out, in / m, m)
+        order = torch.sort(groups, dim=2, descending=True, stable=True).indices
+        allowed = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, order[..., :n], True)
+        limited[name] = groups.masked_fill(~allowed, float("-inf")).reshape(score.shape)
+    return limited
+
+
+def restrict_scores(scores: Scores, allowed: Masks) -> Scores:
+    """Scores with entries outside `allowed` (e.g. 2:4-pruned positions) made unselectable."""
+    return {name: s.double().masked_fill(~allowed[name], float("-inf")) if name in allowed else s for name, s in scores.items()}
+
+
+def count_selected(masks: Masks) -> int:
+    return int(sum(int(m.sum()) for m in masks.values()))

@@ -1,0 +1,1 @@
+"""Training loop, schedules, evaluation, checkpoints of the trainable part."""
