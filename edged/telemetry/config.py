@@ -16,8 +16,8 @@ from edged.errors import InvalidInput
 class TelemetryConfig:
     power_source: str = "auto"  # auto | jtop | nvml | rapl | none
     sysfs_root: str = "/sys"  # RAPL is looked up under <root>/class/powercap
-    idle_interval_s: float = 5.0  # sampler period with no job running
     active_interval_s: float = 1.0  # sampler period while a job runs
+    idle_interval_s: float = 5.0  # sampler period with no job running (never faster than active)
     retention_rows: int = 100_000  # oldest telemetry_samples rows beyond this are pruned
     nvml_devices: str = "all"  # "all" or comma-separated NVML indices, e.g. "0,1"
 
@@ -37,6 +37,10 @@ class TelemetryConfig:
             for f in fields(cls)
             if hasattr(settings, SETTINGS_FIELDS[f.name])
         }
+        if "sysfs_root" in values:
+            values["sysfs_root"] = str(values["sysfs_root"])  # Settings holds a Path
+        if "active_interval_s" in values and "idle_interval_s" not in values:
+            values["idle_interval_s"] = max(cls.idle_interval_s, values["active_interval_s"])
         return cls(**values)
 
 
@@ -44,8 +48,8 @@ class TelemetryConfig:
 SETTINGS_FIELDS = {
     "power_source": "power_source",
     "sysfs_root": "sysfs_root",
+    "active_interval_s": "telemetry_interval_s",
     "idle_interval_s": "telemetry_idle_interval_s",
-    "active_interval_s": "telemetry_active_interval_s",
     "retention_rows": "telemetry_retention_rows",
     "nvml_devices": "nvml_devices",
 }

@@ -1,0 +1,79 @@
+import json
+import re
+import time
+
+import pytest
+
+from edged.store.db import open_db
+from edged.telemetry.config import TelemetryConfig
+from edged.telemetry.reading import PowerSource
+from edged.telemetry.sampler import Sampler
+from edged.telemetry.schema import SCHEMA_MARKDOWN
+from edged.telemetry.sources import open_named_source
+
+
+def _rapl_sampler(fake_rapl, db_path, **config):
+    fake_rapl.add_zone("intel-rapl:0", "package-0", 0)
+    cfg = TelemetryConfig(power_source="rapl", sysfs_root=str(fake_rapl.root), **config)
+    return Sampler(db_path, open_named_source("rapl", cfg), cfg)
+
+
+def test_rows_carry_interval_energy_that_sums_to_the_counter(fake_rapl, db_path):
+    sampler = _rapl_sampler(fake_rapl, db_path)
+    sampler.sample_once()
+    for delta_uj in (1_000_000, 2_500_000, 500_000):
+        fake_rapl.add_energy("intel-rapl:0", delta_uj)
+        sampler.sample_once()
+    sampler.stop()
+    db = open_db(db_path)
+    rows = list(db["telemetry_samples"].rows_where(order_by="id"))
+    assert rows[0]["energy_j"] is None  # nothing to integrate before the second reading
+    assert [r["energy_j"] for r in rows[1:]] == pytest.approx([1.0, 2.5, 0.5])
+    assert sampler.energy_total_j == pytest.approx(4.0)
+    assert all(r["source"] == "rapl" and json.loads(r["rails"]).keys() == {"package-0"} for r in rows[1:])
+
+
+def test_retention_prunes_the_oldest_rows(db_path):
+    config = TelemetryConfig(power_source="none", retention_rows=5)
+    sampler = Sampler(db_path, PowerSource(), config)
+    ids = [sampler.sample_once()["id"] for _ in range(12)]
+    sampler.stop()
+    db = open_db(db_path)
+    kept = [r["id"] for r in db["telemetry_samples"].rows_where(order_by="id")]
+    assert kept == ids[-5:]
+
+
+def test_rows_are_tagged_with_the_running_job(db_path, insert_job):
+    db = open_db(db_path)
+    sampler = Sampler(db_path, PowerSource(), TelemetryConfig(power_source="none"))
+    assert sampler.sample_once()["job_id"] is None
+    insert_job(db, "job-1", "running", started_at="2026-01-01T00:00:00Z")
+    assert sampler.sample_once()["job_id"] == "job-1"
+    sampler.set_active("job-2")  # explicit beats the table
+    assert sampler.sample_once()["job_id"] == "job-2"
+    sampler.set_active(None)
+    db["jobs"].update("job-1", {"state": "succeeded"})
+    assert sampler.sample_once()["job_id"] is None
+    sampler.stop()
+
+
+def test_thread_samples_faster_while_a_job_runs(db_path):
+    config = TelemetryConfig(power_source="none", active_interval_s=0.05, idle_interval_s=30.0)
+    sampler = Sampler(db_path, PowerSource(), config)
+    sampler.start()
+    time.sleep(0.3)  # idle: only the first sample
+    idle_count = open_db(db_path)["telemetry_samples"].count
+    sampler.set_active("job-9")  # wakes the thread at once
+    time.sleep(0.5)
+    sampler.stop()
+    db = open_db(db_path)
+    active_count = db.execute("SELECT count(*) FROM telemetry_samples WHERE job_id = 'job-9'").fetchone()[0]
+    assert idle_count == 1
+    assert active_count >= 4
+
+
+def test_schema_doc_names_every_column(db_path):
+    db = open_db(db_path)
+    documented = set(re.findall(r"^\| `(\w+)` \|", SCHEMA_MARKDOWN, flags=re.M))
+    for table in ("telemetry_samples", "job_stage_telemetry"):
+        assert set(db[table].columns_dict) <= documented, table
