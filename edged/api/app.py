@@ -1,0 +1,98 @@
+"""The FastAPI application: `create_app(settings)`.
+
+To serve a new resource, add its router to ROUTERS. Every path needs the bearer token except those
+in PUBLIC_PATHS. Background services (job manager, telemetry sampler) start and stop in `lifespan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+import edged
+from edged.api.errors import install_error_handlers
+from edged.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
+from edged.api.routes import datasets, health, models
+from edged.api.schemas import ErrorBody
+from edged.settings import Settings
+from edged.store.blobs import BlobStore
+from edged.store.db import migrate, open_db
+
+ROUTERS: list[APIRouter] = [
+    health.router,
+    datasets.router,
+    models.router,
+]
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+# Room for the multipart envelope and small form fields around an upload of max_upload_mb.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in [(401, "missing or wrong bearer token"), (422, "invalid input"), (500, "internal")]
+}
+
+
+def prepare_store(settings: Settings) -> None:
+    """Create the data directory and bring the database schema up to date."""
+    settings.blobs_dir.mkdir(parents=True, exist_ok=True)
+    db = open_db(settings.db_path)
+    try:
+        migrate(db)
+    finally:
+        db.close()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    prepare_store(settings)
+    async with AsyncExitStack() as services:
+        # Start background services here, after the store is ready, registering each one's stop
+        # with `services.push_async_callback(...)` / `services.callback(...)`: they stop in
+        # reverse order at shutdown, before the process exits.
+        #   - job manager (worker process, resume of interrupted jobs)
+        #   - telemetry sampler
+        yield
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API app for `settings`; nothing touches the disk until the lifespan starts."""
+    token = settings.serving_token()
+    app = FastAPI(
+        title="edged",
+        version=edged.__version__,
+        description="On-device sparse fine-tuning daemon. Every route but GET /healthz needs "
+        "`Authorization: Bearer <EDGED_TOKEN>`.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.settings = settings
+    app.state.blobs = BlobStore(settings.blobs_dir)
+    for router in ROUTERS:
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=int(settings.upload_limits().max_upload_bytes) + MULTIPART_OVERHEAD_BYTES
+    )
+    app.add_middleware(BearerAuthMiddleware, token=token, public_paths=PUBLIC_PATHS)  # outermost: runs first
+    app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI with the bearer scheme on every operation outside PUBLIC_PATHS (as the middleware does)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in schema.get("paths", {}).items():
+            if path not in PUBLIC_PATHS:
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema

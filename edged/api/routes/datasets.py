@@ -1,0 +1,46 @@
+"""/v1/datasets: upload, list, show and delete labelled datasets."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from edged.api.deps import BlobsDep, DbDep, UploadLimitsDep
+from edged.api.schemas import DatasetPublic
+from edged.data.formats import ACCEPTED
+from edged.errors import TooLarge
+from edged.store import datasets
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post("", status_code=201, response_model=DatasetPublic, summary="Upload a labelled dataset")
+def upload_dataset(
+    file: Annotated[UploadFile, File(description=f"the dataset file: {ACCEPTED}")],
+    db: DbDep,
+    blobs: BlobsDep,
+    limits: UploadLimitsDep,
+    name: Annotated[Optional[str], Form(description="a name for the dataset (default: the file name)")] = None,
+) -> DatasetPublic:
+    data = file.file.read(int(limits.max_upload_bytes) + 1)
+    if len(data) > limits.max_upload_bytes:
+        raise TooLarge(f"{file.filename}: over the {limits.max_upload_mb:g} MiB upload limit")
+    row = datasets.save_dataset(db, blobs, file.filename or "", data, name=name, limits=limits)
+    return DatasetPublic(**row)
+
+
+@router.get("", response_model=list[DatasetPublic], summary="List datasets, newest first")
+def list_datasets(db: DbDep) -> list[DatasetPublic]:
+    return [DatasetPublic(**row) for row in datasets.list_datasets(db)]
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, summary="Show one dataset")
+def get_dataset(dataset_id: str, db: DbDep) -> DatasetPublic:
+    return DatasetPublic(**datasets.get_dataset(db, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset (409 while a job uses it)")
+def delete_dataset(dataset_id: str, db: DbDep, blobs: BlobsDep) -> Response:
+    datasets.delete_dataset(db, blobs, dataset_id)
+    return Response(status_code=204)

@@ -1,0 +1,36 @@
+"""Response and request bodies of the API (the field names are the public contract)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+
+class DatasetPublic(BaseModel):
+    id: str = Field(description="dataset id, used as `dataset` when starting a job")
+    name: str = Field(description="the name given at upload, else the uploaded file's name")
+    sha256: str = Field(description="SHA-256 of the uploaded bytes; the same bytes give the same dataset")
+    kind: Literal["image", "text", "tabular"] = Field(description="what the samples are")
+    format: str = Field(description="upload format: npz, jsonl, csv, zip or tar")
+    num_samples: int = Field(description="number of labelled samples")
+    classes: list[str] = Field(description="class names; label i is classes[i]")
+    shape: Optional[list[int]] = Field(description="shape of one sample: [C, H, W] images, [F] tabular, null text")
+    size_bytes: int = Field(description="size of the uploaded file in bytes")
+    created_at: str = Field(description="upload time, ISO 8601 UTC")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="'ok' when the API and its database answer")
+    version: str = Field(description="edged version")
+    schema_version: int = Field(description="database schema version (number of migrations applied)")
+
+
+class ErrorContent(BaseModel):
+    code: str = Field(description="stable machine-readable error code, e.g. invalid_input, not_found")
+    message: str = Field(description="what went wrong and what would be accepted, for people")
+    detail: object = Field(None, description="structured detail (e.g. every validation reason), or null")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorContent

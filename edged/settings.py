@@ -1,0 +1,103 @@
+"""edged's settings: environment variables with the `EDGED_` prefix, optionally from an env file.
+
+Built by `get_settings()` (never at import) and passed explicitly to `create_app(settings)`, so tests
+build their own. Every field is documented; `edged serve --help` and the README list them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edged.data.upload_limits import UploadLimits
+from edged.errors import InvalidInput
+
+MIN_TOKEN_LENGTH = 16
+TOKEN_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGED_", extra="ignore")
+
+    data_dir: Path = Field(Path("edged-data"), description="Directory holding the SQLite database and the blobs.")
+    host: str = Field("127.0.0.1", description="Address `edged serve` listens on.")
+    port: int = Field(8686, ge=1, le=65535, description="TCP port `edged serve` listens on.")
+    token: Optional[SecretStr] = Field(
+        None,
+        description=f"Bearer token every request but GET /healthz must carry; required to serve, "
+        f">= {MIN_TOKEN_LENGTH} characters.",
+    )
+    max_upload_mb: float = Field(UploadLimits.max_upload_mb, gt=0, description="Largest accepted upload, in MiB.")
+    max_unpacked_mb: float = Field(
+        UploadLimits.max_unpacked_mb,
+        gt=0,
+        description="Most bytes an upload may unpack to (archive members plus decoded pixels), in MiB.",
+    )
+    max_archive_files: int = Field(
+        int(UploadLimits.max_archive_files), gt=0, description="Most members a zip/tar upload may hold."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where jobs run: auto picks cuda if present.")
+    default_memory_budget_mb: int = Field(
+        2048, gt=0, description="Memory budget of a job that does not set memory_budget_mb, in MiB."
+    )
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a graceful shutdown waits for open requests and the running job."
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Logging level of the daemon."
+    )
+    sysfs_root: Path = Field(Path("/sys"), description="Root of the sysfs tree power sensors are read from.")
+    telemetry_interval_s: float = Field(
+        1.0, ge=0.5, description="Seconds between telemetry samples (>= 0.5: jtop samples no faster)."
+    )
+    telemetry_retention_rows: int = Field(
+        100_000, gt=0, description="Telemetry rows kept; the oldest are pruned beyond this."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lowercase_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("token")
+    @classmethod
+    def _token_long_enough(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"EDGED_TOKEN must be at least {MIN_TOKEN_LENGTH} characters; {TOKEN_HINT}")
+        return value
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "edged.db"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    def upload_limits(self) -> UploadLimits:
+        return UploadLimits(self.max_upload_mb, self.max_unpacked_mb, self.max_archive_files)
+
+    def serving_token(self) -> str:
+        """The bearer token, or InvalidInput explaining how to set one (serving needs it)."""
+        if self.token is None:
+            raise InvalidInput(f"EDGED_TOKEN is not set; edged serves only with a bearer token; {TOKEN_HINT}")
+        return self.token.get_secret_value()
+
+
+def get_settings(env_file: Optional[Path] = None, **overrides: Any) -> Settings:
+    """Settings from the environment, an env file (argument, else EDGED_ENV_FILE) and overrides.
+
+    Precedence: overrides > environment > env file > defaults. Raises InvalidInput naming every bad value.
+    """
+    env_file = env_file or (Path(os.environ["EDGED_ENV_FILE"]) if os.environ.get("EDGED_ENV_FILE") else None)
+    if env_file is not None and not env_file.is_file():
+        raise InvalidInput(f"env file {env_file} does not exist or is not a file")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = [f"EDGED_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        raise InvalidInput("invalid settings: " + "; ".join(problems), detail=problems) from None

@@ -1,0 +1,1 @@
+"""Persistent state: SQLite through sqlite-utils (schema in `migrations`) and content-addressed blobs."""

@@ -1,0 +1,105 @@
+"""Content-addressed blobs: bytes stored under root/ab/cdef... named by their SHA-256.
+
+Writes are atomic: a temporary file in the destination directory is written and fsynced, renamed
+over the final name (os.replace), and the directory is fsynced, so after a power loss a blob is
+either absent or complete, never partial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from collections.abc import Iterable
+from typing import BinaryIO, Union
+
+from edged.errors import InvalidInput, NotFound
+
+CHUNK_BYTES = 1024 * 1024
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobStore:
+    def __init__(self, root: Union[str, Path]) -> None:
+        self.root = Path(root)
+
+    def path(self, digest: str) -> Path:
+        if not _DIGEST.fullmatch(digest):
+            raise InvalidInput(f"{digest!r} is not a blob name", detail={"accepted": "64 lowercase hex digits"})
+        return self.root / digest[:2] / digest[2:]
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store `data`, returning its SHA-256; storing the same bytes again writes nothing."""
+        digest = sha256_bytes(data)
+        if not self.exists(digest):
+            self._write_atomically(digest, [data])
+        return digest
+
+    def put_file(self, source: Union[str, Path]) -> str:
+        """Store a file's bytes (hashed first, then copied), returning its SHA-256."""
+        hasher = hashlib.sha256()
+        with open(source, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+                hasher.update(chunk)
+        digest = hasher.hexdigest()
+        if not self.exists(digest):
+            with open(source, "rb") as f:
+                self._write_atomically(digest, iter(lambda: f.read(CHUNK_BYTES), b""))
+        return digest
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is missing from {self.root}") from None
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob if present (deleting a missing blob is not an error)."""
+        try:
+            os.remove(self.path(digest))
+        except FileNotFoundError:
+            return
+        _fsync_dir(self.path(digest).parent)
+
+    def _write_atomically(self, digest: str, chunks: Iterable[bytes]) -> None:
+        final = self.path(digest)
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(final.parent.parent)
+        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+        try:
+            hasher = hashlib.sha256()
+            with os.fdopen(fd, "wb") as tmp:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    tmp.write(chunk)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            if hasher.hexdigest() != digest:  # the source changed between hashing and copying
+                raise InvalidInput(f"content changed while it was being stored as blob {digest}")
+            os.replace(tmp_name, final)
+        except BaseException:
+            try:
+                os.remove(tmp_name)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(final.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

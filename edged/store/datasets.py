@@ -1,0 +1,122 @@
+"""Datasets: uploads decoded, validated, stored as a blob of the original bytes plus a row.
+
+The original bytes are what is kept (not tensors), so a dataset is re-decoded by `load_task` in the
+worker process with exactly the code that validated it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from typing import Any, Optional
+
+import sqlite_utils
+
+from edged.data.formats import decode_as, detect_format
+from edged.data.task import TaskData
+from edged.data.upload_limits import UploadLimits
+from edged.errors import Conflict, NotFound
+from edged.store.blobs import BlobStore, sha256_bytes
+from edged.store.db import utc_now
+
+ACTIVE_JOB_STATES = ("queued", "running")
+
+
+def save_dataset(
+    db: sqlite_utils.Database,
+    blobs: BlobStore,
+    filename: str,
+    data: bytes,
+    name: Optional[str] = None,
+    limits: Optional[UploadLimits] = None,
+) -> dict[str, Any]:
+    """Decode and validate an upload, then store it; the same bytes again return the existing row.
+
+    Decoding comes first: a rejected upload raises and leaves neither a row nor a blob behind.
+    """
+    digest = sha256_bytes(data)
+    existing = _row_by_sha256(db, digest)
+    if existing is not None:
+        return existing
+    fmt = detect_format(filename)
+    task = decode_as(fmt, filename, data, limits or UploadLimits())
+    row = _row_for(task, digest, fmt, name or filename, len(data))
+    blobs.put_bytes(data)
+    try:
+        db["datasets"].insert(row)
+    except sqlite3.IntegrityError:
+        # The same bytes were stored concurrently: the blob is theirs too, keep it.
+        existing = _row_by_sha256(db, digest)
+        if existing is None:
+            raise
+        return existing
+    return _decoded(row)
+
+
+def _row_for(task: TaskData, digest: str, fmt: str, name: str, size_bytes: int) -> dict[str, Any]:
+    shape = None if isinstance(task.x, list) else list(task.x.shape[1:])  # one sample's shape
+    return {
+        "id": uuid.uuid4().hex,
+        "name": name,
+        "sha256": digest,
+        "kind": task.kind,
+        "format": fmt,
+        "num_samples": len(task),
+        "classes": json.dumps(task.classes),
+        "shape": json.dumps(shape),
+        "blob": digest,
+        "size_bytes": size_bytes,
+        "created_at": utc_now(),
+    }
+
+
+def get_dataset(db: sqlite_utils.Database, dataset_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM datasets WHERE id = ?", [dataset_id]))
+    if not rows:
+        raise NotFound(f"no dataset with id {dataset_id!r}")
+    return _decoded(rows[0])
+
+
+def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return [_decoded(row) for row in db.query("SELECT * FROM datasets ORDER BY created_at DESC, rowid DESC")]
+
+
+def delete_dataset(db: sqlite_utils.Database, blobs: BlobStore, dataset_id: str) -> None:
+    """Delete a dataset and its blob; Conflict while a queued or running job uses it."""
+    row = get_dataset(db, dataset_id)
+    with db.atomic():
+        active = [
+            r["id"]
+            for r in db.query(
+                f"SELECT id FROM jobs WHERE dataset_id = ? AND state IN ({', '.join('?' * len(ACTIVE_JOB_STATES))})",
+                [dataset_id, *ACTIVE_JOB_STATES],
+            )
+        ]
+        if active:
+            raise Conflict(
+                f"dataset {dataset_id} is used by {len(active)} queued or running job(s); "
+                "cancel them or wait for them to finish",
+                detail={"jobs": active},
+            )
+        db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
+    blobs.delete(row["blob"])
+
+
+def load_task(
+    db: sqlite_utils.Database, blobs: BlobStore, dataset_id: str, limits: Optional[UploadLimits] = None
+) -> TaskData:
+    """Re-decode a stored dataset (validated at upload, so by default without size limits)."""
+    row = get_dataset(db, dataset_id)
+    with blobs.open(row["blob"]) as f:
+        data = f.read()
+    return decode_as(row["format"], row["name"], data, limits or UploadLimits.trusted())
+
+
+def _row_by_sha256(db: sqlite_utils.Database, digest: str) -> Optional[dict[str, Any]]:
+    rows = list(db.query("SELECT * FROM datasets WHERE sha256 = ?", [digest]))
+    return _decoded(rows[0]) if rows else None
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "classes": json.loads(row["classes"]), "shape": json.loads(row["shape"])}
