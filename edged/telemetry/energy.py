@@ -19,28 +19,35 @@ from edged.telemetry.reading import PowerReading, PowerSource
 class EnergyIntegrator:
     """Joules between the first and the last reading added.
 
-    Between two readings that both carry `energy_j` the counter difference is used (exact, the
-    hardware integrates every millisecond); otherwise, where both carry `power_w`, the trapezoid
-    (p0 + p1) / 2 * dt. `method` says which was used: "counter", "trapezoid", "mixed" or None.
+    From a cumulative counter (`energy_j`) the difference to the previous reading that had one
+    is used: exact, and a failed read in between loses nothing. Readings with power only are
+    integrated by the trapezoid (p0 + p1) / 2 * dt from the previous reading with power, bridging
+    failed reads by interpolation. `method` says which was used: "counter", "trapezoid", "mixed".
     """
 
     def __init__(self) -> None:
         self.joules: Optional[float] = None  # None until one interval could be integrated
-        self._last: Optional[PowerReading] = None
+        self._last_counter: Optional[PowerReading] = None
+        self._last_power: Optional[PowerReading] = None
         self._methods: set[str] = set()
 
-    def add(self, reading: PowerReading) -> None:
-        prev, self._last = self._last, reading
-        if prev is None:
-            return
-        if prev.energy_j is not None and reading.energy_j is not None:
-            step, method = reading.energy_j - prev.energy_j, "counter"
-        elif prev.power_w is not None and reading.power_w is not None:
-            step, method = (prev.power_w + reading.power_w) / 2.0 * (reading.t - prev.t), "trapezoid"
-        else:
-            return
-        self.joules = (self.joules or 0.0) + step
+    def _accumulate(self, joules: float, method: str) -> None:
+        self.joules = (self.joules or 0.0) + joules
         self._methods.add(method)
+
+    def add(self, reading: PowerReading) -> None:
+        counter, powered = self._last_counter, self._last_power
+        if reading.energy_j is not None:
+            if counter is not None:
+                self._accumulate(reading.energy_j - counter.energy_j, "counter")
+            self._last_counter = reading
+        elif reading.power_w is not None and powered is not None:
+            # never integrate over time a counter already covered
+            if counter is None or powered.t >= counter.t:
+                dt = reading.t - powered.t
+                self._accumulate((powered.power_w + reading.power_w) / 2.0 * dt, "trapezoid")
+        if reading.power_w is not None:
+            self._last_power = reading
 
     @property
     def method(self) -> Optional[str]:

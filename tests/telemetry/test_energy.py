@@ -16,15 +16,30 @@ def test_trapezoid_of_a_ramp_is_exact():
     assert integ.method == "trapezoid"
 
 
-def test_counter_wins_over_power_and_gaps_are_skipped():
+def test_counter_wins_over_power():
     integ = EnergyIntegrator()
     integ.add(PowerReading(t=0.0, power_w=100.0, energy_j=0.0))
     integ.add(PowerReading(t=1.0, power_w=100.0, energy_j=7.0))  # counter says 7 J, not 100 J
     assert integ.joules == pytest.approx(7.0) and integ.method == "counter"
-    integ.add(PowerReading(t=2.0))  # sensor hiccup: nothing to integrate
-    integ.add(PowerReading(t=3.0, power_w=4.0))
-    integ.add(PowerReading(t=4.0, power_w=6.0))  # 5 J by trapezoid
-    assert integ.joules == pytest.approx(12.0) and integ.method == "mixed"
+
+
+def test_failed_reads_in_between_lose_no_energy():
+    counter = EnergyIntegrator()
+    for r in [PowerReading(t=0.0, energy_j=1.0), PowerReading(t=1.0), PowerReading(t=2.0, energy_j=6.0)]:
+        counter.add(r)
+    assert counter.joules == pytest.approx(5.0)
+    sampled = EnergyIntegrator()
+    for r in [PowerReading(t=0.0, power_w=10.0), PowerReading(t=1.0), PowerReading(t=2.0, power_w=10.0)]:
+        sampled.add(r)
+    assert sampled.joules == pytest.approx(20.0) and sampled.method == "trapezoid"
+
+
+def test_power_after_the_counter_stops_is_integrated_once():
+    integ = EnergyIntegrator()
+    integ.add(PowerReading(t=0.0, power_w=2.0, energy_j=0.0))
+    integ.add(PowerReading(t=1.0, power_w=2.0, energy_j=3.0))
+    integ.add(PowerReading(t=2.0, power_w=4.0))  # counter gone: trapezoid from t=1 only
+    assert integ.joules == pytest.approx(3.0 + 3.0) and integ.method == "mixed"
 
 
 def test_no_power_means_no_joules():

@@ -75,10 +75,9 @@ class RaplSource(PowerSource):
         self._last_t = time.monotonic()
 
     def _read(self) -> PowerReading:
+        deltas_uj = {z.name: z.advance() for z in self._zones}  # may raise: then the clock stays put
         now = time.monotonic()
-        dt = now - self._last_t
-        self._last_t = now
-        deltas_uj = {z.name: z.advance() for z in self._zones}
+        dt, self._last_t = now - self._last_t, now
         rails = {name: d / 1e6 / dt for name, d in deltas_uj.items()} if dt > 0 else {}
         power: Optional[float] = sum(rails.values()) if rails else None
         return PowerReading(
