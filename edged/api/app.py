@@ -16,16 +16,19 @@ from fastapi.openapi.utils import get_openapi
 import edged
 from edged.api.errors import install_error_handlers
 from edged.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
-from edged.api.routes import datasets, health, models
+from edged.api.routes import dashboard, datasets, health, models, telemetry
 from edged.api.schemas import ErrorBody
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import migrate, open_db
+from edged.telemetry.service import start_sampler
 
 ROUTERS: list[APIRouter] = [
     health.router,
     datasets.router,
     models.router,
+    telemetry.router,
+    dashboard.router,
 ]
 PUBLIC_PATHS = frozenset({"/healthz"})
 
@@ -58,6 +61,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # reverse order at shutdown, before the process exits.
         #   - job manager (worker process, resume of interrupted jobs)
         #   - telemetry sampler
+        app.state.sampler = start_sampler(settings)
+        services.callback(app.state.sampler.stop)
         yield
 
 

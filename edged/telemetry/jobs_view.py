@@ -1,0 +1,42 @@
+"""What the dashboard shows of each job: its row, its metrics JSON parsed, its per-stage telemetry.
+
+The job pipeline writes `jobs.metrics` as a JSON object; the dashboard reads these keys when present:
+`accuracy_before`, `accuracy_after` (0..1), `trainable_fraction` (0..1) and `latency`, an object
+variant name -> `LatencyStats.as_dict()`, e.g. {"dense": {...}, "sparse_2_4": {...}}
+(`latency_metrics()` builds it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlite_utils
+
+from edged.telemetry.latency import LatencyStats
+
+JOB_COLUMNS = ("id", "state", "stage", "progress", "model", "method", "error",
+               "created_at", "started_at", "finished_at", "metrics")
+
+
+def latency_metrics(**variants: LatencyStats) -> dict[str, Any]:
+    """{"latency": {variant: stats}} to merge into jobs.metrics, e.g. latency_metrics(dense=a, sparse_2_4=b)."""
+    return {"latency": {name: stats.as_dict() for name, stats in variants.items()}}
+
+
+def recent_jobs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest `limit` jobs with `metrics` parsed and their `stages` telemetry attached."""
+    rows = [dict(r) for r in db.query(
+        f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", [limit]
+    )]
+    stages: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+    if rows:
+        marks = ", ".join("?" for _ in rows)
+        for s in db.query(
+            f"SELECT * FROM job_stage_telemetry WHERE job_id IN ({marks}) ORDER BY started_at", list(stages)
+        ):
+            stages[s["job_id"]].append(dict(s))
+    for r in rows:
+        r["metrics"] = json.loads(r["metrics"] or "{}")
+        r["stages"] = stages[r["id"]]
+    return rows

@@ -1,0 +1,76 @@
+"""GET /metrics in the Prometheus text format, built at scrape time from the sampler and the database.
+
+A fresh registry per scrape with one custom collector: no process-global metric objects, so
+several apps (tests) in one process never collide. Base units per Prometheus convention.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import sqlite_utils
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edged.telemetry.sampler import Sampler
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+
+# telemetry_samples column -> (metric name, help, factor to base unit)
+_GAUGES = {
+    "power_w": ("edged_power_watts", "Total power the source sees (board input, GPUs or CPU packages).", 1.0),
+    "gpu_util_pct": ("edged_gpu_utilization_percent", "GPU utilisation, mean over GPUs.", 1.0),
+    "cpu_util_pct": ("edged_cpu_utilization_percent", "CPU utilisation over all cores.", 1.0),
+    "mem_used_mb": ("edged_memory_used_bytes", "Host RAM in use.", float(2**20)),
+    "temp_c": ("edged_temperature_celsius", "Hottest temperature the source reports.", 1.0),
+}
+
+
+class _TelemetryCollector(Collector):
+    def __init__(self, db: sqlite_utils.Database, sampler: Optional[Sampler]) -> None:
+        self._db, self._sampler = db, sampler
+
+    def _latest(self) -> Optional[dict[str, Any]]:
+        if self._sampler is not None and self._sampler.latest is not None:
+            return self._sampler.latest
+        rows = list(self._db.query("SELECT * FROM telemetry_samples ORDER BY id DESC LIMIT 1"))
+        return rows[0] if rows else None
+
+    def collect(self) -> Iterator[Metric]:
+        latest = self._latest()
+        source = latest["source"] if latest else (self._sampler.source.name if self._sampler else "none")
+        for column, (name, doc, factor) in _GAUGES.items():
+            gauge = GaugeMetricFamily(name, doc, labels=["source"])
+            if latest is not None and latest[column] is not None:
+                gauge.add_metric([source], latest[column] * factor)
+            yield gauge
+        rails = GaugeMetricFamily("edged_rail_power_watts", "Power per rail / GPU / CPU package.", labels=["rail"])
+        for rail, watts in (json.loads(latest["rails"]) if latest else {}).items():
+            rails.add_metric([rail], watts)
+        yield rails
+        energy = CounterMetricFamily(
+            "edged_energy_joules", "Energy measured since the daemon started.", labels=["source"]
+        )
+        energy.add_metric([source], self._sampler.energy_total_j if self._sampler else 0.0)
+        yield energy
+        stamp = GaugeMetricFamily("edged_telemetry_last_sample_timestamp_seconds", "When the last sample was read.")
+        if latest is not None:
+            stamp.add_metric([], latest["ts"])
+        yield stamp
+        yield self._jobs()
+
+    def _jobs(self) -> Metric:
+        counts = dict(self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+        jobs = GaugeMetricFamily("edged_jobs", "Jobs by state.", labels=["state"])
+        for state in sorted(set(JOB_STATES) | set(counts)):
+            jobs.add_metric([state], counts.get(state, 0))
+        return jobs
+
+
+def render_metrics(db: sqlite_utils.Database, sampler: Optional[Sampler]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_TelemetryCollector(db, sampler))
+    return generate_latest(registry)
