@@ -16,8 +16,9 @@ function niceTicks(lo, hi, count) {
   const raw = (hi - lo) / count;
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
-  const ticks = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(v);
+  const ticks = [];  // from below lo to above hi, so every point lies inside the axis
+  const last = Math.ceil(hi / step - 1e-9) * step;
+  for (let v = Math.floor(lo / step + 1e-9) * step; v <= last + step * 1e-9; v += step) ticks.push(v);
   return ticks;
 }
 
@@ -30,7 +31,7 @@ function fmt(v) {
 
 // points: [{x: unix seconds, y: number|null}]; draws into `host` (an element), replacing its content.
 function lineChart(host, points, opts) {
-  const W = opts.width || 560, H = opts.height || 200, M = {l: 52, r: 12, t: 14, b: 28};
+  const W = host.clientWidth || 560, H = opts.height || 200, M = {l: 52, r: 12, t: 14, b: 28};
   const svg = svgEl("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": opts.label});
   const pts = points.filter((p) => p.y !== null && p.y !== undefined);
   host.replaceChildren(svg);
@@ -61,9 +62,9 @@ function lineChart(host, points, opts) {
 
 // groups: [{label, values: {seriesName: number|null}}]; series: ordered names (one colour each).
 function barChart(host, groups, series, opts) {
-  const rowH = 18, gap = 10, M = {l: 120, r: 70, t: 8, b: 8};
+  const rowH = 18, gap = 10, M = {l: 120, r: 150, t: 8, b: 8};
   const H = M.t + M.b + groups.length * (series.length * rowH + gap);
-  const W = opts.width || 560;
+  const W = host.clientWidth || 560;
   const svg = svgEl("svg", {viewBox: `0 0 ${W} ${Math.max(H, 40)}`, class: "chart", role: "img", "aria-label": opts.label});
   host.replaceChildren(svg);
   const all = groups.flatMap((g) => series.map((s) => g.values[s])).filter((v) => v !== null && v !== undefined);
