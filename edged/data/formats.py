@@ -69,7 +69,12 @@ def decode_as(fmt: str, source: str, data: bytes, limits: UploadLimits) -> TaskD
         )
     if not data:
         raise InvalidInput(f"{source}: the file is empty", detail={"accepted": ACCEPTED})
-    return DECODERS[fmt](source, data, limits)
+    try:
+        return DECODERS[fmt](source, data, limits)
+    except InvalidInput as exc:  # TaskData's own checks do not know the file's name
+        if exc.message.startswith(source):
+            raise
+        raise type(exc)(f"{source}: {exc.message}", exc.detail) from None
 
 
 def decode_upload(filename: str, data: bytes, limits: UploadLimits) -> TaskData:

@@ -121,8 +121,20 @@ def _tar_members(source: str, archive: tarfile.TarFile) -> Iterator[tarfile.TarI
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise InvalidInput(f"{source}: truncated or corrupt tar archive: {exc}") from None
         if info is None:
+            _check_end_marker(source, archive)
             return
         yield info
+
+
+def _check_end_marker(source: str, archive: tarfile.TarFile) -> None:
+    """tarfile stops quietly at a missing or garbled header; a complete archive ends with a zero block."""
+    try:
+        archive.fileobj.seek(archive.offset)
+        block = archive.fileobj.read(tarfile.BLOCKSIZE)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InvalidInput(f"{source}: truncated or corrupt tar archive: {exc}") from None
+    if block != bytes(tarfile.BLOCKSIZE):
+        raise InvalidInput(f"{source}: truncated or corrupt tar archive: no end-of-archive marker after the last member")
 
 
 def _read_member(source: str, name: str, open_member: Callable[[], BinaryIO], budget: _Budget) -> bytes:

@@ -26,7 +26,8 @@ LAYOUT_HINT = "an archive of class folders: <class>/<image>.png or .jpg"
 
 def decode_image_folders(source: str, members: Members, limits: UploadLimits) -> TaskData:
     labelled = _class_of_each(source, [name for name, _ in members])
-    pixel_budget = [limits.max_unpacked_bytes]
+    # Members and their decoded pixels share one budget: both are held in memory at once.
+    pixel_budget = [limits.max_unpacked_bytes - sum(len(content) for _, content in members)]
     images = [_decode_image(source, name, content, pixel_budget) for name, content in members]
     _check_one_size(source, [name for name, _ in members], images)
     mode = "L" if all(image.mode == "L" for image in images) else "RGB"

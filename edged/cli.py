@@ -1,0 +1,76 @@
+"""The `edged` command line.
+
+To add a subcommand, write `_add_<name>(subparsers)` that builds its parser and sets `run=<function>`
+(taking the parsed args and returning an exit code), and append it to SUBCOMMANDS.
+Errors from edged are printed as one line (no traceback) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from edged.errors import EdgedError
+from edged.settings import Settings, get_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return get_settings(args.env_file, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from edged.api.app import create_app
+
+    settings = _settings(args, host=args.host, port=args.port)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)  # validates the token before binding the port
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the HTTP daemon (settings from EDGED_* variables)")
+    parser.add_argument("--host", help="listen address (default: EDGED_HOST, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default: EDGED_PORT, else 8686)")
+    parser.set_defaults(run=_serve)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_serve,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edged", description="On-device sparse fine-tuning daemon.")
+    parser.add_argument(
+        "--env-file", type=Path, help="file of EDGED_*=value lines (default: EDGED_ENV_FILE, if set)"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_subcommand in SUBCOMMANDS:
+        add_subcommand(subparsers)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except EdgedError as exc:
+        print(f"edged: error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

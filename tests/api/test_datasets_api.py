@@ -1,0 +1,110 @@
+"""/v1/datasets through the real app and a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from edged.store.db import open_db, utc_now
+
+
+def _upload(client, auth, filename, data, **form):
+    return client.post("/v1/datasets", headers=auth, files={"file": (filename, data)}, data=form)
+
+
+def _stored_files(settings):
+    return [f for _, _, files in os.walk(settings.blobs_dir) for f in files]
+
+
+def _case(uploads):
+    """One valid upload of every format: (file name, bytes, kind, shape of a sample)."""
+    jsonl = "\n".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) for i in range(4)).encode()
+    return [
+        ("d.zip", uploads.zip(uploads.image_folders(per_class=2)), "image", [1, 8, 8]),
+        ("d.tar", uploads.tar(uploads.image_folders(per_class=2)), "image", [1, 8, 8]),
+        ("d.tar.gz", uploads.tar(uploads.image_folders(per_class=2, mode="RGB"), "w:gz"), "image", [3, 8, 8]),
+        ("d.npz", uploads.npz(x=np.zeros((4, 3)), y=np.array([0, 1, 1, 0])), "tabular", [3]),
+        ("d.csv", b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n", "tabular", [2]),
+        ("d.jsonl", jsonl, "text", None),
+    ]
+
+
+def test_upload_every_format(client, auth, uploads):
+    for filename, data, kind, shape in _case(uploads):
+        response = _upload(client, auth, filename, data)
+        assert response.status_code == 201, (filename, response.json())
+        body = response.json()
+        assert body["kind"] == kind and body["shape"] == shape and body["num_samples"] == 4, filename
+        assert len(body["sha256"]) == 64 and len(body["classes"]) == 2
+    assert len(client.get("/v1/datasets", headers=auth).json()) == len(_case(uploads))
+
+
+def test_same_bytes_same_dataset_and_get_delete(client, auth, uploads):
+    data = uploads.zip(uploads.image_folders(per_class=2))
+    first = _upload(client, auth, "d.zip", data, name="pets").json()
+    assert first["name"] == "pets" and first["classes"] == ["cat", "dog"]
+    again = _upload(client, auth, "copy.zip", data)
+    assert again.status_code in (200, 201) and again.json()["id"] == first["id"]
+    assert client.get(f"/v1/datasets/{first['id']}", headers=auth).json() == first
+    assert client.delete(f"/v1/datasets/{first['id']}", headers=auth).status_code == 204
+    missing = client.get(f"/v1/datasets/{first['id']}", headers=auth)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_delete_while_a_job_uses_it_is_409(client, auth, settings):
+    dataset = _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n").json()
+    db = open_db(settings.db_path)
+    db["jobs"].insert(
+        {"id": "j1", "state": "running", "model": "m", "method": "taskedge", "dataset_id": dataset["id"], "created_at": utc_now()}
+    )
+    response = client.delete(f"/v1/datasets/{dataset['id']}", headers=auth)
+    assert response.status_code == 409 and response.json()["error"]["detail"] == {"jobs": ["j1"]}
+
+
+def _bad_uploads(uploads):
+    images = uploads.image_folders(per_class=2)
+    zipped = uploads.zip(images)
+    bomb = {**images, "cat/bomb.png": bytes(8 * 1024 * 1024)}
+    return {
+        "truncated archive": ("d.zip", zipped[: len(zipped) // 2], 422),
+        "parent path": ("d.tar", uploads.tar({**images, "../evil.png": uploads.image()}), 422),
+        "absolute path": ("d.tar", uploads.tar({**images, "/tmp/evil.png": uploads.image()}), 422),
+        "decompression bomb": ("d.zip", uploads.zip(bomb), 413),
+        "non-image file": ("d.zip", uploads.zip({**images, "cat/readme.txt": b"hi"}), 422),
+        "inconsistent shapes": ("d.zip", uploads.zip({**images, "dog/x.png": uploads.image(size=(9, 9))}), 422),
+        "missing labels": ("d.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b"}\n', 422),
+        "one class": ("d.zip", uploads.zip(uploads.image_folders(("cat",), per_class=3)), 422),
+        "empty file": ("d.csv", b"", 422),
+        "unknown format": ("d.xlsx", b"PK", 422),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["truncated archive", "parent path", "absolute path", "decompression bomb", "non-image file",
+     "inconsistent shapes", "missing labels", "one class", "empty file", "unknown format"],
+)
+def test_bad_uploads_are_refused_and_store_nothing(client, auth, uploads, settings, case):
+    filename, data, status = _bad_uploads(uploads)[case]
+    response = _upload(client, auth, filename, data)
+    assert response.status_code == status, response.json()
+    error = response.json()["error"]
+    assert error["code"] == ("too_large" if status == 413 else "invalid_input")
+    assert filename in error["message"]
+    assert client.get("/v1/datasets", headers=auth).json() == []
+    assert _stored_files(settings) == []
+
+
+def test_upload_over_the_size_limit_is_413_and_stores_nothing(client, auth, settings):
+    response = _upload(client, auth, "big.csv", b"f,label\n" + b"1,a\n" * 400_000)  # 1.6 MB > 1 MiB
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+    assert client.get("/v1/datasets", headers=auth).json() == [] and _stored_files(settings) == []
+
+
+def test_missing_file_field_lists_the_reason(client, auth):
+    response = client.post("/v1/datasets", headers=auth, data={"name": "x"})
+    assert response.status_code == 422
+    assert response.json()["error"]["detail"][0]["loc"] == ["body", "file"]

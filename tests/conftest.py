@@ -1,0 +1,100 @@
+"""Shared fixtures: settings on tmp_path, a migrated store, the real app under TestClient, auth
+headers, and builders of real upload files (PNG/JPEG via Pillow, zip/tar via the standard library)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from edged.api.app import create_app, prepare_store
+from edged.settings import Settings, get_settings
+from edged.store.blobs import BlobStore
+from edged.store.db import open_db
+
+TEST_TOKEN = "test-token-0123456789abcdef"
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return get_settings(data_dir=tmp_path / "data", token=TEST_TOKEN, max_upload_mb=1, max_unpacked_mb=4)
+
+
+@pytest.fixture
+def db(settings):
+    prepare_store(settings)
+    database = open_db(settings.db_path)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def blobs(settings) -> BlobStore:
+    return BlobStore(settings.blobs_dir)
+
+
+@pytest.fixture
+def client(settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+class Uploads:
+    """Builders of upload files, as a field device would produce them."""
+
+    @staticmethod
+    def image(size=(8, 8), mode="L", fmt="PNG", seed=0) -> bytes:
+        rng = np.random.default_rng(seed)
+        shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buffer, fmt)
+        return buffer.getvalue()
+
+    @staticmethod
+    def image_folders(classes=("cat", "dog"), per_class=3, **image_options: Any) -> dict[str, bytes]:
+        return {
+            f"{name}/{i}.png": Uploads.image(seed=c * 100 + i, **image_options)
+            for c, name in enumerate(classes)
+            for i in range(per_class)
+        }
+
+    @staticmethod
+    def zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression) as archive:
+            for name, content in members.items():
+                archive.writestr(name, content)
+        return buffer.getvalue()
+
+    @staticmethod
+    def tar(members: dict[str, bytes], mode="w") -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode=mode) as archive:
+            for name, content in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+        return buffer.getvalue()
+
+    @staticmethod
+    def npz(**arrays: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+
+@pytest.fixture
+def uploads() -> type[Uploads]:
+    return Uploads
