@@ -22,13 +22,15 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, host=args.host, port=args.port)
+    settings.serving_token()  # fail fast, before the heavy imports of the app
+
     import uvicorn
 
     from edged.api.app import create_app
 
-    settings = _settings(args, host=args.host, port=args.port)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)  # validates the token before binding the port
+    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
