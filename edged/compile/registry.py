@@ -1,0 +1,72 @@
+"""Compile backends by name, with `auto` picking the best one present (uvicorn's loop/http pattern).
+
+Each backend is a module with `probe() -> (ok, reason)` (cheap: imports and device checks, no
+compilation) and `compile(model, example_inputs, out_dir) -> CompiledModel`. Backend modules
+import their heavy dependencies lazily, so importing the table never fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from torch import nn
+
+from edged.compile.base import CompiledModel, require_cpu
+from edged.errors import InvalidInput, Unavailable
+from edged.export.inputs import ModelInputs, validate_inputs
+
+BACKENDS: dict[str, str] = {
+    "tensorrt": "edged.compile.tensorrt_builder",
+    "cusparselt": "edged.compile.semi_structured",
+    "onnxruntime": "edged.compile.onnxrt",
+    "eager": "edged.compile.eager",
+}
+AUTO_ORDER = ("tensorrt", "cusparselt", "onnxruntime", "eager")  # best first
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(BACKENDS[name])
+
+
+def available_backends() -> dict[str, tuple[bool, str]]:
+    """{name: (usable here, why / version)} for every backend, in `auto` preference order."""
+    result: dict[str, tuple[bool, str]] = {}
+    for name in AUTO_ORDER:
+        try:
+            result[name] = _module(name).probe()
+        except Exception as exc:  # a broken install must read as unavailable, not crash doctor
+            result[name] = (False, f"probe failed: {type(exc).__name__}: {exc}")
+    return result
+
+
+def resolve_backend(name: str) -> str:
+    """The concrete backend for `name` ('auto' = first available); raises if it cannot run here."""
+    if name != "auto" and name not in BACKENDS:
+        raise InvalidInput(
+            f"unknown compile backend {name!r}",
+            detail={"accepted": ["auto", *AUTO_ORDER]},
+        )
+    status = available_backends()
+    usable = [n for n, (ok, _) in status.items() if ok]
+    if name == "auto":
+        return usable[0]  # eager is always usable
+    ok, reason = status[name]
+    if not ok:
+        raise Unavailable(
+            f"compile backend {name!r} is not available here: {reason}; available: {', '.join(usable)}",
+            detail={"missing": name, "reason": reason, "available": usable},
+        )
+    return name
+
+
+def compile_model(model: nn.Module, example_inputs: ModelInputs, backend: str, out_dir: str | Path) -> CompiledModel:
+    """Compile the merged (dense-with-zeros, CPU) model with `backend` ('auto' or a name) into
+    `out_dir`; returns the artifact path, a predict callable and the sparse/dense layer report."""
+    require_cpu(model)
+    validate_inputs(example_inputs)
+    name = resolve_backend(backend)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return _module(name).compile(model.eval(), example_inputs, out)
