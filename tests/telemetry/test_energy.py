@@ -60,7 +60,7 @@ def test_meter_around_a_stage_reads_the_counter_and_memory(fake_rapl):
     result = meter.result
     assert result.joules == pytest.approx(2.5)
     assert result.energy_method == "counter"
-    assert result.seconds == pytest.approx(0.3, abs=0.15)
+    assert 0.3 <= result.seconds < 10.0  # at least the sleep; a loaded CI box may take longer
     assert result.samples >= 4
     if result.peak_host_mb is not None:
         assert result.peak_host_mb > 64
