@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from pathlib import PurePosixPath
 from collections.abc import Iterator
-from typing import BinaryIO, Callable
+from typing import IO, Callable, Optional
 
 from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput, TooLarge
@@ -41,7 +41,7 @@ class _Budget:
             )
         self._check(name, self.bytes + declared_size)
 
-    def read(self, name: str, stream: BinaryIO) -> bytes:
+    def read(self, name: str, stream: IO[bytes]) -> bytes:
         """The member's bytes, read in chunks so a lying header cannot make it read past the budget."""
         chunks = []
         while chunk := stream.read(CHUNK_BYTES):
@@ -137,9 +137,12 @@ def _check_end_marker(source: str, archive: tarfile.TarFile) -> None:
         raise InvalidInput(f"{source}: truncated or corrupt tar archive: no end-of-archive marker after the last member")
 
 
-def _read_member(source: str, name: str, open_member: Callable[[], BinaryIO], budget: _Budget) -> bytes:
+def _read_member(source: str, name: str, open_member: Callable[[], Optional[IO[bytes]]], budget: _Budget) -> bytes:
     try:
-        with open_member() as stream:
+        stream = open_member()
+        if stream is None:
+            raise InvalidInput(f"{source}: {name} has no readable content")
+        with stream:
             return budget.read(name, stream)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError) as exc:
         # RuntimeError: zipfile's answer to encrypted members.

@@ -7,7 +7,6 @@ Classes are the sorted folder names. One optional top-level folder holding all c
 from __future__ import annotations
 
 import io
-import warnings
 from collections import Counter
 from pathlib import PurePosixPath
 
@@ -55,17 +54,15 @@ def _class_of_each(source: str, names: list[str]) -> list[str]:
 def _decode_image(source: str, name: str, content: bytes, pixel_budget: list[float]) -> Image.Image:
     """Decode one member; `pixel_budget` (a one-item list, shared across calls) bounds decoded bytes."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(content)) as image:
-                if image.format not in IMAGE_FORMATS:
-                    raise InvalidInput(f"{source}: {name} is a {image.format} image", detail={"accepted": LAYOUT_HINT})
-                pixel_budget[0] -= image.width * image.height * len(image.getbands())
-                if pixel_budget[0] < 0:
-                    raise TooLarge(f"{source}: decoded images exceed the unpacked size limit (at {name})")
-                image.load()
-                return image.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        with Image.open(io.BytesIO(content)) as image:  # reads the header only
+            if image.format not in IMAGE_FORMATS:
+                raise InvalidInput(f"{source}: {name} is a {image.format} image", detail={"accepted": LAYOUT_HINT})
+            pixel_budget[0] -= image.width * image.height * len(image.getbands())
+            if pixel_budget[0] < 0:
+                raise TooLarge(f"{source}: decoded images exceed the unpacked size limit (at {name})")
+            image.load()
+            return image.copy()
+    except Image.DecompressionBombError:
         raise TooLarge(f"{source}: {name} declares too many pixels (decompression bomb?)") from None
     except UnidentifiedImageError:
         raise InvalidInput(f"{source}: {name} is not a PNG or JPEG image", detail={"accepted": LAYOUT_HINT}) from None

@@ -12,7 +12,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from edged.data.task import TaskData
+from edged.data.task import Kind, TaskData
 from edged.data.upload_archive import read_zip
 from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput
@@ -62,7 +62,7 @@ def _npz_labels(source: str, y: np.ndarray, classes: Union[np.ndarray, None]) ->
     return torch.from_numpy(y.astype(np.int64)), [str(c) for c in classes.reshape(-1).tolist()]
 
 
-def _npz_inputs(source: str, x: np.ndarray) -> tuple[str, torch.Tensor]:
+def _npz_inputs(source: str, x: np.ndarray) -> tuple[Kind, torch.Tensor]:
     if x.dtype.kind not in "uifb":
         raise InvalidInput(f"{source}: x must be numeric, got {x.dtype}", detail={"accepted": NPZ_HINT})
     if x.ndim == 2:

@@ -44,7 +44,7 @@ def save_dataset(
     row = _row_for(task, digest, fmt, name or filename, len(data))
     blobs.put_bytes(data)
     try:
-        db["datasets"].insert(row)
+        db.table("datasets").insert(row)
     except sqlite3.IntegrityError:
         # The same bytes were stored concurrently: the blob is theirs too, keep it.
         existing = _row_by_sha256(db, digest)

@@ -256,3 +256,21 @@ def test_unknown_extension_names_the_accepted_ones():
 def test_over_the_upload_limit():
     with pytest.raises(TooLarge, match="upload limit"):
         decode_upload("t.csv", b"f,label\n" + b"1,a\n" * 300_000, LIMITS)
+
+
+def test_zip_symlinks_are_refused(uploads):
+    import stat
+
+    buffer = io.BytesIO(uploads.zip(uploads.image_folders(per_class=2)))
+    with zipfile.ZipFile(buffer, "a") as archive:
+        link = zipfile.ZipInfo("cat/link.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    with pytest.raises(InvalidInput, match="symbolic link"):
+        decode_upload("d.zip", buffer.getvalue(), LIMITS)
+
+
+def test_os_litter_is_skipped(uploads):
+    members = uploads.image_folders(per_class=2)
+    members.update({"__MACOSX/cat/._0.png": b"junk", "cat/.DS_Store": b"junk"})
+    assert len(decode_upload("d.zip", uploads.zip(members), LIMITS)) == 4
