@@ -8,7 +8,7 @@ with no traceback in the response.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +28,9 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail}}
 
 
-def error_response(status: int, code: str, message: str, detail: Any = None, headers=None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, detail: Any = None, headers: Optional[dict[str, str]] = None
+) -> JSONResponse:
     return JSONResponse(error_body(code, message, detail), status_code=status, headers=headers)
 
 
