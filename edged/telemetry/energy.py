@@ -38,10 +38,10 @@ class EnergyIntegrator:
     def add(self, reading: PowerReading) -> None:
         counter, powered = self._last_counter, self._last_power
         if reading.energy_j is not None:
-            if counter is not None:
+            if counter is not None and counter.energy_j is not None:
                 self._accumulate(reading.energy_j - counter.energy_j, "counter")
             self._last_counter = reading
-        elif reading.power_w is not None and powered is not None:
+        elif reading.power_w is not None and powered is not None and powered.power_w is not None:
             # never integrate over time a counter already covered
             if counter is None or powered.t >= counter.t:
                 dt = reading.t - powered.t

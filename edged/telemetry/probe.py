@@ -90,12 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     sampler = Sampler(args.db, open_power_source(config), config)
     stage_source = open_power_source(config)
     job_id = f"probe-{uuid.uuid4().hex[:8]}"
-    db["jobs"].insert({"id": job_id, "state": "running", "model": f"mlp{args.depth}x{args.width}",
+    db.table("jobs").insert({"id": job_id, "state": "running", "model": f"mlp{args.depth}x{args.width}",
                        "method": "probe", "created_at": utc_now(), "started_at": utc_now()})
     sampler.start()
     try:
         metrics = _run_stages(db, job_id, stage_source, args)
-        db["jobs"].update(job_id, {"state": "succeeded", "progress": 1.0, "finished_at": utc_now(),
+        db.table("jobs").update(job_id, {"state": "succeeded", "progress": 1.0, "finished_at": utc_now(),
                                    "metrics": json.dumps(metrics)})
     finally:
         time.sleep(1.0)  # one more idle sample after the job

@@ -53,9 +53,10 @@ def query_samples(
     """
     metrics = metrics or list(SAMPLE_METRICS)
     since, until = _range(since, until, job_id)
-    where, params = "ts >= ? AND ts <= ?", [since, until]
+    where = "ts >= ? AND ts <= ?"
+    params: list[Any] = [since, until]
     if job_id is not None:
-        where, params = where + " AND job_id = ?", params + [job_id]
+        where, params = where + " AND job_id = ?", [*params, job_id]
     count, energy = db.execute(
         f"SELECT count(*), sum(energy_j) FROM telemetry_samples WHERE {where}", params
     ).fetchone()

@@ -85,7 +85,7 @@ class Sampler:
             job_id = self._running_job(db)
             row = self._row(self.source.read(), job_id)
             with db.atomic():
-                row["id"] = db["telemetry_samples"].insert(row).last_pk
+                row["id"] = db.table("telemetry_samples").insert(row).last_pk
                 db.execute(
                     "DELETE FROM telemetry_samples WHERE id <= ?", [row["id"] - self.config.retention_rows]
                 )

@@ -51,7 +51,7 @@ def record_stage(
         "items_per_s": items / measurement.seconds if items is not None and measurement.seconds > 0 else None,
         "source": source_name,
     }
-    db["job_stage_telemetry"].insert(row, replace=True)
+    db.table("job_stage_telemetry").insert(row, replace=True)
     return row
 
 
