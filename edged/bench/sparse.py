@@ -1,0 +1,293 @@
+"""`edged bench sparse`: dense vs 2:4 latency (p50/p95/p99) and throughput, per layer and end to end.
+
+On a CUDA GPU (fp16): ViT-B/16 layer shapes (768->3072, 3072->768, 768->768 at 197 tokens per
+image) and a ViT-B/16-sized encoder, at batch 1, 8, 32, 128, plus an adapted model if given.
+Per layer it shows where time goes: torch's straightforward `to_sparse_semi_structured` path,
+edged's direct cuSPARSELt call, each eagerly and replayed from a CUDA graph, against dense cuBLAS
+in a CUDA graph. End to end, dense and 2:4 models both run from CUDA graphs; the 2:4 model keeps
+dense the layers where sparse is not faster (as the `cusparselt` backend does). Energy per
+inference is measured where a power source exists (NVML on discrete GPUs, jtop on Jetson).
+On a CPU it runs small shapes, eager vs onnxruntime, and says why 2:4 is unavailable.
+
+    python -m edged.bench.sparse --device cuda --out sparse_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
+from edged.compile.timing import time_cpu, time_cuda
+from edged.sparse.layers import weight_layers
+from edged.sparse.nm import nm_keep_mask, nm_ineligible_reason
+
+GPU_BATCHES = (1, 8, 32, 128)
+CPU_BATCHES = (1, 4)
+ENERGY_SECONDS = 2.0  # long enough for several power readings
+
+
+def layer_shapes(s: VitShape) -> list[tuple[str, int, int]]:
+    return [(f"fc1 {s.dim}->{s.mlp}", s.dim, s.mlp), (f"fc2 {s.mlp}->{s.dim}", s.mlp, s.dim),
+            (f"proj {s.dim}->{s.dim}", s.dim, s.dim)]
+
+
+@torch.no_grad()
+def prune_by_magnitude_(model: nn.Module) -> int:
+    """2:4-prune every eligible Linear/Conv2d by |W| (speed does not depend on which 2 are kept)."""
+    count = 0
+    for layer in weight_layers(model).values():
+        if nm_ineligible_reason(layer) is None:
+            weight = layer.get_parameter("weight")
+            weight.mul_(nm_keep_mask(weight.abs()).to(weight.dtype))
+            count += 1
+    return count
+
+
+def _row(what: str, batch: int, dense: Any, sparse: Any, **extra: Any) -> dict[str, Any]:
+    speedup = dense.p50_ms / sparse.p50_ms if dense is not None and sparse is not None else None
+    return {"what": what, "batch": batch, "dense": dense.as_dict() if dense else None,
+            "sparse": sparse.as_dict() if sparse else None, "speedup_p50": speedup, **extra}
+
+
+def _try_time(fn: Callable[[], Any], batch: int, cuda_graph: bool, iters: int) -> Any:
+    try:
+        return time_cuda(fn, batch, iters=iters, cuda_graph=cuda_graph)
+    except RuntimeError as exc:  # e.g. a shape the kernel rejects: report, keep going
+        return _Failed(str(exc).splitlines()[0])
+
+
+class _Failed:
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.p50_ms = float("nan")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"error": self.error}
+
+
+def bench_layer_gpu(name: str, fan_in: int, fan_out: int, batch: int, tokens_per_item: int, iters: int) -> dict:
+    """One Linear at batch x tokens rows: dense (graph) vs four 2:4 variants."""
+    from edged.compile.semi_structured import SemiSparseLinear, choose
+
+    layer = nn.Linear(fan_in, fan_out).to("cuda", torch.float16).eval()
+    prune_by_magnitude_(layer)
+    tokens = batch * tokens_per_item
+    x = torch.randn(tokens, fan_in, device="cuda", dtype=torch.float16)  # (T, in)
+    choice = choose(layer, tokens)  # alg search + graph timing, as the backend does
+    direct = SemiSparseLinear(layer.weight, layer.bias, choice.alg_id or 0)
+    variants = {
+        "dense_eager": _try_time(lambda: layer(x), batch, False, iters),
+        "sparse_direct_eager": _try_time(lambda: direct(x), batch, False, iters),
+        "sparse_direct_graph": _try_time(lambda: direct(x), batch, True, iters),
+    }
+    try:  # torch's straightforward use: a SparseSemiStructuredTensor weight, alg 0
+        subclass = copy.deepcopy(layer)
+        subclass.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(subclass.weight), requires_grad=False)
+        variants["sparse_subclass_eager"] = _try_time(lambda: subclass(x), batch, False, iters)
+        variants["sparse_subclass_graph"] = _try_time(lambda: subclass(x), batch, True, iters)
+    except (RuntimeError, ValueError) as exc:
+        variants["sparse_subclass_eager"] = _Failed(str(exc).splitlines()[0])
+    dense = _try_time(lambda: layer(x), batch, True, iters)
+    return _row(name, batch, dense, variants["sparse_direct_graph"], tokens=tokens, alg_id=choice.alg_id,
+                variants={k: v.as_dict() for k, v in variants.items()})
+
+
+def _energy_per_item(fn: Callable[[], Any], batch: int, source: Any) -> float | None:
+    """Joules per item over ~ENERGY_SECONDS of back-to-back calls (None without a power source)."""
+    if source is None:
+        return None
+    from edged.telemetry.energy import EnergyMeter
+
+    one = time_cuda(fn, batch, warmup=3, iters=5).mean_ms / 1000.0
+    calls = max(10, int(ENERGY_SECONDS / max(one, 1e-6)))
+    with EnergyMeter(source) as meter:
+        for _ in range(calls):
+            fn()
+    joules = meter.result.joules if meter.result else None
+    return joules / (calls * batch) if joules is not None else None
+
+
+def _graphed(model: nn.Module, x: Tensor) -> Callable[[], Any]:
+    from edged.compile.timing import capture_graph
+
+    graph, _ = capture_graph(lambda: model(x))
+    return graph.replay
+
+
+def bench_model_gpu(what: str, model: nn.Module, example: Tensor, batch: int, iters: int, source: Any) -> dict:
+    """Dense vs 2:4 (per-layer sparse-or-dense choice at this batch) model, both as CUDA graphs."""
+    from edged.compile.semi_structured import sparsify_linears_
+
+    dense_model = model.to("cuda", torch.float16).eval()
+    x = example.to("cuda", torch.float16)
+    sparse_model = copy.deepcopy(dense_model)
+    with torch.inference_mode():
+        choices, kept_dense = sparsify_linears_(sparse_model, x)
+        dense_fn, sparse_fn = _graphed(dense_model, x), _graphed(sparse_model, x)
+        dense = time_cuda(dense_fn, batch, iters=iters)
+        sparse = time_cuda(sparse_fn, batch, iters=iters)
+        energy = {"dense_j_per_item": _energy_per_item(dense_fn, batch, source),
+                  "sparse_j_per_item": _energy_per_item(sparse_fn, batch, source)}
+    del sparse_model
+    torch.cuda.empty_cache()
+    return _row(what, batch, dense, sparse, sparse_layers=sum(c.sparse for c in choices.values()),
+                dense_layers=len(kept_dense), energy=energy,
+                kept_dense={k: v for k, v in kept_dense.items() if "kept dense" in v})
+
+
+def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str, list[dict]]:
+    """CPU: dense per layer (no 2:4 kernels), and the encoder in eager PyTorch vs onnxruntime."""
+    import tempfile
+
+    from edged.export.onnx import OnnxRunner, export_onnx
+
+    layers = []
+    for batch in batches:
+        for name, fan_in, fan_out in layer_shapes(shape):
+            layer = nn.Linear(fan_in, fan_out).eval()
+            x = torch.randn(batch * shape.tokens, fan_in)
+            layers.append(_row(name, batch, time_cpu(lambda: layer(x), batch, iters=iters), None,
+                               tokens=batch * shape.tokens, sparse_unavailable="no 2:4 kernels on the CPU"))
+    model = VitEncoder(shape).eval()
+    prune_by_magnitude_(model)
+    e2e = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = OnnxRunner(export_onnx(model, torch.randn(2, 3, shape.image, shape.image), Path(tmp) / "vit.onnx"))
+        for batch in batches:
+            x = torch.randn(batch, 3, shape.image, shape.image)
+            e2e.append(_row("encoder eager vs onnxruntime (both dense)", batch,
+                            time_cpu(lambda: model(x), batch, iters=iters),
+                            time_cpu(lambda: runner(x), batch, iters=iters),
+                            sparse_unavailable="no 2:4 kernels on the CPU; 'sparse' column is onnxruntime"))
+    return {"layers": layers, "end_to_end": e2e}
+
+
+def _power_source() -> tuple[Any, str]:
+    try:
+        from edged.telemetry.config import TelemetryConfig
+        from edged.telemetry.sources import open_power_source
+
+        source = open_power_source(TelemetryConfig())
+    except Exception as exc:  # energy is optional: never fail the benchmark over it
+        return None, f"no power source: {exc}"
+    name = type(source).__name__
+    return (None, "no power source on this machine") if "None" in name else (source, name)
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "cpu": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        info.update(gpu=torch.cuda.get_device_name(), capability=f"{major}.{minor}",
+                    cuda=torch.version.cuda, cusparselt=torch.backends.cusparselt.version())
+    return info
+
+
+def run_sparse_bench(
+    device: str = "auto",
+    batches: tuple[int, ...] | None = None,
+    shape: VitShape | None = None,
+    adapted: tuple[nn.Module, Tensor] | None = None,
+    iters: int = 100,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; returns (and writes to `out` as JSON) machine, config and result rows.
+
+    `adapted` = (model, example images batch of one) adds the adapted model end to end."""
+    from edged.compile.semi_structured import probe
+
+    cuda_ok, why = probe()
+    if device == "auto":
+        device = "cuda" if cuda_ok else "cpu"
+    result: dict[str, Any] = {"machine": machine(), "device": device, "sparse_backend": why}
+    if device == "cpu":
+        shape = shape or tiny_vit_shape()
+        batches = batches or CPU_BATCHES
+        result.update(bench_cpu(shape, batches, iters))
+    else:
+        if not cuda_ok:
+            raise SystemExit(f"cannot run the GPU benchmark: {why}")
+        shape = shape or VIT_B16
+        batches = batches or GPU_BATCHES
+        result.update(_bench_gpu(shape, batches, adapted, iters))
+    result["config"] = {"batches": list(batches), "shape": vars(shape), "iters": iters}
+    if out is not None:
+        Path(out).write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int) -> dict:
+    source, source_name = _power_source()
+    torch.manual_seed(0)
+    layers = [bench_layer_gpu(name, fan_in, fan_out, batch, shape.tokens, iters)
+              for batch in batches for name, fan_in, fan_out in layer_shapes(shape)]
+    vit = VitEncoder(shape)
+    prune_by_magnitude_(vit)
+    e2e = []
+    for batch in batches:
+        images = torch.randn(batch, 3, shape.image, shape.image)
+        e2e.append(bench_model_gpu("ViT-B/16-sized encoder", copy.deepcopy(vit), images, batch, iters, source))
+        if adapted is not None:
+            model, example = adapted
+            x = example[:1].expand(batch, *example.shape[1:]).contiguous()
+            e2e.append(bench_model_gpu("adapted model", copy.deepcopy(model), x, batch, iters, source))
+    return {"layers": layers, "end_to_end": e2e, "power_source": source_name}
+
+
+def _cell(timing: dict | None) -> str:
+    if not timing:
+        return "-"
+    if "error" in timing:
+        return "error"
+    return f"{timing['p50_ms']:.3f}/{timing['p95_ms']:.3f}/{timing['p99_ms']:.3f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'what':<44} {'batch':>5} {'dense ms p50/p95/p99':>24} {'2:4 ms p50/p95/p99':>24} {'speedup':>7} {'dense/s':>9} {'2:4/s':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        speed = f"{r['speedup_p50']:.2f}x" if r.get("speedup_p50") and r["speedup_p50"] == r["speedup_p50"] else "-"
+        per_s = [f"{t['items_per_s']:.0f}" if t and "items_per_s" in t else "-" for t in (r["dense"], r["sparse"])]
+        lines.append(f"{r['what'][:44]:<44} {r['batch']:>5} {_cell(r['dense']):>24} {_cell(r['sparse']):>24} "
+                     f"{speed:>7} {per_s[0]:>9} {per_s[1]:>9}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edged bench sparse", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    parser.add_argument("--batches", type=lambda s: tuple(int(b) for b in s.split(",")), default=None,
+                        help="comma-separated batch sizes (default 1,8,32,128 on GPU, 1,4 on CPU)")
+    parser.add_argument("--iters", type=int, default=100, help="timed iterations per measurement")
+    parser.add_argument("--program", type=Path, help="adapted model: a torch.export .pt2 taking images")
+    parser.add_argument("--image-size", type=int, default=224, help="input size for --program")
+    parser.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
+    args = parser.parse_args(argv)
+    adapted = None
+    if args.program:
+        from edged.export.program import load_program_module
+
+        adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
+    result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out)
+    print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}")
+    print("\nper layer (dense cuBLAS vs 2:4 cuSPARSELt, CUDA graphs)" if result["device"] == "cuda" else "\nper layer")
+    print(format_table(result["layers"]))
+    print("\nend to end")
+    print(format_table(result["end_to_end"]))
+    print(f"\nJSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
