@@ -142,12 +142,11 @@ def attach_deltas_(model: nn.Module, masks: dict[str, Tensor]) -> dict[str, Spar
 
     Freezes every parameter of the model; the returned deltas' `values` are the only new trainable tensors.
     """
-    modules = dict(model.named_modules())
     for param in model.parameters():
         param.requires_grad_(False)
     deltas = {}
     for weight_name, mask in masks.items():
-        layer = modules[weight_name.removesuffix(".weight")]
+        layer = model.get_submodule(weight_name.rpartition(".")[0])
         if mask.shape != layer.weight.shape:
             raise ValueError(f"mask for {weight_name} is {tuple(mask.shape)}, weight is {tuple(layer.weight.shape)}")
         if not bool(mask.any()):

@@ -105,7 +105,7 @@ def train(
                 scaler.update()
                 scheduler.step()
                 step, seen = step + 1, seen + int(y.shape[0])
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if on_progress:
                     on_progress({"type": "step", "epoch": epoch, "step": step, "total_steps": steps_per_epoch * settings.epochs,
                                  "loss": losses[-1], "lr": scheduler.get_last_lr()[0]})

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from conftest import tiny_classifier
+from edged.adapt.config import AdaptConfig
+from edged.adapt.delta_file import apply_delta_
+from edged.adapt.run import adapt, write_outputs
+from edged.data.preprocess import preprocess_images
+from edged.data.task import TaskData
+from edged.errors import InvalidInput
+
+
+def _preprocess(task):
+    return preprocess_images(task.x, image_size=16)
+
+
+def _run(task, **options):
+    model = tiny_classifier()
+    events = []
+    options = {"epochs": 4, "batch_size": 16, "budget": 0.01, "lr": 3e-2, "head_lr": 3e-2, **options}
+    config = AdaptConfig(**options)
+    return adapt(model, _preprocess, task, config, on_progress=events.append), events
+
+
+def test_taskedge_adaptation_end_to_end(digits_task, tmp_path):
+    base = {n: p.detach().clone() for n, p in tiny_classifier().named_parameters()}
+    result, events = _run(digits_task, method="taskedge")
+    m = result.metrics
+    assert m["accuracy_after"] > m["accuracy_before"] + 0.3
+    assert m["trainable_params"] == round(0.01 * m["backbone_weights"])
+    assert m["trainable_fraction"] == pytest.approx(0.01, rel=0.01)
+    assert set(m["stage_seconds"]) >= {"calibrate", "score", "mask", "train", "evaluate"}
+    assert any(e["type"] == "step" for e in events) and any(e["type"] == "epoch" for e in events)
+    # outside the trained entries, the backbone is bit-identical to the base model
+    merged = dict(result.model.named_parameters())
+    changed = result.adaptation.changed
+    for name, old in base.items():
+        if name.startswith("head."):
+            continue
+        keep = torch.ones(old.numel(), dtype=torch.bool)
+        if name in changed:
+            keep[changed[name]] = False
+        assert torch.equal(merged[name].detach().flatten()[keep], old.flatten()[keep])
+    # the delta artifact on the base model reproduces the merged model exactly
+    paths = write_outputs(result, tmp_path, AdaptConfig(method="taskedge", budget=0.01), "tiny")
+    fresh = tiny_classifier()
+    apply_delta_(fresh, paths["delta"])
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+
+
+def test_adaptation_is_deterministic_on_cpu(digits_task):
+    a, _ = _run(digits_task, method="random")
+    b, _ = _run(digits_task, method="random")
+    assert a.metrics["accuracy_after"] == b.metrics["accuracy_after"]
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_bad_inputs_are_named():
+    x = torch.rand(6, 1, 8, 8)
+    with pytest.raises(InvalidInput, match="at least 2"):
+        TaskData("image", x, torch.zeros(6, dtype=torch.int64), ["only"])
+    with pytest.raises(InvalidInput, match=r"labels must lie in \[0, 1\]"):
+        TaskData("image", x, torch.tensor([0, 1, 2, 0, 1, 0]), ["a", "b"])
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InvalidInput, match="NaN"):
+        TaskData("image", x, torch.tensor([0, 1, 0, 1, 0, 1]), ["a", "b"])
+    with pytest.raises(InvalidInput, match="budget"):
+        AdaptConfig(budget=0)  # pydantic: > 0

@@ -1,0 +1,76 @@
+"""Every registered method, parametrised from the registry itself."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_classifier
+from edged.adapt.config import AdaptConfig
+from edged.errors import InvalidInput
+from edged.methods import all_methods, get_method
+from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
+from edged.methods.sparse_delta import prepare_sparse, select_mask
+
+METHODS = all_methods()
+SPARSE = [name for name, m in METHODS.items() if m.kind == "sparse"]
+ADAPTERS = [name for name, m in METHODS.items() if m.kind == "adapter"]
+
+
+def test_registry_holds_the_documented_methods():
+    assert {"taskedge", "magnitude", "fisher", "taso", "random"} <= set(SPARSE)
+    assert {"head", "bn_bias", "full", "lora", "taskedge_lora", "taso_lora"} <= set(ADAPTERS)
+
+
+def test_unknown_method_names_the_accepted_ones():
+    with pytest.raises(InvalidInput) as error:
+        get_method("nope")
+    assert "taskedge" in error.value.detail["accepted"]
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_scores_are_finite_and_shaped_like_the_weights(name, digits_inputs):
+    model = tiny_classifier()
+    batches = TaskBatches(digits_inputs[0][:64], digits_inputs[1][:64], batch_size=32)
+    scores = METHODS[name].function(model, batches, ScoreConfig(seed=0))
+    layers = backbone_layers(model)
+    assert set(scores) == set(layers)
+    for weight_name, score in scores.items():
+        assert score.shape == layers[weight_name].weight.shape
+        assert torch.isfinite(score).all()
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_sparse_method_meets_the_budget_exactly(name, digits_inputs):
+    model = tiny_classifier()
+    batches = TaskBatches(digits_inputs[0][:64], digits_inputs[1][:64], batch_size=32)
+    scores = METHODS[name].function(model, batches, ScoreConfig(seed=0))
+    config = AdaptConfig(method=name, budget=0.01)
+    masks = select_mask(model, scores, config)
+    total = sum(l.weight.numel() for l in backbone_layers(model).values())
+    adaptation = prepare_sparse(name, model, masks)
+    assert adaptation.entries == round(0.01 * total)
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_adapter_trains_and_merges_into_a_plain_model(name, digits_inputs):
+    x, y = digits_inputs[0][:32], digits_inputs[1][:32]
+    model = tiny_classifier().eval()
+    config = AdaptConfig(method=name, budget=0.05, lora_rank=2)
+    adaptation = METHODS[name].function(model, TaskBatches(x, y, batch_size=16), config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in adaptation.parameters) == adaptation.entries
+    assert all(any(p is q for q in trainable) for p in adaptation.parameters)
+    if adaptation.parameters:
+        optimizer = torch.optim.AdamW(adaptation.parameters, lr=1e-2)
+        for _ in range(2):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    with torch.no_grad():
+        expected = model(x)
+        adaptation.merge_()
+        merged = model(x)
+    torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-5)
+    plain = tiny_classifier()
+    assert set(dict(model.named_parameters())) == set(dict(plain.named_parameters()))

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from edged.errors import InvalidInput
+from edged.sparse.masks import budget_to_count, count_selected, global_topk, nm_limited_scores, per_neuron_topk, restrict_scores
+
+
+def _scores(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"a.weight": torch.rand(16, 32, generator=g), "b.weight": torch.rand(48, 16, 3, 3, generator=g),
+            "c.weight": torch.rand(8, 64, generator=g)}
+
+
+@pytest.mark.parametrize("count", [1, 7, 72, 73, 500, 2000])
+def test_per_neuron_budget_met_exactly(count):
+    masks = per_neuron_topk(_scores(), count=count)
+    assert count_selected(masks) == count
+    assert all(m.shape == s.shape for m, s in zip(masks.values(), _scores().values()))
+
+
+def test_per_neuron_spreads_over_every_layer_and_row():
+    masks = per_neuron_topk(_scores(), count=3 * 72)  # 72 rows in all: exactly 3 per row
+    for mask in masks.values():
+        assert (mask.reshape(mask.shape[0], -1).sum(1) == 3).all()
+
+
+def test_per_neuron_k_keeps_the_best_entries_of_each_row():
+    scores = _scores()
+    masks = per_neuron_topk(scores, k=2)
+    flat = scores["a.weight"]
+    expected = flat.topk(2, dim=1).indices.sort(1).values
+    assert torch.equal(masks["a.weight"].nonzero()[:, 1].reshape(16, 2), expected)
+
+
+def test_ties_are_broken_deterministically_by_position():
+    scores = {"w": torch.ones(4, 8)}
+    masks = per_neuron_topk(scores, k=3)
+    assert torch.equal(masks["w"][0], torch.tensor([True, True, True] + [False] * 5))
+    assert torch.equal(per_neuron_topk(scores, count=5)["w"], per_neuron_topk(scores, count=5)["w"])
+
+
+def test_masks_are_deterministic():
+    a = per_neuron_topk(_scores(1), count=123)
+    b = per_neuron_topk(_scores(1), count=123)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize("count", [1, 100, 999])
+def test_global_topk_budget_and_choice(count):
+    scores = _scores()
+    masks = global_topk(scores, count)
+    assert count_selected(masks) == count
+    chosen = torch.cat([scores[n][masks[n]] for n in scores])
+    left = torch.cat([scores[n][~masks[n]] for n in scores])
+    assert chosen.min() >= left.max()
+
+
+def test_nm_limit_holds():
+    scores = nm_limited_scores(_scores(), 2, 4)
+    masks = per_neuron_topk(scores, count=500)
+    assert count_selected(masks) == 500
+    for mask in masks.values():
+        groups = mask.reshape(mask.shape[0], -1, 4).sum(-1)
+        assert groups.max() <= 2
+
+
+def test_restrict_keeps_mask_inside_allowed_positions():
+    scores = _scores()
+    allowed = {n: torch.rand(s.shape, generator=torch.Generator().manual_seed(3)) < 0.5 for n, s in scores.items()}
+    masks = per_neuron_topk(restrict_scores(scores, allowed), count=300)
+    assert all(not (masks[n] & ~allowed[n]).any() for n in masks)
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, 1.5])
+def test_bad_budget(budget):
+    with pytest.raises(InvalidInput, match="budget"):
+        budget_to_count(budget, 1000)
+
+
+def test_k_larger_than_a_row():
+    with pytest.raises(InvalidInput, match="k=40"):
+        per_neuron_topk(_scores(), k=40)
+
+
+def test_budget_over_allowed_entries_is_rejected():
+    scores = nm_limited_scores({"w": torch.rand(4, 8)}, 1, 4)  # 8 selectable entries
+    with pytest.raises(InvalidInput, match="excluded"):
+        per_neuron_topk(scores, count=9)
