@@ -52,7 +52,7 @@ def digits() -> TaskData:
     """scikit-learn's 1,797 8 x 8 digits as float images in [0, 1] (1797, 1, 8, 8); needs scikit-learn."""
     if importlib.util.find_spec("sklearn") is None:
         raise Unavailable("the digits dataset needs scikit-learn", detail={"fix": "pip install scikit-learn"})
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images / 16.0).float().unsqueeze(1)  # pixel values are 0..16; (N, 1, 8, 8)

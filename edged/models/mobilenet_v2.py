@@ -85,11 +85,12 @@ def make_features() -> nn.Sequential:
 class MobileNetV2(nn.Module):
     """The full ImageNet model, parameter names as torchvision's (used to load its checkpoint)."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, initialise: bool = True):
         super().__init__()
         self.features = make_features()
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(LAST_CHANNELS, num_classes))
-        self.reset_parameters()
+        if initialise:  # skipped when a checkpoint follows: normal_ on meta tensors costs seconds of imports
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """torchvision's initialisation, for use without a checkpoint."""
@@ -147,7 +148,7 @@ def load_pretrained() -> MobileNetV2:
     """
     state = torch.load(checkpoint_path(), map_location="cpu", weights_only=True)
     with torch.device("meta"):
-        model = MobileNetV2()
+        model = MobileNetV2(initialise=False)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 

