@@ -62,7 +62,7 @@ def _row(what: str, batch: int, dense: Any, sparse: Any, **extra: Any) -> dict[s
 def _try_time(fn: Callable[[], Any], batch: int, cuda_graph: bool, iters: int) -> Any:
     try:
         return time_cuda(fn, batch, iters=iters, cuda_graph=cuda_graph)
-    except RuntimeError as exc:  # e.g. a shape the kernel rejects: report, keep going
+    except Exception as exc:  # a kernel or capture that fails: report it in the row, keep going
         return _Failed(str(exc).splitlines()[0])
 
 
@@ -95,7 +95,7 @@ def bench_layer_gpu(name: str, fan_in: int, fan_out: int, batch: int, tokens_per
         subclass.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(subclass.weight), requires_grad=False)
         variants["sparse_subclass_eager"] = _try_time(lambda: subclass(x), batch, False, iters)
         variants["sparse_subclass_graph"] = _try_time(lambda: subclass(x), batch, True, iters)
-    except (RuntimeError, ValueError) as exc:
+    except Exception as exc:  # torch refused the conversion: report it in the row
         variants["sparse_subclass_eager"] = _Failed(str(exc).splitlines()[0])
     dense = _try_time(lambda: layer(x), batch, True, iters)
     return _row(name, batch, dense, variants["sparse_direct_graph"], tokens=tokens, alg_id=choice.alg_id,
@@ -173,6 +173,8 @@ def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str
 
 
 def _power_source() -> tuple[Any, str]:
+    """jtop (the board's input rail) or NVML (the GPU): sources that see GPU inference energy.
+    RAPL measures only the CPU package, so it is not used here."""
     try:
         from edged.telemetry.config import TelemetryConfig
         from edged.telemetry.sources import open_power_source
@@ -180,8 +182,10 @@ def _power_source() -> tuple[Any, str]:
         source = open_power_source(TelemetryConfig())
     except Exception as exc:  # energy is optional: never fail the benchmark over it
         return None, f"no power source: {exc}"
-    name = type(source).__name__
-    return (None, "no power source on this machine") if "None" in name else (source, name)
+    if source.name not in ("jtop", "nvml"):
+        source.close()
+        return None, f"no GPU power source (found {source.name!r})"
+    return source, source.name
 
 
 def machine() -> dict[str, Any]:
