@@ -184,7 +184,8 @@ def prune_2_4_(
         if reason is not None:
             report.ineligible[name] = reason
             continue
-        keep = nm_keep_mask(_validated_score(name, layer.weight, scores), n, m)
-        layer.weight.mul_(keep.to(layer.weight.dtype))
+        weight: Tensor = layer.weight  # type: ignore[assignment]  # Linear/Conv2d weight
+        keep = nm_keep_mask(_validated_score(name, weight, scores), n, m)
+        weight.mul_(keep.to(weight.dtype))
         report.keep_masks[name] = keep
     return report
