@@ -31,7 +31,10 @@ def package_dir(module: str, pip_name: str) -> Path:
 def _package_file(module: str, pip_name: str, relative: str) -> Path:
     path = package_dir(module, pip_name) / relative
     if not path.exists():
-        raise Unavailable(f"{relative} is missing from package {pip_name}", detail={"fix": f"pip install --force-reinstall {pip_name}"})
+        raise Unavailable(
+            f"{relative} is missing from package {pip_name}",
+            detail={"fix": f"pip install --force-reinstall {pip_name}"},
+        )
     return path
 
 

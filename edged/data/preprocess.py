@@ -37,7 +37,8 @@ def preprocess_images(images: Tensor, image_size: int = DEFAULT_IMAGE_SIZE) -> T
     for start in range(0, images.shape[0], CHUNK):
         chunk = _to_unit_float(images[start : start + CHUNK].cpu())  # (n, C, H, W) in [0, 1]
         if chunk.shape[-2:] != (image_size, image_size):
-            chunk = F.interpolate(chunk, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+            size = (image_size, image_size)
+            chunk = F.interpolate(chunk, size=size, mode="bilinear", align_corners=False, antialias=True)
         out[start : start + CHUNK] = (chunk.expand(-1, 3, -1, -1) - mean) / std
     return out
 

@@ -32,7 +32,8 @@ class Classifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
         reset_head_(self.head, generator)
 
-    def forward(self, inputs: Inputs) -> Tensor:  # images (N, 3, H, W) or text {input_ids, attention_mask} -> (N, classes)
+    def forward(self, inputs: Inputs) -> Tensor:
+        """images (N, 3, H, W) or text {input_ids, attention_mask: (N, L)} -> logits (N, num_classes)."""
         return self.head(self.backbone(inputs))
 
 

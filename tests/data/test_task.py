@@ -68,7 +68,8 @@ def test_batches_cover_every_sample_once_and_shuffle_deterministically():
     assert [num_samples(b) for b, _ in plain] == [4, 4, 2]
     assert torch.cat([y for _, y in plain]).tolist() == list(range(10))
     first = [y.tolist() for _, y in batches(inputs, labels, 4, torch.Generator().manual_seed(0))]
-    second = [(b["input_ids"].flatten().tolist(), y.tolist()) for b, y in batches(inputs, labels, 4, torch.Generator().manual_seed(0))]
+    shuffled = batches(inputs, labels, 4, torch.Generator().manual_seed(0))
+    second = [(b["input_ids"].flatten().tolist(), y.tolist()) for b, y in shuffled]
     assert first == [y for _, y in second] and all(ids == y for ids, y in second)  # inputs stay paired with labels
     assert sorted(sum(first, [])) == list(range(10)) and sum(first, []) != list(range(10))
     with pytest.raises(InvalidInput, match="batch_size"):

@@ -117,7 +117,8 @@ def test_model_whose_package_is_missing_is_listed_unavailable(monkeypatch):
     def build(options):
         return Backbone(nn.Linear(2, 2), 2, lambda task: task.x)
 
-    entry = Entry("needs-missing", "tabular", "test entry", "features", {}, {"edged_no_such_pkg": "edged-no-such-pkg"}, lambda: 6, build)
+    requires = {"edged_no_such_pkg": "edged-no-such-pkg"}
+    entry = Entry("needs-missing", "tabular", "test entry", "features", {}, requires, lambda: 6, build)
     monkeypatch.setitem(registry._ENTRIES, entry.name, entry)
     info = next(i for i in list_models() if i.name == "needs-missing")
     assert not info.available and info.params is None

@@ -11,7 +11,11 @@ from edged.errors import InvalidInput
 from edged.models import load_model
 from edged.models.text import minilm_dir
 
-SENTENCES = ["A man is playing a guitar.", "Someone plays an acoustic guitar on stage.", "Share prices fell sharply today."]
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone plays an acoustic guitar on stage.",
+    "Share prices fell sharply today.",
+]
 
 
 def embed(loaded, texts):
@@ -69,7 +73,9 @@ def tiny_bert_dir(tmp_path_factory):
     from transformers import BertConfig, BertModel
 
     directory = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(directory, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):

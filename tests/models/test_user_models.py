@@ -33,7 +33,8 @@ def test_factory_with_safetensors_loads_exact_weights_and_probes_feature_dim(tmp
     assert loaded.model.head.in_features == 32
     for name, tensor in loaded.model.backbone.state_dict().items():
         assert torch.equal(tensor, cnn_weights[name]), name
-    task = TaskData("image", torch.randint(0, 256, (4, 1, 20, 20), dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), ["a", "b", "c"])
+    images = torch.randint(0, 256, (4, 1, 20, 20), dtype=torch.uint8)
+    task = TaskData("image", images, torch.tensor([0, 1, 2, 0]), ["a", "b", "c"])
     inputs = loaded.preprocess(task)
     assert inputs.shape == (4, 3, 32, 32)
     assert loaded.model(inputs).shape == (4, 3)
