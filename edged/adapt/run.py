@@ -13,6 +13,7 @@ from torch import nn
 
 from edged.adapt.config import AdaptConfig
 from edged.adapt.delta_file import save_delta
+from edged.adapt.stage_cache import cached_calibration, cached_masks
 from edged.calibrate import CalibrationResult, calibrate
 from edged.data.task import TaskData, take
 from edged.methods import get_method
@@ -90,9 +91,10 @@ def adapt(
     calibration = None
     if method.name in ("taskedge", "taskedge_lora") or config.sparsity == "2:4":
         with clock.stage("calibrate"):
-            calibration = calibrate(model, calib.inputs, backbone_layers(model), config.memory_budget_mb, device=device)
+            calibration, _ = cached_calibration(workdir, lambda: calibrate(
+                model, calib.inputs, backbone_layers(model), config.memory_budget_mb, device=device))
     score_config = ScoreConfig(seed=config.seed, memory_budget_mb=config.memory_budget_mb, calibration=calibration)
-    adaptation = _prepare(method, model, calib, config, score_config, clock)
+    adaptation = _prepare(method, model, calib, config, score_config, clock, workdir)
     backbone_total = count_weights(backbone_layers(model))
     head_params = dict(model.head.named_parameters(prefix="head"))
     for p in head_params.values():
@@ -133,17 +135,22 @@ def adapt(
     return AdaptResult(model, adaptation, metrics, calibration, result.history)
 
 
-def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_config: ScoreConfig, clock: StageClock) -> Adaptation:
+def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_config: ScoreConfig,
+             clock: StageClock, workdir: Optional[Path]) -> Adaptation:
     if method.kind == "adapter":
         with clock.stage("prepare_method"):
             if method.name == "taskedge_lora":
                 return method.function(model, calib, config, score_config)
             return method.function(model, calib, config)
-    with clock.stage("score"):
-        scores = method.function(model, calib, score_config)
-    with clock.stage("mask"):
-        masks = select_mask(model, scores, config)
-        return prepare_sparse(method.name, model, masks)
+
+    def score_and_mask() -> dict:
+        with clock.stage("score"):
+            scores = method.function(model, calib, score_config)
+        with clock.stage("mask"):
+            return select_mask(model, scores, config)
+
+    masks, _ = cached_masks(workdir, score_and_mask)
+    return prepare_sparse(method.name, model, masks)
 
 
 def write_outputs(result: AdaptResult, directory: Path, config: AdaptConfig, base_model: str) -> dict[str, Path]:

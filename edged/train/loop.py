@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from edged.calibrate.memory import measure_peak
 from edged.data.task import Inputs, batches, to_device
+from edged.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edged.train.evaluate import accuracy
 from edged.train.schedule import make_scheduler
 
@@ -77,7 +78,11 @@ def train(
     device: torch.device,
     on_progress: Optional[ProgressCallback] = None,
 ) -> TrainResult:
-    """Train `params` (named; head parameters named in `head_names` use head_lr). Restores the best epoch."""
+    """Train `params` (named; head parameters named in `head_names` use head_lr). Restores the best epoch.
+
+    With a checkpoint_dir holding `last.safetensors` from an interrupted run, training resumes after that
+    epoch (optimizer moments restart from zero; the schedule continues where it was).
+    """
     groups = [
         {"params": [p for n, p in params.items() if n not in head_names], "lr": settings.lr},
         {"params": [p for n, p in params.items() if n in head_names], "lr": settings.head_lr},
@@ -85,30 +90,28 @@ def train(
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
     inputs, labels = train_data
     steps_per_epoch = -(-int(labels.shape[0]) // settings.batch_size)
-    scheduler = make_scheduler(optimizer, settings.schedule, steps_per_epoch * settings.epochs, settings.warmup_fraction)
+    total_steps = steps_per_epoch * settings.epochs
+    scheduler = make_scheduler(optimizer, settings.schedule, total_steps, settings.warmup_fraction)
     dtype = amp_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     generator = torch.Generator().manual_seed(settings.seed)
-    best = (-1.0, -1, trainable_state(params))
-    history, step, seen, busy = [], 0, 0, 0.0
+    best = Checkpoint(trainable_state(params), -1, -1.0, -1, -1.0)
+    first_epoch = _resume_(settings.checkpoint_dir, params, scheduler, steps_per_epoch, generator, inputs, labels, settings)
+    if first_epoch:
+        best = load_checkpoint(settings.checkpoint_dir / "best.safetensors") or best  # type: ignore[operator]
+    history: list[dict] = []
+    step, seen, busy = first_epoch * steps_per_epoch, 0, 0.0
     with measure_peak(device) as peak:
-        for epoch in range(settings.epochs):
+        for epoch in range(first_epoch, settings.epochs):
             _set_train_mode(model, settings.train_norm_layers)
             started, losses = time.perf_counter(), []
             for x, y in batches(inputs, labels, settings.batch_size, generator):
-                x, y = to_device(x, device), y.to(device)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                loss = _step(model, optimizer, scaler, scheduler, to_device(x, device), y.to(device), dtype)
                 step, seen = step + 1, seen + int(y.shape[0])
-                losses.append(float(loss.detach()))
+                losses.append(loss)
                 if on_progress:
-                    on_progress({"type": "step", "epoch": epoch, "step": step, "total_steps": steps_per_epoch * settings.epochs,
-                                 "loss": losses[-1], "lr": scheduler.get_last_lr()[0]})
+                    on_progress({"type": "step", "epoch": epoch, "step": step, "total_steps": total_steps,
+                                 "loss": loss, "lr": scheduler.get_last_lr()[0]})
             busy += time.perf_counter() - started
             val_acc = accuracy(model, *val_data, batch_size=max(settings.batch_size, 64), device=device, amp_dtype=dtype)
             record = {"type": "epoch", "epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1),
@@ -116,25 +119,42 @@ def train(
             history.append(record)
             if on_progress:
                 on_progress(record)
-            if val_acc > best[0]:
-                best = (val_acc, epoch, trainable_state(params))
-                _save_checkpoint(settings.checkpoint_dir, best[2], epoch, val_acc)
-            elif epoch - best[1] >= settings.patience:
+            if val_acc > best.best_accuracy:
+                best = Checkpoint(trainable_state(params), epoch, val_acc, epoch, val_acc)
+                if settings.checkpoint_dir:
+                    save_checkpoint(settings.checkpoint_dir / "best.safetensors", best)
+            if settings.checkpoint_dir:
+                save_checkpoint(settings.checkpoint_dir / "last.safetensors",
+                                Checkpoint(params, epoch, val_acc, best.best_epoch, best.best_accuracy))
+            if epoch - best.best_epoch >= settings.patience:
                 break
     with torch.no_grad():
-        for name, value in best[2].items():
+        for name, value in best.state.items():
             params[name].copy_(value)
-    return TrainResult(best[0], best[1], len(history), step, seen / max(busy, 1e-9), peak.mb, history)
+    return TrainResult(best.best_accuracy, best.best_epoch, len(history), step, seen / max(busy, 1e-9), peak.mb, history)
 
 
-def _save_checkpoint(directory: Optional[Path], state: dict[str, Tensor], epoch: int, val_acc: float) -> None:
-    """Only the trainable part: a few thousand numbers for a sparse method, written atomically."""
-    if directory is None:
-        return
-    from safetensors.torch import save_file
+def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Tensor, dtype: Optional[torch.dtype]) -> float:
+    with torch.autocast(y.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return float(loss.detach())
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "trainable.safetensors.tmp"
-    save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(tmp),
-              metadata={"epoch": str(epoch), "val_accuracy": f"{val_acc:.6f}"})
-    tmp.replace(directory / "trainable.safetensors")
+
+def _resume_(directory, params, scheduler, steps_per_epoch, generator, inputs, labels, settings) -> int:
+    """Load `last.safetensors` if present; return the first epoch still to run (0 without a checkpoint)."""
+    last = load_checkpoint(directory / "last.safetensors") if directory else None
+    if last is None:
+        return 0
+    with torch.no_grad():
+        for name, value in last.state.items():
+            params[name].copy_(value)
+    for _ in range((last.epoch + 1) * steps_per_epoch):
+        scheduler.step()
+    for _ in range(last.epoch + 1):  # the shuffles the finished epochs drew, so later epochs see the same order
+        torch.randperm(int(labels.shape[0]), generator=generator)
+    return last.epoch + 1

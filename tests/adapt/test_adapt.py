@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 import torch
 
 from conftest import tiny_classifier
@@ -66,5 +67,30 @@ def test_bad_inputs_are_named():
     x[0, 0, 0, 0] = float("nan")
     with pytest.raises(InvalidInput, match="NaN"):
         TaskData("image", x, torch.tensor([0, 1, 0, 1, 0, 1]), ["a", "b"])
-    with pytest.raises(InvalidInput, match="budget"):
-        AdaptConfig(budget=0)  # pydantic: > 0
+    with pytest.raises(ValidationError, match="budget"):
+        AdaptConfig(budget=0)
+    with pytest.raises(ValidationError, match="budget"):
+        AdaptConfig(budget=1.5)
+
+
+def test_interrupted_adaptation_resumes_from_its_work_directory(digits_task, tmp_path):
+    class Interrupt(Exception):
+        pass
+
+    def stop_in_second_epoch(event):
+        if event["type"] == "step" and event["epoch"] == 1:
+            raise Interrupt
+
+    config = AdaptConfig(method="taskedge", epochs=3, batch_size=16, budget=0.01, lr=3e-2, head_lr=3e-2)
+    with pytest.raises(Interrupt):
+        adapt(tiny_classifier(), _preprocess, digits_task, config, on_progress=stop_in_second_epoch, workdir=tmp_path)
+    assert (tmp_path / "calibration.safetensors").exists() and (tmp_path / "mask.safetensors").exists()
+    assert (tmp_path / "checkpoint" / "last.safetensors").exists()
+    events = []
+    resumed = adapt(tiny_classifier(), _preprocess, digits_task, config, on_progress=events.append, workdir=tmp_path)
+    stages = [e["stage"] for e in events if e["type"] == "stage" and e["status"] == "started"]
+    assert "score" not in stages  # the mask came from disk
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]
+    uninterrupted = adapt(tiny_classifier(), _preprocess, digits_task, config)
+    assert resumed.metrics["trainable_params"] == uninterrupted.metrics["trainable_params"]
+    assert resumed.metrics["accuracy_after"] > resumed.metrics["accuracy_before"] + 0.3

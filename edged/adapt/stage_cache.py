@@ -1,0 +1,52 @@
+"""Stage outputs persisted in a job's work directory, so an interrupted adaptation resumes where it was.
+
+calibration.safetensors: feature norms per layer (+ micro-batch, samples, peak memory as metadata).
+mask.safetensors:        the trainable mask per layer (uint8; bool is stored as 0/1).
+Both are written atomically; a half-written file never exists under the final name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from edged.calibrate import CalibrationResult
+
+
+def _save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def cached_calibration(workdir: Optional[Path], compute: Callable[[], CalibrationResult]) -> tuple[CalibrationResult, bool]:
+    """(result, loaded_from_disk)."""
+    path = workdir / "calibration.safetensors" if workdir else None
+    if path is not None and path.exists():
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata()
+        peak = meta.get("peak_memory_mb")
+        result = CalibrationResult(load_file(str(path)), int(meta["micro_batch"]), int(meta["samples"]),
+                                   float(peak) if peak not in (None, "None") else None, float(meta["seconds"]))
+        return result, True
+    result = compute()
+    if path is not None:
+        _save(path, result.norms, {"micro_batch": str(result.micro_batch), "samples": str(result.samples),
+                                   "peak_memory_mb": str(result.peak_memory_mb), "seconds": str(result.seconds)})
+    return result, False
+
+
+def cached_masks(workdir: Optional[Path], compute: Callable[[], dict[str, Tensor]]) -> tuple[dict[str, Tensor], bool]:
+    path = workdir / "mask.safetensors" if workdir else None
+    if path is not None and path.exists():
+        return {k: v.to(torch.bool) for k, v in load_file(str(path)).items()}, True
+    masks = compute()
+    if path is not None:
+        _save(path, {k: v.to(torch.uint8) for k, v in masks.items()}, {})
+    return masks, False

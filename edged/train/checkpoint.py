@@ -1,0 +1,43 @@
+"""Checkpoints of the trainable part only (a few thousand numbers for a sparse method), written atomically.
+
+`last.safetensors` after every epoch (to resume), `best.safetensors` whenever validation improves
+(what training returns). Metadata: epoch, val_accuracy, best_epoch, best_accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+
+@dataclass
+class Checkpoint:
+    state: dict[str, Tensor]
+    epoch: int
+    val_accuracy: float
+    best_epoch: int
+    best_accuracy: float
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    meta = {"epoch": str(checkpoint.epoch), "val_accuracy": repr(checkpoint.val_accuracy),
+            "best_epoch": str(checkpoint.best_epoch), "best_accuracy": repr(checkpoint.best_accuracy)}
+    save_file({k: v.detach().contiguous().cpu() for k, v in checkpoint.state.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> Optional[Checkpoint]:
+    if not path.exists():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata()
+    return Checkpoint(load_file(str(path)), int(meta["epoch"]), float(meta["val_accuracy"]),
+                      int(meta["best_epoch"]), float(meta["best_accuracy"]))
