@@ -154,7 +154,7 @@ def load_model(
 
 
 def _load_backbone(spec: str, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
-    from edged.models import text, user  # the non-registry loaders; imported here to keep imports light
+    from edged.models import text, user  # imported here: both import this module (registration)
 
     if spec in _ENTRIES:
         return _load_entry(_ENTRIES[spec], options)
