@@ -14,6 +14,11 @@ from edged.sparse.layers import weight_layers
 REGISTERED = registry.registered_names()
 
 
+@pytest.fixture(scope="module")
+def mobilenet():
+    return load_model("mobilenet_v2", num_classes=10, seed=0)
+
+
 def tiny_task(kind: str) -> TaskData:
     labels = torch.tensor([0, 1, 0, 1])
     if kind == "image":

@@ -18,6 +18,11 @@ SENTENCES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def minilm():
+    return load_model("minilm-l6", num_classes=5, seed=0)
+
+
 def embed(loaded, texts):
     task = TaskData("text", texts, torch.arange(len(texts)) % 2, ["a", "b"])
     with torch.no_grad():
