@@ -49,8 +49,27 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_serve)
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from edged.doctor import diagnose, format_table
+
+    report = diagnose(_settings(args))
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def _add_doctor(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "doctor", help="show what this machine offers (GPU, TensorRT, power sensors, memory, disk, packages)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.set_defaults(run=_doctor)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
+    _add_doctor,
 ]
 
 
