@@ -16,8 +16,9 @@ from fastapi.openapi.utils import get_openapi
 import edged
 from edged.api.errors import install_error_handlers
 from edged.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
-from edged.api.routes import dashboard, datasets, health, models, telemetry
+from edged.api.routes import dashboard, datasets, health, jobs, models, telemetry
 from edged.api.schemas import ErrorBody
+from edged.jobs.manager import JobManager
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import migrate, open_db
@@ -26,6 +27,7 @@ from edged.telemetry.service import start_sampler
 ROUTERS: list[APIRouter] = [
     health.router,
     datasets.router,
+    jobs.router,
     models.router,
     telemetry.router,
     dashboard.router,
@@ -63,6 +65,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         #   - telemetry sampler
         app.state.sampler = start_sampler(settings)
         services.callback(app.state.sampler.stop)
+        app.state.jobs = JobManager(settings)
+        app.state.jobs.start()
+        services.callback(app.state.jobs.stop)  # stops first: the worker, then the sampler
         yield
 
 

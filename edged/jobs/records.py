@@ -1,0 +1,175 @@
+"""Job rows, job events and artifacts in SQLite: the only SQL of the jobs package.
+
+Every state change is one conditional UPDATE (`... WHERE state = ?`), so the API, the manager and the
+worker, each on its own connection, never overwrite each other's decisions; a final state and its
+event are written in one transaction, so an event reader that sees the final state has every event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import sqlite_utils
+
+from edged.errors import Conflict, NotFound
+from edged.store.blobs import BlobStore
+from edged.store.db import utc_now
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
+    "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
+
+
+def create_job(db: sqlite_utils.Database, model: str, dataset_id: str, method: str, config: dict[str, Any]) -> str:
+    job_id = uuid.uuid4().hex
+    with db.atomic():
+        db.table("jobs").insert({
+            "id": job_id, "state": QUEUED, "progress": 0.0, "model": model, "dataset_id": dataset_id,
+            "method": method, "config": json.dumps(config), "created_at": utc_now(),
+        })
+        add_event(db, job_id, "state", {"state": QUEUED})
+    return job_id
+
+
+def get_job(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+    if not rows:
+        raise NotFound(f"no job with id {job_id!r}")
+    return _decoded(rows[0])
+
+
+def list_jobs(db: sqlite_utils.Database, limit: int = 100) -> list[dict[str, Any]]:
+    rows = db.query("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", [limit])
+    return [_decoded(row) for row in rows]
+
+
+def jobs_in_state(db: sqlite_utils.Database, state: str) -> list[dict[str, Any]]:
+    return [_decoded(row) for row in db.query("SELECT * FROM jobs WHERE state = ? ORDER BY rowid", [state])]
+
+
+def request_cancel(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
+    """A queued job is cancelled at once; a running one is flagged for its worker (checked between steps)."""
+    if _finish(db, job_id, QUEUED, CANCELLED, error="cancelled before it started"):
+        return get_job(db, job_id)
+    flagged = db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = ?", [job_id, RUNNING])
+    job = get_job(db, job_id)
+    if flagged.rowcount == 0:
+        raise Conflict(f"job {job_id} is already {job['state']}; only queued or running jobs can be cancelled")
+    return job
+
+
+def claim_next(db: sqlite_utils.Database) -> Optional[dict[str, Any]]:
+    """Move the oldest queued job to running and return it (None when nothing is queued)."""
+    for row in db.query("SELECT id FROM jobs WHERE state = ? ORDER BY created_at, rowid", [QUEUED]):
+        with db.atomic():
+            claimed = db.execute(
+                "UPDATE jobs SET state = ?, started_at = COALESCE(started_at, ?), worker_pid = NULL "
+                "WHERE id = ? AND state = ?", [RUNNING, utc_now(), row["id"], QUEUED])
+            if claimed.rowcount:
+                add_event(db, row["id"], "state", {"state": RUNNING})
+        if claimed.rowcount:
+            return get_job(db, row["id"])
+    return None
+
+
+def set_worker_pid(db: sqlite_utils.Database, job_id: str, pid: int) -> None:
+    db.execute("UPDATE jobs SET worker_pid = ? WHERE id = ?", [pid, job_id])
+
+
+def set_progress(db: sqlite_utils.Database, job_id: str, progress: float, stage: Optional[str] = None) -> None:
+    """Progress only moves forward (a resumed job repeats early stages but does not go back)."""
+    db.execute("UPDATE jobs SET progress = MAX(progress, ?), stage = COALESCE(?, stage) WHERE id = ? AND state = ?",
+               [min(max(progress, 0.0), 1.0), stage, job_id, RUNNING])
+
+
+def cancel_requested(db: sqlite_utils.Database, job_id: str) -> bool:
+    row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+    return bool(row and row[0])
+
+
+def finish_running(db: sqlite_utils.Database, job_id: str, state: str, error: Optional[str] = None,
+                   metrics: Optional[dict[str, Any]] = None) -> bool:
+    """running -> succeeded/failed/cancelled/interrupted; False if the job was not running."""
+    return _finish(db, job_id, RUNNING, state, error, metrics)
+
+
+def interrupt(db: sqlite_utils.Database, job_id: str, reason: str) -> bool:
+    return _finish(db, job_id, RUNNING, INTERRUPTED, error=reason)
+
+
+def requeue(db: sqlite_utils.Database, job_id: str, reason: str, event_type: str = "state") -> bool:
+    """running -> queued, to resume from the stage outputs in its work directory."""
+    with db.atomic():
+        moved = db.execute("UPDATE jobs SET state = ?, worker_pid = NULL WHERE id = ? AND state = ?",
+                           [QUEUED, job_id, RUNNING]).rowcount
+        if moved:
+            add_event(db, job_id, event_type, {"state": QUEUED, "reason": reason})
+    return bool(moved)
+
+
+def _finish(db: sqlite_utils.Database, job_id: str, from_state: str, state: str, error: Optional[str] = None,
+            metrics: Optional[dict[str, Any]] = None) -> bool:
+    progress = "1.0" if state == SUCCEEDED else "progress"
+    with db.atomic():
+        moved = db.execute(
+            f"UPDATE jobs SET state = ?, error = ?, metrics = COALESCE(?, metrics), progress = {progress}, "
+            "finished_at = ?, worker_pid = NULL, cancel_requested = 0 WHERE id = ? AND state = ?",
+            [state, error, json.dumps(metrics) if metrics is not None else None, utc_now(), job_id, from_state],
+        ).rowcount
+        if moved:
+            add_event(db, job_id, "state", {"state": state, "error": error})
+    return bool(moved)
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+def add_event(db: sqlite_utils.Database, job_id: str, type_: str, data: dict[str, Any],
+              stage: Optional[str] = None) -> None:
+    db.execute("INSERT INTO job_events (job_id, ts, type, stage, data) VALUES (?, ?, ?, ?, ?)",
+               [job_id, time.time(), type_, stage, json.dumps(data)])
+
+
+def events_after(db: sqlite_utils.Database, job_id: str, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    rows = db.query("SELECT * FROM job_events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                    [job_id, after_id, limit])
+    return [{**row, "data": json.loads(row["data"])} for row in rows]
+
+
+def count_events(db: sqlite_utils.Database, job_id: str, type_: str) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM job_events WHERE job_id = ? AND type = ?", [job_id, type_]).fetchone()[0])
+
+
+# --- artifacts ------------------------------------------------------------------------------------
+
+
+def add_artifact(db: sqlite_utils.Database, blobs: BlobStore, job_id: str, name: str, path: Path,
+                 media_type: str = "application/octet-stream") -> None:
+    digest = blobs.put_file(path)
+    db.table("artifacts").insert({
+        "job_id": job_id, "name": name, "blob": digest, "size_bytes": path.stat().st_size,
+        "media_type": media_type, "created_at": utc_now(),
+    }, replace=True)
+
+
+def list_artifacts(db: sqlite_utils.Database, job_id: str) -> list[dict[str, Any]]:
+    get_job(db, job_id)  # NotFound for an unknown job rather than an empty list
+    return [{**row, "sha256": row["blob"]}
+            for row in db.query("SELECT * FROM artifacts WHERE job_id = ? ORDER BY name", [job_id])]
+
+
+def get_artifact(db: sqlite_utils.Database, job_id: str, name: str) -> dict[str, Any]:
+    for artifact in list_artifacts(db, job_id):
+        if artifact["name"] == name:
+            return artifact
+    raise NotFound(f"job {job_id} has no artifact {name!r}",
+                   detail={"accepted": [a["name"] for a in list_artifacts(db, job_id)]})
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"] or "{}"),
+            "cancel_requested": bool(row["cancel_requested"])}

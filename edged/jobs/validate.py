@@ -1,0 +1,153 @@
+"""A job request checked before it is queued: the body's fields, the method and model registries, the
+dataset and whether its kind fits the model. Every problem is collected, then raised as one 422.
+
+Only cheap checks run here (no model is built): loading happens in the worker, whose failure is a
+`failed` job with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Optional
+
+import sqlite_utils
+from pydantic import ValidationError
+
+from edged.adapt.config import AdaptConfig
+from edged.compile.registry import AUTO_ORDER
+from edged.data.preprocess import check_image_size
+from edged.errors import InvalidInput, NotFound
+from edged.jobs.schemas import JobCreate
+from edged.methods import all_methods
+from edged.models import text, user
+from edged.models.registry import list_models
+from edged.settings import Settings
+from edged.store.datasets import get_dataset
+
+COMPILE_CHOICES = ("none", "auto", *AUTO_ORDER)
+OPTION_KINDS = {"image_size": "image", "max_length": "text"}  # preprocessing option -> models taking it
+
+
+def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tuple[JobCreate, dict[str, Any]]:
+    """(the request, the config the job runs with), or InvalidInput listing every reason."""
+    reasons: list[dict[str, Any]] = []
+    job: Optional[JobCreate] = None
+    try:
+        job = JobCreate.model_validate(body)
+    except ValidationError as exc:
+        reasons += [_reason(e["loc"], e["msg"], e["type"]) for e in exc.errors()]
+    fields = body if isinstance(body, dict) else {}
+    _check_method(fields.get("method", "taskedge"), reasons)
+    _check_compile(fields.get("compile", "none"), reasons)
+    model_kind = _model_kind(fields.get("model"), reasons)
+    dataset_kind = _dataset_kind(db, fields.get("dataset"), reasons)
+    _check_kinds(fields, model_kind, dataset_kind, reasons)
+    _check_image_size(fields.get("image_size"), reasons)
+    if job is not None and not reasons:
+        return job, job_config(job, settings, dataset_kind)
+    summary = "; ".join(f"{'.'.join(map(str, r['loc'][1:]))}: {r['msg']}" for r in reasons)
+    raise InvalidInput(f"job rejected: {summary}", detail=reasons)
+
+
+def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) -> dict[str, Any]:
+    """What the worker needs: the full AdaptConfig, the model's preprocessing options, the compile choice."""
+    adapt = AdaptConfig(
+        method=job.method, budget=job.budget, epochs=job.epochs, lr=job.lr, batch_size=job.batch_size,
+        memory_budget_mb=job.memory_budget_mb or settings.default_memory_budget_mb, sparsity=job.sparsity,
+        seed=job.seed, device=settings.device,
+    )
+    options: dict[str, Any] = {k: v for k, v in (("image_size", job.image_size), ("max_length", job.max_length))
+                               if v is not None}
+    if user.is_factory_spec(job.model) and job.model not in _registered():
+        options["kind"] = dataset_kind  # a user factory takes the dataset's kind (image or tabular)
+    return {"adapt": adapt.model_dump(), "model_options": options, "compile": job.compile}
+
+
+def _reason(loc: Any, msg: str, type_: str) -> dict[str, Any]:
+    return {"loc": ["body", *loc] if isinstance(loc, (list, tuple)) else ["body", loc], "msg": msg, "type": type_}
+
+
+def _check_method(method: Any, reasons: list[dict[str, Any]]) -> None:
+    methods = all_methods()
+    if isinstance(method, str) and method not in methods:
+        reasons.append(_reason("method", f"unknown method {method!r}; accepted: {', '.join(methods)}", "unknown"))
+
+
+def _check_compile(backend: Any, reasons: list[dict[str, Any]]) -> None:
+    if isinstance(backend, str) and backend not in COMPILE_CHOICES:
+        reasons.append(_reason("compile", f"unknown compile backend {backend!r}; accepted: "
+                               f"{', '.join(COMPILE_CHOICES)}", "unknown"))
+
+
+def _registered() -> dict[str, Any]:
+    return {info.name: info for info in list_models()}
+
+
+def _model_kind(spec: Any, reasons: list[dict[str, Any]]) -> Optional[str]:
+    """The kind of data the model takes ('factory' when it follows the dataset), or None after a reason."""
+    if not isinstance(spec, str):
+        return None
+    registered = _registered()
+    if spec in registered:
+        info = registered[spec]
+        if not info.available:
+            reasons.append(_reason("model", f"model {spec!r} cannot run here: {info.reason}", "unavailable"))
+        return info.kind
+    if text.is_transformers_dir(spec):
+        return "text"
+    if user.is_factory_spec(spec):
+        return _check_factory(spec, reasons)
+    reasons.append(_reason("model", f"no model {spec!r}: accepted are the registered models "
+                           f"({', '.join(registered)}), a transformers directory, or "
+                           "'package.module:factory[=weights]'", "unknown"))
+    return None
+
+
+def _check_factory(spec: str, reasons: list[dict[str, Any]]) -> Optional[str]:
+    match = user.FACTORY_SPEC.match(spec)
+    assert match is not None
+    try:
+        found = importlib.util.find_spec(match["module"]) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        reasons.append(_reason("model", f"module {match['module']!r} of {spec!r} cannot be imported", "unknown"))
+    if match["weights"] and not Path(match["weights"]).expanduser().is_file():
+        reasons.append(_reason("model", f"weights file {match['weights']!r} of {spec!r} does not exist", "not_found"))
+    return "factory"
+
+
+def _check_image_size(image_size: Any, reasons: list[dict[str, Any]]) -> None:
+    if isinstance(image_size, int):
+        try:
+            check_image_size(image_size)
+        except InvalidInput as exc:
+            reasons.append(_reason("image_size", exc.message, "out_of_range"))
+
+
+def _dataset_kind(db: sqlite_utils.Database, dataset_id: Any, reasons: list[dict[str, Any]]) -> Optional[str]:
+    if not isinstance(dataset_id, str):
+        return None
+    try:
+        return get_dataset(db, dataset_id)["kind"]
+    except NotFound:
+        reasons.append(_reason("dataset", f"no dataset with id {dataset_id!r}; upload one with POST /v1/datasets",
+                               "not_found"))
+        return None
+
+
+def _check_kinds(fields: dict[str, Any], model_kind: Optional[str], dataset_kind: Optional[str],
+                 reasons: list[dict[str, Any]]) -> None:
+    if model_kind == "factory":
+        if dataset_kind == "text":
+            reasons.append(_reason("dataset", "a module:factory model takes image or tabular data, "
+                                   "the dataset is text", "kind_mismatch"))
+        model_kind = dataset_kind if dataset_kind in user.FACTORY_KINDS else None
+    elif model_kind and dataset_kind and model_kind != dataset_kind:
+        reasons.append(_reason("dataset", f"model {fields.get('model')!r} takes {model_kind} data, "
+                               f"the dataset is {dataset_kind}", "kind_mismatch"))
+    for option, kind in OPTION_KINDS.items():
+        if fields.get(option) is not None and model_kind is not None and model_kind != kind:
+            reasons.append(_reason(option, f"{option} applies to {kind} models; this model takes {model_kind} data",
+                                   "not_applicable"))

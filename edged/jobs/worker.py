@@ -1,0 +1,107 @@
+"""The job worker: `python -m edged.jobs.worker --data-dir DIR [--parent-pid PID] JOB_ID`.
+
+A child process of the daemon's job manager, so that a crash, a CUDA error or an OOM kill ends this
+process and not the API. It writes the job's events, progress and final state to SQLite itself.
+Exit codes: 0 the job reached a final state (succeeded, failed or cancelled); EXIT_STOPPED when a
+SIGTERM stopped it between steps, leaving it `running` for the manager to requeue (its work
+directory keeps the finished stages); anything else is a crash the manager reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from edged.errors import EdgedError
+from edged.jobs import records
+from edged.jobs.progress import JobStopped, ProgressReporter
+from edged.store.blobs import BlobStore
+from edged.store.db import open_db
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: try again later
+PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("edged.jobs.worker")
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "jobs" / job_id
+
+
+def worker_command(data_dir: Path, job_id: str) -> list[str]:
+    return [sys.executable, "-m", "edged.jobs.worker", "--data-dir", str(data_dir),
+            "--parent-pid", str(os.getpid()), job_id]
+
+
+class Termination:
+    """SIGTERM sets a flag the progress callback checks between steps (a clean stop, resumable)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def die_with_parent(parent_pid: Optional[int]) -> None:
+    """Ask Linux to SIGTERM this worker if the daemon dies, so no orphan keeps writing to the job."""
+    if parent_pid is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_job(data_dir: Path, job_id: str, termination: Termination) -> int:
+    from edged.jobs.pipeline import run_pipeline  # heavy (torch): imported after the signal handler is set
+
+    db = open_db(data_dir / "edged.db")
+    try:
+        job = records.get_job(db, job_id)
+        directory = job_dir(data_dir, job_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        reporter = ProgressReporter(db, job_id, lambda: termination.requested)
+        try:
+            run_pipeline(db, BlobStore(data_dir / "blobs"), job, directory, reporter)
+        except JobStopped as stop:
+            if not stop.cancelled:
+                log.info("job %s stopped by SIGTERM during %s; it stays resumable", job_id, reporter.stage_name)
+                return EXIT_STOPPED
+            records.finish_running(db, job_id, records.CANCELLED, error=f"cancelled during stage {reporter.stage_name}")
+        except EdgedError as exc:
+            records.finish_running(db, job_id, records.FAILED, error=f"stage {reporter.stage_name}: {exc.message}")
+        except Exception as exc:  # any failure of the job is the job's, reported in its row
+            traceback.print_exc()
+            records.finish_running(db, job_id, records.FAILED,
+                                   error=f"stage {reporter.stage_name}: {type(exc).__name__}: {exc}")
+        return 0
+    finally:
+        db.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edged.jobs.worker", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, required=True, help="EDGED_DATA_DIR of the daemon")
+    parser.add_argument("--parent-pid", type=int, help="the daemon's pid: this worker stops when it dies")
+    parser.add_argument("job_id")
+    args = parser.parse_args(argv)
+    termination = Termination()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its worker stops
+    die_with_parent(args.parent_pid)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_job(args.data_dir, args.job_id, termination)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

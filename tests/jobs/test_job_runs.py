@@ -1,0 +1,108 @@
+"""Jobs through the real app, a real SQLite file and real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from safetensors.torch import load_file
+
+from jobs_helpers import FAST_JOB, upload, wait_for
+from edged.jobs.records import FINAL_STATES
+
+
+def _submit(client, auth, dataset: str, **overrides) -> str:
+    response = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset, **overrides})
+    assert response.status_code == 202, response.text
+    assert response.json()["state"] == "queued"
+    return response.json()["id"]
+
+
+def _job(client, auth, job_id: str):
+    return lambda: client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+
+
+def _sse_events(client, auth, job_id: str, last_event_id=None) -> list[tuple[str, dict]]:
+    headers = {**auth, **({"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {})}
+    events, kind = [], None
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def test_job_succeeds_with_metrics_events_and_artifacts(client, auth):
+    dataset = upload(client, auth, count=300)
+    job_id = _submit(client, auth, dataset)
+    events = _sse_events(client, auth, job_id)  # streams live until the job ends
+    job = _job(client, auth, job_id)()
+    assert job["state"] == "succeeded", job
+    assert job["progress"] == 1.0 and job["error"] is None and job["finished_at"]
+    m = job["metrics"]
+    for key in ("accuracy_before", "accuracy_after", "trainable_params", "trainable_fraction", "peak_memory_mb"):
+        assert key in m
+    assert m["trainable_fraction"] < 0.02 and m["trainable_params"] > 0
+    assert {"validate", "calibrate", "score", "mask", "train", "evaluate", "export", "record"} <= set(m["stage_seconds"])
+    assert job["config"]["adapt"]["epochs"] == 1 and job["config"]["model_options"]["image_size"] == 16
+
+    kinds = [kind for kind, _ in events]
+    started = [e["stage"] for kind, e in events if kind == "stage" and e["status"] == "started"]
+    assert started[:2] == ["validate", "prepare"] and started[-2:] == ["export", "record"]
+    assert "step" in kinds and "epoch" in kinds
+    assert kinds[-1] == "end" and events[-1][1]["state"] == "succeeded"
+    ids = [e["id"] for kind, e in events if kind != "end"]
+    assert ids == sorted(ids)
+    # Last-Event-ID: a reconnecting client gets only what it has not seen
+    tail = _sse_events(client, auth, job_id, last_event_id=ids[-3])
+    assert [e["id"] for kind, e in tail if kind != "end"] == ids[-2:]
+
+    artifacts = client.get(f"/v1/jobs/{job_id}/artifacts", headers=auth).json()
+    assert {a["name"] for a in artifacts} == {"delta.safetensors", "merged.safetensors"}
+    merged = client.get(f"/v1/jobs/{job_id}/artifacts/merged.safetensors", headers=auth)
+    assert merged.status_code == 200 and len(merged.content) == next(
+        a["size_bytes"] for a in artifacts if a["name"] == "merged.safetensors")
+    path = client.app.state.settings.data_dir / "downloaded.safetensors"
+    path.write_bytes(merged.content)
+    assert "head.weight" in load_file(str(path))
+    assert client.get(f"/v1/jobs/{job_id}/artifacts/nope", headers=auth).status_code == 404
+    assert [j["id"] for j in client.get("/v1/jobs", headers=auth).json()] == [job_id]
+
+
+def test_cancel_a_running_job(client, auth):
+    dataset = upload(client, auth, count=1000)
+    job_id = _submit(client, auth, dataset, epochs=200)
+    wait_for(_job(client, auth, job_id), lambda j: j["stage"] == "train")
+    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+    assert response.status_code == 202 and response.json()["cancel_requested"]
+    job = wait_for(_job(client, auth, job_id), lambda j: j["state"] in FINAL_STATES, timeout_s=20)
+    assert job["state"] == "cancelled" and "train" in job["error"]
+    again = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+
+
+def test_killed_worker_fails_the_job_and_the_api_keeps_answering(client, auth):
+    dataset = upload(client, auth, count=1000)
+    job_id = _submit(client, auth, dataset, epochs=200)
+    running = wait_for(_job(client, auth, job_id), lambda j: j["stage"] == "train" and j["progress"] > 0.1)
+    pid = client.app.state.jobs  # the manager knows the worker; the row records its pid too
+    row = client.app.state.settings.db_path
+    from edged.store.db import open_db
+
+    db = open_db(row)
+    worker_pid = db.execute("SELECT worker_pid FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
+    db.close()
+    assert worker_pid and pid is not None and running["state"] == "running"
+    os.kill(worker_pid, signal.SIGKILL)
+    job = wait_for(_job(client, auth, job_id), lambda j: j["state"] in FINAL_STATES, timeout_s=20)
+    assert job["state"] == "failed"
+    assert "SIGKILL" in job["error"] and "stage train" in job["error"]
+    assert client.get("/healthz").json()["status"] == "ok"
+    # the manager goes on: the next job runs
+    next_id = _submit(client, auth, dataset)
+    assert wait_for(_job(client, auth, next_id), lambda j: j["state"] in FINAL_STATES)["state"] == "succeeded"
