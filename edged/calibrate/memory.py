@@ -6,6 +6,7 @@ of the peak above a baseline can be measured around one piece of work.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -23,6 +24,15 @@ def _status_kb(field: str) -> int | None:
     except OSError:
         return None
     return int(found.group(1)) if found else None
+
+
+def release_free_cpu_memory() -> None:
+    """Hand the C allocator's free pages back to the OS (glibc malloc_trim), so the resident set is what is
+    really in use. Without this, memory freed by earlier work is reused invisibly and a probe under-reads."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peaks are then upper-bounded less tightly
+        pass
 
 
 def _reset_cpu_peak() -> bool:
@@ -65,6 +75,7 @@ def measure_peak(device: torch.device, baseline_mb: float | None = None) -> Iter
         torch.cuda.synchronize(device)
         result.mb = max(0.0, torch.cuda.max_memory_allocated(device) / 2**20 - base)
         return
+    release_free_cpu_memory()
     can_reset = _reset_cpu_peak()
     base_kb = _status_kb("VmRSS") if baseline_mb is None else baseline_mb * 1024
     yield result

@@ -39,9 +39,10 @@ def per_neuron_topk(scores: Scores, k: int | None = None, count: int | None = No
     """Each output row (neuron) keeps its best entries.
 
     Give `k` (entries per row, the same in every layer) or `count` (exact total over all layers).
-    With `count`, every row gets count // rows entries; the remainder is shared between layers in proportion
-    to their row counts (largest remainders, then layer order) and, inside a layer, goes to the rows whose
-    next-best entry scores highest. So the budget spreads over all layers, as TaskEdge intends.
+    With `count`, every row gets count // rows entries (at most the shortest row); the remainder is shared
+    between layers in proportion to their row counts (largest remainders, then layer order) and, inside a
+    layer, goes to the rows whose next-best entry scores highest. So the budget spreads over all layers and
+    neurons, as TaskEdge intends.
     """
     if (k is None) == (count is None):
         raise InvalidInput("give exactly one of k (entries per row) or count (total entries)")
@@ -60,14 +61,11 @@ def per_neuron_topk(scores: Scores, k: int | None = None, count: int | None = No
         base, extra = _share_count(flat, count)
     masks = {}
     for name, score in flat.items():
-        order = _rank_rows(score)
+        order = _rank_rows(score)  # (out, width) columns best first
         keep = torch.zeros_like(score, dtype=torch.bool)
         if base:
             keep.scatter_(1, order[:, :base], True)
-        if extra[name]:
-            next_best = score.double().gather(1, order[:, base : base + 1]).flatten()  # (out,)
-            rows = torch.sort(next_best, descending=True, stable=True).indices[: extra[name]]
-            keep[rows, order[rows, base]] = True
+        _add_extra_(keep, score, order, base, extra[name])
         masks[name] = keep.reshape(scores[name].shape)
     _reject_unselectable(scores, masks)
     return masks
@@ -84,8 +82,24 @@ def _reject_unselectable(scores: Scores, masks: Masks) -> None:
             )
 
 
+def _add_extra_(keep: Tensor, score: Tensor, order: Tensor, base: int, extra: int) -> None:
+    """Add `extra` entries to a layer: each row's next-best entry first (rows by that entry's score),
+    then the one after, and so on, so the extra entries stay spread over the neurons."""
+    rank = base
+    while extra > 0:
+        columns = order[:, rank]  # (out,) each row's entry at this rank
+        candidates = score.double().gather(1, columns.unsqueeze(1)).flatten()
+        rows = torch.sort(candidates, descending=True, stable=True).indices[:extra]
+        keep[rows, columns[rows]] = True
+        extra -= rows.numel()
+        rank += 1
+
+
 def _share_count(flat: Scores, count: int) -> tuple[int, dict[str, int]]:
-    """Split an exact total into a per-row base plus a per-layer remainder (largest-remainder method)."""
+    """Split an exact total into a per-row base plus a per-layer remainder (largest-remainder method).
+
+    The remainder is shared in proportion to each layer's rows, capped by the entries the layer has left.
+    """
     total = sum(s.numel() for s in flat.values())
     if not 1 <= count <= total:
         raise InvalidInput(f"cannot select {count} of {total} weights", detail={"accepted": f"1..{total}"})
@@ -95,21 +109,15 @@ def _share_count(flat: Scores, count: int) -> tuple[int, dict[str, int]]:
     left = count - base * all_rows
     room = {name: flat[name].shape[0] * (flat[name].shape[1] - base) for name in flat}
     quota = {name: left * rows[name] / all_rows for name in flat}
-    extra = {name: min(int(quota[name]), room[name], rows[name]) for name in flat}
-    # Hand out what rounding left, to the largest fractional quotas first, then in layer order.
-    by_fraction = sorted(flat, key=lambda n: -(quota[n] - int(quota[n])))
-    while sum(extra.values()) < left:
-        progressed = False
-        for name in by_fraction:
-            if sum(extra.values()) == left:
-                break
-            if extra[name] < min(room[name], rows[name]):
-                extra[name] += 1
-                progressed = True
-        if not progressed:
-            raise InvalidInput(
-                f"per-neuron allocation cannot place {count} entries (rows too short); use global top-k"
-            )
+    extra = {name: min(int(quota[name]), room[name]) for name in flat}
+    # What rounding left goes to the largest fractional quotas first; what the caps left, in layer order.
+    remaining = left - sum(extra.values())
+    for name in sorted(flat, key=lambda n: -(quota[n] - int(quota[n]))):
+        if remaining and extra[name] < room[name]:
+            extra[name], remaining = extra[name] + 1, remaining - 1
+    for name in flat:
+        take = min(room[name] - extra[name], remaining)
+        extra[name], remaining = extra[name] + take, remaining - take
     return base, extra
 
 

@@ -4,6 +4,7 @@ validation every epoch, early stopping, progress callbacks, checkpoints of the t
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -153,8 +154,10 @@ def _resume_(directory, params, scheduler, steps_per_epoch, generator, inputs, l
     with torch.no_grad():
         for name, value in last.state.items():
             params[name].copy_(value)
-    for _ in range((last.epoch + 1) * steps_per_epoch):
-        scheduler.step()
+    with warnings.catch_warnings():  # stepping the schedule before any optimizer step is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range((last.epoch + 1) * steps_per_epoch):
+            scheduler.step()
     for _ in range(last.epoch + 1):  # the shuffles the finished epochs drew, so later epochs see the same order
         torch.randperm(int(labels.shape[0]), generator=generator)
     return last.epoch + 1

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 import torch
 
-from conftest import tiny_classifier
+from tiny_model import tiny_classifier
 from edged.adapt.config import AdaptConfig
 from edged.adapt.delta_file import apply_delta_
 from edged.adapt.run import adapt, write_outputs

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_classifier
+from tiny_model import tiny_classifier
 from edged.adapt.config import AdaptConfig
 from edged.errors import InvalidInput
 from edged.methods import all_methods, get_method

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import tiny_classifier
+from tiny_model import tiny_classifier
 from edged.methods.base import backbone_layers
 from edged.sparse.delta import attach_deltas_, merge_deltas_
 

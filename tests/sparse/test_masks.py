@@ -86,3 +86,10 @@ def test_budget_over_allowed_entries_is_rejected():
     scores = nm_limited_scores({"w": torch.rand(4, 8)}, 1, 4)  # 8 selectable entries
     with pytest.raises(InvalidInput, match="excluded"):
         per_neuron_topk(scores, count=9)
+
+
+def test_per_neuron_places_budgets_beyond_one_extra_per_row():
+    scores = {"short": torch.rand(32, 9), "long": torch.rand(8, 512)}  # 9 entries per row at most in "short"
+    masks = per_neuron_topk(scores, count=2000)
+    assert count_selected(masks) == 2000
+    assert masks["short"].all()  # the short layer is full, the rest went to the long one
