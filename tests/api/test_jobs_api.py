@@ -1,0 +1,65 @@
+"""/v1/jobs at the HTTP boundary: every reason in one 422, 404s, auth, the documented contract.
+(Jobs that run a worker are tested in tests/jobs.)"""
+
+from __future__ import annotations
+
+
+def _csv_dataset(client, auth) -> str:
+    rows = "f1,f2,label\n" + "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(20))
+    response = client.post("/v1/datasets", headers=auth, files={"file": ("t.csv", rows.encode())})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_a_bad_job_gets_every_reason_in_one_422(client, auth):
+    dataset = _csv_dataset(client, auth)  # tabular
+    body = {"model": "mobilenet_v2", "dataset": dataset, "method": "nope", "budget": 2, "epochs": 0,
+            "sparsity": "3:4", "compile": "warp", "image_size": 3, "surprise": 1}
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    fields = sorted(reason["loc"][-1] for reason in error["detail"])
+    assert fields == sorted(["budget", "epochs", "sparsity", "surprise", "method", "compile", "dataset", "image_size"])
+    messages = " ".join(reason["msg"] for reason in error["detail"])
+    assert "takes image data, the dataset is tabular" in messages and "unknown method 'nope'" in messages
+    assert "taskedge" in messages  # the accepted methods are listed
+    assert client.get("/v1/jobs", headers=auth).json() == []  # nothing was queued
+
+
+def test_unknown_model_and_dataset_and_missing_fields(client, auth):
+    response = client.post("/v1/jobs", headers=auth, json={"model": "no_such_model", "dataset": "nope"})
+    reasons = {r["loc"][-1]: r["msg"] for r in response.json()["error"]["detail"]}
+    assert response.status_code == 422 and set(reasons) == {"model", "dataset"}
+    assert "mobilenet_v2" in reasons["model"] and "POST /v1/datasets" in reasons["dataset"]
+    factory = client.post("/v1/jobs", headers=auth, json={"model": "no_such_pkg.mod:make=/no/w.safetensors",
+                                                          "dataset": _csv_dataset(client, auth)})
+    assert factory.status_code == 422
+    assert len([r for r in factory.json()["error"]["detail"] if r["loc"][-1] == "model"]) == 2
+    empty = client.post("/v1/jobs", headers=auth, json={})
+    assert {r["loc"][-1] for r in empty.json()["error"]["detail"]} == {"model", "dataset"}
+
+
+def test_unknown_job_is_404_everywhere(client, auth):
+    for method, path in [("GET", "/v1/jobs/nope"), ("POST", "/v1/jobs/nope/cancel"), ("GET", "/v1/jobs/nope/events"),
+                         ("GET", "/v1/jobs/nope/artifacts"), ("GET", "/v1/jobs/nope/artifacts/delta.safetensors")]:
+        response = client.request(method, path, headers=auth)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", path
+
+
+def test_jobs_need_the_token(client):
+    assert client.get("/v1/jobs").status_code == 401
+    assert client.post("/v1/jobs", json={}).status_code == 401
+
+
+def test_job_routes_are_documented(client, auth):
+    schema = client.get("/openapi.json", headers=auth).json()
+    create = schema["paths"]["/v1/jobs"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["required"]) == {"model", "dataset"}
+    assert {"method", "budget", "epochs", "lr", "batch_size", "memory_budget_mb", "sparsity", "compile",
+            "seed", "image_size", "max_length"} <= set(body["properties"])
+    assert all(p.get("description") for p in body["properties"].values())
+    for path in ["/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events",
+                 "/v1/jobs/{job_id}/artifacts", "/v1/jobs/{job_id}/artifacts/{name}"]:
+        assert path in schema["paths"]
