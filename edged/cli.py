@@ -67,9 +67,41 @@ def _add_doctor(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_doctor)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    import os
+
+    from edged.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        samples=args.samples, epochs=args.epochs, image_size=args.image_size, budget=args.budget,
+        batch_size=args.batch_size, data_dir=args.data_dir, url=args.url,
+        token=args.token or (os.environ.get("EDGED_TOKEN") if args.url else None),
+    )
+    return run_demo(options)
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    from edged.demo import DemoOptions
+
+    defaults = DemoOptions()
+    parser = subparsers.add_parser(
+        "demo", help="start a daemon on loopback, upload MNIST digits, adapt MobileNetV2 with TaskEdge, show results"
+    )
+    parser.add_argument("--url", help="use this running daemon (e.g. http://127.0.0.1:8686) instead of starting one")
+    parser.add_argument("--token", help="the running daemon's token (default: EDGED_TOKEN); only with --url")
+    parser.add_argument("--data-dir", type=Path, help="data dir of the started daemon (default: ~/.local/share/edged-demo)")
+    parser.add_argument("--samples", type=int, default=defaults.samples, help="digits to upload, balanced over classes")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size, help="input resolution of MobileNetV2")
+    parser.add_argument("--budget", type=float, default=defaults.budget, help="trainable fraction of the weights")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="training batch size")
+    parser.set_defaults(run=_demo)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
     _add_doctor,
+    _add_demo,
 ]
 
 

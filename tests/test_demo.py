@@ -1,0 +1,98 @@
+"""`edged demo` end to end through a real `edged serve` on loopback (tiny settings), its failure exit
+status with a job cancelled through the API, and the pieces it is made of (upload archive, SSE reader)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+
+from edged.cli import main
+from edged.data.bundled import mnist_5k
+from edged.data.formats import decode_upload
+from edged.data.upload_limits import UploadLimits
+from edged.demo import DemoOptions, run_demo
+from edged.demo_client import parse_sse
+from edged.demo_daemon import LocalDaemon
+from edged.demo_data import balanced_subset, png_class_zip
+from edged.jobs.sse import format_event
+
+TINY = ["--samples", "200", "--epochs", "1", "--image-size", "32"]
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    data_dir = tmp_path / "demo"
+    assert main(["demo", *TINY, "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    for expected in ("calibrate ", "train  epoch 1/1", "accuracy before", "accuracy after", "trainable entries",
+                     "peak memory", "stage times", f"database   {data_dir / 'edged.db'}"):
+        assert expected in out, expected
+    trainable = re.search(r"trainable entries\s+([\d,]+) = ([\d.]+) %", out)
+    assert trainable and int(trainable.group(1).replace(",", "")) > 0 and 0.05 < float(trainable.group(2)) < 0.15
+
+    with sqlite3.connect(data_dir / "edged.db") as db:
+        state, = db.execute("select state from jobs").fetchone()
+        samples, = db.execute("select num_samples from datasets").fetchone()
+    assert (state, samples) == ("succeeded", 200)
+    assert list((data_dir / "jobs").glob("*/outputs/delta.safetensors"))
+
+    url = re.search(r"edged is up at (http://127\.0\.0\.1:\d+)", out).group(1)
+    with pytest.raises(httpx.TransportError):  # the demo stopped the daemon it started
+        httpx.get(f"{url}/healthz", timeout=2.0)
+
+
+def _cancel_first_running_job(url: str, token: str, done: threading.Event) -> None:
+    """The operator's side: cancel the demo's job once it runs."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as operator:
+        while not done.is_set():
+            running = [job for job in operator.get("/v1/jobs").json() if job["state"] == "running"]
+            if running:
+                assert operator.post(f"/v1/jobs/{running[0]['id']}/cancel").status_code == 202
+                return
+            time.sleep(0.2)
+
+
+def test_demo_exits_nonzero_when_the_job_does_not_succeed(tmp_path, capsys):
+    with LocalDaemon(tmp_path / "running") as daemon:
+        done = threading.Event()
+        canceller = threading.Thread(target=_cancel_first_running_job, args=(daemon.url, daemon.token, done))
+        canceller.start()
+        try:
+            options = DemoOptions(samples=100, epochs=3, image_size=32, url=daemon.url, token=daemon.token)
+            status = run_demo(options)
+        finally:
+            done.set()
+            canceller.join()
+    assert status == 1
+    assert "cancelled" in capsys.readouterr().out
+
+
+def test_url_without_token_is_refused(capsys, monkeypatch):
+    monkeypatch.delenv("EDGED_TOKEN", raising=False)
+    assert main(["demo", "--url", "http://127.0.0.1:9"]) == 2
+    assert "--url needs the daemon's token" in capsys.readouterr().err
+
+
+def test_upload_archive_decodes_to_the_same_digits():
+    subset = balanced_subset(mnist_5k(), 30, seed=1)
+    assert torch.bincount(subset.y, minlength=10).tolist() == [3] * 10
+    decoded = decode_upload("digits.zip", png_class_zip(subset), UploadLimits())
+    assert decoded.classes == subset.classes and len(decoded) == 30
+    # Members are read back in name order; compare each digit's pixels by label and pixel sum.
+    originals = sorted((int(y), int(x.sum())) for x, y in zip(subset.x.to(torch.int64), subset.y))
+    roundtrip = sorted((int(y), int(x.sum())) for x, y in zip(decoded.x.to(torch.int64), decoded.y))
+    assert originals == roundtrip
+
+
+def test_parse_sse_reads_what_the_daemon_writes():
+    events = [{"id": 1, "ts": "t", "type": "stage", "stage": "train", "data": {"status": "started"}},
+              {"id": 2, "ts": "t", "type": "step", "stage": "train", "data": {"step": 3, "total_steps": 9}}]
+    text = ": keep-alive\n\n" + "".join(format_event(e) for e in events) + 'event: end\ndata: {"state": "succeeded"}\n\n'
+    parsed = list(parse_sse(iter(text.split("\n"))))
+    assert [kind for kind, _ in parsed] == ["stage", "step", "end"]
+    assert parsed[1][1]["step"] == 3 and parsed[2][1] == {"state": "succeeded"}
