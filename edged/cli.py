@@ -98,10 +98,55 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_demo)
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from edged.jobs.client import submit
+
+    fields = ("model", "method", "budget", "epochs", "lr", "batch_size", "memory_budget_mb", "sparsity", "compile",
+              "seed", "image_size", "max_length")
+    job = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    return submit(_settings(args), args.file, job, args.follow, sys.stdout, url=args.url, name=args.name)
+
+
+def _add_submit(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("submit", help="upload a dataset to the daemon and start a job on it")
+    parser.add_argument("file", type=Path, help="the dataset: .npz, .jsonl, .csv, .zip or .tar (see README)")
+    parser.add_argument("--model", required=True, help="a registered model (GET /v1/models) or a module:factory spec")
+    parser.add_argument("--name", help="a name for the dataset (default: the file name)")
+    parser.add_argument("--method", help="adaptation method (default: taskedge)")
+    parser.add_argument("--budget", type=float, help="trainable fraction of the backbone weights (default: 0.001)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 3)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the method's)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default: 32)")
+    parser.add_argument("--memory-budget-mb", type=float, help="calibration memory budget in MiB")
+    parser.add_argument("--sparsity", choices=["none", "2:4"], help="prune to 2:4 before training (default: none)")
+    parser.add_argument("--compile", help="compile backend or 'none' (default: none)")
+    parser.add_argument("--seed", type=int, help="random seed (default: 0)")
+    parser.add_argument("--image-size", type=int, help="input resolution of an image model")
+    parser.add_argument("--max-length", type=int, help="token limit of a text model")
+    parser.add_argument("--follow", action="store_true", help="stream the job's progress until it ends")
+    parser.add_argument("--url", help="the daemon's URL (default: http://EDGED_HOST:EDGED_PORT)")
+    parser.set_defaults(run=_submit)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edged.jobs.client import status
+
+    return status(_settings(args), args.job, sys.stdout, url=args.url)
+
+
+def _add_status(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("status", help="list the daemon's jobs, or show one job in detail")
+    parser.add_argument("job", nargs="?", help="a job id (default: a table of all jobs)")
+    parser.add_argument("--url", help="the daemon's URL (default: http://EDGED_HOST:EDGED_PORT)")
+    parser.set_defaults(run=_status)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
     _add_doctor,
     _add_demo,
+    _add_submit,
+    _add_status,
 ]
 
 
