@@ -119,10 +119,10 @@ def describe_event(kind: str, data: dict[str, Any]) -> Optional[str]:
     if kind == "epoch":
         return (f"  epoch {data['epoch']:<10} train loss {data['train_loss']:.4f}  "
                 f"val accuracy {100 * data['val_accuracy']:.1f} %")
-    if kind in ("state", "resumed", "end"):
+    if kind in ("state", "resumed"):
         reason = data.get("error") or data.get("reason")
-        return f"{'job ' + data['state']:<18}{'  ' + reason if reason else ''}"
-    return None
+        return f"job {data['state']}" + (f": {reason}" if reason else "")
+    return None  # "end" repeats the last state event
 
 
 def status(settings: Settings, job_id: Optional[str], out: TextIO, url: Optional[str] = None) -> int:

@@ -47,6 +47,7 @@ def run_pipeline(db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, Any
     # ------------------------------------------------------------------------------------------------
     with reporter.stage("record"):
         metrics = {**result.metrics, "model_options": loaded.info.options}
-    metrics["stage_seconds"] = {**result.metrics["stage_seconds"], **reporter.stage_seconds}
+    own = dict(reporter.stage_seconds)  # validate, export, record: in the order the stages ran
+    metrics["stage_seconds"] = {"validate": own.pop("validate"), **result.metrics["stage_seconds"], **own}
     records.finish_running(db, job["id"], records.SUCCEEDED, metrics=metrics)
     return metrics
