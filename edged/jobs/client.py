@@ -148,7 +148,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> str:
 def _cell(job: dict[str, Any], column: str) -> str:
     value = job.get(column)
     if column == "progress":
-        return f"{100 * value:.0f} %"
+        return f"{100 * float(value or 0):.0f} %"
     return "-" if value is None else str(value)
 
 

@@ -12,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from edged.adapt.config import AdaptConfig
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
-_ADAPT = AdaptConfig.model_fields
+
+
+def _adapt_field(name: str) -> Any:
+    """AdaptConfig's own field (default, bounds, description), typed Any so the annotation stays readable."""
+    return AdaptConfig.model_fields[name]
 
 
 class JobCreate(BaseModel):
@@ -21,17 +25,17 @@ class JobCreate(BaseModel):
     model: str = Field(description="a registered model (GET /v1/models), a transformers directory, "
                        "or 'package.module:factory[=weights.safetensors]'")
     dataset: str = Field(description="id of an uploaded dataset (POST /v1/datasets)")
-    method: str = Field(_ADAPT["method"].default, description="a registered adaptation method or baseline")
-    budget: float = _ADAPT["budget"]
-    epochs: int = _ADAPT["epochs"]
-    lr: Optional[float] = _ADAPT["lr"]
-    batch_size: int = _ADAPT["batch_size"]
+    method: str = Field(_adapt_field("method").default, description="a registered adaptation method or baseline")
+    budget: float = _adapt_field("budget")
+    epochs: int = _adapt_field("epochs")
+    lr: Optional[float] = _adapt_field("lr")
+    batch_size: int = _adapt_field("batch_size")
     memory_budget_mb: Optional[float] = Field(
         None, gt=0.0, description="peak memory allowed for calibration, in MiB (default: EDGED_DEFAULT_MEMORY_BUDGET_MB)"
     )
-    sparsity: Literal["none", "2:4"] = _ADAPT["sparsity"]
+    sparsity: Literal["none", "2:4"] = _adapt_field("sparsity")
     compile: str = Field("none", description="compile backend for the adapted model ('auto', a backend name) or 'none'")
-    seed: int = _ADAPT["seed"]
+    seed: int = _adapt_field("seed")
     image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")
     max_length: Optional[int] = Field(None, description="token limit of a text model (default: the model's)")
 

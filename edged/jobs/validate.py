@@ -52,11 +52,11 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
 
 def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) -> dict[str, Any]:
     """What the worker needs: the full AdaptConfig, the model's preprocessing options, the compile choice."""
-    adapt = AdaptConfig(
-        method=job.method, budget=job.budget, epochs=job.epochs, lr=job.lr, batch_size=job.batch_size,
-        memory_budget_mb=job.memory_budget_mb or settings.default_memory_budget_mb, sparsity=job.sparsity,
-        seed=job.seed, device=settings.device,
-    )
+    adapt = AdaptConfig.model_validate({
+        "method": job.method, "budget": job.budget, "epochs": job.epochs, "lr": job.lr, "batch_size": job.batch_size,
+        "memory_budget_mb": job.memory_budget_mb or settings.default_memory_budget_mb, "sparsity": job.sparsity,
+        "seed": job.seed, "device": settings.device,
+    })
     options: dict[str, Any] = {k: v for k, v in (("image_size", job.image_size), ("max_length", job.max_length))
                                if v is not None}
     if user.is_factory_spec(job.model) and job.model not in _registered():
