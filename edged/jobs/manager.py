@@ -20,7 +20,7 @@ from typing import Any, Optional
 import sqlite_utils
 
 from edged.jobs import records
-from edged.jobs.worker import EXIT_STOPPED, job_dir, worker_command
+from edged.jobs.worker import EXIT_STOPPED, during, job_dir, worker_command
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
@@ -78,10 +78,14 @@ class JobManager:
     def _run(self, db: sqlite_utils.Database, job: dict[str, Any]) -> None:
         directory = job_dir(self.settings.data_dir, job["id"])
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / "worker.log", "ab") as worker_log:
-            # A new session: Ctrl-C in the daemon's terminal reaches the daemon only, which stops the worker.
-            process = subprocess.Popen(worker_command(self.settings.data_dir, job["id"]), stdout=worker_log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            with open(directory / "worker.log", "ab") as worker_log:
+                # A new session: Ctrl-C in the daemon's terminal reaches the daemon only, which stops the worker.
+                process = subprocess.Popen(worker_command(self.settings.data_dir, job["id"]), stdout=worker_log,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            records.finish_running(db, job["id"], records.FAILED, error=f"the worker process could not start: {exc}")
+            return
         records.set_worker_pid(db, job["id"], process.pid)
         log.info("job %s: worker %d started", job["id"], process.pid)
         while process.poll() is None:
@@ -96,10 +100,10 @@ class JobManager:
             log.info("job %s: %s", job_id, job["state"])
             return
         if self._stopping.is_set():
-            records.requeue(db, job_id, f"the daemon stopped during stage {job['stage']}; the job resumes "
+            records.requeue(db, job_id, f"the daemon stopped {during(job['stage'])}; the job resumes "
                                         "when it starts again")
             return
-        reason = f"the worker process {describe_exit(code)} during stage {job['stage']}"
+        reason = f"the worker process {describe_exit(code)} {during(job['stage'])}"
         if code == -signal.SIGKILL:
             reason += " (SIGKILL: often the kernel's out-of-memory killer; lower batch_size or memory_budget_mb)"
         records.finish_running(db, job_id, records.FAILED, error=reason)
@@ -137,7 +141,7 @@ def recover_jobs(db: sqlite_utils.Database, settings: Settings) -> None:
             log.warning("job %s interrupted: %s", job["id"], reason)
             continue
         resumes = records.count_events(db, job["id"], "resumed")
-        records.requeue(db, job["id"], f"the daemon restarted after losing the worker during stage {job['stage']}; "
+        records.requeue(db, job["id"], f"the daemon restarted after losing the worker {during(job['stage'])}; "
                                        f"resume {resumes + 1} of {MAX_RESUMES}", event_type="resumed")
         log.info("job %s requeued to resume from its work directory", job["id"])
 
@@ -152,7 +156,7 @@ def _unresumable_reason(db: sqlite_utils.Database, settings: Settings, job: dict
         return f"its work directory {job_dir(settings.data_dir, job['id'])} is gone"
     resumes = records.count_events(db, job["id"], "resumed")
     if resumes >= MAX_RESUMES:
-        return (f"its worker was lost {resumes + 1} times (last during stage {job['stage']}); "
+        return (f"its worker was lost {resumes + 1} times (last {during(job['stage'])}); "
                 f"not resumed again after {MAX_RESUMES} resumes")
     return None
 

@@ -64,15 +64,16 @@ def request_cancel(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
 
 def claim_next(db: sqlite_utils.Database) -> Optional[dict[str, Any]]:
     """Move the oldest queued job to running and return it (None when nothing is queued)."""
-    for row in db.query("SELECT id FROM jobs WHERE state = ? ORDER BY created_at, rowid", [QUEUED]):
+    queued = [row["id"] for row in db.query("SELECT id FROM jobs WHERE state = ? ORDER BY created_at, rowid", [QUEUED])]
+    for job_id in queued:  # the first one not cancelled meanwhile
         with db.atomic():
             claimed = db.execute(
                 "UPDATE jobs SET state = ?, started_at = COALESCE(started_at, ?), worker_pid = NULL "
-                "WHERE id = ? AND state = ?", [RUNNING, utc_now(), row["id"], QUEUED])
-            if claimed.rowcount:
-                add_event(db, row["id"], "state", {"state": RUNNING})
-        if claimed.rowcount:
-            return get_job(db, row["id"])
+                "WHERE id = ? AND state = ?", [RUNNING, utc_now(), job_id, QUEUED]).rowcount
+            if claimed:
+                add_event(db, job_id, "state", {"state": RUNNING})
+        if claimed:
+            return get_job(db, job_id)
     return None
 
 

@@ -31,6 +31,10 @@ PR_SET_PDEATHSIG = 1
 log = logging.getLogger("edged.jobs.worker")
 
 
+def during(stage: Optional[str]) -> str:
+    return f"during stage {stage}" if stage else "before its first stage"
+
+
 def job_dir(data_dir: Path, job_id: str) -> Path:
     return data_dir / "jobs" / job_id
 
@@ -78,13 +82,13 @@ def run_job(data_dir: Path, job_id: str, termination: Termination) -> int:
             if not stop.cancelled:
                 log.info("job %s stopped by SIGTERM during %s; it stays resumable", job_id, reporter.stage_name)
                 return EXIT_STOPPED
-            records.finish_running(db, job_id, records.CANCELLED, error=f"cancelled during stage {reporter.stage_name}")
+            records.finish_running(db, job_id, records.CANCELLED, error=f"cancelled {during(reporter.stage_name)}")
         except EdgedError as exc:
-            records.finish_running(db, job_id, records.FAILED, error=f"stage {reporter.stage_name}: {exc.message}")
+            records.finish_running(db, job_id, records.FAILED, error=f"{during(reporter.stage_name)}: {exc.message}")
         except Exception as exc:  # any failure of the job is the job's, reported in its row
             traceback.print_exc()
             records.finish_running(db, job_id, records.FAILED,
-                                   error=f"stage {reporter.stage_name}: {type(exc).__name__}: {exc}")
+                                   error=f"{during(reporter.stage_name)}: {type(exc).__name__}: {exc}")
         return 0
     finally:
         db.close()

@@ -14,3 +14,8 @@ def small_cnn() -> nn.Module:
         nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32), nn.ReLU(),
         nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
     )
+
+
+def broken() -> nn.Module:
+    """A factory that fails when the worker builds the model (validation cannot know without building it)."""
+    raise RuntimeError("factory exploded")
