@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Largest (tokens x entries) temporary used when reducing the value gradient, in elements.
+# Largest (rows x used columns) gradient block computed at once when reducing the value gradient.
 _CHUNK_ELEMENTS = 1 << 24
 
 
@@ -38,10 +38,14 @@ class SparseDelta(nn.Module):
         self.values = nn.Parameter(torch.zeros(rows.numel(), dtype=torch.float32))
         self.weight_shape = tuple(mask.shape)
 
-    def merged(self, weight: Tensor) -> Tensor:
-        """W0 + delta as a new dense tensor shaped like the weight."""
-        flat = weight.reshape(weight.shape[0], -1)
-        return flat.index_put((self.rows, self.cols), self.values.to(weight.dtype), accumulate=True).reshape(weight.shape)
+    def merged(self, weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """W0 + delta as a new dense tensor shaped like the weight, in `dtype` (default: the weight's).
+
+        The cast copy is made first and the nnz values are added into it: one pass over the weight.
+        """
+        flat = weight.reshape(weight.shape[0], -1).to(dtype or weight.dtype, copy=True)
+        flat.index_put_((self.rows, self.cols), self.values.to(flat.dtype), accumulate=True)
+        return flat.reshape(weight.shape)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -51,17 +55,24 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def _value_grad(grad_out: Tensor, inputs: Tensor, rows: Tensor, col_slot: Tensor) -> Tensor:
-    """sum_t grad_out[t, rows[e]] * inputs[t, col_slot[e]] for every entry e, in float32.
+    """sum_t grad_out[t, rows[e]] * inputs[t, col_slot[e]] for every entry e, as float32 (nnz,).
 
-    grad_out (T, out), inputs (T, U) -> (nnz,). Chunked over entries so the temporary stays bounded.
+    grad_out (T, out), inputs (T, U). One tensor-core matmul per block of output rows gives the (rows, U)
+    block of the weight gradient restricted to the used columns; the entries are gathered from it and the
+    block is freed at once, so no dense weight gradient is kept. Blocks hold at most _CHUNK_ELEMENTS.
     """
-    tokens = grad_out.shape[0]
-    step = max(1, _CHUNK_ELEMENTS // max(tokens, 1))
-    parts = []
-    for start in range(0, rows.numel(), step):
-        r, c = rows[start : start + step], col_slot[start : start + step]
-        parts.append(torch.einsum("tn,tn->n", grad_out[:, r].float(), inputs[:, c].float()))
-    return torch.cat(parts) if parts else grad_out.new_zeros(0, dtype=torch.float32)
+    out, used = grad_out.shape[1], inputs.shape[1]
+    step = max(1, _CHUNK_ELEMENTS // max(used, 1))
+    if step >= out:
+        block = grad_out.t().mm(inputs.to(grad_out.dtype))  # (out, U)
+        return block[rows, col_slot].float()
+    values = torch.empty(rows.numel(), dtype=torch.float32, device=grad_out.device)
+    for first in range(0, out, step):
+        chosen = ((rows >= first) & (rows < first + step)).nonzero().flatten()
+        if chosen.numel():
+            block = grad_out[:, first : first + step].t().mm(inputs.to(grad_out.dtype))  # (step, U)
+            values[chosen] = block[rows[chosen] - first, col_slot[chosen]].float()
+    return values
 
 
 class _SparseDeltaLinear(torch.autograd.Function):
@@ -69,7 +80,7 @@ class _SparseDeltaLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, values, delta):  # type: ignore[override]
         dtype = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            w = delta.merged(weight).to(dtype)  # (out, in)
+            w = delta.merged(weight, dtype)  # (out, in)
             y = F.linear(x.to(dtype), w, None if bias is None else bias.to(dtype))
             x_used = x.reshape(-1, x.shape[-1])[:, delta.used_cols].to(dtype)  # (T, U)
         ctx.delta, ctx.x_shape, ctx.x_dtype = delta, x.shape, x.dtype
@@ -83,7 +94,7 @@ class _SparseDeltaLinear(torch.autograd.Function):
         g = grad_y.reshape(-1, grad_y.shape[-1])  # (T, out)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            w = delta.merged(weight).to(g.dtype)
+            w = delta.merged(weight, g.dtype)
             grad_x = (g @ w).reshape(ctx.x_shape).to(ctx.x_dtype)
         grad_values = _value_grad(g, x_used, delta.rows, delta.col_slot)
         return grad_x, None, None, grad_values, None
@@ -94,7 +105,7 @@ class _SparseDeltaConv(torch.autograd.Function):
     def forward(ctx, x, weight, bias, values, delta, conv):  # type: ignore[override]
         dtype = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            w = delta.merged(weight).to(dtype)
+            w = delta.merged(weight, dtype)
             xc = x.to(dtype)
             y = F.conv2d(xc, w, None if bias is None else bias.to(dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
             pointwise = _is_pointwise(conv)
@@ -107,7 +118,7 @@ class _SparseDeltaConv(torch.autograd.Function):
     def backward(ctx, grad_y):  # type: ignore[override]
         saved, weight, _ = ctx.saved_tensors
         delta, conv = ctx.delta, ctx.conv
-        w = delta.merged(weight).to(grad_y.dtype)
+        w = delta.merged(weight, grad_y.dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.nn.grad.conv2d_input(

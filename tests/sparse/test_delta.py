@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,3 +88,33 @@ def test_autocast_bf16_on_cpu_trains():
     assert out.dtype == torch.bfloat16
     out.float().sum().backward()
     assert layer.sparse_delta.values.grad.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+def test_cuda_autocast_value_gradients_match_the_dense_gradient():
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 128).cuda()
+    x = torch.randn(4, 197, 256, device="cuda")
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    with torch.autocast("cuda", dtype=dtype):
+        layer(x).float().square().mean().backward()
+    dense = layer.weight.grad.clone()
+    mask = torch.rand(128, 256, device="cuda") < 0.01
+    delta = attach_deltas_(layer, {"weight": mask})["weight"]
+    with torch.autocast("cuda", dtype=dtype):
+        out = layer(x)
+    assert out.dtype == dtype
+    out.float().square().mean().backward()
+    torch.testing.assert_close(delta.values.grad, dense[delta.rows, delta.cols], rtol=2e-2, atol=1e-4)
+
+
+def test_value_gradient_in_row_blocks_equals_the_single_block(monkeypatch):
+    from edged.sparse import delta as delta_module
+
+    g, x = torch.randn(50, 40), torch.randn(50, 12)
+    rows, slots = torch.randint(0, 40, (30,)), torch.randint(0, 12, (30,))
+    whole = delta_module._value_grad(g, x, rows, slots)
+    monkeypatch.setattr(delta_module, "_CHUNK_ELEMENTS", 24)  # 2 rows per block
+    torch.testing.assert_close(delta_module._value_grad(g, x, rows, slots), whole)
+    torch.testing.assert_close(whole, (g[:, rows] * x[:, slots]).sum(0))

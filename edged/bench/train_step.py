@@ -1,0 +1,193 @@
+"""`edged bench train-step`: peak memory and time per training step of sparse-delta training vs PEFT LoRA
+vs full fine-tuning on a ViT-B/16 (timm when installed, else edged's plain-torch ViT of the same shape),
+random weights and data, fp16/bf16 autocast on CUDA. All methods measured in one run, same batch.
+
+Per method: peak memory (total and above the weights), median step time, bytes of tensors saved for
+backward (activations, parameters excluded), trainable entries and optimizer state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edged.adapt.config import AdaptConfig
+from edged.bench.report import format_table, machine_summary, write_json
+from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
+from edged.calibrate import calibrate
+from edged.methods import get_method
+from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
+from edged.methods.sparse_delta import prepare_sparse, select_mask
+from edged.models.classifier import Classifier
+from edged.train.loop import amp_dtype
+
+COLUMNS = [("method", "method"), ("trainable", "trainable"), ("peak_mb", "peak MB"), ("peak_above_weights_mb", "above weights MB"),
+           ("saved_activations_mb", "saved for backward MB"), ("optimizer_state_mb", "optimizer MB"),
+           ("step_ms", "step ms (median)"), ("peak_vs_lora", "peak / LoRA"), ("peak_vs_full", "peak / full"),
+           ("step_vs_lora", "step / LoRA")]
+
+
+def build_backbone(shape: VitShape, prefer_timm: bool) -> tuple[nn.Module, str]:
+    if prefer_timm and shape == VIT_B16:
+        try:
+            import timm
+
+            return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0), "timm vit_base_patch16_224"
+        except ImportError:
+            pass
+    encoder = VitEncoder(shape)
+    encoder.head = nn.Identity()
+    return encoder, "edged plain-torch ViT"
+
+
+def _saved_tensors(model: nn.Module, step) -> tuple[int, dict[str, float]]:
+    """Bytes of distinct storages autograd saves during one forward (parameters excluded), and the
+    largest groups by (dtype, last dimension) in MiB, which says which activations dominate."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, tuple[int, str]] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            kind = f"{str(t.dtype).removeprefix('torch.')} [..., {t.shape[-1] if t.dim() else 1}]"
+            seen[storage.data_ptr()] = (storage.nbytes(), kind)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    groups: dict[str, float] = {}
+    for size, kind in seen.values():
+        groups[kind] = groups.get(kind, 0.0) + size / 2**20
+    top = dict(sorted(groups.items(), key=lambda kv: -kv[1])[:6])
+    return sum(size for size, _ in seen.values()), top
+
+
+def _prepare(method: str, model: Classifier, images: Tensor, labels: Tensor, budget: float, rank: int):
+    config = AdaptConfig(method=method, budget=budget, lora_rank=rank)
+    entry = get_method(method)
+    batches = TaskBatches(images, labels, batch_size=images.shape[0], device=images.device)
+    if entry.kind == "sparse":
+        calibration = calibrate(model, images, backbone_layers(model), micro_batch=images.shape[0], device=images.device)
+        scores = entry.function(model, batches, ScoreConfig(calibration=calibration))
+        return prepare_sparse(method, model, select_mask(model, scores, config))
+    return entry.function(model, batches, config)
+
+
+def measure_method(method: str, shape: VitShape, batch: int, device: torch.device, steps: int, budget: float,
+                   rank: int, prefer_timm: bool, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    backbone, source = build_backbone(shape, prefer_timm)
+    model = Classifier(backbone, shape.dim, 10, "image").to(device)
+    images = torch.randn(batch, 3, shape.image, shape.image, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    adaptation = _prepare(method, model, images, labels, budget, rank)
+    params = list(adaptation.parameters) + list(model.head.parameters())
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    dtype = amp_dtype(device, True)
+    model.train()
+
+    def forward_backward() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        forward_backward()
+        optimizer.step()
+
+    for _ in range(3):  # warm-up: kernels chosen, optimizer state allocated
+        step()
+    saved, saved_groups = _saved_tensors(model, forward_backward)
+    optimizer.zero_grad(set_to_none=True)
+    weights_mb = _sync_memory_mb(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        times.append(_timed(step, device))
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+    result = {"method": method, "model": source, "trainable": adaptation.entries, "peak_mb": peak,
+              "peak_above_weights_mb": None if peak is None else peak - weights_mb,
+              "saved_activations_mb": saved / 2**20, "optimizer_state_mb": state / 2**20,
+              "saved_by_kind_mb": saved_groups, "step_ms": statistics.median(times), "step_ms_all": times}
+    del model, optimizer, adaptation, params, images, labels
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def _sync_memory_mb(device: torch.device) -> float:
+    """Memory held between steps: weights, optimizer state, the model's buffers."""
+    if device.type != "cuda":
+        return 0.0
+    torch.cuda.synchronize(device)
+    return torch.cuda.memory_allocated(device) / 2**20
+
+
+def _timed(step, device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end)
+    started = time.perf_counter()
+    step()
+    return (time.perf_counter() - started) * 1000
+
+
+def run_train_step_bench(methods: list[str], shape: VitShape, batch: int, device: torch.device, steps: int,
+                         budget: float, rank: int, prefer_timm: bool = True) -> dict:
+    rows = [measure_method(m, shape, batch, device, steps, budget, rank, prefer_timm) for m in methods]
+    by_method = {r["method"]: r for r in rows}
+    for row in rows:
+        for ref, key in (("lora", "peak_vs_lora"), ("full", "peak_vs_full")):
+            if ref in by_method and row["peak_mb"] and by_method[ref]["peak_mb"]:
+                row[key] = row["peak_mb"] / by_method[ref]["peak_mb"]
+        if "lora" in by_method:
+            row["step_vs_lora"] = row["step_ms"] / by_method["lora"]["step_ms"]
+    return {"shape": vars(shape), "batch": batch, "device": str(device), "steps": steps, "budget": budget,
+            "lora_rank": rank, "machine": machine_summary(), "rows": rows}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="edged bench train-step", description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="taskedge,lora,full")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=0.001)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tiny", action="store_true", help="a tiny ViT (tests, CPU smoke runs)")
+    parser.add_argument("--no-timm", action="store_true", help="use edged's plain-torch ViT even if timm is installed")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/train_step.json"))
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    shape = tiny_vit_shape() if args.tiny else VIT_B16
+    result = run_train_step_bench(args.methods.split(","), shape, args.batch, device, args.steps, args.budget,
+                                  args.lora_rank, prefer_timm=not args.no_timm)
+    print(f"{result['rows'][0]['model']}, batch {args.batch}, {shape.image} px, {device}, {result['machine']}")
+    print(format_table(result["rows"], COLUMNS))
+    for row in result["rows"]:
+        groups = ", ".join(f"{kind}: {mb:.0f}" for kind, mb in row["saved_by_kind_mb"].items())
+        print(f"saved for backward, {row['method']} (MiB): {groups}")
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
