@@ -106,6 +106,7 @@ class JobManager:
         reason = f"the worker process {describe_exit(code)} {during(job['stage'])}"
         if code == -signal.SIGKILL:
             reason += " (SIGKILL: often the kernel's out-of-memory killer; lower batch_size or memory_budget_mb)"
+        reason += f"; its output is in {job_dir(self.settings.data_dir, job_id) / 'worker.log'}"
         records.finish_running(db, job_id, records.FAILED, error=reason)
         log.warning("job %s failed: %s", job_id, reason)
 
