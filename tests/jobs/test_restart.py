@@ -39,7 +39,7 @@ def test_stopped_or_killed_daemon_resumes_the_running_job_on_the_next_start(tmp_
         dataset = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH,
                              files={"file": ("digits.npz", digits_npz(1000))}).json()
         response = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH,
-                              json={**FAST_JOB, "dataset": dataset["id"], "epochs": 6})
+                              json={**FAST_JOB, "dataset": dataset["id"], "epochs": 12})  # long enough to outlast a stop
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
         first = daemon.next_event(job_id, "epoch")  # epoch 0 finished and checkpointed
