@@ -9,17 +9,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from edged.adapt.config import AdaptConfig
 from edged.adapt.delta_file import save_delta
 from edged.adapt.stage_cache import cached_calibration, cached_masks
 from edged.calibrate import CalibrationResult, calibrate
-from edged.data.task import TaskData, take
-from edged.methods import get_method
+from edged.data.task import Inputs, TaskData, take
+from edged.errors import InvalidInput
+from edged.methods import all_methods, get_method
 from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers
 from edged.methods.sparse_delta import prepare_sparse, select_mask
+from edged.methods.taskedge import importance
 from edged.sparse.layers import count_weights
+from edged.sparse.nm import check_2_4, prune_2_4_
 from edged.train.evaluate import accuracy
 from edged.train.loop import TrainSettings, amp_dtype, train
 
@@ -64,6 +67,38 @@ class StageClock:
             self.on_progress({"type": "stage", "stage": name, "status": "finished", "seconds": self.seconds[name]})
 
 
+# Methods whose training keeps a 2:4 pattern: sparse deltas (masked inside the kept positions), and those
+# that leave Linear/Conv2d weights alone.
+PATTERN_KEEPING_ADAPTERS = ("head", "bn_bias")
+
+
+def check_config(config: AdaptConfig) -> None:
+    """Raise InvalidInput when the method does not exist or cannot honour the requested sparsity."""
+    method = get_method(config.method)
+    if config.sparsity == "2:4" and method.kind != "sparse" and method.name not in PATTERN_KEEPING_ADAPTERS:
+        raise InvalidInput(
+            f"sparsity '2:4' cannot be kept by method {method.name!r}: it writes dense updates into pruned weights",
+            detail={"accepted": sorted([n for n, m in all_methods().items() if m.kind == "sparse"] + list(PATTERN_KEEPING_ADAPTERS))},
+        )
+
+
+@dataclass
+class _Split:
+    train_inputs: Inputs
+    train_labels: Tensor
+    val_inputs: Inputs
+    val_labels: Tensor
+    calib: TaskBatches
+
+
+def _split(task: TaskData, preprocess: Callable, config: AdaptConfig, device: torch.device) -> _Split:
+    train_task, val_task = task.split(config.val_fraction, config.seed)
+    train_inputs, val_inputs = preprocess(train_task), preprocess(val_task)
+    chosen = torch.randperm(len(train_task), generator=torch.Generator().manual_seed(config.seed))[: config.calibration_samples]
+    calib = TaskBatches(take(train_inputs, chosen), train_task.y[chosen], config.batch_size, device)
+    return _Split(train_inputs, train_task.y, val_inputs, val_task.y, calib)
+
+
 def adapt(
     model: nn.Module,
     preprocess: Callable,
@@ -72,71 +107,84 @@ def adapt(
     on_progress: Optional[ProgressCallback] = None,
     workdir: Optional[Path] = None,
 ) -> AdaptResult:
-    """Adapt `model` (a Classifier whose head matches the task's classes) to `task`, in place."""
+    """Adapt `model` (a Classifier whose head matches the task's classes) to `task`, in place.
+
+    With sparsity '2:4' the backbone is pruned to 2:4 by task importance (|W| * ||X||_2, the same calibration
+    pass) before training, and the trainable mask is restricted to the kept positions.
+    """
+    check_config(config)
     method = get_method(config.method)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     clock = StageClock(on_progress)
     with clock.stage("prepare"):
-        train_task, val_task = task.split(config.val_fraction, config.seed)
-        train_inputs, val_inputs = preprocess(train_task), preprocess(val_task)
+        data = _split(task, preprocess, config, device)
         model.to(device)
-        calib_index = torch.randperm(len(train_task), generator=torch.Generator().manual_seed(config.seed))
-        calib = TaskBatches(take(train_inputs, calib_index[: config.calibration_samples]),
-                            train_task.y[calib_index[: config.calibration_samples]], config.batch_size, device)
     dtype = amp_dtype(device, config.amp)
     eval_batch = max(config.batch_size, 64)
     with clock.stage("evaluate_before"):
-        accuracy_before = accuracy(model, val_inputs, val_task.y, eval_batch, device, dtype)
-    calibration = None
+        accuracy_before = accuracy(model, data.val_inputs, data.val_labels, eval_batch, device, dtype)
+    calibration, pruning = None, None
     if method.name in ("taskedge", "taskedge_lora") or config.sparsity == "2:4":
         with clock.stage("calibrate"):
             calibration, _ = cached_calibration(workdir, lambda: calibrate(
-                model, calib.inputs, backbone_layers(model), config.memory_budget_mb, device=device))
+                model, data.calib.inputs, backbone_layers(model), config.memory_budget_mb, device=device))
+    if config.sparsity == "2:4":
+        with clock.stage("prune"):
+            pruning = prune_2_4_(model, importance(model, calibration), backbone_layers(model))
     score_config = ScoreConfig(seed=config.seed, memory_budget_mb=config.memory_budget_mb, calibration=calibration)
-    adaptation = _prepare(method, model, calib, config, score_config, clock, workdir)
+    allowed = pruning.keep_masks if pruning else None
+    adaptation = _prepare(method, model, data.calib, config, score_config, clock, workdir, allowed)
+    result = _train(model, adaptation, data, config, method.default_lr, device, clock, on_progress, workdir)
+    with clock.stage("merge"):
+        adaptation.merge_()
+    with clock.stage("evaluate"):
+        accuracy_after = accuracy(model, data.val_inputs, data.val_labels, eval_batch, device, dtype)
+    metrics = {
+        "method": method.name, "accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
+        "best_val_accuracy": result.best_accuracy, **_budget_metrics(model, adaptation),
+        "peak_memory_mb": result.peak_memory_mb,
+        "calibration_peak_memory_mb": calibration.peak_memory_mb if calibration else None,
+        "calibration_micro_batch": calibration.micro_batch if calibration else None,
+        "samples_per_s": result.samples_per_s, "epochs_run": result.epochs_run,
+        "train_samples": int(data.train_labels.shape[0]), "val_samples": int(data.val_labels.shape[0]),
+        "device": str(device), "stage_seconds": clock.seconds,
+    }
+    if pruning is not None:
+        metrics["sparsity"] = {**pruning.summary(), "pattern_holds": _pattern_holds(model, pruning)}
+    return AdaptResult(model, adaptation, metrics, calibration, result.history)
+
+
+def _pattern_holds(model: nn.Module, pruning) -> bool:
+    weights = dict(model.named_parameters())
+    return all(check_2_4(weights[name].detach()) for name in pruning.pruned)
+
+
+def _budget_metrics(model: nn.Module, adaptation: Adaptation) -> dict:
     backbone_total = count_weights(backbone_layers(model))
+    return {"trainable_params": adaptation.entries, "trainable_fraction": adaptation.entries / backbone_total,
+            "backbone_weights": backbone_total, "head_params": sum(p.numel() for p in model.head.parameters())}
+
+
+def _train(model, adaptation: Adaptation, data: _Split, config: AdaptConfig, default_lr: float, device,
+           clock: StageClock, on_progress, workdir: Optional[Path]):
     head_params = dict(model.head.named_parameters(prefix="head"))
     for p in head_params.values():
         p.requires_grad_(True)
     params = {f"backbone_part.{i}": p for i, p in enumerate(adaptation.parameters)} | head_params
     settings = TrainSettings(
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or method.default_lr, head_lr=config.head_lr,
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or default_lr, head_lr=config.head_lr,
         weight_decay=config.weight_decay, schedule=config.schedule, warmup_fraction=config.warmup_fraction,
         patience=config.patience, seed=config.seed, amp=config.amp, train_norm_layers=adaptation.train_norm_layers,
         checkpoint_dir=workdir / "checkpoint" if workdir else None,
     )
     with clock.stage("train"):
-        result = train(model, params, set(head_params), (train_inputs, train_task.y), (val_inputs, val_task.y),
-                       settings, device, on_progress)
-    with clock.stage("merge"):
-        adaptation.merge_()
-    with clock.stage("evaluate"):
-        accuracy_after = accuracy(model, val_inputs, val_task.y, eval_batch, device, dtype)
-    metrics = {
-        "method": method.name,
-        "accuracy_before": accuracy_before,
-        "accuracy_after": accuracy_after,
-        "best_val_accuracy": result.best_accuracy,
-        "trainable_params": adaptation.entries,
-        "trainable_fraction": adaptation.entries / backbone_total,
-        "backbone_weights": backbone_total,
-        "head_params": sum(p.numel() for p in head_params.values()),
-        "peak_memory_mb": result.peak_memory_mb,
-        "calibration_peak_memory_mb": calibration.peak_memory_mb if calibration else None,
-        "calibration_micro_batch": calibration.micro_batch if calibration else None,
-        "samples_per_s": result.samples_per_s,
-        "epochs_run": result.epochs_run,
-        "train_samples": len(train_task),
-        "val_samples": len(val_task),
-        "device": str(device),
-        "stage_seconds": clock.seconds,
-    }
-    return AdaptResult(model, adaptation, metrics, calibration, result.history)
+        return train(model, params, set(head_params), (data.train_inputs, data.train_labels),
+                     (data.val_inputs, data.val_labels), settings, device, on_progress)
 
 
 def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_config: ScoreConfig,
-             clock: StageClock, workdir: Optional[Path]) -> Adaptation:
+             clock: StageClock, workdir: Optional[Path], allowed: Optional[dict[str, Tensor]] = None) -> Adaptation:
     if method.kind == "adapter":
         with clock.stage("prepare_method"):
             if method.name == "taskedge_lora":
@@ -147,7 +195,7 @@ def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_confi
         with clock.stage("score"):
             scores = method.function(model, calib, score_config)
         with clock.stage("mask"):
-            return select_mask(model, scores, config)
+            return select_mask(model, scores, config, allowed)
 
     masks, _ = cached_masks(workdir, score_and_mask)
     return prepare_sparse(method.name, model, masks)

@@ -29,6 +29,7 @@ class MethodEntry:
 
 
 _METHODS: dict[str, MethodEntry] = {}
+_ALL_IMPORTED = False
 
 
 def _register(entry: MethodEntry) -> None:
@@ -67,8 +68,10 @@ def _load_all() -> None:
 
 
 def all_methods() -> dict[str, MethodEntry]:
-    if not _METHODS:
+    global _ALL_IMPORTED
+    if not _ALL_IMPORTED:  # a package imported directly registers only itself: import the rest once
         _load_all()
+        _ALL_IMPORTED = True
     return dict(sorted(_METHODS.items()))
 
 

@@ -94,3 +94,26 @@ def test_interrupted_adaptation_resumes_from_its_work_directory(digits_task, tmp
     uninterrupted = adapt(tiny_classifier(), _preprocess, digits_task, config)
     assert resumed.metrics["trainable_params"] == uninterrupted.metrics["trainable_params"]
     assert resumed.metrics["accuracy_after"] > resumed.metrics["accuracy_before"] + 0.3
+
+
+def test_2_4_adaptation_keeps_the_pattern_and_trains_only_kept_positions(digits_task):
+    from edged.sparse.nm import check_2_4
+
+    result, events = _run(digits_task, method="taskedge", sparsity="2:4")
+    sparsity = result.metrics["sparsity"]
+    assert sparsity["pattern_holds"] is True
+    weights = dict(result.model.named_parameters())
+    pruned = [name for name in weights if name.startswith("backbone.") and name.endswith("weight") and check_2_4(weights[name])]
+    assert set(pruned) == {"backbone.3.weight", "backbone.9.weight"}  # the 1x1 conv and the Linear
+    # the first conv (3 input channels) and the depthwise conv cannot hold 2:4: they stay dense and are listed
+    assert set(sparsity["ineligible_layers"]) >= {"backbone.0.weight", "backbone.6.weight"}
+    for name, indices in result.adaptation.changed.items():
+        if name in pruned:
+            assert bool((weights[name].detach().flatten()[indices] != 0).all())  # trained entries are kept ones
+    assert result.metrics["accuracy_after"] > result.metrics["accuracy_before"] + 0.3
+    assert "prune" in result.metrics["stage_seconds"]
+
+
+def test_2_4_with_a_dense_update_method_is_refused(digits_task):
+    with pytest.raises(InvalidInput, match="cannot be kept by method 'lora'"):
+        _run(digits_task, method="lora", sparsity="2:4")
