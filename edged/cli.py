@@ -77,7 +77,11 @@ def _demo(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, data_dir=args.data_dir, url=args.url,
         token=args.token or (os.environ.get("EDGED_TOKEN") if args.url else None),
     )
-    return run_demo(options)
+    try:
+        return run_demo(options)
+    except KeyboardInterrupt:
+        print("edged demo: interrupted", file=sys.stderr)
+        return 130
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
@@ -89,7 +93,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--url", help="use this running daemon (e.g. http://127.0.0.1:8686) instead of starting one")
     parser.add_argument("--token", help="the running daemon's token (default: EDGED_TOKEN); only with --url")
-    parser.add_argument("--data-dir", type=Path, help="data dir of the started daemon (default: ~/.local/share/edged-demo)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="data dir of the started daemon (default: ~/.local/share/edged-demo)"
+    )
     parser.add_argument("--samples", type=int, default=defaults.samples, help="digits to upload, balanced over classes")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="input resolution of MobileNetV2")
@@ -141,12 +147,38 @@ def _add_status(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_status)
 
 
+BENCHMARKS = {
+    "adapt": ("edged.bench.adapt", "every method on MobileNetV2 + MNIST (or MiniLM + BBC News): accuracy, entries, memory, time"),
+    "train-step": ("edged.bench.train_step", "ViT-B/16 training step: sparse delta vs PEFT LoRA vs full fine-tuning"),
+    "sparse": ("edged.bench.sparse", "dense vs 2:4 latency per layer and end to end"),
+}
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[args.benchmark][0])
+    return int(module.main(args.bench_args) or 0)
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="run a benchmark: prints a table and writes JSON",
+        description="\n".join(f"{name}: {text}" for name, (_, text) in BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)")
+    parser.set_defaults(run=_bench)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
     _add_doctor,
     _add_demo,
     _add_submit,
     _add_status,
+    _add_bench,
 ]
 
 
