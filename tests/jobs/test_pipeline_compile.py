@@ -1,0 +1,89 @@
+"""The job pipeline's 2:4 + compile + telemetry stages, through the real app, SQLite and worker process."""
+
+from __future__ import annotations
+
+from safetensors.torch import load_file
+
+from jobs_helpers import FAST_JOB, upload, wait_for
+from edged.export.onnx import check_onnx_2_4
+from edged.jobs.records import FINAL_STATES
+from edged.sparse.nm import check_2_4
+from edged.store.db import open_db
+from edged.telemetry.stages import stage_rows
+
+CORE_STAGES = {"validate", "prepare", "evaluate_before", "calibrate", "prune", "score", "mask", "train", "merge",
+               "evaluate", "export", "compile", "benchmark", "record"}
+
+
+def _run_job(client, auth, **overrides) -> dict:
+    dataset = upload(client, auth, count=300)
+    response = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset, **overrides})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    return wait_for(lambda: client.get(f"/v1/jobs/{job_id}", headers=auth).json(),
+                    lambda j: j["state"] in FINAL_STATES, timeout_s=120)
+
+
+def _download(client, auth, job_id: str, name: str, directory) -> str:
+    response = client.get(f"/v1/jobs/{job_id}/artifacts/{name}", headers=auth)
+    assert response.status_code == 200, response.text
+    path = directory / name
+    path.write_bytes(response.content)
+    return str(path)
+
+
+def test_2_4_job_compiled_with_onnxruntime(client, auth, tmp_path):
+    job = _run_job(client, auth, sparsity="2:4", compile="onnxruntime", epochs=2)
+    assert job["state"] == "succeeded", job
+    m = job["metrics"]
+
+    # accuracy of the compiled artifact, re-measured on the validation split, agrees with PyTorch's
+    assert m["accuracy_2_4_adapted"] == m["accuracy_after"]
+    assert abs(m["accuracy_compiled"] - m["accuracy_after"]) <= 1 / m["val_samples"] + 1e-9
+    assert m["compile"]["backend"] == "onnxruntime" and m["compile"]["val_samples"] == m["val_samples"]
+    assert m["compile"]["prediction_agreement"] >= 0.98 and m["compiled_max_abs_logit_diff"] < 1e-3
+    report = m["compile"]["report"]
+    assert report["details"]["pattern_check"]["ok"] and set(report["dense"]) >= set(m["sparsity"]["pruned_layers"])
+
+    # the 2:4 pattern holds in the merged weights and in the ONNX file the job stored
+    artifacts = {a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts", headers=auth).json()}
+    assert {"delta.safetensors", "merged.safetensors", "model.onnx"} <= artifacts
+    merged = load_file(_download(client, auth, job["id"], "merged.safetensors", tmp_path))
+    pruned = m["sparsity"]["pruned_layers"]
+    assert pruned and m["sparsity"]["pattern_holds"] and m["sparsity"]["kept_fraction_in_pruned_layers"] == 0.5
+    assert all(check_2_4(merged[name]) for name in pruned)
+    onnx_check = check_onnx_2_4(_download(client, auth, job["id"], "model.onnx", tmp_path),
+                                {name: merged[name] for name in pruned})
+    assert onnx_check.ok, onnx_check.problems
+
+    # latency of the dense and the compiled model, in the shape the dashboard reads
+    assert set(m["latency"]) == {"dense", "compiled"}
+    for stats in m["latency"].values():
+        assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+        assert stats["batch_size"] == FAST_JOB["batch_size"] and stats["throughput_per_s"] > 0
+
+    # one telemetry row per stage, the core's inner stages included; training samples/s
+    db = open_db(client.app.state.settings.db_path)
+    try:
+        rows = {r["stage"]: r for r in stage_rows(db, job["id"])}
+    finally:
+        db.close()
+    assert set(rows) == CORE_STAGES
+    assert all(r["wall_s"] >= 0 and r["peak_host_mb"] > 0 for r in rows.values())
+    assert rows["train"]["items"] == m["train_samples"] * m["epochs_run"] and rows["train"]["items_per_s"] > 0
+    assert rows["compile"]["wall_s"] >= m["stage_seconds"]["compile"] * 0.9
+
+
+def test_dense_job_without_compile_has_dense_latency_only(client, auth):
+    job = _run_job(client, auth)
+    assert job["state"] == "succeeded", job
+    m = job["metrics"]
+    assert set(m["latency"]) == {"dense"}
+    assert "accuracy_compiled" not in m and "accuracy_2_4_adapted" not in m and "compile" not in m
+    assert "compile" not in m["stage_seconds"] and "benchmark" in m["stage_seconds"]
+
+
+def test_unavailable_backend_fails_the_job_in_compile(client, auth):
+    job = _run_job(client, auth, compile="tensorrt")
+    assert job["state"] == "failed" and job["stage"] == "compile", job
+    assert "compile backend 'tensorrt' is not available here" in job["error"] and "available:" in job["error"]
