@@ -21,6 +21,7 @@ import sqlite_utils
 
 from edged.jobs import records
 from edged.jobs.worker import EXIT_STOPPED, during, job_dir, worker_command
+from edged.jobs.worker_env import worker_environment
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
@@ -82,7 +83,8 @@ class JobManager:
             with open(directory / "worker.log", "ab") as worker_log:
                 # A new session: Ctrl-C in the daemon's terminal reaches the daemon only, which stops the worker.
                 process = subprocess.Popen(worker_command(self.settings.data_dir, job["id"]), stdout=worker_log,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                           env=worker_environment(self.settings))
         except OSError as exc:
             records.finish_running(db, job["id"], records.FAILED, error=f"the worker process could not start: {exc}")
             return

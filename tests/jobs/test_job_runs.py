@@ -54,7 +54,7 @@ def test_job_succeeds_with_metrics_events_and_artifacts(client, auth):
 
     kinds = [kind for kind, _ in events]
     started = [e["stage"] for kind, e in events if kind == "stage" and e["status"] == "started"]
-    assert started[:2] == ["validate", "prepare"] and started[-2:] == ["export", "record"]
+    assert started[:2] == ["validate", "prepare"] and started[-3:] == ["export", "benchmark", "record"]
     assert "step" in kinds and "epoch" in kinds
     assert kinds[-1] == "end" and events[-1][1]["state"] == "succeeded"
     ids = [e["id"] for kind, e in events if kind != "end"]
