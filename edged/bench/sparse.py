@@ -1,12 +1,12 @@
 """`edged bench sparse`: dense vs 2:4 latency (p50/p95/p99) and throughput, per layer and end to end.
 
-On a CUDA GPU (fp16): ViT-B/16 layer shapes (768->3072, 3072->768, 768->768 at 197 tokens per
-image) and a ViT-B/16-sized encoder, at batch 1, 8, 32, 128, plus an adapted model if given.
-Per layer it shows where time goes: torch's straightforward `to_sparse_semi_structured` path,
-edged's direct cuSPARSELt call, each eagerly and replayed from a CUDA graph, against dense cuBLAS
-in a CUDA graph. End to end, dense and 2:4 models both run from CUDA graphs; the 2:4 model keeps
-dense the layers where sparse is not faster (as the `cusparselt` backend does). Energy per
-inference is measured where a power source exists (NVML on discrete GPUs, jtop on Jetson).
+On a CUDA GPU (fp16) it runs `edged.bench.sparse_gpu_probe`: ViT-B/16 layer shapes (qkv, proj,
+fc1, fc2 at 197 tokens per image) and a ViT-B/16-sized encoder at batch 1, 8, 32, 128; per layer
+torch's straightforward `to_sparse_semi_structured` path, edged's direct cuSPARSELt call and its
+tuned config, eagerly and from CUDA graphs, against dense cuBLAS; end to end dense vs 2:4 with
+sparse kept only where it wins. Every case is checked against dense and runs in a worker process,
+so one failing kernel cannot break the rest. `--program` adds an adapted model end to end
+(in-process, with energy per inference where a power source exists: NVML or jtop).
 On a CPU it runs small shapes, eager vs onnxruntime, and says why 2:4 is unavailable.
 
     python -m edged.bench.sparse --device cuda --out sparse_bench.json
@@ -34,6 +34,7 @@ from edged.sparse.nm import nm_keep_mask, nm_ineligible_reason
 GPU_BATCHES = (1, 8, 32, 128)
 CPU_BATCHES = (1, 4)
 ENERGY_SECONDS = 2.0  # long enough for several power readings
+PROBE_BUDGET_S = 420.0
 
 
 def layer_shapes(s: VitShape) -> list[tuple[str, int, int]]:
@@ -57,49 +58,6 @@ def _row(what: str, batch: int, dense: Any, sparse: Any, **extra: Any) -> dict[s
     speedup = dense.p50_ms / sparse.p50_ms if dense is not None and sparse is not None else None
     return {"what": what, "batch": batch, "dense": dense.as_dict() if dense else None,
             "sparse": sparse.as_dict() if sparse else None, "speedup_p50": speedup, **extra}
-
-
-def _try_time(fn: Callable[[], Any], batch: int, cuda_graph: bool, iters: int) -> Any:
-    try:
-        return time_cuda(fn, batch, iters=iters, cuda_graph=cuda_graph)
-    except Exception as exc:  # a kernel or capture that fails: report it in the row, keep going
-        return _Failed(str(exc).splitlines()[0])
-
-
-class _Failed:
-    def __init__(self, error: str) -> None:
-        self.error = error
-        self.p50_ms = float("nan")
-
-    def as_dict(self) -> dict[str, str]:
-        return {"error": self.error}
-
-
-def bench_layer_gpu(name: str, fan_in: int, fan_out: int, batch: int, tokens_per_item: int, iters: int) -> dict:
-    """One Linear at batch x tokens rows: dense (graph) vs four 2:4 variants."""
-    from edged.compile.semi_structured import SemiSparseLinear, choose
-
-    layer = nn.Linear(fan_in, fan_out).to("cuda", torch.float16).eval()
-    prune_by_magnitude_(layer)
-    tokens = batch * tokens_per_item
-    x = torch.randn(tokens, fan_in, device="cuda", dtype=torch.float16)  # (T, in)
-    choice = choose(layer, tokens)  # alg search + graph timing, as the backend does
-    direct = SemiSparseLinear(layer.weight, layer.bias, choice.alg_id or 0)
-    variants = {
-        "dense_eager": _try_time(lambda: layer(x), batch, False, iters),
-        "sparse_direct_eager": _try_time(lambda: direct(x), batch, False, iters),
-        "sparse_direct_graph": _try_time(lambda: direct(x), batch, True, iters),
-    }
-    try:  # torch's straightforward use: a SparseSemiStructuredTensor weight, alg 0
-        subclass = copy.deepcopy(layer)
-        subclass.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(subclass.weight), requires_grad=False)
-        variants["sparse_subclass_eager"] = _try_time(lambda: subclass(x), batch, False, iters)
-        variants["sparse_subclass_graph"] = _try_time(lambda: subclass(x), batch, True, iters)
-    except Exception as exc:  # torch refused the conversion: report it in the row
-        variants["sparse_subclass_eager"] = _Failed(str(exc).splitlines()[0])
-    dense = _try_time(lambda: layer(x), batch, True, iters)
-    return _row(name, batch, dense, variants["sparse_direct_graph"], tokens=tokens, alg_id=choice.alg_id,
-                variants={k: v.as_dict() for k, v in variants.items()})
 
 
 def _energy_per_item(fn: Callable[[], Any], batch: int, source: Any) -> float | None:
@@ -224,29 +182,31 @@ def run_sparse_bench(
             raise SystemExit(f"cannot run the GPU benchmark: {why}")
         shape = shape or VIT_B16
         batches = batches or GPU_BATCHES
-        result.update(_bench_gpu(shape, batches, adapted, iters))
+        result.update(_bench_gpu(shape, batches, adapted, iters, out))
     result["config"] = {"batches": list(batches), "shape": vars(shape), "iters": iters}
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
-def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int) -> dict:
-    source, source_name = _power_source()
-    torch.manual_seed(0)
-    layers = [bench_layer_gpu(name, fan_in, fan_out, batch, shape.tokens, iters)
-              for batch in batches for name, fan_in, fan_out in layer_shapes(shape)]
-    vit = VitEncoder(shape)
-    prune_by_magnitude_(vit)
-    e2e = []
-    for batch in batches:
-        images = torch.randn(batch, 3, shape.image, shape.image)
-        e2e.append(bench_model_gpu("ViT-B/16-sized encoder", copy.deepcopy(vit), images, batch, iters, source))
-        if adapted is not None:
-            model, example = adapted
+def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int,
+               out: str | Path | None) -> dict:
+    """ViT layers and encoder through the isolated probe; the adapted model (if any) in this process."""
+    import tempfile
+
+    from edged.bench.sparse_gpu_probe import run_probe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
+                          compiled=True, shape=shape)
+    result: dict[str, Any] = {"probe": probe, "end_to_end": []}
+    if adapted is not None:
+        source, result["power_source"] = _power_source()
+        model, example = adapted
+        for batch in batches:
             x = example[:1].expand(batch, *example.shape[1:]).contiguous()
-            e2e.append(bench_model_gpu("adapted model", copy.deepcopy(model), x, batch, iters, source))
-    return {"layers": layers, "end_to_end": e2e, "power_source": source_name}
+            result["end_to_end"].append(bench_model_gpu("adapted model", copy.deepcopy(model), x, batch, iters, source))
+    return result
 
 
 def _cell(timing: dict | None) -> str:
@@ -284,11 +244,17 @@ def main(argv: list[str] | None = None) -> int:
 
         adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
     result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out)
-    print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}")
-    print("\nper layer (dense cuBLAS vs 2:4 cuSPARSELt, CUDA graphs)" if result["device"] == "cuda" else "\nper layer")
-    print(format_table(result["layers"]))
-    print("\nend to end")
-    print(format_table(result["end_to_end"]))
+    print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}\n")
+    if result["device"] == "cuda":
+        from edged.bench.sparse_gpu_probe import format_tables
+
+        print(format_tables(result["probe"]))
+    else:
+        print("per layer")
+        print(format_table(result["layers"]))
+    if result["end_to_end"]:
+        print("\nend to end" if result["device"] == "cpu" else "\nadapted model, end to end")
+        print(format_table(result["end_to_end"]))
     print(f"\nJSON: {args.out}")
     return 0
 

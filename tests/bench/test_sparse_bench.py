@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from edged.bench.sparse import format_table, main, prune_by_magnitude_, run_sparse_bench
+from edged.bench.sparse import format_table, main, prune_by_magnitude_
+from edged.bench.sparse_gpu_probe import format_tables, layer_cases, plan_entries, run_probe
 from edged.bench.vit import VitEncoder, tiny_vit_shape
 from edged.compile.semi_structured import probe
 from edged.sparse.layers import weight_layers
@@ -41,9 +42,36 @@ def test_table_marks_missing_values():
     assert "error" in format_table([row])
 
 
+def test_probe_plans_sparse_only_where_the_tuned_kernel_beats_dense():
+    shape = tiny_vit_shape()
+    cases = layer_cases(shape, [1], iters=3)
+    fast = {"dense_graph": {"ms": 2.0}, "tuned_graph": {"ms": 1.0, "config": {"alg_id": 1, "split_k": 1, "split_k_mode": -1}}}
+    slow = {"dense_graph": {"ms": 1.0}, "tuned_graph": {"ms": 2.0, "config": {"alg_id": 0, "split_k": 1, "split_k_mode": -1}}}
+    rows = [(fast if c["name"].startswith("fc1") else slow).get(c["variant"], {"error": "x"}) for c in cases]
+    entries = {tuple(e[:4]): e[4:] for e in plan_entries(cases, rows)}
+    assert len(entries) == 4  # qkv, proj, fc1, fc2 at one batch
+    for (out_f, in_f, _bias, tokens), (config, wins) in entries.items():
+        assert tokens == shape.tokens and config is not None
+        assert wins == ((in_f, out_f) == (shape.dim, shape.mlp))
+
+
+def test_probe_table_shows_failures_and_speedups():
+    result = {"config": {"batches": [1]}, "end_to_end": [],
+              "layers": [{"name": "fc1", "batch": 1, "variant": "dense_graph", "ms": 2.0},
+                         {"name": "fc1", "batch": 1, "variant": "tuned_graph", "ms": 1.0},
+                         {"name": "fc1", "batch": 1, "variant": "subclass_graph", "error": "boom"}]}
+    table = format_tables(result)
+    assert "2.00x" in table and "FAILED" in table and "boom" in table
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY)
-def test_gpu_bench_small_shapes(tmp_path):
-    result = run_sparse_bench("cuda", (2,), shape=tiny_vit_shape(), iters=5, out=tmp_path / "b.json")
-    assert {"sparse_direct_graph", "dense_eager"} <= set(result["layers"][0]["variants"])
-    assert result["end_to_end"][0]["dense"]["p50_ms"] > 0
+def test_gpu_probe_small_shapes_checks_every_variant(tmp_path):
+    result = run_probe(tmp_path, [2], budget_s=400, iters=5, compiled=False, shape=tiny_vit_shape())
+    assert (tmp_path / "sparse_gpu_probe.json").is_file()
+    by_variant = {(r["name"], r["variant"]): r for r in result["layers"]}
+    for name in {r["name"] for r in result["layers"]}:
+        assert by_variant[(name, "dense_graph")]["ms"] > 0
+        assert by_variant[(name, "direct_graph")]["rel_err"] <= 2e-2
+    e2e = {r["variant"]: r for r in result["end_to_end"]}
+    assert e2e["dense"]["ms"] > 0 and e2e["sparse_all"]["sparse_layers"] > 0

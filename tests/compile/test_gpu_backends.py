@@ -5,6 +5,7 @@ import torch
 
 from edged.compile import compile_model
 from edged.compile.semi_structured import probe as cusparselt_probe
+from edged.compile.semi_structured import run_isolated
 from edged.compile.tensorrt_builder import probe as tensorrt_probe
 from edged.export.inputs import call_model
 from edged.sparse.nm import check_2_4
@@ -33,6 +34,30 @@ def test_cusparselt_matches_pytorch_and_reports_every_linear(pruned_mlp, tmp_pat
     sparse = SemiSparseLinear(layer.weight, layer.bias)
     tokens = torch.randn(3, 7, 32, device="cuda", dtype=torch.float16)
     torch.testing.assert_close(sparse(tokens), layer(tokens), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUSPARSELT_OK, reason=CUSPARSELT_WHY)
+def test_tuning_workers_verify_every_config_they_time():
+    from edged.compile.semi_structured import plan_layers
+
+    shapes = [(64, 32, True, 21), (128, 64, False, 256)]
+    plan = plan_layers(shapes, iters=5, timeout_s=300)
+    for shape in shapes:
+        choice = plan[shape]
+        assert choice.dense_ms and choice.dense_ms > 0, choice.reason
+        assert choice.config is not None and choice.sparse_ms > 0, choice.reason
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where the tuning worker fails")
+def test_a_failing_worker_is_recorded_and_the_rest_go_on():
+    """Without CUDA every tuning case fails and leaves the worker unusable: each such case gets its
+    own error row, and after two broken workers the group's remaining cases are skipped."""
+    cases = [{"out": 16, "in": 16, "bias": False, "tokens": 8, "group": "tune"} for _ in range(3)]
+    rows = run_isolated("edged.compile.semi_structured", cases, timeout_s=120)
+    assert [r["worker_broken"] for r in rows] == [True, True, False]
+    assert all("cuda" in r["error"].lower() for r in rows[:2])  # each case's own failure, not a generic one
+    assert rows[2]["error"].startswith("skipped: tune broke")
 
 
 @pytest.mark.tensorrt

@@ -1,0 +1,240 @@
+"""One GPU call: dense vs every 2:4 variant, per ViT-B/16 layer and end to end, each checked and isolated.
+
+    python3 -m edged.bench.sparse_gpu_probe --out DIR [--budget-s 450] [--batches 1,8,32,128]
+
+Per layer (qkv 768->2304, proj 768->768, fc1 768->3072, fc2 3072->768 at 197 tokens x batch), fp16:
+  dense_graph        cuBLAS F.linear replayed from a CUDA graph (the baseline)
+  dense_eager        the same, launched from Python
+  subclass_eager/_graph   torch's straightforward `to_sparse_semi_structured` weight (cuSPARSELt, alg 0)
+  cutlass_eager      the same with `_FORCE_CUTLASS` (torch's CUTLASS kernels are built for sm80)
+  direct_eager/_graph     edged's SemiSparseLinear (direct `_cslt_sparse_mm`, fused transposes, alg 0)
+  tuned_graph        SemiSparseLinear with the best of cuSPARSELt's search and an alg-id sweep
+End to end, a ViT-B/16-sized encoder from CUDA graphs: dense, every Linear sparse (tuned config),
+sparse only where the layer table says it wins, and the dense and chosen models under torch.compile.
+Every variant's output is checked against dense fp16. Cases run in worker processes
+(`run_isolated`): one that fails or breaks CUDA is recorded and the rest go on. Needs only torch
+and numpy. Prints two tables and writes DIR/sparse_gpu_probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edged.bench.vit import VIT_B16, VitEncoder, VitShape
+from edged.compile.semi_structured import (
+    DTYPE, GRAPH_REPEAT, MIN_SPEEDUP, CsltConfig, LayerChoice, SemiSparseLinear, check_close, probe,
+    random_2_4_linear, run_isolated, sparsify_linears_, tune_case, worker_main,
+)
+from edged.compile.timing import time_cuda
+
+LAYER_VARIANTS = ("dense_graph", "dense_eager", "direct_eager", "direct_graph", "tuned_graph",
+                  "subclass_eager", "subclass_graph", "cutlass_eager")  # least risky first
+E2E_VARIANTS = ("dense", "sparse_all", "sparse_chosen", "dense_compiled", "sparse_chosen_compiled")
+COMPILED_MIN_BATCH = 32  # torch.compile costs ~1 min per model and batch: only where it matters
+WORKER = "edged.bench.sparse_gpu_probe"
+E2E_TOL = 5e-2  # 12 blocks of fp16 rounding in a different order
+
+
+def _subclass_linear(layer: nn.Linear, cutlass: bool) -> nn.Linear:
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+    sub = copy.deepcopy(layer)
+    SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass
+    try:
+        sub.weight = nn.Parameter(to_sparse_semi_structured(sub.weight.detach()), requires_grad=False)
+    finally:
+        SparseSemiStructuredTensor._FORCE_CUTLASS = False
+    return sub
+
+
+@torch.inference_mode()
+def layer_case(case: dict[str, Any]) -> dict[str, Any]:
+    """Worker: one variant of one Linear shape at one batch; timing per call and error vs dense."""
+    variant, tokens = case["variant"], case["tokens"]
+    if variant == "tuned_graph":
+        row = tune_case({**case, "bias": True})
+        if row["best"] is None:
+            return {"error": "no config ran correctly", "tried": row["tried"], "search_error": row["search_error"]}
+        return {"ms": row["sparse_ms"], "config": row["best"], "tried": row["tried"], "search_error": row["search_error"]}
+    torch.manual_seed(0)
+    layer = random_2_4_linear(case["out"], case["in"], bias=True)
+    x = torch.randn(tokens, case["in"], device="cuda", dtype=DTYPE)  # (T, in)
+    ref = layer(x)  # (T, out)
+    if variant.startswith("dense"):
+        module: nn.Module = layer
+    elif variant.startswith("direct"):
+        module = SemiSparseLinear(layer.weight, layer.bias, CsltConfig())
+    else:
+        module = _subclass_linear(layer, cutlass=variant.startswith("cutlass"))
+    err = check_close(module(x), ref, variant)
+    graph = variant.endswith("_graph")
+    timing = time_cuda(lambda: module(x), case["batch"], iters=case["iters"], cuda_graph=graph,
+                       repeat=GRAPH_REPEAT if graph else 1)
+    return {"ms": timing.p50_ms, "p95_ms": timing.p95_ms, "rel_err": err}
+
+
+def vit_layers(s: VitShape) -> list[tuple[str, int, int]]:
+    """(name, in, out) of the encoder block's Linears."""
+    return [("qkv", s.dim, 3 * s.dim), ("proj", s.dim, s.dim), ("fc1", s.dim, s.mlp), ("fc2", s.mlp, s.dim)]
+
+
+def _vit(shape: VitShape, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    from edged.bench.sparse import prune_by_magnitude_
+
+    torch.manual_seed(0)
+    model = VitEncoder(shape)
+    prune_by_magnitude_(model)
+    images = torch.randn(batch, 3, shape.image, shape.image)
+    return model.to("cuda", DTYPE).eval(), images.to("cuda", DTYPE)
+
+
+def _plan(entries: list[list], chosen_only: bool) -> dict:
+    """JSON plan entries [out, in, bias, tokens, config or None, wins] -> sparsify_linears_ plan."""
+    plan = {}
+    for out_f, in_f, bias, tokens, config, wins in entries:
+        sparse = config is not None and (wins or not chosen_only)
+        cfg = CsltConfig(**config) if config else None
+        plan[(out_f, in_f, bias, tokens)] = LayerChoice(tokens, None, None, cfg, sparse, "from the layer table")
+    return plan
+
+
+@torch.inference_mode()
+def e2e_case(case: dict[str, Any]) -> dict[str, Any]:
+    """Worker: the ViT-B/16-sized encoder in one variant at one batch, from a CUDA graph."""
+    variant, batch = case["variant"], case["batch"]
+    model, images = _vit(VitShape(**case["shape"]), batch)
+    ref = model(images)  # (B, classes) dense fp16
+    sparse_layers = 0
+    if variant.startswith("sparse"):
+        sparsify_linears_(model, images, _plan(case["plan"], chosen_only="chosen" in variant))
+        sparse_layers = sum(isinstance(m, SemiSparseLinear) for m in model.modules())
+    fn = torch.compile(model) if variant.endswith("compiled") else model
+    err = check_close(fn(images), ref, variant, tol=E2E_TOL)
+    timing = time_cuda(lambda: fn(images), batch, warmup=5, iters=case["iters"], cuda_graph=True)
+    return {"ms": timing.p50_ms, "p95_ms": timing.p95_ms, "items_per_s": timing.items_per_s,
+            "rel_err": err, "sparse_layers": sparse_layers}
+
+
+def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    return layer_case(case) if case["kind"] == "layer" else e2e_case(case)
+
+
+def layer_cases(shape: VitShape, batches: list[int], iters: int) -> list[dict]:
+    return [{"kind": "layer", "group": variant, "variant": variant, "name": f"{name} {fin}->{fout}",
+             "in": fin, "out": fout, "batch": b, "tokens": b * shape.tokens, "iters": iters}
+            for variant in LAYER_VARIANTS for b in batches for name, fin, fout in vit_layers(shape)]
+
+
+def plan_entries(cases: list[dict], rows: list[dict]) -> list[list]:
+    """Per (shape, tokens): the tuned config and whether it beats dense (both from CUDA graphs)."""
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for case, row in zip(cases, rows):
+        by_key.setdefault((case["out"], case["in"], True, case["tokens"]), {})[case["variant"]] = row
+    entries = []
+    for key, variants in by_key.items():
+        dense, tuned = variants.get("dense_graph", {}), variants.get("tuned_graph", {})
+        config = tuned.get("config")
+        wins = bool(config and "ms" in dense and dense["ms"] / tuned["ms"] >= MIN_SPEEDUP)
+        entries.append([*key, config, wins])
+    # the encoder's Linears also see 196 (patch embedding) and B (head) rows: those stay dense
+    return entries
+
+
+def e2e_cases(shape: VitShape, batches: list[int], iters: int, entries: list[list], compiled: bool) -> list[dict]:
+    common = {"kind": "e2e", "iters": iters, "plan": entries, "shape": vars(shape)}
+    cases = [{**common, "group": v, "variant": v, "batch": b}
+             for v in E2E_VARIANTS if not v.endswith("compiled") for b in batches]
+    if compiled:
+        cases += [{**common, "group": v, "variant": v, "batch": b}
+                  for b in batches if b >= COMPILED_MIN_BATCH for v in E2E_VARIANTS if v.endswith("compiled")]
+    return cases
+
+
+def _cell(row: dict, base: dict | None) -> str:
+    if "ms" not in row:
+        return "FAILED" if not row.get("error", "").startswith("skipped") else "skipped"
+    speed = f" {base['ms'] / row['ms']:.2f}x" if base and "ms" in base else ""
+    return f"{row['ms']:.4f}{speed}"
+
+
+def format_tables(result: dict) -> str:
+    lines = ["per layer: ms per call (p50) and speed-up vs dense_graph; fp16, tokens = batch x tokens per image"]
+    lines.append(f"{'layer':<16}{'batch':>6}" + "".join(f"{v:>22}" for v in LAYER_VARIANTS))
+    table: dict[tuple, dict[str, dict]] = {}
+    for row in result["layers"]:
+        table.setdefault((row["name"], row["batch"]), {})[row["variant"]] = row
+    for (name, batch), variants in table.items():
+        base = variants.get("dense_graph")
+        lines.append(f"{name:<16}{batch:>6}" + "".join(f"{_cell(variants.get(v, {}), base):>22}" for v in LAYER_VARIANTS))
+    lines += ["", "end to end (ViT-B/16-sized encoder, CUDA graphs): ms per batch and speed-up vs dense"]
+    lines.append(f"{'variant':<24}" + "".join(f"{'batch ' + str(b):>20}" for b in result["config"]["batches"]))
+    e2e: dict[str, dict[int, dict]] = {}
+    for row in result["end_to_end"]:
+        e2e.setdefault(row["variant"], {})[row["batch"]] = row
+    for variant, by_batch in e2e.items():
+        base_name = "dense_compiled" if variant.endswith("compiled") else "dense"
+        cells = [_cell(by_batch[b], e2e.get(base_name, {}).get(b)) if b in by_batch else "-"
+                 for b in result["config"]["batches"]]
+        lines.append(f"{variant:<24}" + "".join(f"{c:>20}" for c in cells))
+    failures = [r for r in result["layers"] + result["end_to_end"] if "error" in r]
+    lines += ["", f"failures ({len(failures)}):"] + [
+        f"  {r.get('name', 'e2e')} b{r['batch']} {r['variant']}: {r['error'][:160]}" for r in failures]
+    return "\n".join(lines)
+
+
+def _labelled(cases: list[dict], rows: list[dict]) -> list[dict]:
+    keep = ("variant", "name", "batch", "tokens")
+    return [{**{k: c[k] for k in keep if k in c}, **r} for c, r in zip(cases, rows)]
+
+
+def run_probe(
+    out_dir: Path, batches: list[int], budget_s: float, iters: int, compiled: bool, shape: VitShape = VIT_B16
+) -> dict:
+    """Layers first (half the budget at most), then end to end with the plan they give."""
+    start = time.monotonic()
+    ok, why = probe()
+    result: dict[str, Any] = {"device": why, "torch": torch.__version__, "cuda": torch.version.cuda,
+                              "config": {"batches": batches, "iters": iters, "budget_s": budget_s, "shape": vars(shape)}}
+    if not ok:
+        raise SystemExit(f"cannot run the 2:4 GPU probe: {why}")
+    cases = layer_cases(shape, batches, iters)
+    rows = run_isolated(WORKER, cases, budget_s * 0.5)
+    result["layers"] = _labelled(cases, rows)
+    entries = plan_entries(cases, rows)
+    result["plan"] = entries
+    cases = e2e_cases(shape, batches, max(10, iters // 2), entries, compiled)
+    remaining = budget_s - (time.monotonic() - start)
+    result["end_to_end"] = _labelled(cases, run_isolated(WORKER, cases, remaining))
+    result["seconds"] = time.monotonic() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sparse_gpu_probe.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m edged.bench.sparse_gpu_probe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="directory for sparse_gpu_probe.json")
+    parser.add_argument("--batches", default="1,8,32,128", help="comma-separated batch sizes")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all cases")
+    parser.add_argument("--iters", type=int, default=50, help="timed iterations per measurement")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile end-to-end variants")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    result = run_probe(args.out, batches, args.budget_s, args.iters, not args.no_compile)
+    print(f"device: {result['device']}  torch {result['torch']}  CUDA {result['cuda']}  ({result['seconds']:.0f} s)\n")
+    print(format_tables(result))
+    print(f"\nJSON: {args.out / 'sparse_gpu_probe.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(run_case) if "--cases" in sys.argv else main())
