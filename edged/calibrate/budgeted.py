@@ -1,8 +1,8 @@
 """The calibration pass over task data, with its micro-batch chosen to fit a memory budget.
 
-Two probe forwards (1 and 4 samples) give a fixed cost and a per-sample cost of peak memory above the
-loaded model; the micro-batch is the largest that keeps the predicted peak under 85 % of the budget.
-The probes' samples count toward the statistics exactly once, so the result does not depend on them.
+Probe forwards of 1, 2, 4, ... samples measure the peak memory above the loaded model; the micro-batch is
+the largest size measured under 85 % of the budget. The probes' samples count toward the statistics
+exactly once, so the result does not depend on them.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from edged.errors import InvalidInput, OutOfBudget
 
 # Keep the predicted peak this far below the budget: allocator rounding and non-linear costs.
 _HEADROOM = 0.85
-# The second probe's size: large enough that the per-sample cost stands out from allocator noise.
-_PROBE_SAMPLES = 4
+_DEFAULT_MICRO_BATCH = 64  # without a budget
+_MAX_MICRO_BATCH = 1024
 
 
 @dataclass
@@ -87,11 +87,14 @@ def _forward_peak(model: nn.Module, inputs: Inputs, device: torch.device, baseli
 def _probe_micro_batch(
     model: nn.Module, inputs: Inputs, device: torch.device, budget_mb: float | None, baseline: float | None
 ) -> tuple[int, int, dict[str, float | None]]:
-    """Run samples [0:1] and [1:1+k], return (micro_batch, samples done, probe peaks)."""
+    """Forward micro-batches of 1, 2, 4, ... samples (each sample once) while the next size, predicted in
+    proportion to the last measured peak (pessimistic: the fixed part scales too), stays under the budget's
+    headroom. The largest size MEASURED under it becomes the micro-batch: allocators and kernels do not
+    grow linearly, so only a measured size is trusted. Returns (micro_batch, samples done, probe peaks)."""
     n = num_samples(inputs)
     one = _forward_peak(model, take(inputs, slice(0, 1)), device, baseline)
     if budget_mb is None:
-        return min(n, 64), 1, {"1": one}
+        return min(n, _DEFAULT_MICRO_BATCH), 1, {"1": one}
     if one is None:
         raise InvalidInput("memory_budget_mb needs a memory probe, which this platform lacks; give micro_batch")
     if one > budget_mb:
@@ -99,12 +102,14 @@ def _probe_micro_batch(
             f"memory budget {budget_mb:g} MB is smaller than one calibration sample needs ({one:.1f} MB)",
             detail={"accepted": f"memory_budget_mb >= {math.ceil(one / _HEADROOM)}"},
         )
-    # One sample's peak bounds the per-sample cost from above, so k samples stay within the budget.
-    k = min(_PROBE_SAMPLES, n - 1, int(budget_mb * _HEADROOM // max(one, 1e-6)))
-    if k < 2:
-        return 1, 1, {"1": one}
-    several = _forward_peak(model, take(inputs, slice(1, 1 + k)), device, baseline)
-    per_sample = max(((several or one) - one) / (k - 1), 0.05)
-    fixed = max(one - per_sample, 0.0)
-    fit = int((budget_mb * _HEADROOM - fixed) // per_sample)
-    return max(1, min(fit, n - 1 - k)), 1 + k, {"1": one, str(k): several}
+    limit = budget_mb * _HEADROOM
+    probes: dict[str, float | None] = {"1": one}
+    size, peak, done = 1, one, 1
+    while size < _MAX_MICRO_BATCH and done + 2 * size <= n and peak * 2 <= limit:
+        measured = _forward_peak(model, take(inputs, slice(done, done + 2 * size)), device, baseline)
+        done += 2 * size
+        probes[str(2 * size)] = measured
+        if measured is None or measured > limit:
+            break
+        size, peak = 2 * size, measured
+    return size, done, probes
