@@ -21,6 +21,7 @@ from edged.errors import InvalidInput
 
 MODEL = "mobilenet_v2"
 METHOD = "taskedge"
+CANCEL_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,11 @@ class ProgressPrinter:
         elif kind == "step":
             self._step(data, epochs)
         elif kind == "epoch":
-            self.line(f"epoch {data['epoch'] + 1}/{epochs}: train loss {data['train_loss']:.3f}, "
-                      f"validation accuracy {100 * data['val_accuracy']:.1f} %, {data['samples_per_s']:.0f} samples/s")
+            self.line(f"epoch {data['epoch'] + 1}/{epochs}: train loss {data['train_loss']:.3f}, validation "
+                      f"accuracy {100 * data['val_accuracy']:.1f} %, {data['samples_per_s']:.0f} samples/s")
         elif kind in ("state", "resumed"):
-            self.line(f"job {kind}: {', '.join(f'{k}={v}' for k, v in data.items() if k in ('state', 'reason', 'error'))}")
+            shown = [f"{key}={value}" for key, value in data.items() if key in ("state", "reason", "error")]
+            self.line(f"job {kind}: {', '.join(shown)}")
 
     def _step(self, data: dict[str, Any], epochs: int) -> None:
         fraction = data["step"] / max(data["total_steps"], 1)
@@ -97,7 +99,8 @@ def result_table(job: dict[str, Any], options: DemoOptions, wall_s: float, stage
         ("accuracy before", f"{100 * m['accuracy_before']:.1f} %  (held-out {m.get('val_samples', '?')} digits)"),
         ("accuracy after", f"{100 * m['accuracy_after']:.1f} %"),
         ("trainable entries", f"{m['trainable_params']:,} = {100 * m['trainable_fraction']:.3f} % of "
-                              f"{m.get('backbone_weights', 0):,} backbone weights (+ head {m.get('head_params', 0):,})"),
+                              f"{m.get('backbone_weights', 0):,} backbone weights "
+                              f"(+ head {m.get('head_params', 0):,})"),
         ("peak memory", f"{m['peak_memory_mb']:.0f} MiB training"
                         + (f", {m['calibration_peak_memory_mb']:.0f} MiB calibration"
                            if m.get("calibration_peak_memory_mb") is not None else "")),
@@ -166,8 +169,17 @@ def _run_job(client: EdgedClient, options: DemoOptions, printer: ProgressPrinter
                  f"{dataset['kind']} samples, {len(dataset['classes'])} classes, shape {dataset['shape']}")
     job = client.create_job(options.job_body(dataset["id"]))
     printer.line(f"job {job['id']} queued: {METHOD} on {MODEL}, budget {options.budget}, {options.epochs} epoch(s)")
-    for kind, data in client.events(job["id"]):
-        if kind == "end":
-            break
-        printer.event(kind, data, options.epochs)
+    try:
+        for kind, data in client.events(job["id"]):
+            if kind == "end":
+                break
+            printer.event(kind, data, options.epochs)
+    except KeyboardInterrupt:
+        # Without this, a restarted demo daemon would resume the abandoned job before the next one.
+        printer.line(f"interrupted: cancelling job {job['id']}")
+        client.cancel_job(job["id"])
+        deadline = time.monotonic() + CANCEL_WAIT_S  # the cancel lands between steps, before the daemon stops
+        while client.get_job(job["id"])["state"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        raise
     return client.get_job(job["id"])

@@ -41,6 +41,9 @@ class EdgedClient:
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}", 200)
 
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel", 202)
+
     def list_artifacts(self, job_id: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/v1/jobs/{job_id}/artifacts", 200)
 
@@ -60,7 +63,7 @@ class EdgedClient:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Server-Sent Events: `event:` and `data:` lines, a blank line ends an event; `:` lines are comments."""
-    kind, data = "message", []
+    kind, data = "message", list[str]()
     for line in lines:
         if not line:
             if data:

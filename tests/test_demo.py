@@ -92,7 +92,8 @@ def test_upload_archive_decodes_to_the_same_digits():
 def test_parse_sse_reads_what_the_daemon_writes():
     events = [{"id": 1, "ts": "t", "type": "stage", "stage": "train", "data": {"status": "started"}},
               {"id": 2, "ts": "t", "type": "step", "stage": "train", "data": {"step": 3, "total_steps": 9}}]
-    text = ": keep-alive\n\n" + "".join(format_event(e) for e in events) + 'event: end\ndata: {"state": "succeeded"}\n\n'
+    end = 'event: end\ndata: {"state": "succeeded"}\n\n'
+    text = ": keep-alive\n\n" + "".join(format_event(e) for e in events) + end
     parsed = list(parse_sse(iter(text.split("\n"))))
     assert [kind for kind, _ in parsed] == ["stage", "step", "end"]
     assert parsed[1][1]["step"] == 3 and parsed[2][1] == {"state": "succeeded"}

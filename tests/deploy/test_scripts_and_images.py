@@ -22,7 +22,7 @@ def test_script_parses(script):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_is_shellcheck_clean(script):
     result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True, timeout=60)
