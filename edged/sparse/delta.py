@@ -44,7 +44,8 @@ class SparseDelta(nn.Module):
         The cast copy is made first and the nnz values are added into it: one pass over the weight.
         """
         flat = weight.reshape(weight.shape[0], -1).to(dtype or weight.dtype, copy=True)
-        flat.index_put_((self.rows, self.cols), self.values.to(flat.dtype), accumulate=True)
+        # (rows, cols) pairs are unique, so gather-add-scatter is exact and avoids accumulate's index sort.
+        flat[self.rows, self.cols] = flat[self.rows, self.cols] + self.values.to(flat.dtype)
         return flat.reshape(weight.shape)
 
 
@@ -82,7 +83,9 @@ class _SparseDeltaLinear(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             w = delta.merged(weight, dtype)  # (out, in)
             y = F.linear(x.to(dtype), w, None if bias is None else bias.to(dtype))
-            x_used = x.reshape(-1, x.shape[-1])[:, delta.used_cols].to(dtype)  # (T, U)
+            x2d = x.reshape(-1, x.shape[-1])
+            # (T, U): only the columns some trainable entry reads; all of them need no gather copy.
+            x_used = (x2d if delta.used_cols.numel() == x2d.shape[1] else x2d[:, delta.used_cols]).to(dtype)
         ctx.delta, ctx.x_shape, ctx.x_dtype = delta, x.shape, x.dtype
         ctx.save_for_backward(x_used, weight, values)
         return y
