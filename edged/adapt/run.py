@@ -22,7 +22,7 @@ from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_la
 from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.methods.taskedge import importance
 from edged.sparse.layers import count_weights
-from edged.sparse.nm import check_2_4, prune_2_4_
+from edged.sparse.nm import check_2_4, prune_2_4_, recalibrate_batchnorm_
 from edged.train.evaluate import accuracy
 from edged.train.loop import TrainSettings, amp_dtype, train
 
@@ -110,7 +110,8 @@ def adapt(
     """Adapt `model` (a Classifier whose head matches the task's classes) to `task`, in place.
 
     With sparsity '2:4' the backbone is pruned to 2:4 by task importance (|W| * ||X||_2, the same calibration
-    pass) before training, and the trainable mask is restricted to the kept positions.
+    pass) before training, BatchNorm statistics are re-estimated on the task data (pruning shifts every
+    activation), and the trainable mask is restricted to the kept positions.
     """
     check_config(config)
     method = get_method(config.method)
@@ -129,12 +130,15 @@ def adapt(
         with clock.stage("calibrate"):
             calibration, _ = cached_calibration(workdir, lambda: calibrate(
                 model, data.calib.inputs, backbone_layers(model), config.memory_budget_mb, device=device))
+    recalibrated: list[str] = []
     if config.sparsity == "2:4":
         with clock.stage("prune"):
             pruning = prune_2_4_(model, importance(model, calibration), backbone_layers(model))
+            recalibrated = recalibrate_batchnorm_(model, data.calib)
     score_config = ScoreConfig(seed=config.seed, memory_budget_mb=config.memory_budget_mb, calibration=calibration)
     allowed = pruning.keep_masks if pruning else None
     adaptation = _prepare(method, model, data.calib, config, score_config, clock, workdir, allowed)
+    adaptation.changed.update({name: None for name in recalibrated if name not in adaptation.changed})
     result = _train(model, adaptation, data, config, method.default_lr, device, clock, on_progress, workdir)
     with clock.stage("merge"):
         adaptation.merge_()

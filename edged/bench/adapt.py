@@ -110,3 +110,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     write_json(args.out, results)
     print(f"\nwrote {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -189,3 +189,31 @@ def prune_2_4_(
         weight.mul_(keep.to(weight.dtype))
         report.keep_masks[name] = keep
     return report
+
+
+@torch.no_grad()
+def recalibrate_batchnorm_(model: nn.Module, batches) -> list[str]:
+    """Re-estimate BatchNorm running statistics on task data after pruning (no gradients, no weights change).
+
+    Pruning half the weights shifts every activation's mean and variance; the ImageNet statistics no longer
+    match. A cumulative average (momentum None) over `batches` (an iterable of (inputs, labels)) replaces them.
+    Returns the state-dict names of the buffers that changed, so they can travel with the task's delta.
+    """
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    if not norms:
+        return []
+    was_training = model.training
+    model.eval()
+    saved = {}
+    for name, bn in norms.items():
+        saved[name] = bn.momentum
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for inputs, _ in batches:
+        model(inputs)
+    for name, bn in norms.items():
+        bn.momentum = saved[name]
+        bn.eval()
+    model.train(was_training)
+    return [f"{name}.{buffer}" for name in norms for buffer in ("running_mean", "running_var", "num_batches_tracked")]
