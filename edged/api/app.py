@@ -32,7 +32,9 @@ ROUTERS: list[APIRouter] = [
     telemetry.router,
     dashboard.router,
 ]
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/dashboard"})
+# The dashboard's page and static assets hold no data (its data calls carry the token), so a browser can open it.
+PUBLIC_PREFIXES = ("/dashboard/assets/",)
 
 # Room for the multipart envelope and small form fields around an upload of max_upload_mb.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -90,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=int(settings.upload_limits().max_upload_bytes) + MULTIPART_OVERHEAD_BYTES
     )
-    app.add_middleware(BearerAuthMiddleware, token=token, public_paths=PUBLIC_PATHS)  # outermost: runs first
+    app.add_middleware(BearerAuthMiddleware, token=token, public_paths=PUBLIC_PATHS, public_prefixes=PUBLIC_PREFIXES)  # outermost: runs first
     app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
     return app
 
@@ -101,7 +103,7 @@ def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, operations in schema.get("paths", {}).items():
-            if path not in PUBLIC_PATHS:
+            if path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
                 for operation in operations.values():
                     operation["security"] = [{"bearer": []}]
         app.openapi_schema = schema

@@ -15,13 +15,15 @@ from edged.api.errors import error_response
 
 
 class BearerAuthMiddleware:
-    """401 unless `Authorization: Bearer <token>` matches; paths in `public_paths` are open."""
+    """401 unless `Authorization: Bearer <token>` matches; paths in `public_paths`, or starting with one of
+    `public_prefixes`, are open."""
 
-    def __init__(self, app: ASGIApp, token: str, public_paths: frozenset[str]) -> None:
-        self.app, self.token, self.public_paths = app, token.encode(), public_paths
+    def __init__(self, app: ASGIApp, token: str, public_paths: frozenset[str], public_prefixes: tuple[str, ...] = ()) -> None:
+        self.app, self.token, self.public_paths, self.public_prefixes = app, token.encode(), public_paths, public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.public_paths:
+        path = scope.get("path", "")
+        if scope["type"] not in ("http", "websocket") or path in self.public_paths or path.startswith(self.public_prefixes):
             await self.app(scope, receive, send)
             return
         if self._authorized(scope):

@@ -125,3 +125,10 @@ def test_openapi_documents_routes_and_bearer_auth(client, auth):
 def test_serving_without_a_token_is_refused_clearly(tmp_path):
     with pytest.raises(InvalidInput, match="EDGED_TOKEN is not set"):
         create_app(get_settings(data_dir=tmp_path))
+
+
+def test_dashboard_page_is_open_but_its_data_is_not(client, auth):
+    assert client.get("/dashboard").status_code == 200
+    assert client.get("/dashboard/data").status_code == 401
+    assert client.get("/dashboard/data", headers=auth).status_code == 200
+    assert client.get("/v1/datasets").status_code == 401
