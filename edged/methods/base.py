@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from edged.calibrate import CalibrationResult
 from edged.data.task import Inputs, batches, to_device
 from edged.sparse.layers import weight_layers
+from edged.sparse.lowrank import merge_lowrank_, support_indices
 
 
 @dataclass
@@ -64,3 +65,16 @@ def backbone_layers(model: nn.Module) -> dict[str, nn.Module]:
 def freeze_(model: nn.Module) -> None:
     for param in model.parameters():
         param.requires_grad_(False)
+
+
+def lowrank_adaptation(method: str, model: nn.Module, deltas: dict, **info: object) -> Adaptation:
+    """The Adaptation of low-rank deltas already attached to `model`'s layers (masked or TASO LoRA)."""
+    params = [p for d in deltas.values() for p in (d.A, d.B)]
+    return Adaptation(
+        method=method,
+        parameters=params,
+        entries=sum(p.numel() for p in params),
+        changed={name: support_indices(d) for name, d in deltas.items()},
+        merge_=lambda: merge_lowrank_(model),
+        info={"layers": len(deltas), **info},
+    )

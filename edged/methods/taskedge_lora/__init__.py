@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from edged.adapt.config import AdaptConfig
-from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers, freeze_
+from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers, freeze_, lowrank_adaptation
 from edged.methods.registry import register_adapter
 from edged.methods.sparse_delta import select_mask
 from edged.methods.taskedge import score as taskedge_score
-from edged.sparse.lowrank import LowRankDelta, attach_lowrank_, merge_lowrank_, support_indices
+from edged.sparse.lowrank import LowRankDelta, attach_lowrank_
 
 
 @register_adapter("taskedge_lora", "masked LoRA: (B A) * TaskEdge mask, rank lora_rank")
@@ -25,12 +25,4 @@ def prepare(model: nn.Module, batches: TaskBatches, config: AdaptConfig, score_c
         if bool(mask.any()):
             deltas[name] = LowRankDelta(layers[name].weight, config.lora_rank, mask=mask, generator=generator)
             attach_lowrank_(layers[name], deltas[name])
-    params = [p for d in deltas.values() for p in (d.A, d.B)]
-    return Adaptation(
-        method="taskedge_lora",
-        parameters=params,
-        entries=sum(p.numel() for p in params),
-        changed={name: support_indices(d) for name, d in deltas.items()},
-        merge_=lambda: merge_lowrank_(model),
-        info={"mask_entries": int(sum(int(m.sum()) for m in masks.values())), "layers": len(deltas)},
-    )
+    return lowrank_adaptation("taskedge_lora", model, deltas, mask_entries=int(sum(int(m.sum()) for m in masks.values())))

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from edged.adapt.config import AdaptConfig
-from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers, freeze_
+from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers, freeze_, lowrank_adaptation
 from edged.methods.registry import register_adapter
 from edged.methods.taso import score as taso_score
 from edged.sparse.layers import count_weights
-from edged.sparse.lowrank import LowRankDelta, attach_lowrank_, merge_lowrank_, support_indices
+from edged.sparse.lowrank import LowRankDelta, attach_lowrank_
 from edged.sparse.masks import budget_to_count
 
 
@@ -46,12 +46,4 @@ def prepare(model: nn.Module, batches: TaskBatches, config: AdaptConfig) -> Adap
         rows, cols = _core(s.sum(1), n_rows), _core(s.sum(0), n_cols)
         deltas[name] = LowRankDelta(layer.weight, config.lora_rank, rows=rows, cols=cols, generator=generator)
         attach_lowrank_(layer, deltas[name])
-    params = [p for d in deltas.values() for p in (d.A, d.B)]
-    return Adaptation(
-        method="taso_lora",
-        parameters=params,
-        entries=sum(p.numel() for p in params),
-        changed={name: support_indices(d) for name, d in deltas.items()},
-        merge_=lambda: merge_lowrank_(model),
-        info={"layers": len(deltas)},
-    )
+    return lowrank_adaptation("taso_lora", model, deltas)
