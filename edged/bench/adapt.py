@@ -47,7 +47,7 @@ ROWS = [
 
 PAIRS = {
     "mnist": {"model": "mobilenet_v2", "load": mnist_5k, "model_options": {"image_size": 64}, "samples": 5000},
-    "bbc": {"model": "minilm-l6", "load": bbc_news, "model_options": {"max_length": 128}, "samples": 600},
+    "bbc": {"model": "minilm-l6", "load": bbc_news, "model_options": {"max_length": 64}, "samples": 300},
 }
 
 COLUMNS = [("row", "method"), ("accuracy", "accuracy"), ("trainable", "trainable entries"),
