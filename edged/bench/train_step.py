@@ -9,6 +9,7 @@ backward (activations, parameters excluded), trainable entries and optimizer sta
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 from pathlib import Path
@@ -121,9 +122,6 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
               "peak_above_weights_mb": None if peak is None else peak - weights_mb,
               "saved_activations_mb": saved / 2**20, "optimizer_state_mb": state / 2**20,
               "saved_by_kind_mb": saved_groups, "step_ms": statistics.median(times), "step_ms_all": times}
-    del model, optimizer, adaptation, params, images, labels
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return result
 
 
@@ -150,7 +148,12 @@ def _timed(step, device: torch.device) -> float:
 
 def run_train_step_bench(methods: list[str], shape: VitShape, batch: int, device: torch.device, steps: int,
                          budget: float, rank: int, prefer_timm: bool = True) -> dict:
-    rows = [measure_method(m, shape, batch, device, steps, budget, rank, prefer_timm) for m in methods]
+    rows = []
+    for method in methods:  # each method's model is freed before the next one is built
+        rows.append(measure_method(method, shape, batch, device, steps, budget, rank, prefer_timm))
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     by_method = {r["method"]: r for r in rows}
     for row in rows:
         for ref, key in (("lora", "peak_vs_lora"), ("full", "peak_vs_full")):

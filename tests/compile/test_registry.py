@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from edged.compile import available_backends, compile_model, resolve_backend
 from edged.compile.registry import AUTO_ORDER

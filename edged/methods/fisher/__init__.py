@@ -6,7 +6,6 @@ instead of one per sample.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from edged.methods.base import ScoreConfig, TaskBatches
