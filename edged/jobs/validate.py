@@ -15,6 +15,7 @@ import sqlite_utils
 from pydantic import ValidationError
 
 from edged.adapt.config import AdaptConfig
+from edged.adapt.run import check_config
 from edged.compile.registry import AUTO_ORDER
 from edged.data.preprocess import check_image_size
 from edged.errors import InvalidInput, NotFound
@@ -39,6 +40,7 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
         reasons += [_reason(e["loc"], e["msg"], e["type"]) for e in exc.errors()]
     fields = body if isinstance(body, dict) else {}
     _check_method(fields.get("method", "taskedge"), reasons)
+    _check_sparsity(fields.get("method", "taskedge"), fields.get("sparsity", "none"), reasons)
     _check_compile(fields.get("compile", "none"), reasons)
     model_kind = _model_kind(fields.get("model"), reasons)
     dataset_kind = _dataset_kind(db, fields.get("dataset"), reasons)
@@ -72,6 +74,16 @@ def _check_method(method: Any, reasons: list[dict[str, Any]]) -> None:
     methods = all_methods()
     if isinstance(method, str) and method not in methods:
         reasons.append(_reason("method", f"unknown method {method!r}; accepted: {', '.join(methods)}", "unknown"))
+
+
+def _check_sparsity(method: Any, sparsity: Any, reasons: list[dict[str, Any]]) -> None:
+    """2:4 only with methods whose updates keep the pattern (the adaptation core's own rule)."""
+    if not isinstance(method, str) or method not in all_methods() or sparsity != "2:4":
+        return
+    try:
+        check_config(AdaptConfig(method=method, sparsity="2:4"))
+    except InvalidInput as exc:
+        reasons.append(_reason("sparsity", exc.message, "incompatible"))
 
 
 def _check_compile(backend: Any, reasons: list[dict[str, Any]]) -> None:

@@ -63,3 +63,9 @@ def test_job_routes_are_documented(client, auth):
     for path in ["/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events",
                  "/v1/jobs/{job_id}/artifacts", "/v1/jobs/{job_id}/artifacts/{name}"]:
         assert path in schema["paths"]
+
+
+def test_2_4_with_a_method_that_writes_dense_updates_is_rejected_at_submit(client, auth):
+    body = {"model": "mobilenet_v2", "dataset": "whatever", "method": "lora", "sparsity": "2:4"}
+    reasons = {r["loc"][-1]: r["msg"] for r in client.post("/v1/jobs", headers=auth, json=body).json()["error"]["detail"]}
+    assert "cannot be kept by method 'lora'" in reasons["sparsity"] and "taskedge" in reasons["sparsity"]
