@@ -83,7 +83,8 @@ def _check_sparsity(method: Any, sparsity: Any, reasons: list[dict[str, Any]]) -
     try:
         check_config(AdaptConfig(method=method, sparsity="2:4"))
     except InvalidInput as exc:
-        reasons.append(_reason("sparsity", exc.message, "incompatible"))
+        accepted = ", ".join(exc.detail["accepted"]) if isinstance(exc.detail, dict) else ""
+        reasons.append(_reason("sparsity", f"{exc.message}; methods that keep it: {accepted}", "incompatible"))
 
 
 def _check_compile(backend: Any, reasons: list[dict[str, Any]]) -> None:
