@@ -22,7 +22,7 @@ from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_la
 from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.methods.taskedge import importance
 from edged.sparse.layers import count_weights
-from edged.sparse.nm import check_2_4, prune_2_4_, recalibrate_batchnorm_
+from edged.sparse.nm import PruneReport, check_2_4, prune_2_4_, recalibrate_batchnorm_
 from edged.train.evaluate import accuracy
 from edged.train.loop import TrainSettings, amp_dtype, train
 
@@ -36,6 +36,7 @@ class AdaptResult:
     metrics: dict
     calibration: Optional[CalibrationResult] = None
     history: list[dict] = field(default_factory=list)
+    pruning: Optional[PruneReport] = None  # with sparsity 2:4: keep masks and the layers left dense
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,6 +140,8 @@ def adapt(
     allowed = pruning.keep_masks if pruning else None
     adaptation = _prepare(method, model, data.calib, config, score_config, clock, workdir, allowed)
     adaptation.changed.update({name: None for name in recalibrated if name not in adaptation.changed})
+    if pruning is not None:
+        _add_pruned_entries_(adaptation.changed, pruning.keep_masks)
     result = _train(model, adaptation, data, config, method.default_lr, device, clock, on_progress, workdir)
     with clock.stage("merge"):
         adaptation.merge_()
@@ -156,7 +159,17 @@ def adapt(
     }
     if pruning is not None:
         metrics["sparsity"] = {**pruning.summary(), "pattern_holds": _pattern_holds(model, pruning)}
-    return AdaptResult(model, adaptation, metrics, calibration, result.history)
+    return AdaptResult(model, adaptation, metrics, calibration, result.history, pruning)
+
+
+def _add_pruned_entries_(changed: dict[str, Optional[Tensor]], keep_masks: dict[str, Tensor]) -> None:
+    """The zeros pruning wrote belong to the task's delta too, next to the trained entries."""
+    for name, keep in keep_masks.items():
+        if name in changed and changed[name] is None:
+            continue  # already stored whole
+        pruned = (~keep).flatten().nonzero().flatten().to(torch.int64)
+        trained = changed.get(name)
+        changed[name] = pruned if trained is None else torch.cat([pruned, trained.to(pruned.device)]).unique()
 
 
 def _pattern_holds(model: nn.Module, pruning) -> bool:

@@ -96,7 +96,7 @@ def test_interrupted_adaptation_resumes_from_its_work_directory(digits_task, tmp
     assert resumed.metrics["accuracy_after"] > resumed.metrics["accuracy_before"] + 0.3
 
 
-def test_2_4_adaptation_keeps_the_pattern_and_trains_only_kept_positions(digits_task):
+def test_2_4_adaptation_keeps_the_pattern_and_trains_only_kept_positions(digits_task, tmp_path):
     from edged.sparse.nm import check_2_4
 
     result, events = _run(digits_task, method="taskedge", sparsity="2:4")
@@ -107,11 +107,25 @@ def test_2_4_adaptation_keeps_the_pattern_and_trains_only_kept_positions(digits_
     assert set(pruned) == {"backbone.3.weight", "backbone.9.weight"}  # the 1x1 conv and the Linear
     # the first conv (3 input channels) and the depthwise conv cannot hold 2:4: they stay dense and are listed
     assert set(sparsity["ineligible_layers"]) >= {"backbone.0.weight", "backbone.6.weight"}
+    # every pruned position travels in the delta, and every trained entry lies on a kept position: the trained
+    # entries found on kept positions (pruned layers) or anywhere (other layers) add up to all of them
+    trained = 0
     for name, indices in result.adaptation.changed.items():
-        if name in pruned:
-            assert bool((weights[name].detach().flatten()[indices] != 0).all())  # trained entries are kept ones
+        if name in result.pruning.keep_masks:
+            keep = result.pruning.keep_masks[name].flatten().cpu()
+            assert set((~keep).nonzero().flatten().tolist()) <= set(indices.tolist())
+            trained += int(keep[indices].sum())
+        elif indices is not None:
+            trained += indices.numel()
+    assert trained == result.adaptation.entries
     assert result.metrics["accuracy_after"] > result.metrics["accuracy_before"] + 0.3
     assert "prune" in result.metrics["stage_seconds"]
+    # the delta carries the pruning zeros and the re-estimated BatchNorm statistics: it rebuilds the 2:4 model
+    paths = write_outputs(result, tmp_path, AdaptConfig(method="taskedge", sparsity="2:4"), "tiny")
+    fresh = tiny_classifier()
+    apply_delta_(fresh, paths["delta"])
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
 
 
 def test_2_4_with_a_dense_update_method_is_refused(digits_task):
