@@ -18,7 +18,8 @@ def _preprocess(task):
 def _run(task, **options):
     model = tiny_classifier()
     events = []
-    options = {"epochs": 4, "batch_size": 16, "budget": 0.01, "lr": 3e-2, "head_lr": 3e-2, **options}
+    # CPU: these tests pin bit-level properties and determinism, which hold on the CPU (GPU paths: tests/jobs, gpu marks)
+    options = {"epochs": 4, "batch_size": 16, "budget": 0.01, "lr": 3e-2, "head_lr": 3e-2, "device": "cpu", **options}
     config = AdaptConfig(**options)
     return adapt(model, _preprocess, task, config, on_progress=events.append), events
 
@@ -81,7 +82,7 @@ def test_interrupted_adaptation_resumes_from_its_work_directory(digits_task, tmp
         if event["type"] == "step" and event["epoch"] == 1:
             raise Interrupt
 
-    config = AdaptConfig(method="taskedge", epochs=3, batch_size=16, budget=0.01, lr=3e-2, head_lr=3e-2)
+    config = AdaptConfig(method="taskedge", epochs=3, batch_size=16, budget=0.01, lr=3e-2, head_lr=3e-2, device="cpu")
     with pytest.raises(Interrupt):
         adapt(tiny_classifier(), _preprocess, digits_task, config, on_progress=stop_in_second_epoch, workdir=tmp_path)
     assert (tmp_path / "calibration.safetensors").exists() and (tmp_path / "mask.safetensors").exists()

@@ -63,7 +63,7 @@ class CountingRaplZone:
 @pytest.fixture
 def rapl_client(tmp_path, settings):
     sysfs = tmp_path / "sys"
-    with CountingRaplZone(sysfs), TestClient(create_app(settings.model_copy(update={"sysfs_root": sysfs}))) as c:
+    with CountingRaplZone(sysfs), TestClient(create_app(settings.model_copy(update={"sysfs_root": sysfs, "power_source": "rapl"}))) as c:
         yield c
 
 
