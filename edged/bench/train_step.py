@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.adapt.config import AdaptConfig
+from edged.adapt.run import resolve_device
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
 from edged.calibrate import calibrate
@@ -177,8 +178,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-timm", action="store_true", help="use edged's plain-torch ViT even if timm is installed")
     parser.add_argument("--out", type=Path, default=Path("bench-results/train_step.json"))
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     shape = tiny_vit_shape() if args.tiny else VIT_B16
     result = run_train_step_bench(args.methods.split(","), shape, args.batch, device, args.steps, args.budget,
                                   args.lora_rank, prefer_timm=not args.no_timm)
