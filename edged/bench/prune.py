@@ -17,16 +17,16 @@ from typing import Optional
 import torch
 
 from edged.adapt.config import AdaptConfig
-from edged.adapt.run import adapt, resolve_device
+from edged.adapt.run import adapt
 from edged.bench.adapt import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
 from edged.data.bundled import mnist_5k
-from edged.methods.base import backbone_layers
+from edged.data.task import num_samples
+from edged.devices import resolve_device
+from edged.methods.base import TaskBatches, backbone_layers
 from edged.methods.taskedge import importance
 from edged.models.registry import load_model
-from edged.data.task import num_samples
-from edged.methods.base import TaskBatches
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.train.evaluate import accuracy
 

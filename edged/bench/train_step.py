@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.adapt.config import AdaptConfig
-from edged.adapt.run import resolve_device
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
 from edged.calibrate import calibrate
+from edged.devices import resolve_device
 from edged.methods import get_method
 from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
 from edged.methods.sparse_delta import prepare_sparse, select_mask

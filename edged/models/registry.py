@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from edged.data.task import Inputs, Kind, TaskData
+from edged.devices import resolve_device
 from edged.errors import InvalidInput, NotFound, Unavailable
 from edged.models.classifier import Classifier
 from edged.sparse.layers import weight_layers
@@ -143,7 +144,7 @@ def load_model(
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise InvalidInput(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    target = _check_device(device)
+    target = resolve_device(device)
     backbone, info = _load_backbone(spec, options)
     weight_layers(backbone.module, prefix="backbone.")  # raises InvalidInput if nothing can be adapted
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -192,18 +193,6 @@ def merge_options(name: str, defaults: Mapping[str, int], given: Mapping[str, An
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"option {key} must be an integer, got {value!r}")
     return {**defaults, **given}
-
-
-def _check_device(device: Union[str, torch.device]) -> torch.device:
-    try:
-        target = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidInput(f"unknown device {device!r}", detail={"accepted": "cpu, cuda, cuda:N"}) from exc
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise Unavailable(f"device {device!r} requested but CUDA is not available on this machine")
-    if target.type not in ("cpu", "cuda"):
-        raise InvalidInput(f"unsupported device {device!r}", detail={"accepted": "cpu, cuda, cuda:N"})
-    return target
 
 
 def _checked_preprocess(preprocess: Callable[[TaskData], Inputs], info: ModelInfo) -> Callable[[TaskData], Inputs]:
