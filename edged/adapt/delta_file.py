@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from edged import __version__
 from edged.errors import InvalidInput
+from edged.store.tensor_files import save_tensors_atomic
 
 
 def delta_tensors(model: nn.Module, changed: dict[str, Optional[Tensor]]) -> dict[str, Tensor]:
@@ -40,10 +41,7 @@ def save_delta(path: Path, model: nn.Module, changed: dict[str, Optional[Tensor]
     meta = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
     meta["edged_version"] = __version__
     meta["layers"] = json.dumps(sorted(changed))
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return save_tensors_atomic(path, tensors, meta)
 
 
 @torch.no_grad()

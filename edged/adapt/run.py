@@ -16,6 +16,7 @@ from edged.adapt.delta_file import save_delta
 from edged.adapt.stage_cache import cached_calibration, cached_masks
 from edged.calibrate import CalibrationResult, calibrate
 from edged.data.task import Inputs, TaskData, take
+from edged.devices import resolve_device
 from edged.errors import InvalidInput
 from edged.methods import all_methods, get_method
 from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers
@@ -23,6 +24,7 @@ from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.methods.taskedge import importance
 from edged.sparse.layers import count_weights
 from edged.sparse.nm import PruneReport, check_2_4, prune_2_4_, recalibrate_batchnorm_
+from edged.store.tensor_files import save_tensors_atomic
 from edged.train.evaluate import accuracy
 from edged.train.loop import TrainSettings, amp_dtype, train
 
@@ -37,17 +39,6 @@ class AdaptResult:
     calibration: Optional[CalibrationResult] = None
     history: list[dict] = field(default_factory=list)
     pruning: Optional[PruneReport] = None  # with sparsity 2:4: keep masks and the layers left dense
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from edged.errors import Unavailable
-
-        raise Unavailable("device 'cuda' was asked for but torch sees no CUDA GPU", detail={"accepted": ["auto", "cpu"]})
-    return device
 
 
 class StageClock:
@@ -226,10 +217,6 @@ def write_outputs(result: AdaptResult, directory: Path, config: AdaptConfig, bas
     metadata = {"method": config.method, "budget": config.budget, "base_model": base_model,
                 "trainable_entries": result.adaptation.entries, "config": config.model_dump()}
     delta = save_delta(directory / "delta.safetensors", result.model, changed, metadata)
-    merged = directory / "merged.safetensors"
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    save_file(state, str(merged.with_name("merged.safetensors.tmp")), metadata={"base_model": base_model, "method": config.method})
-    merged.with_name("merged.safetensors.tmp").replace(merged)
+    merged = save_tensors_atomic(directory / "merged.safetensors", result.model.state_dict(),
+                                 {"base_model": base_model, "method": config.method})
     return {"delta": delta, "merged": merged}

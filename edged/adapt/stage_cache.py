@@ -12,17 +12,11 @@ from typing import Callable, Optional
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from edged.calibrate import CalibrationResult
-
-
-def _save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+from edged.store.tensor_files import save_tensors_atomic
 
 
 def cached_calibration(workdir: Optional[Path], compute: Callable[[], CalibrationResult]) -> tuple[CalibrationResult, bool]:
@@ -37,7 +31,7 @@ def cached_calibration(workdir: Optional[Path], compute: Callable[[], Calibratio
         return result, True
     result = compute()
     if path is not None:
-        _save(path, result.norms, {"micro_batch": str(result.micro_batch), "samples": str(result.samples),
+        save_tensors_atomic(path, result.norms, {"micro_batch": str(result.micro_batch), "samples": str(result.samples),
                                    "peak_memory_mb": str(result.peak_memory_mb), "seconds": str(result.seconds)})
     return result, False
 
@@ -48,5 +42,5 @@ def cached_masks(workdir: Optional[Path], compute: Callable[[], dict[str, Tensor
         return {k: v.to(torch.bool) for k, v in load_file(str(path)).items()}, True
     masks = compute()
     if path is not None:
-        _save(path, {k: v.to(torch.uint8) for k, v in masks.items()}, {})
+        save_tensors_atomic(path, {k: v.to(torch.uint8) for k, v in masks.items()}, {})
     return masks, False

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
+
+from edged.store.tensor_files import save_tensors_atomic
 
 
 @dataclass
@@ -24,12 +26,9 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     meta = {"epoch": str(checkpoint.epoch), "val_accuracy": repr(checkpoint.val_accuracy),
             "best_epoch": str(checkpoint.best_epoch), "best_accuracy": repr(checkpoint.best_accuracy)}
-    save_file({k: v.detach().contiguous().cpu() for k, v in checkpoint.state.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    save_tensors_atomic(path, checkpoint.state, meta)
 
 
 def load_checkpoint(path: Path) -> Optional[Checkpoint]:
