@@ -5,15 +5,16 @@
 Per layer (qkv 768->2304, proj 768->768, fc1 768->3072, fc2 3072->768 at 197 tokens x batch), fp16:
   dense_graph        cuBLAS F.linear replayed from a CUDA graph (the baseline)
   dense_eager        the same, launched from Python
-  subclass_eager/_graph   torch's straightforward `to_sparse_semi_structured` weight (cuSPARSELt, alg 0)
-  cutlass_eager      the same with `_FORCE_CUTLASS` (torch's CUTLASS kernels are built for sm80)
-  direct_eager/_graph     edged's SemiSparseLinear (direct `_cslt_sparse_mm`, fused transposes, alg 0)
-  tuned_graph        SemiSparseLinear with the best of cuSPARSELt's search and an alg-id sweep
+  torch_eager        torch's straightforward `to_sparse_semi_structured` weight (cuSPARSELt, default
+                     kernel; PyTorch builds the cuSPARSELt plan on every call, so few iterations)
+  cutlass_eager      the same with `_FORCE_CUTLASS` (torch's CUTLASS kernels are built for sm_8x)
+  direct_eager/_graph     edged's SemiSparseLinear (own cuSPARSELt binding, plan built once, default kernel)
+  tuned_graph        SemiSparseLinear with the fastest verified of cuSPARSELt's search and every alg id
 End to end, a ViT-B/16-sized encoder from CUDA graphs: dense, every Linear sparse (tuned config),
-sparse only where the layer table says it wins, and the dense and chosen models under torch.compile.
-Every variant's output is checked against dense fp16. Cases run in worker processes
-(`run_isolated`): one that fails or breaks CUDA is recorded and the rest go on. Needs only torch
-and numpy. Prints two tables and writes DIR/sparse_gpu_probe.json.
+and sparse only where the layer table says it wins. Every variant's output is checked against
+dense fp16. Cases run in worker processes (`isolation.run_isolated`): one that fails or breaks
+CUDA is recorded and the rest go on. Needs only torch and numpy. Prints two tables and writes
+DIR/sparse_gpu_probe.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +32,17 @@ import torch
 from torch import nn
 
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape
+from edged.compile.cusparselt_lib import KernelConfig
+from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.semi_structured import (
-    DTYPE, GRAPH_REPEAT, MIN_SPEEDUP, CsltConfig, LayerChoice, SemiSparseLinear, check_close, probe,
-    random_2_4_linear, run_isolated, sparsify_linears_, tune_case, worker_main,
+    DTYPE, GRAPH_REPEAT, LayerChoice, SemiSparseLinear, Shape, check_close, cuda_healthy, plan_layers, probe,
+    random_2_4_linear, sparsify_linears_,
 )
 from edged.compile.timing import time_cuda
 
-LAYER_VARIANTS = ("dense_graph", "dense_eager", "direct_eager", "direct_graph", "tuned_graph",
-                  "subclass_eager", "subclass_graph", "cutlass_eager")  # least risky first
+LAYER_VARIANTS = ("dense_graph", "dense_eager", "direct_eager", "direct_graph", "torch_eager", "cutlass_eager")
+TABLE_VARIANTS = (*LAYER_VARIANTS, "tuned_graph")  # tuned_graph comes from plan_layers
+TORCH_PATH_ITERS = 3  # torch's own path rebuilds the cuSPARSELt plan per call (~0.3 s on the H100)
 E2E_VARIANTS = ("dense", "sparse_all", "sparse_chosen", "dense_compiled", "sparse_chosen_compiled")
 COMPILED_MIN_BATCH = 32  # torch.compile costs ~1 min per model and batch: only where it matters
 WORKER = "edged.bench.sparse_gpu_probe"
@@ -60,24 +65,21 @@ def _subclass_linear(layer: nn.Linear, cutlass: bool) -> nn.Linear:
 def layer_case(case: dict[str, Any]) -> dict[str, Any]:
     """Worker: one variant of one Linear shape at one batch; timing per call and error vs dense."""
     variant, tokens = case["variant"], case["tokens"]
-    if variant == "tuned_graph":
-        row = tune_case({**case, "bias": True})
-        if row["best"] is None:
-            return {"error": "no config ran correctly", "tried": row["tried"], "search_error": row["search_error"]}
-        return {"ms": row["sparse_ms"], "config": row["best"], "tried": row["tried"], "search_error": row["search_error"]}
     torch.manual_seed(0)
     layer = random_2_4_linear(case["out"], case["in"], bias=True)
     x = torch.randn(tokens, case["in"], device="cuda", dtype=DTYPE)  # (T, in)
     ref = layer(x)  # (T, out)
+    iters, warmup = case["iters"], 20
     if variant.startswith("dense"):
         module: nn.Module = layer
     elif variant.startswith("direct"):
-        module = SemiSparseLinear(layer.weight, layer.bias, CsltConfig())
+        module = SemiSparseLinear(layer.weight, layer.bias)
     else:
         module = _subclass_linear(layer, cutlass=variant.startswith("cutlass"))
+        iters, warmup = TORCH_PATH_ITERS, 1
     err = check_close(module(x), ref, variant)
     graph = variant.endswith("_graph")
-    timing = time_cuda(lambda: module(x), case["batch"], iters=case["iters"], cuda_graph=graph,
+    timing = time_cuda(lambda: module(x), case["batch"], warmup=warmup, iters=iters, cuda_graph=graph,
                        repeat=GRAPH_REPEAT if graph else 1)
     return {"ms": timing.p50_ms, "p95_ms": timing.p95_ms, "rel_err": err}
 
@@ -102,7 +104,7 @@ def _plan(entries: list[list], chosen_only: bool) -> dict:
     plan = {}
     for out_f, in_f, bias, tokens, config, wins in entries:
         sparse = config is not None and (wins or not chosen_only)
-        cfg = CsltConfig(**config) if config else None
+        cfg = KernelConfig(**config) if config else None
         plan[(out_f, in_f, bias, tokens)] = LayerChoice(tokens, None, None, cfg, sparse, "from the layer table")
     return plan
 
@@ -134,19 +136,30 @@ def layer_cases(shape: VitShape, batches: list[int], iters: int) -> list[dict]:
             for variant in LAYER_VARIANTS for b in batches for name, fin, fout in vit_layers(shape)]
 
 
-def plan_entries(cases: list[dict], rows: list[dict]) -> list[list]:
-    """Per (shape, tokens): the tuned config and whether it beats dense (both from CUDA graphs)."""
-    by_key: dict[tuple, dict[str, dict]] = {}
-    for case, row in zip(cases, rows):
-        by_key.setdefault((case["out"], case["in"], True, case["tokens"]), {})[case["variant"]] = row
-    entries = []
-    for key, variants in by_key.items():
-        dense, tuned = variants.get("dense_graph", {}), variants.get("tuned_graph", {})
-        config = tuned.get("config")
-        wins = bool(config and "ms" in dense and dense["ms"] / tuned["ms"] >= MIN_SPEEDUP)
-        entries.append([*key, config, wins])
-    # the encoder's Linears also see 196 (patch embedding) and B (head) rows: those stay dense
-    return entries
+def layer_shapes_at(shape: VitShape, batches: list[int]) -> dict[Shape, tuple[str, int]]:
+    """{(out, in, bias, tokens): (layer name, batch)} of the encoder block's Linears."""
+    return {(fout, fin, True, b * shape.tokens): (f"{name} {fin}->{fout}", b)
+            for b in batches for name, fin, fout in vit_layers(shape)}
+
+
+def plan_entries(plan: dict[Shape, LayerChoice]) -> list[list]:
+    """Per (shape, tokens): the tuned config and whether it beats dense (both from CUDA graphs).
+    The encoder's Linears also see 196 (patch embedding) and B (head) rows: those stay dense."""
+    return [[*key, asdict(c.config) if c.config else None, c.sparse] for key, c in plan.items()]
+
+
+def tuned_rows(plan: dict[Shape, LayerChoice], names: dict[Shape, tuple[str, int]]) -> list[dict]:
+    rows = []
+    for key, choice in plan.items():
+        name, batch = names[key]
+        row: dict[str, Any] = {"variant": "tuned_graph", "name": name, "batch": batch, "tokens": key[3],
+                               "reason": choice.reason}
+        if choice.sparse_ms is not None:
+            row.update(ms=choice.sparse_ms, config=asdict(choice.config) if choice.config else None)
+        else:
+            row["error"] = choice.reason
+        rows.append(row)
+    return rows
 
 
 def e2e_cases(shape: VitShape, batches: list[int], iters: int, entries: list[list], compiled: bool) -> list[dict]:
@@ -168,13 +181,13 @@ def _cell(row: dict, base: dict | None) -> str:
 
 def format_tables(result: dict) -> str:
     lines = ["per layer: ms per call (p50) and speed-up vs dense_graph; fp16, tokens = batch x tokens per image"]
-    lines.append(f"{'layer':<16}{'batch':>6}" + "".join(f"{v:>22}" for v in LAYER_VARIANTS))
+    lines.append(f"{'layer':<16}{'batch':>6}" + "".join(f"{v:>18}" for v in TABLE_VARIANTS))
     table: dict[tuple, dict[str, dict]] = {}
     for row in result["layers"]:
         table.setdefault((row["name"], row["batch"]), {})[row["variant"]] = row
     for (name, batch), variants in table.items():
         base = variants.get("dense_graph")
-        lines.append(f"{name:<16}{batch:>6}" + "".join(f"{_cell(variants.get(v, {}), base):>22}" for v in LAYER_VARIANTS))
+        lines.append(f"{name:<16}{batch:>6}" + "".join(f"{_cell(variants.get(v, {}), base):>18}" for v in TABLE_VARIANTS))
     lines += ["", "end to end (ViT-B/16-sized encoder, CUDA graphs): ms per batch and speed-up vs dense"]
     lines.append(f"{'variant':<24}" + "".join(f"{'batch ' + str(b):>20}" for b in result["config"]["batches"]))
     e2e: dict[str, dict[int, dict]] = {}
@@ -207,9 +220,11 @@ def run_probe(
     if not ok:
         raise SystemExit(f"cannot run the 2:4 GPU probe: {why}")
     cases = layer_cases(shape, batches, iters)
-    rows = run_isolated(WORKER, cases, budget_s * 0.5)
-    result["layers"] = _labelled(cases, rows)
-    entries = plan_entries(cases, rows)
+    result["layers"] = _labelled(cases, run_isolated(WORKER, cases, budget_s * 0.25))
+    names = layer_shapes_at(shape, batches)
+    plan = plan_layers(list(names), iters=iters, timeout_s=budget_s * 0.75 - (time.monotonic() - start))
+    result["layers"] += tuned_rows(plan, names)
+    entries = plan_entries(plan)
     result["plan"] = entries
     cases = e2e_cases(shape, batches, max(10, iters // 2), entries, compiled)
     remaining = budget_s - (time.monotonic() - start)
@@ -237,4 +252,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main(run_case) if "--cases" in sys.argv else main())
+    sys.exit(worker_main(run_case, cuda_healthy) if "--cases" in sys.argv else main())

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from edged.bench.sparse import format_table, main, prune_by_magnitude_
-from edged.bench.sparse_gpu_probe import format_tables, layer_cases, plan_entries, run_probe
+from edged.bench.sparse_gpu_probe import format_tables, layer_shapes_at, plan_entries, run_probe, tuned_rows
 from edged.bench.vit import VitEncoder, tiny_vit_shape
-from edged.compile.semi_structured import probe
+from edged.compile.semi_structured import choose, probe
 from edged.sparse.layers import weight_layers
 from edged.sparse.nm import group_nonzeros
 
@@ -44,22 +44,24 @@ def test_table_marks_missing_values():
 
 def test_probe_plans_sparse_only_where_the_tuned_kernel_beats_dense():
     shape = tiny_vit_shape()
-    cases = layer_cases(shape, [1], iters=3)
-    fast = {"dense_graph": {"ms": 2.0}, "tuned_graph": {"ms": 1.0, "config": {"alg_id": 1, "split_k": 1, "split_k_mode": -1}}}
-    slow = {"dense_graph": {"ms": 1.0}, "tuned_graph": {"ms": 2.0, "config": {"alg_id": 0, "split_k": 1, "split_k_mode": -1}}}
-    rows = [(fast if c["name"].startswith("fc1") else slow).get(c["variant"], {"error": "x"}) for c in cases]
-    entries = {tuple(e[:4]): e[4:] for e in plan_entries(cases, rows)}
-    assert len(entries) == 4  # qkv, proj, fc1, fc2 at one batch
+    names = layer_shapes_at(shape, [1])
+    assert len(names) == 4  # qkv, proj, fc1, fc2 at one batch
+    fast = ({"ms": 2.0}, [{"ms": 1.0, "config": {"alg_id": 1, "split_k": 1, "split_k_mode": 0}}])
+    slow = ({"ms": 1.0}, [{"ms": 2.0, "config": {"alg_id": 0, "split_k": 1, "split_k_mode": 0}}])
+    plan = {key: choose(key[3], *(fast if name.startswith("fc1") else slow)) for key, (name, _) in names.items()}
+    entries = {tuple(e[:4]): e[4:] for e in plan_entries(plan)}
     for (out_f, in_f, _bias, tokens), (config, wins) in entries.items():
         assert tokens == shape.tokens and config is not None
         assert wins == ((in_f, out_f) == (shape.dim, shape.mlp))
+    rows = {r["name"].split()[0]: r for r in tuned_rows(plan, names)}
+    assert rows["fc1"]["ms"] == 1.0 and rows["fc1"]["config"]["alg_id"] == 1 and rows["proj"]["ms"] == 2.0
 
 
 def test_probe_table_shows_failures_and_speedups():
     result = {"config": {"batches": [1]}, "end_to_end": [],
               "layers": [{"name": "fc1", "batch": 1, "variant": "dense_graph", "ms": 2.0},
                          {"name": "fc1", "batch": 1, "variant": "tuned_graph", "ms": 1.0},
-                         {"name": "fc1", "batch": 1, "variant": "subclass_graph", "error": "boom"}]}
+                         {"name": "fc1", "batch": 1, "variant": "torch_eager", "error": "boom"}]}
     table = format_tables(result)
     assert "2.00x" in table and "FAILED" in table and "boom" in table
 
