@@ -60,7 +60,7 @@ def _row(what: str, batch: int, dense: Any, sparse: Any, **extra: Any) -> dict[s
             "sparse": sparse.as_dict() if sparse else None, "speedup_p50": speedup, **extra}
 
 
-def _energy_per_item(fn: Callable[[], Any], batch: int, source: Any) -> float | None:
+def energy_per_item(fn: Callable[[], Any], batch: int, source: Any) -> float | None:
     """Joules per item over ~ENERGY_SECONDS of back-to-back calls (None without a power source)."""
     if source is None:
         return None
@@ -75,7 +75,7 @@ def _energy_per_item(fn: Callable[[], Any], batch: int, source: Any) -> float | 
     return joules / (calls * batch) if joules is not None else None
 
 
-def _graphed(model: nn.Module, x: Tensor) -> Callable[[], Any]:
+def graphed(model: nn.Module, x: Tensor) -> Callable[[], Any]:
     from edged.compile.timing import capture_graph
 
     graph, _ = capture_graph(lambda: model(x))
@@ -91,11 +91,11 @@ def bench_model_gpu(what: str, model: nn.Module, example: Tensor, batch: int, it
     sparse_model = copy.deepcopy(dense_model)
     with torch.inference_mode():
         choices, kept_dense = sparsify_linears_(sparse_model, x)
-        dense_fn, sparse_fn = _graphed(dense_model, x), _graphed(sparse_model, x)
+        dense_fn, sparse_fn = graphed(dense_model, x), graphed(sparse_model, x)
         dense = time_cuda(dense_fn, batch, iters=iters)
         sparse = time_cuda(sparse_fn, batch, iters=iters)
-        energy = {"dense_j_per_item": _energy_per_item(dense_fn, batch, source),
-                  "sparse_j_per_item": _energy_per_item(sparse_fn, batch, source)}
+        energy = {"dense_j_per_item": energy_per_item(dense_fn, batch, source),
+                  "sparse_j_per_item": energy_per_item(sparse_fn, batch, source)}
     del sparse_model
     torch.cuda.empty_cache()
     return _row(what, batch, dense, sparse, sparse_layers=sum(c.sparse for c in choices.values()),
@@ -130,7 +130,7 @@ def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str
     return {"layers": layers, "end_to_end": e2e}
 
 
-def _power_source() -> tuple[Any, str]:
+def gpu_power_source() -> tuple[Any, str]:
     """jtop (the board's input rail) or NVML (the GPU): sources that see GPU inference energy.
     RAPL measures only the CPU package, so it is not used here."""
     try:
@@ -201,7 +201,7 @@ def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Modu
                           compiled=True, shape=shape)
     result: dict[str, Any] = {"probe": probe, "end_to_end": []}
     if adapted is not None:
-        source, result["power_source"] = _power_source()
+        source, result["power_source"] = gpu_power_source()
         model, example = adapted
         for batch in batches:
             x = example[:1].expand(batch, *example.shape[1:]).contiguous()

@@ -122,8 +122,21 @@ def e2e_case(case: dict[str, Any]) -> dict[str, Any]:
     fn = torch.compile(model) if variant.endswith("compiled") else model
     err = check_close(fn(images), ref, variant, tol=E2E_TOL)
     timing = time_cuda(lambda: fn(images), batch, warmup=5, iters=case["iters"], cuda_graph=True)
-    return {"ms": timing.p50_ms, "p95_ms": timing.p95_ms, "items_per_s": timing.items_per_s,
-            "rel_err": err, "sparse_layers": sparse_layers}
+    return {"ms": timing.p50_ms, "p95_ms": timing.p95_ms, "p99_ms": timing.p99_ms, "items_per_s": timing.items_per_s,
+            "rel_err": err, "sparse_layers": sparse_layers, **_energy(fn, images, batch)}
+
+
+def _energy(model: Any, images: torch.Tensor, batch: int) -> dict[str, Any]:
+    """Joules per image over ~2 s of graph replays, from NVML or jtop where present."""
+    from edged.bench.sparse import energy_per_item, graphed, gpu_power_source
+
+    source, why = gpu_power_source()
+    if source is None:
+        return {"energy_j_per_item": None, "power_source": why}
+    try:
+        return {"energy_j_per_item": energy_per_item(graphed(model, images), batch, source), "power_source": why}
+    finally:
+        source.close()
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +211,10 @@ def format_tables(result: dict) -> str:
         cells = [_cell(by_batch[b], e2e.get(base_name, {}).get(b)) if b in by_batch else "-"
                  for b in result["config"]["batches"]]
         lines.append(f"{variant:<24}" + "".join(f"{c:>20}" for c in cells))
+    energy = [r for r in result["end_to_end"] if r.get("energy_j_per_item")]
+    if energy:
+        lines += ["", f"energy per image ({energy[0]['power_source']}), mJ"]
+        lines += [f"{r['variant']:<24} batch {r['batch']:>4}: {r['energy_j_per_item'] * 1e3:.3f}" for r in energy]
     failures = [r for r in result["layers"] + result["end_to_end"] if "error" in r]
     lines += ["", f"failures ({len(failures)}):"] + [
         f"  {r.get('name', 'e2e')} b{r['batch']} {r['variant']}: {r['error'][:160]}" for r in failures]
