@@ -2,8 +2,8 @@
 
 Why not `torch._cslt_sparse_mm`: PyTorch (<= 2.11) builds the matrix descriptors, the algorithm
 selection and the matmul plan again on EVERY call and destroys them after it. On the H100 with
-cuSPARSELt 0.8 a ViT-B/16 layer then costs 1.1-1.3 ms per call through PyTorch against 0.12-0.39 ms
-through a kept plan (`edged bench sparse`, README "2:4 on the GPU"); the first plan of a process
+cuSPARSELt 0.8 a ViT-B/16 layer then costs 0.66-1.24 ms per call through PyTorch against 0.06-0.39 ms
+through a kept plan, eager (`edged bench sparse`, README "2:4 latency and energy on the H100"); the first plan of a process
 takes ~270 ms (kernel loading). Here the descriptors and the plan of one (weight, token count) are
 built once; a forward is one `cusparseLtMatmul` launch on the current stream, which a CUDA graph
 can capture.

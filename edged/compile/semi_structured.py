@@ -3,7 +3,7 @@
 Why the straightforward `to_sparse_semi_structured` use is slow, and what this module does instead:
 - Plan set-up on every call: PyTorch's `_cslt_sparse_mm` (behind every F.linear on a
   SparseSemiStructuredTensor) builds cuSPARSELt's descriptors and matmul plan on each call and
-  throws them away (H100: 1.1-1.3 ms per ViT layer call). -> edged's own binding (`cusparselt_lib`)
+  throws them away (H100: 0.66-1.24 ms per ViT layer call). -> edged's own binding (`cusparselt_lib`)
   compresses each weight once and keeps one plan per token count, so a forward is one
   cusparseLtMatmul launch; the model runs from CUDA graphs (`GraphedRunner`).
 - Algorithm choice: the default kernel is often not the fastest (H100, 768->3072 at 6304 tokens:
@@ -95,6 +95,7 @@ class SemiSparseLinear(nn.Module):
         self.config = self.plan(x2d.shape[0]).search(x2d)
         return self.config
 
+    @torch.compiler.disable  # a ctypes call: under torch.compile it runs eagerly between compiled graphs
     def forward(self, x: Tensor) -> Tensor:  # (..., in)
         lead = x.shape[:-1]
         x2d = self._rows(x)
