@@ -33,6 +33,10 @@ class AdaptConfig(BaseModel):
     )
     calibration_samples: int = Field(512, ge=1, description="training samples used for calibration/scoring")
     sparsity: Literal["none", "2:4"] = Field("none", description="prune to 2:4 before training")
+    dense_reference: bool = Field(
+        True, description="with sparsity '2:4': first adapt the unpruned model the same way, so the metrics show "
+        "what 2:4 costs (accuracy_dense_adapted); doubles the training time",
+    )
     seed: int = Field(0, ge=0, description="seed for the split, the head, shuffling and random scores")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -117,6 +119,10 @@ def adapt(
     eval_batch = max(config.batch_size, 64)
     with clock.stage("evaluate_before"):
         accuracy_before = accuracy(model, data.val_inputs, data.val_labels, eval_batch, device, dtype)
+    accuracy_dense_adapted = None
+    if config.sparsity == "2:4" and config.dense_reference:
+        with clock.stage("dense_reference"):
+            accuracy_dense_adapted = _dense_reference(model, preprocess, task, config, device, on_progress, workdir)
     calibration, pruning = None, None
     if method.name in ("taskedge", "taskedge_lora") or config.sparsity == "2:4":
         with clock.stage("calibrate"):
@@ -127,6 +133,8 @@ def adapt(
         with clock.stage("prune"):
             pruning = prune_2_4_(model, importance(model, calibration), backbone_layers(model))
             recalibrated = recalibrate_batchnorm_(model, data.calib)
+        with clock.stage("evaluate_pruned"):
+            accuracy_pruned = accuracy(model, data.val_inputs, data.val_labels, eval_batch, device, dtype)
     score_config = ScoreConfig(seed=config.seed, memory_budget_mb=config.memory_budget_mb, calibration=calibration)
     allowed = pruning.keep_masks if pruning else None
     adaptation = _prepare(method, model, data.calib, config, score_config, clock, workdir, allowed)
@@ -149,8 +157,55 @@ def adapt(
         "device": str(device), "stage_seconds": clock.seconds,
     }
     if pruning is not None:
-        metrics["sparsity"] = {**pruning.summary(), "pattern_holds": _pattern_holds(model, pruning)}
+        metrics["sparsity"] = {
+            **pruning.summary(), "pattern_holds": _pattern_holds(model, pruning),
+            "accuracy_dense_adapted": accuracy_dense_adapted,  # None with dense_reference off
+            "accuracy_pruned_no_recovery": accuracy_pruned,  # 2:4 by |W|*||X|| + BatchNorm re-estimated
+            "accuracy_2_4_adapted": accuracy_after,
+        }
     return AdaptResult(model, adaptation, metrics, calibration, result.history, pruning)
+
+
+def _dense_reference(model: nn.Module, preprocess: Callable, task: TaskData, config: AdaptConfig,
+                     device: torch.device, on_progress: Optional[ProgressCallback], workdir: Optional[Path]) -> float:
+    """Validation accuracy of the same adaptation on an unpruned copy of `model`: what 2:4 is compared with.
+    Runs with its own RNG stream (the 2:4 run is the same with or without it) and its own work dir, and
+    its result is kept there, so a resumed job does not train it again."""
+    ref_dir = workdir / "dense_reference" if workdir else None
+    result_file = ref_dir / "accuracy.json" if ref_dir else None
+    if result_file is not None and result_file.is_file():
+        return float(json.loads(result_file.read_text())["accuracy_after"])
+    if ref_dir is not None:
+        ref_dir.mkdir(parents=True, exist_ok=True)
+    dense_config = config.model_copy(update={"sparsity": "none", "dense_reference": False})
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        reference = adapt(copy.deepcopy(model), preprocess, task, dense_config, _reference_progress(on_progress), ref_dir)
+    accuracy_after = float(reference.metrics["accuracy_after"])
+    del reference
+    if result_file is not None:
+        partial = result_file.with_suffix(".tmp")
+        partial.write_text(json.dumps({"accuracy_after": accuracy_after}))
+        partial.replace(result_file)
+    return accuracy_after
+
+
+def _reference_progress(on_progress: Optional[ProgressCallback]) -> Optional[ProgressCallback]:
+    """The reference run's events for the job: epochs (and a step at most once a second, which also
+    lets a cancel or a stop act) as `dense_reference_*`; its stages stay inside "dense_reference"."""
+    if on_progress is None:
+        return None
+    last_step = [0.0]
+
+    def forward(event: dict) -> None:
+        if event["type"] == "stage":
+            return
+        if event["type"] == "step":
+            if time.monotonic() - last_step[0] < 1.0:
+                return
+            last_step[0] = time.monotonic()
+        on_progress({**event, "type": f"dense_reference_{event['type']}"})
+
+    return forward
 
 
 def _add_pruned_entries_(changed: dict[str, Optional[Tensor]], keep_masks: dict[str, Tensor]) -> None:

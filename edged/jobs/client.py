@@ -119,6 +119,8 @@ def describe_event(kind: str, data: dict[str, Any]) -> Optional[str]:
     if kind == "epoch":
         return (f"  epoch {data['epoch']:<10} train loss {data['train_loss']:.4f}  "
                 f"val accuracy {100 * data['val_accuracy']:.1f} %")
+    if kind == "dense_reference_epoch":
+        return (f"  dense reference  epoch {data['epoch']}  val accuracy {100 * data['val_accuracy']:.1f} %")
     if kind in ("state", "resumed"):
         reason = data.get("error") or data.get("reason")
         return f"job {data['state']}" + (f": {reason}" if reason else "")

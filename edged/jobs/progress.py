@@ -20,7 +20,8 @@ STEP_EVENT_INTERVAL_S = 0.25
 CANCEL_CHECK_INTERVAL_S = 0.5
 # Where each stage starts on the 0..1 progress scale; training fills TRAIN_SPAN by step.
 STAGE_PROGRESS = {
-    "validate": 0.0, "prepare": 0.03, "evaluate_before": 0.05, "calibrate": 0.06, "score": 0.08, "mask": 0.09,
+    "validate": 0.0, "prepare": 0.03, "evaluate_before": 0.05, "dense_reference": 0.055, "calibrate": 0.06,
+    "prune": 0.07, "evaluate_pruned": 0.075, "score": 0.08, "mask": 0.09,
     "prepare_method": 0.09, "train": 0.1, "merge": 0.9, "evaluate": 0.91, "export": 0.94, "compile": 0.96,
     "record": 0.99,
 }

@@ -34,6 +34,7 @@ class JobCreate(BaseModel):
         None, gt=0.0, description="peak memory allowed for calibration, in MiB (default: EDGED_DEFAULT_MEMORY_BUDGET_MB)"
     )
     sparsity: Literal["none", "2:4"] = _adapt_field("sparsity")
+    dense_reference: bool = _adapt_field("dense_reference")
     compile: str = Field("none", description="compile backend for the adapted model ('auto', a backend name) or 'none'")
     seed: int = _adapt_field("seed")
     image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")

@@ -129,6 +129,27 @@ def test_2_4_adaptation_keeps_the_pattern_and_trains_only_kept_positions(digits_
         assert torch.equal(fresh.state_dict()[name], value), name
 
 
+def test_2_4_metrics_show_the_dense_reference_and_the_unrecovered_accuracy(digits_task, tmp_path):
+    config = AdaptConfig(method="taskedge", sparsity="2:4", epochs=4, batch_size=16, budget=0.01, lr=3e-2,
+                         head_lr=3e-2, device="cpu")
+    events = []
+    result = adapt(tiny_classifier(), _preprocess, digits_task, config, on_progress=events.append, workdir=tmp_path)
+    sparsity = result.metrics["sparsity"]
+    dense = adapt(tiny_classifier(), _preprocess, digits_task, config.model_copy(update={"sparsity": "none"}))
+    assert sparsity["accuracy_dense_adapted"] == dense.metrics["accuracy_after"]  # the same run, on an unpruned copy
+    assert sparsity["accuracy_2_4_adapted"] == result.metrics["accuracy_after"]
+    assert sparsity["accuracy_pruned_no_recovery"] < sparsity["accuracy_2_4_adapted"]
+    assert {"dense_reference", "evaluate_pruned"} <= set(result.metrics["stage_seconds"])
+    # its events are labelled, and its stages stay inside the job's "dense_reference" stage
+    assert any(e["type"] == "dense_reference_epoch" for e in events)
+    assert [e["stage"] for e in events if e["type"] == "stage"].count("train") == 2  # started + finished, once
+    # the reference does not change the 2:4 run (own RNG stream), and a resumed job reads its cached result
+    without = adapt(tiny_classifier(), _preprocess, digits_task, config.model_copy(update={"dense_reference": False}))
+    assert without.metrics["accuracy_after"] == result.metrics["accuracy_after"]
+    assert without.metrics["sparsity"]["accuracy_dense_adapted"] is None
+    assert (tmp_path / "dense_reference" / "accuracy.json").is_file()
+
+
 def test_2_4_with_a_dense_update_method_is_refused(digits_task):
     with pytest.raises(InvalidInput, match="cannot be kept by method 'lora'"):
         _run(digits_task, method="lora", sparsity="2:4")

@@ -67,8 +67,8 @@ def rapl_client(tmp_path, settings):
         yield c
 
 
-CORE_STAGES = {"validate", "prepare", "evaluate_before", "calibrate", "prune", "score", "mask", "train", "merge",
-               "evaluate", "export", "compile", "benchmark", "record"}
+CORE_STAGES = {"validate", "prepare", "evaluate_before", "dense_reference", "calibrate", "prune", "evaluate_pruned",
+               "score", "mask", "train", "merge", "evaluate", "export", "compile", "benchmark", "record"}
 
 
 def _run_job(client, auth, **overrides) -> dict:
@@ -95,7 +95,10 @@ def test_2_4_job_compiled_with_onnxruntime(rapl_client, auth, tmp_path):
     m = job["metrics"]
 
     # accuracy of the compiled artifact, re-measured on the validation split, agrees with PyTorch's
-    assert m["accuracy_2_4_adapted"] == m["accuracy_after"]
+    assert m["accuracy_2_4_adapted"] == m["accuracy_after"] == m["sparsity"]["accuracy_2_4_adapted"]
+    # what 2:4 costs: the same adaptation of the unpruned model, and the pruned model before recovery
+    assert m["sparsity"]["accuracy_dense_adapted"] > m["accuracy_before"]
+    assert 0 <= m["sparsity"]["accuracy_pruned_no_recovery"] <= 1
     assert abs(m["accuracy_compiled"] - m["accuracy_after"]) <= 1 / m["val_samples"] + 1e-9
     assert m["compile"]["backend"] == "onnxruntime" and m["compile"]["val_samples"] == m["val_samples"]
     assert m["compile"]["prediction_agreement"] >= 0.98 and m["compiled_max_abs_logit_diff"] < 1e-3
