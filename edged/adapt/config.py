@@ -37,6 +37,10 @@ class AdaptConfig(BaseModel):
         True, description="with sparsity '2:4': first adapt the unpruned model the same way, so the metrics show "
         "what 2:4 costs (accuracy_dense_adapted); doubles the training time",
     )
+    distill_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="with sparsity '2:4' and the dense reference: share of the recovery loss "
+        "spent on matching the dense reference's outputs (knowledge distillation; 0 = labels only)",
+    )
     seed: int = Field(0, ge=0, description="seed for the split, the head, shuffling and random scores")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")

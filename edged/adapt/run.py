@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from edged.adapt.config import AdaptConfig
@@ -27,7 +28,7 @@ from edged.methods.taskedge import importance
 from edged.sparse.layers import count_weights
 from edged.sparse.nm import PruneReport, check_2_4, prune_2_4_, recalibrate_batchnorm_
 from edged.store.tensor_files import save_tensors_atomic
-from edged.train.evaluate import accuracy
+from edged.train.evaluate import accuracy, predict_logits
 from edged.train.loop import TrainSettings, amp_dtype, train
 
 ProgressCallback = Callable[[dict], None]
@@ -119,10 +120,11 @@ def adapt(
     eval_batch = max(config.batch_size, 64)
     with clock.stage("evaluate_before"):
         accuracy_before = accuracy(model, data.val_inputs, data.val_labels, eval_batch, device, dtype)
-    accuracy_dense_adapted = None
+    accuracy_dense_adapted, teacher_logits = None, None
     if config.sparsity == "2:4" and config.dense_reference:
         with clock.stage("dense_reference"):
-            accuracy_dense_adapted = _dense_reference(model, preprocess, task, config, device, on_progress, workdir)
+            accuracy_dense_adapted, teacher_logits = _dense_reference(
+                model, preprocess, task, config, data, device, dtype, on_progress, workdir)
     calibration, pruning = None, None
     if method.name in ("taskedge", "taskedge_lora") or config.sparsity == "2:4":
         with clock.stage("calibrate"):
@@ -141,7 +143,8 @@ def adapt(
     adaptation.changed.update({name: None for name in recalibrated if name not in adaptation.changed})
     if pruning is not None:
         _add_pruned_entries_(adaptation.changed, pruning.keep_masks)
-    result = _train(model, adaptation, data, config, method.default_lr, device, clock, on_progress, workdir)
+    result = _train(model, adaptation, data, config, method.default_lr, device, clock, on_progress, workdir,
+                    teacher_logits)
     with clock.stage("merge"):
         adaptation.merge_()
     with clock.stage("evaluate"):
@@ -166,27 +169,32 @@ def adapt(
     return AdaptResult(model, adaptation, metrics, calibration, result.history, pruning)
 
 
-def _dense_reference(model: nn.Module, preprocess: Callable, task: TaskData, config: AdaptConfig,
-                     device: torch.device, on_progress: Optional[ProgressCallback], workdir: Optional[Path]) -> float:
-    """Validation accuracy of the same adaptation on an unpruned copy of `model`: what 2:4 is compared with.
-    Runs with its own RNG stream (the 2:4 run is the same with or without it) and its own work dir, and
-    its result is kept there, so a resumed job does not train it again."""
+def _dense_reference(model: nn.Module, preprocess: Callable, task: TaskData, config: AdaptConfig, data: _Split,
+                     device: torch.device, dtype, on_progress: Optional[ProgressCallback],
+                     workdir: Optional[Path]) -> tuple[float, Optional[Tensor]]:
+    """The same adaptation on an unpruned copy of `model`: its validation accuracy (what 2:4 is compared
+    with) and, when distilling, its logits on the training samples (N, classes) as the recovery's teacher.
+    Runs with its own RNG stream (the 2:4 run does not depend on it but through the teacher) and its own
+    work dir, where its results are kept, so a resumed job does not train it again."""
     ref_dir = workdir / "dense_reference" if workdir else None
-    result_file = ref_dir / "accuracy.json" if ref_dir else None
-    if result_file is not None and result_file.is_file():
-        return float(json.loads(result_file.read_text())["accuracy_after"])
-    if ref_dir is not None:
-        ref_dir.mkdir(parents=True, exist_ok=True)
+    distill = config.distill_weight > 0
+    if ref_dir is not None and (ref_dir / "result.json").is_file():
+        cached = load_file(str(ref_dir / "teacher.safetensors")) if distill else {}
+        return float(json.loads((ref_dir / "result.json").read_text())["accuracy_after"]), cached.get("logits")
     dense_config = config.model_copy(update={"sparsity": "none", "dense_reference": False})
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         reference = adapt(copy.deepcopy(model), preprocess, task, dense_config, _reference_progress(on_progress), ref_dir)
     accuracy_after = float(reference.metrics["accuracy_after"])
+    teacher = predict_logits(reference.model, data.train_inputs, max(config.batch_size, 64), device, dtype) if distill else None
     del reference
-    if result_file is not None:
-        partial = result_file.with_suffix(".tmp")
+    if ref_dir is not None:
+        ref_dir.mkdir(parents=True, exist_ok=True)
+        if teacher is not None:
+            save_tensors_atomic(ref_dir / "teacher.safetensors", {"logits": teacher})
+        partial = ref_dir / "result.json.tmp"
         partial.write_text(json.dumps({"accuracy_after": accuracy_after}))
-        partial.replace(result_file)
-    return accuracy_after
+        partial.replace(ref_dir / "result.json")  # written last: it marks the reference complete
+    return accuracy_after, teacher
 
 
 def _reference_progress(on_progress: Optional[ProgressCallback]) -> Optional[ProgressCallback]:
@@ -230,7 +238,7 @@ def _budget_metrics(model: nn.Module, adaptation: Adaptation) -> dict:
 
 
 def _train(model, adaptation: Adaptation, data: _Split, config: AdaptConfig, default_lr: float, device,
-           clock: StageClock, on_progress, workdir: Optional[Path]):
+           clock: StageClock, on_progress, workdir: Optional[Path], teacher_logits: Optional[Tensor] = None):
     head_params = dict(model.head.named_parameters(prefix="head"))
     for p in head_params.values():
         p.requires_grad_(True)
@@ -239,11 +247,11 @@ def _train(model, adaptation: Adaptation, data: _Split, config: AdaptConfig, def
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or default_lr, head_lr=config.head_lr,
         weight_decay=config.weight_decay, schedule=config.schedule, warmup_fraction=config.warmup_fraction,
         patience=config.patience, seed=config.seed, amp=config.amp, train_norm_layers=adaptation.train_norm_layers,
-        checkpoint_dir=workdir / "checkpoint" if workdir else None,
+        checkpoint_dir=workdir / "checkpoint" if workdir else None, distill_weight=config.distill_weight,
     )
     with clock.stage("train"):
         return train(model, params, set(head_params), (data.train_inputs, data.train_labels),
-                     (data.val_inputs, data.val_labels), settings, device, on_progress)
+                     (data.val_inputs, data.val_labels), settings, device, on_progress, teacher_logits)
 
 
 def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_config: ScoreConfig,

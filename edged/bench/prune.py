@@ -3,7 +3,8 @@
 Rows (MobileNetV2 + MNIST-5k, same split and seed): the dense adapted model (taskedge, 0.1 %); that model
 pruned to 2:4 one-shot by |W| and by task importance |W| * ||X||_2 (calibrated on the adapted model),
 without any recovery; and the 2:4 pipeline (prune the base by task importance, then sparse training
-restricted to the kept positions). Goal: 2:4-adapted within 1 point of dense-adapted.
+restricted to the kept positions), with labels only and with distillation from the dense reference
+(the job's `dense_reference` + `distill_weight`). Goal: 2:4-adapted within 1 point of dense-adapted.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _one_shot(adapted: torch.nn.Module, by: str, calib_inputs, val, device: torc
 
 
 def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: int, device_name: str,
-                    recovery_budgets: tuple[float, ...] = (0.001, 0.01)) -> dict:
+                    recovery_budgets: tuple[float, ...] = (0.001, 0.01),
+                    distill_weights: tuple[float, ...] = (0.0, 0.5)) -> dict:
     task = subset(mnist_5k(), samples or 5000, seed)
     device = resolve_device(device_name)
     base = {"method": "taskedge", "budget": 0.001, "epochs": epochs, "batch_size": batch_size, "seed": seed,
@@ -71,14 +73,19 @@ def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: 
                  "accuracy": accuracy(pruned_model, *val, batch_size=128, device=device), "pruned_layers": pruned,
                  "wall_s": time.perf_counter() - started})
     for budget in recovery_budgets:
-        started = time.perf_counter()
-        loaded = load_model("mobilenet_v2", len(task.classes), seed=seed, image_size=64)
-        recovered = adapt(loaded.model, loaded.preprocess, task, AdaptConfig(**{**base, "budget": budget}, sparsity="2:4", dense_reference=False))
-        rows.append({"row": f"2:4 + sparse recovery at {100 * budget:g}% (prune base by |W|*||X||, train inside kept)",
-                     "accuracy": recovered.metrics["accuracy_after"],
-                     "pruned_layers": len(recovered.metrics["sparsity"]["pruned_layers"]),
-                     "pattern_holds": recovered.metrics["sparsity"]["pattern_holds"],
-                     "wall_s": time.perf_counter() - started})
+        for weight in distill_weights:
+            started = time.perf_counter()
+            loaded = load_model("mobilenet_v2", len(task.classes), seed=seed, image_size=64)
+            config = AdaptConfig(**{**base, "budget": budget}, sparsity="2:4", dense_reference=weight > 0,
+                                 distill_weight=weight)
+            recovered = adapt(loaded.model, loaded.preprocess, task, config)
+            how = f"distilled from the dense reference, weight {weight:g}" if weight > 0 else "labels only"
+            sparsity = recovered.metrics["sparsity"]
+            rows.append({"row": f"2:4 + sparse recovery at {100 * budget:g}%, {how}",
+                         "accuracy": recovered.metrics["accuracy_after"],
+                         "pruned_layers": len(sparsity["pruned_layers"]), "pattern_holds": sparsity["pattern_holds"],
+                         "dense_reference": sparsity["accuracy_dense_adapted"],
+                         "wall_s": time.perf_counter() - started})
     for row in rows:
         row["delta_vs_dense"] = 100 * (row["accuracy"] - dense_acc)
     return {"samples": len(task), "epochs": epochs, "seed": seed, "machine": machine_summary(),
@@ -93,10 +100,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--recovery-budgets", default="0.001,0.01", help="budgets of the 2:4 recovery rows")
+    parser.add_argument("--distill-weights", default="0,0.5",
+                        help="distillation weights of the recovery rows (0: labels only; > 0 trains the dense reference too)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/prune.json"))
     args = parser.parse_args(argv)
     result = run_prune_bench(args.samples, args.epochs, args.batch_size, args.seed, args.device,
-                              tuple(float(b) for b in args.recovery_budgets.split(",")))
+                              tuple(float(b) for b in args.recovery_budgets.split(",")),
+                              tuple(float(w) for w in args.distill_weights.split(",")))
     print(f"MobileNetV2 + MNIST, {result['samples']} samples, {args.epochs} epochs, seed {args.seed}, {result['machine']}")
     print(format_table(result["rows"], COLUMNS))
     print(f"layers left dense: {len(result['ineligible_layers'])} (grouped/depthwise convs, input sizes not divisible by 4)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor
@@ -137,15 +137,16 @@ def to_device(inputs: Inputs, device: Union[str, torch.device]) -> Inputs:
 
 def batches(
     inputs: Inputs,
-    labels: Tensor,
+    labels: Inputs,
     batch_size: int,
     generator: Union[torch.Generator, None] = None,
-) -> Iterator[tuple[Inputs, Tensor]]:
-    """Mini-batches of (inputs, labels); shuffled when a generator is given (deterministic for its seed)."""
+) -> Iterator[tuple[Inputs, Any]]:
+    """Mini-batches of (inputs, labels); shuffled when a generator is given (deterministic for its seed).
+    `labels` may be a dict of per-sample tensors (e.g. labels and a teacher's logits)."""
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
-    n = labels.shape[0]
+    n = num_samples(labels)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
-        yield take(inputs, index), labels[index]
+        yield take(inputs, index), take(labels, index)

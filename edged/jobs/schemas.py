@@ -35,6 +35,7 @@ class JobCreate(BaseModel):
     )
     sparsity: Literal["none", "2:4"] = _adapt_field("sparsity")
     dense_reference: bool = _adapt_field("dense_reference")
+    distill_weight: float = _adapt_field("distill_weight")
     compile: str = Field("none", description="compile backend for the adapted model ('auto', a backend name) or 'none'")
     seed: int = _adapt_field("seed")
     image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.calibrate.memory import measure_peak
-from edged.data.task import Inputs, batches, to_device
+from edged.data.task import Inputs, batches, num_samples, to_device
 from edged.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edged.train.evaluate import accuracy
 from edged.train.schedule import make_scheduler
@@ -37,6 +37,8 @@ class TrainSettings:
     amp: bool = True
     train_norm_layers: bool = False
     checkpoint_dir: Optional[Path] = None
+    distill_weight: float = 0.5  # share of the loss taken by the teacher's soft targets (when given)
+    distill_temperature: float = 2.0
 
 
 @dataclass
@@ -78,8 +80,12 @@ def train(
     settings: TrainSettings,
     device: torch.device,
     on_progress: Optional[ProgressCallback] = None,
+    teacher_logits: Optional[Tensor] = None,
 ) -> TrainResult:
     """Train `params` (named; head parameters named in `head_names` use head_lr). Restores the best epoch.
+
+    With `teacher_logits` (N, classes), aligned with the training samples, the loss mixes cross-entropy
+    with the KL divergence to the teacher's softened outputs (weight and temperature in `settings`).
 
     With a checkpoint_dir holding `last.safetensors` from an interrupted run, training resumes after that
     epoch (optimizer moments restart from zero; the schedule continues where it was).
@@ -90,6 +96,7 @@ def train(
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
     inputs, labels = train_data
+    targets = labels if teacher_logits is None else {"y": labels, "teacher": teacher_logits}
     steps_per_epoch = -(-int(labels.shape[0]) // settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     scheduler = make_scheduler(optimizer, settings.schedule, total_steps, settings.warmup_fraction)
@@ -106,9 +113,9 @@ def train(
         for epoch in range(first_epoch, settings.epochs):
             _set_train_mode(model, settings.train_norm_layers)
             started, losses = time.perf_counter(), []
-            for x, y in batches(inputs, labels, settings.batch_size, generator):
-                loss = _step(model, optimizer, scaler, scheduler, to_device(x, device), y.to(device), dtype)
-                step, seen = step + 1, seen + int(y.shape[0])
+            for x, y in batches(inputs, targets, settings.batch_size, generator):
+                loss = _step(model, optimizer, scaler, scheduler, to_device(x, device), to_device(y, device), dtype, settings)
+                step, seen = step + 1, seen + num_samples(y)
                 losses.append(loss)
                 if on_progress:
                     on_progress({"type": "step", "epoch": epoch, "step": step, "total_steps": total_steps,
@@ -135,9 +142,21 @@ def train(
     return TrainResult(best.best_accuracy, best.best_epoch, len(history), step, seen / max(busy, 1e-9), peak.mb, history)
 
 
-def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Tensor, dtype: Optional[torch.dtype]) -> float:
-    with torch.autocast(y.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = F.cross_entropy(model(x), y)
+def _loss(logits: Tensor, target: Inputs, settings: TrainSettings) -> Tensor:
+    """Cross-entropy on labels, or with a teacher: (1 - w) CE + w T^2 KL(teacher_T || student_T)."""
+    if isinstance(target, Tensor):
+        return F.cross_entropy(logits, target)
+    t, w = settings.distill_temperature, settings.distill_weight
+    soft = F.kl_div(F.log_softmax(logits.float() / t, -1), F.log_softmax(target["teacher"].float() / t, -1),
+                    log_target=True, reduction="batchmean") * t * t
+    return (1 - w) * F.cross_entropy(logits, target["y"]) + w * soft
+
+
+def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Optional[torch.dtype],
+          settings: TrainSettings) -> float:
+    device_type = (y if isinstance(y, Tensor) else y["y"]).device.type
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        loss = _loss(model(x), y, settings)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

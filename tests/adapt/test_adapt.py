@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 import torch
+from safetensors.torch import load_file
 
 from tiny_model import tiny_classifier
 from edged.adapt.config import AdaptConfig
@@ -143,11 +144,26 @@ def test_2_4_metrics_show_the_dense_reference_and_the_unrecovered_accuracy(digit
     # its events are labelled, and its stages stay inside the job's "dense_reference" stage
     assert any(e["type"] == "dense_reference_epoch" for e in events)
     assert [e["stage"] for e in events if e["type"] == "stage"].count("train") == 2  # started + finished, once
-    # the reference does not change the 2:4 run (own RNG stream), and a resumed job reads its cached result
+    # its results are kept for a resumed job: the accuracy, and the teacher's logits on the training samples
+    assert (tmp_path / "dense_reference" / "result.json").is_file()
+    teacher = load_file(str(tmp_path / "dense_reference" / "teacher.safetensors"))["logits"]
+    assert teacher.shape == (result.metrics["train_samples"], len(digits_task.classes))
+    resumed = adapt(tiny_classifier(), _preprocess, digits_task, config, workdir=tmp_path)
+    assert resumed.metrics["sparsity"]["accuracy_dense_adapted"] == sparsity["accuracy_dense_adapted"]
+    assert "dense_reference" in resumed.metrics["stage_seconds"]
+
+
+def test_the_dense_reference_changes_the_2_4_run_only_through_distillation(digits_task):
+    config = AdaptConfig(method="taskedge", sparsity="2:4", epochs=2, batch_size=16, budget=0.01, lr=3e-2,
+                         head_lr=3e-2, device="cpu", distill_weight=0.0)
+    with_reference = adapt(tiny_classifier(), _preprocess, digits_task, config)
     without = adapt(tiny_classifier(), _preprocess, digits_task, config.model_copy(update={"dense_reference": False}))
-    assert without.metrics["accuracy_after"] == result.metrics["accuracy_after"]
     assert without.metrics["sparsity"]["accuracy_dense_adapted"] is None
-    assert (tmp_path / "dense_reference" / "accuracy.json").is_file()
+    assert with_reference.metrics["sparsity"]["accuracy_dense_adapted"] is not None
+    for (name, a), b in zip(with_reference.model.state_dict().items(), without.model.state_dict().values()):
+        assert torch.equal(a, b), name  # own RNG stream: the 2:4 run is bit for bit the same
+    distilled = adapt(tiny_classifier(), _preprocess, digits_task, config.model_copy(update={"distill_weight": 0.5}))
+    assert not torch.equal(distilled.model.head.weight, without.model.head.weight)
 
 
 def test_2_4_with_a_dense_update_method_is_refused(digits_task):
