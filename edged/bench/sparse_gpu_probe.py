@@ -35,14 +35,14 @@ from edged.bench.vit import VIT_B16, VitEncoder, VitShape
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.semi_structured import (
-    DTYPE, GRAPH_REPEAT, LayerChoice, SemiSparseLinear, Shape, check_close, cuda_healthy, plan_layers, probe,
-    random_2_4_linear, sparsify_linears_,
+    DTYPE, GRAPH_REPEAT, CutlassSparseLinear, LayerChoice, SemiSparseLinear, Shape, check_close, cuda_healthy, plan_layers, probe,
+    random_2_4_linear, sparsify_linears_, torch_semi_structured_weight,
 )
 from edged.compile.timing import time_cuda
 
 LAYER_VARIANTS = ("dense_graph", "dense_eager", "direct_eager", "direct_graph", "torch_eager", "cutlass_eager")
 TABLE_VARIANTS = (*LAYER_VARIANTS, "tuned_graph")  # tuned_graph comes from plan_layers
-TORCH_PATH_ITERS = 3  # torch's own path rebuilds the cuSPARSELt plan per call (~0.3 s on the H100)
+TORCH_PATH_ITERS = 3  # torch's own cuSPARSELt path rebuilds the plan per call (0.7-1.2 ms on the H100)
 E2E_VARIANTS = ("dense", "sparse_all", "sparse_chosen", "dense_compiled", "sparse_chosen_compiled")
 COMPILED_MIN_BATCH = 32  # torch.compile costs ~1 min per model and batch: only where it matters
 WORKER = "edged.bench.sparse_gpu_probe"
@@ -50,14 +50,8 @@ E2E_TOL = 5e-2  # 12 blocks of fp16 rounding in a different order
 
 
 def _subclass_linear(layer: nn.Linear, cutlass: bool) -> nn.Linear:
-    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
-
     sub = copy.deepcopy(layer)
-    SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass
-    try:
-        sub.weight = nn.Parameter(to_sparse_semi_structured(sub.weight.detach()), requires_grad=False)
-    finally:
-        SparseSemiStructuredTensor._FORCE_CUTLASS = False
+    sub.weight = torch_semi_structured_weight(layer.weight, cutlass)
     return sub
 
 
@@ -76,7 +70,8 @@ def layer_case(case: dict[str, Any]) -> dict[str, Any]:
         module = SemiSparseLinear(layer.weight, layer.bias)
     else:
         module = _subclass_linear(layer, cutlass=variant.startswith("cutlass"))
-        iters, warmup = TORCH_PATH_ITERS, 1
+        if variant.startswith("torch"):
+            iters, warmup = TORCH_PATH_ITERS, 1
     err = check_close(module(x), ref, variant)
     graph = variant.endswith("_graph")
     timing = time_cuda(lambda: module(x), case["batch"], warmup=warmup, iters=iters, cuda_graph=graph,
@@ -100,12 +95,13 @@ def _vit(shape: VitShape, batch: int) -> tuple[nn.Module, torch.Tensor]:
 
 
 def _plan(entries: list[list], chosen_only: bool) -> dict:
-    """JSON plan entries [out, in, bias, tokens, config or None, wins] -> sparsify_linears_ plan."""
+    """JSON plan entries [out, in, bias, tokens, kernel or None, config or None, wins] -> sparsify_linears_ plan."""
     plan = {}
-    for out_f, in_f, bias, tokens, config, wins in entries:
-        sparse = config is not None and (wins or not chosen_only)
+    for out_f, in_f, bias, tokens, kernel, config, wins in entries:
+        sparse = kernel is not None and (wins or not chosen_only)
         cfg = KernelConfig(**config) if config else None
-        plan[(out_f, in_f, bias, tokens)] = LayerChoice(tokens, None, None, cfg, sparse, "from the layer table")
+        plan[(out_f, in_f, bias, tokens)] = LayerChoice(tokens, None, None, cfg, sparse, "from the layer table",
+                                                        kernel or "cusparselt")
     return plan
 
 
@@ -118,7 +114,7 @@ def e2e_case(case: dict[str, Any]) -> dict[str, Any]:
     sparse_layers = 0
     if variant.startswith("sparse"):
         sparsify_linears_(model, images, _plan(case["plan"], chosen_only="chosen" in variant))
-        sparse_layers = sum(isinstance(m, SemiSparseLinear) for m in model.modules())
+        sparse_layers = sum(isinstance(m, (SemiSparseLinear, CutlassSparseLinear)) for m in model.modules())
     fn = torch.compile(model) if variant.endswith("compiled") else model
     err = check_close(fn(images), ref, variant, tol=E2E_TOL)
     timing = time_cuda(lambda: fn(images), batch, warmup=5, iters=case["iters"], cuda_graph=True)
@@ -158,7 +154,8 @@ def layer_shapes_at(shape: VitShape, batches: list[int]) -> dict[Shape, tuple[st
 def plan_entries(plan: dict[Shape, LayerChoice]) -> list[list]:
     """Per (shape, tokens): the tuned config and whether it beats dense (both from CUDA graphs).
     The encoder's Linears also see 196 (patch embedding) and B (head) rows: those stay dense."""
-    return [[*key, asdict(c.config) if c.config else None, c.sparse] for key, c in plan.items()]
+    return [[*key, c.kernel if c.sparse_ms is not None else None, asdict(c.config) if c.config else None, c.sparse]
+            for key, c in plan.items()]
 
 
 def tuned_rows(plan: dict[Shape, LayerChoice], names: dict[Shape, tuple[str, int]]) -> list[dict]:
@@ -168,7 +165,7 @@ def tuned_rows(plan: dict[Shape, LayerChoice], names: dict[Shape, tuple[str, int
         row: dict[str, Any] = {"variant": "tuned_graph", "name": name, "batch": batch, "tokens": key[3],
                                "reason": choice.reason}
         if choice.sparse_ms is not None:
-            row.update(ms=choice.sparse_ms, config=asdict(choice.config) if choice.config else None)
+            row.update(ms=choice.sparse_ms, kernel=choice.kernel, config=asdict(choice.config) if choice.config else None)
         else:
             row["error"] = choice.reason
         rows.append(row)

@@ -145,9 +145,14 @@ class Context:
             library.call("cusparseLtInit", self.handle.ptr)
         version = ctypes.c_int()
         library.call("cusparseLtGetVersion", self.handle.ptr, ctypes.byref(version))
-        self.version = version.value  # 0.8.1 -> 801 (0.10+: 1000 + ...)
+        self.version = version.value  # MAJOR * 1000000 + MINOR * 100 + PATCH (0.8.1 -> 801, 0.10.0 -> 1000)
         if self.version < MIN_VERSION:
             raise CusparseLtError(f"cuSPARSELt {self.version} is older than the supported {MIN_VERSION} (0.6.0)")
+
+    @property
+    def version_text(self) -> str:
+        major, rest = divmod(self.version, 1_000_000)
+        return f"{major}.{rest // 100}.{rest % 100}"
 
     def call(self, name: str, *args: object) -> None:
         self.library.call(name, self.handle.ptr, *args)

@@ -15,7 +15,10 @@ Why the straightforward `to_sparse_semi_structured` use is slow, and what this m
 - Robustness: some kernels die with "illegal instruction" and leave the CUDA context broken, so all
   tuning runs in worker processes (`isolation.run_isolated`); an alg id that broke a worker is not
   tried again, and this process only ever runs configurations a worker verified.
-Conv2d layers stay dense here (cuSPARSELt is matmul only).
+- Two kernel families: cuSPARSELt (every alg id) and torch's CUTLASS 2:4 kernels, which torch builds for
+  compute capability 8.x only (Ampere, Jetson Orin's sm_87; refused on the H100, where that refusal is
+  recorded as the candidate's error). Both are timed the same way; the fastest verified one wins.
+Conv2d layers stay dense here (both are matmul only).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def probe() -> tuple[bool, str]:
     if (major, minor) < (8, 0):
         return False, f"GPU compute capability {major}.{minor} < 8.0 (2:4 sparse tensor cores need Ampere or newer)"
     try:
-        version = context(torch.device("cuda")).version
+        version = context(torch.device("cuda")).version_text
     except (CusparseLtError, OSError) as exc:
         return False, f"cuSPARSELt unusable: {exc}"
     return True, f"cuSPARSELt {version} on {torch.cuda.get_device_name()} (sm_{major}{minor})"
@@ -103,6 +106,29 @@ class SemiSparseLinear(nn.Module):
         return y[: lead.numel()].reshape(*lead, self.out_features)
 
 
+def torch_semi_structured_weight(weight: Tensor, cutlass: bool) -> nn.Parameter:
+    """W (out, in) as torch's SparseSemiStructuredTensor: its CUTLASS kernels, or its default backend."""
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+    SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass
+    try:
+        return nn.Parameter(to_sparse_semi_structured(weight.detach().to(DTYPE).contiguous()), requires_grad=False)
+    finally:
+        SparseSemiStructuredTensor._FORCE_CUTLASS = False
+
+
+class CutlassSparseLinear(nn.Module):
+    """y = x W^T + b through torch's CUTLASS 2:4 kernels (compute capability 8.x)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.weight = torch_semi_structured_weight(weight, cutlass=True)
+        self.register_buffer("bias", None if bias is None else bias.detach().to(DTYPE).contiguous())
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., in)
+        return F.linear(x, self.weight, self.bias)
+
+
 def max_rel_error(out: Tensor, ref: Tensor) -> float:
     """max |out - ref| / (max |ref| + eps), in float32."""
     return float((out.float() - ref.float()).abs().max()) / (float(ref.float().abs().max()) + 1e-6)
@@ -146,7 +172,8 @@ def random_2_4_linear(out_f: int, in_f: int, bias: bool) -> nn.Linear:
 def tune_case(case: dict[str, Any]) -> dict[str, Any]:
     """Worker: one measurement of Linear (case out, in, bias) at case tokens rows, from a CUDA graph.
     op "dense": cuBLAS, plus how many alg ids cuSPARSELt has for the shape; op "search": the
-    library's own pick; op "alg": one alg id. Sparse outputs are checked against dense first."""
+    library's own pick; op "alg": one alg id; op "cutlass": torch's CUTLASS kernels. Sparse outputs are
+    checked against dense first."""
     torch.manual_seed(0)
     layer = random_2_4_linear(case["out"], case["in"], case["bias"])
     x = torch.randn(case["tokens"], case["in"], device="cuda", dtype=DTYPE)  # (T, in)
@@ -159,11 +186,15 @@ def tune_case(case: dict[str, Any]) -> dict[str, Any]:
     if case["op"] == "dense":
         max_alg_id = SemiSparseLinear(layer.weight, layer.bias).plan(padded(x.shape[0])).max_alg_id
         return {"ms": graph_ms(lambda: layer(x)), "max_alg_id": max_alg_id}
+    if case["op"] == "cutlass":
+        cutlass = CutlassSparseLinear(layer.weight, layer.bias)
+        err = check_close(cutlass(x), ref, "CUTLASS 2:4")
+        return {"kernel": "cutlass", "config": None, "ms": graph_ms(lambda: cutlass(x)), "rel_err": err}
     sparse = SemiSparseLinear(layer.weight, layer.bias, KernelConfig(case.get("alg_id", 0)))
     if case["op"] == "search":
         sparse.search(x)
     err = check_close(sparse(x), ref, f"cuSPARSELt {sparse.config}")
-    return {"config": asdict(sparse.config), "ms": graph_ms(lambda: sparse(x)), "rel_err": err}
+    return {"kernel": "cusparselt", "config": asdict(sparse.config), "ms": graph_ms(lambda: sparse(x)), "rel_err": err}
 
 
 # ---- per-layer decisions for a model ----
@@ -176,9 +207,19 @@ class LayerChoice:
     tokens: int
     dense_ms: float | None
     sparse_ms: float | None
-    config: KernelConfig | None
+    config: KernelConfig | None  # cuSPARSELt's kernel; None for CUTLASS
     sparse: bool
     reason: str
+    kernel: str = "cusparselt"  # or "cutlass"
+
+    def module(self, layer: nn.Linear) -> nn.Module:
+        """The sparse replacement of `layer` this choice names."""
+        if self.kernel == "cutlass":
+            return CutlassSparseLinear(layer.weight, layer.bias)
+        return SemiSparseLinear(layer.weight, layer.bias, self.config)
+
+    def describe(self) -> str:
+        return "CUTLASS" if self.kernel == "cutlass" else f"cuSPARSELt {self.config}"
 
 
 def choose(tokens: int, dense: dict[str, Any], tried: list[dict[str, Any]]) -> LayerChoice:
@@ -188,13 +229,15 @@ def choose(tokens: int, dense: dict[str, Any], tried: list[dict[str, Any]]) -> L
     ok = [row for row in tried if "ms" in row]
     if not ok:
         errors = "; ".join(sorted({row.get("error", "?") for row in tried}))[:500]
-        return LayerChoice(tokens, dense["ms"], None, None, False, f"no cuSPARSELt config ran correctly: {errors}")
+        return LayerChoice(tokens, dense["ms"], None, None, False, f"no 2:4 kernel ran correctly: {errors}")
     best = min(ok, key=lambda row: row["ms"])
-    config = KernelConfig(**best["config"])
+    kernel = best.get("kernel", "cusparselt")
+    config = KernelConfig(**best["config"]) if best.get("config") else None
     faster = dense["ms"] / best["ms"] >= MIN_SPEEDUP
-    why = (f"sparse {best['ms']:.4f} ms ({config}, best of {len(ok)} verified configs) vs dense "
-           f"{dense['ms']:.4f} ms at {tokens} tokens")
-    return LayerChoice(tokens, dense["ms"], best["ms"], config, faster, why)
+    choice = LayerChoice(tokens, dense["ms"], best["ms"], config, faster, "", kernel)
+    choice.reason = (f"sparse {best['ms']:.4f} ms ({choice.describe()}, best of {len(ok)} verified configs) vs dense "
+                     f"{dense['ms']:.4f} ms at {tokens} tokens")
+    return choice
 
 
 # alg ids that broke a tuning worker in this process (the GPU, driver and library do not change
@@ -218,12 +261,14 @@ def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TI
     base = [{"out": o, "in": i, "bias": b, "tokens": t, "iters": iters} for o, i, b, t in shapes]
     first = [{**c, "op": "dense", "group": f"dense {n}"} for n, c in enumerate(base)]
     first += [{**c, "op": "search", "group": "search"} for c in base]
+    first += [{**c, "op": "cutlass", "group": "cutlass"} for c in base]
     rows = run_isolated(WORKER, first, deadline - time.monotonic(), max_breaks=1)
-    dense, searched = rows[: len(shapes)], rows[len(shapes):]
+    n = len(shapes)
+    dense, searched, cutlass = rows[:n], rows[n:2 * n], rows[2 * n:]
     max_alg_ids = {shape: row.get("max_alg_id", 0) for shape, row in zip(shapes, dense)}
     sweep = tuning_cases(shapes, max_alg_ids, iters)
     swept = run_isolated(WORKER, sweep, deadline - time.monotonic(), max_breaks=1) if sweep else []
-    tried: dict[Shape, list[dict]] = {shape: [row] for shape, row in zip(shapes, searched)}
+    tried: dict[Shape, list[dict]] = {shape: [s, c] for shape, s, c in zip(shapes, searched, cutlass)}
     for case, row in zip(sweep, swept):
         tried[(case["out"], case["in"], case["bias"], case["tokens"])].append(row)
         if row.get("worker_broken") and "time budget" not in row.get("error", ""):
@@ -293,12 +338,12 @@ def sparsify_linears_(
         layer = model.get_submodule(name)
         assert isinstance(layer, nn.Linear)  # linear_shapes keeps Linear layers only
         choice = choices[f"{name}.weight"] = plan.get(shape) or LayerChoice(shape[3], None, None, None, False, "not planned")
-        if not (choice.sparse and choice.config is not None):
+        if not choice.sparse:
             dense[f"{name}.weight"] = f"kept dense: {choice.reason}"
             continue
-        sparse = SemiSparseLinear(layer.weight, layer.bias, choice.config)
+        sparse = choice.module(layer)
         x = torch.randn(shape[3], shape[1], device=layer.weight.device, dtype=DTYPE)  # (T, in)
-        check_close(sparse(x), layer(x), f"{name} with {choice.config}")
+        check_close(sparse(x), layer(x), f"{name} with {choice.describe()}")
         _set_module(model, name, sparse)
     return choices, dense
 
@@ -324,7 +369,7 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
         return runner(to_device(batch, "cuda", DTYPE)).float().cpu()
 
     report = CompileReport(backend="cusparselt", dense=dense)
-    report.sparse = {n: f"cuSPARSELt {c.config}: {c.reason}" for n, c in choices.items() if n not in dense}
+    report.sparse = {n: f"{c.describe()}: {c.reason}" for n, c in choices.items() if n not in dense}
     report.details = {
         "max_rel_err_vs_dense_fp16": max_err,
         "cuda_graph_fallbacks": runner.fallbacks,

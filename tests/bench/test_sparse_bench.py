@@ -46,12 +46,13 @@ def test_probe_plans_sparse_only_where_the_tuned_kernel_beats_dense():
     shape = tiny_vit_shape()
     names = layer_shapes_at(shape, [1])
     assert len(names) == 4  # qkv, proj, fc1, fc2 at one batch
-    fast = ({"ms": 2.0}, [{"ms": 1.0, "config": {"alg_id": 1, "split_k": 1, "split_k_mode": 0}}])
-    slow = ({"ms": 1.0}, [{"ms": 2.0, "config": {"alg_id": 0, "split_k": 1, "split_k_mode": 0}}])
+    fast = ({"ms": 2.0}, [{"ms": 1.0, "kernel": "cusparselt", "config": {"alg_id": 1, "split_k": 1, "split_k_mode": 0}}])
+    slow = ({"ms": 1.0}, [{"ms": 2.0, "kernel": "cusparselt", "config": {"alg_id": 0, "split_k": 1, "split_k_mode": 0}},
+                          {"error": "RuntimeError: sparse_semi_structured_mad_op : Supported only on 8.x"}])
     plan = {key: choose(key[3], *(fast if name.startswith("fc1") else slow)) for key, (name, _) in names.items()}
     entries = {tuple(e[:4]): e[4:] for e in plan_entries(plan)}
-    for (out_f, in_f, _bias, tokens), (config, wins) in entries.items():
-        assert tokens == shape.tokens and config is not None
+    for (out_f, in_f, _bias, tokens), (kernel, config, wins) in entries.items():
+        assert tokens == shape.tokens and kernel == "cusparselt" and config is not None
         assert wins == ((in_f, out_f) == (shape.dim, shape.mlp))
     rows = {r["name"].split()[0]: r for r in tuned_rows(plan, names)}
     assert rows["fc1"]["ms"] == 1.0 and rows["fc1"]["config"]["alg_id"] == 1 and rows["proj"]["ms"] == 2.0

@@ -21,6 +21,13 @@ def test_opaque_structs_are_aligned_and_large_enough_for_every_supported_version
     assert cl.OPAQUE_BYTES >= 13072  # cuSPARSELt 0.6's structs, the largest
 
 
+def test_versions_read_as_the_library_writes_them():
+    ctx = object.__new__(cl.Context)  # no handle needed to format a number
+    for number, text in ((600, "0.6.0"), (801, "0.8.1"), (1000, "0.10.0"), (1_000_203, "1.2.3")):
+        ctx.version = number
+        assert ctx.version_text == text
+
+
 def test_every_bound_function_has_typed_pointer_arguments():
     # an untyped ctypes argument is passed as a C int: a 64-bit device pointer would be cut in half
     for name, argtypes in cl.SIGNATURES.items():
@@ -45,6 +52,8 @@ def test_choose_takes_the_fastest_verified_config_and_stays_dense_where_sparse_l
     assert not lose.sparse and lose.config == cl.KernelConfig(alg_id=27)  # measured, but not kept
     none = choose(8, {"ms": 0.01}, tried[2:])
     assert not none.sparse and none.config is None and "illegal instruction" in none.reason
+    cutlass = choose(6304, {"ms": 0.047}, [*tried, {"ms": 0.030, "kernel": "cutlass", "config": None}])
+    assert cutlass.sparse and cutlass.kernel == "cutlass" and cutlass.config is None and "CUTLASS" in cutlass.reason
     broken = choose(8, {"error": "boom"}, tried)
     assert not broken.sparse and "dense timing failed: boom" in broken.reason
 
