@@ -35,7 +35,7 @@ from edged.bench.vit import VIT_B16, VitEncoder, VitShape
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.semi_structured import (
-    DTYPE, GRAPH_REPEAT, CutlassSparseLinear, LayerChoice, SemiSparseLinear, Shape, check_close, cuda_healthy, plan_layers, probe,
+    DTYPE, GRAPH_REPEAT, MAX_SWEEP_ALG, CutlassSparseLinear, LayerChoice, SemiSparseLinear, Shape, check_close, cuda_healthy, plan_layers, probe,
     random_2_4_linear, sparsify_linears_, torch_semi_structured_weight,
 )
 from edged.compile.timing import time_cuda
@@ -224,7 +224,8 @@ def _labelled(cases: list[dict], rows: list[dict]) -> list[dict]:
 
 
 def run_probe(
-    out_dir: Path, batches: list[int], budget_s: float, iters: int, compiled: bool, shape: VitShape = VIT_B16
+    out_dir: Path, batches: list[int], budget_s: float, iters: int, compiled: bool, shape: VitShape = VIT_B16,
+    sweep_algs: int = MAX_SWEEP_ALG,
 ) -> dict:
     """Layers first (half the budget at most), then end to end with the plan they give."""
     start = time.monotonic()
@@ -236,7 +237,8 @@ def run_probe(
     cases = layer_cases(shape, batches, iters)
     result["layers"] = _labelled(cases, run_isolated(WORKER, cases, budget_s * 0.25))
     names = layer_shapes_at(shape, batches)
-    plan = plan_layers(list(names), iters=iters, timeout_s=budget_s * 0.75 - (time.monotonic() - start))
+    plan = plan_layers(list(names), iters=iters, timeout_s=budget_s * 0.75 - (time.monotonic() - start),
+                       sweep_algs=sweep_algs)
     result["layers"] += tuned_rows(plan, names)
     entries = plan_entries(plan)
     result["plan"] = entries

@@ -245,16 +245,18 @@ def choose(tokens: int, dense: dict[str, Any], tried: list[dict[str, Any]]) -> L
 broken_alg_ids: set[int] = set()
 
 
-def tuning_cases(shapes: list[Shape], max_alg_ids: dict[Shape, int], iters: int) -> list[dict[str, Any]]:
-    """Every alg id for every shape, alg-major: an alg id that breaks a worker once (its group) is
-    skipped for the remaining shapes instead of breaking one worker per shape."""
-    top = min(max(max_alg_ids.values(), default=0), MAX_SWEEP_ALG)
+def tuning_cases(shapes: list[Shape], max_alg_ids: dict[Shape, int], iters: int,
+                 sweep_algs: int = MAX_SWEEP_ALG) -> list[dict[str, Any]]:
+    """Every alg id (the first `sweep_algs`) for every shape, alg-major: an alg id that breaks a worker
+    once (its group) is skipped for the remaining shapes instead of breaking one worker per shape."""
+    top = min(max(max_alg_ids.values(), default=0), sweep_algs)
     return [{"op": "alg", "alg_id": alg, "out": o, "in": i, "bias": b, "tokens": t, "iters": iters, "group": f"alg {alg}"}
             for alg in range(top) if alg not in broken_alg_ids
             for (o, i, b, t) in shapes if alg < max_alg_ids.get((o, i, b, t), 0)]
 
 
-def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TIMEOUT_S) -> dict[Shape, LayerChoice]:
+def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TIMEOUT_S,
+                sweep_algs: int = MAX_SWEEP_ALG) -> dict[Shape, LayerChoice]:
     """Tune every shape in worker processes; {shape: choice}. Never breaks this process's CUDA.
     First dense and cuSPARSELt's search per shape, then the alg-id sweep, all within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -266,7 +268,7 @@ def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TI
     n = len(shapes)
     dense, searched, cutlass = rows[:n], rows[n:2 * n], rows[2 * n:]
     max_alg_ids = {shape: row.get("max_alg_id", 0) for shape, row in zip(shapes, dense)}
-    sweep = tuning_cases(shapes, max_alg_ids, iters)
+    sweep = tuning_cases(shapes, max_alg_ids, iters, sweep_algs)
     swept = run_isolated(WORKER, sweep, deadline - time.monotonic(), max_breaks=1) if sweep else []
     tried: dict[Shape, list[dict]] = {shape: [s, c] for shape, s, c in zip(shapes, searched, cutlass)}
     for case, row in zip(sweep, swept):

@@ -70,7 +70,8 @@ def test_probe_table_shows_failures_and_speedups():
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY)
 def test_gpu_probe_small_shapes_checks_every_variant(tmp_path):
-    result = run_probe(tmp_path, [2], budget_s=400, iters=5, compiled=False, shape=tiny_vit_shape())
+    # alg ids 0-3 only: the full sweep (and finding the ids that crash) is what the benchmark itself does
+    result = run_probe(tmp_path, [2], budget_s=300, iters=5, compiled=False, shape=tiny_vit_shape(), sweep_algs=4)
     assert (tmp_path / "sparse_gpu_probe.json").is_file()
     by_variant = {(r["name"], r["variant"]): r for r in result["layers"]}
     for name in {r["name"] for r in result["layers"]}:
@@ -78,3 +79,5 @@ def test_gpu_probe_small_shapes_checks_every_variant(tmp_path):
         assert by_variant[(name, "direct_graph")]["rel_err"] <= 2e-2
     e2e = {r["variant"]: r for r in result["end_to_end"]}
     assert e2e["dense"]["ms"] > 0 and e2e["sparse_all"]["sparse_layers"] > 0
+    tuned = [r for r in result["layers"] if r["variant"] == "tuned_graph"]
+    assert tuned and all(r["ms"] > 0 and r["kernel"] in ("cusparselt", "cutlass") for r in tuned)

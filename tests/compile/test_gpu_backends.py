@@ -42,7 +42,7 @@ def test_tuning_workers_verify_every_config_they_time():
     from edged.compile.semi_structured import plan_layers
 
     shapes = [(64, 32, True, 21), (128, 64, False, 256)]
-    plan = plan_layers(shapes, iters=5, timeout_s=300)
+    plan = plan_layers(shapes, iters=5, timeout_s=300, sweep_algs=4)
     for shape in shapes:
         choice = plan[shape]
         assert choice.dense_ms and choice.dense_ms > 0, choice.reason
