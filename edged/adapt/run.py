@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,12 +10,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from edged.adapt.config import AdaptConfig
 from edged.adapt.delta_file import save_delta
-from edged.adapt.stage_cache import cached_calibration, cached_masks
+from edged.adapt.stage_cache import cached_calibration, cached_dense_reference, cached_masks
 from edged.calibrate import CalibrationResult, calibrate
 from edged.data.task import Inputs, TaskData, take
 from edged.devices import resolve_device
@@ -177,24 +175,17 @@ def _dense_reference(model: nn.Module, preprocess: Callable, task: TaskData, con
     Runs with its own RNG stream (the 2:4 run does not depend on it but through the teacher) and its own
     work dir, where its results are kept, so a resumed job does not train it again."""
     ref_dir = workdir / "dense_reference" if workdir else None
-    distill = config.distill_weight > 0
-    if ref_dir is not None and (ref_dir / "result.json").is_file():
-        cached = load_file(str(ref_dir / "teacher.safetensors")) if distill else {}
-        return float(json.loads((ref_dir / "result.json").read_text())["accuracy_after"]), cached.get("logits")
-    dense_config = config.model_copy(update={"sparsity": "none", "dense_reference": False})
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        reference = adapt(copy.deepcopy(model), preprocess, task, dense_config, _reference_progress(on_progress), ref_dir)
-    accuracy_after = float(reference.metrics["accuracy_after"])
-    teacher = predict_logits(reference.model, data.train_inputs, max(config.batch_size, 64), device, dtype) if distill else None
-    del reference
-    if ref_dir is not None:
-        ref_dir.mkdir(parents=True, exist_ok=True)
-        if teacher is not None:
-            save_tensors_atomic(ref_dir / "teacher.safetensors", {"logits": teacher})
-        partial = ref_dir / "result.json.tmp"
-        partial.write_text(json.dumps({"accuracy_after": accuracy_after}))
-        partial.replace(ref_dir / "result.json")  # written last: it marks the reference complete
-    return accuracy_after, teacher
+
+    def run() -> tuple[float, Optional[Tensor]]:
+        dense_config = config.model_copy(update={"sparsity": "none", "dense_reference": False})
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            reference = adapt(copy.deepcopy(model), preprocess, task, dense_config, _reference_progress(on_progress), ref_dir)
+        teacher = None
+        if config.distill_weight > 0:
+            teacher = predict_logits(reference.model, data.train_inputs, max(config.batch_size, 64), device, dtype)
+        return float(reference.metrics["accuracy_after"]), teacher
+
+    return cached_dense_reference(ref_dir, run)
 
 
 def _reference_progress(on_progress: Optional[ProgressCallback]) -> Optional[ProgressCallback]:

@@ -2,7 +2,9 @@
 
 calibration.safetensors: feature norms per layer (+ micro-batch, samples, peak memory as metadata).
 mask.safetensors:        the trainable mask per layer (uint8; bool is stored as 0/1).
-Both are written atomically; a half-written file never exists under the final name.
+dense_reference/result.safetensors: the dense reference's accuracy (metadata) and, when distilling,
+                         its logits on the training samples.
+All are written atomically; a half-written file never exists under the final name.
 """
 
 from __future__ import annotations
@@ -44,3 +46,18 @@ def cached_masks(workdir: Optional[Path], compute: Callable[[], dict[str, Tensor
     if path is not None:
         save_tensors_atomic(path, {k: v.to(torch.uint8) for k, v in masks.items()}, {})
     return masks, False
+
+
+def cached_dense_reference(
+    directory: Optional[Path], compute: Callable[[], tuple[float, Optional[Tensor]]]
+) -> tuple[float, Optional[Tensor]]:
+    """(validation accuracy of the dense reference, its teacher logits or None), computed once."""
+    path = directory / "result.safetensors" if directory else None
+    if path is not None and path.exists():
+        with safe_open(str(path), "pt") as handle:
+            accuracy = float(handle.metadata()["accuracy_after"])
+        return accuracy, load_file(str(path)).get("logits")
+    accuracy, logits = compute()
+    if path is not None:
+        save_tensors_atomic(path, {} if logits is None else {"logits": logits}, {"accuracy_after": str(accuracy)})
+    return accuracy, logits

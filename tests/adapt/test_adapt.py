@@ -145,8 +145,7 @@ def test_2_4_metrics_show_the_dense_reference_and_the_unrecovered_accuracy(digit
     assert any(e["type"] == "dense_reference_epoch" for e in events)
     assert [e["stage"] for e in events if e["type"] == "stage"].count("train") == 2  # started + finished, once
     # its results are kept for a resumed job: the accuracy, and the teacher's logits on the training samples
-    assert (tmp_path / "dense_reference" / "result.json").is_file()
-    teacher = load_file(str(tmp_path / "dense_reference" / "teacher.safetensors"))["logits"]
+    teacher = load_file(str(tmp_path / "dense_reference" / "result.safetensors"))["logits"]
     assert teacher.shape == (result.metrics["train_samples"], len(digits_task.classes))
     resumed = adapt(tiny_classifier(), _preprocess, digits_task, config, workdir=tmp_path)
     assert resumed.metrics["sparsity"]["accuracy_dense_adapted"] == sparsity["accuracy_dense_adapted"]
