@@ -35,8 +35,8 @@ from edged.bench.vit import VIT_B16, VitEncoder, VitShape
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.semi_structured import (
-    DTYPE, GRAPH_REPEAT, MAX_SWEEP_ALG, CutlassSparseLinear, LayerChoice, SemiSparseLinear, Shape, check_close, cuda_healthy, plan_layers, probe,
-    random_2_4_linear, sparsify_linears_, torch_semi_structured_weight,
+    DTYPE, GRAPH_REPEAT, MAX_SWEEP_ALG, CutlassSparseLinear, LayerChoice, SemiSparseLinear, Shape, check_close,
+    cuda_healthy, plan_layers, probe, random_2_4_linear, sparsify_linears_, torch_semi_structured_weight,
 )
 from edged.compile.timing import time_cuda
 
@@ -49,9 +49,9 @@ WORKER = "edged.bench.sparse_gpu_probe"
 E2E_TOL = 5e-2  # 12 blocks of fp16 rounding in a different order
 
 
-def _subclass_linear(layer: nn.Linear, cutlass: bool) -> nn.Linear:
+def _torch_path_linear(layer: nn.Linear) -> nn.Linear:
     sub = copy.deepcopy(layer)
-    sub.weight = torch_semi_structured_weight(layer.weight, cutlass)
+    sub.weight = torch_semi_structured_weight(layer.weight, cutlass=False)
     return sub
 
 
@@ -68,10 +68,11 @@ def layer_case(case: dict[str, Any]) -> dict[str, Any]:
         module: nn.Module = layer
     elif variant.startswith("direct"):
         module = SemiSparseLinear(layer.weight, layer.bias)
+    elif variant.startswith("cutlass"):
+        module = CutlassSparseLinear(layer.weight, layer.bias)
     else:
-        module = _subclass_linear(layer, cutlass=variant.startswith("cutlass"))
-        if variant.startswith("torch"):
-            iters, warmup = TORCH_PATH_ITERS, 1
+        module = _torch_path_linear(layer)
+        iters, warmup = TORCH_PATH_ITERS, 1
     err = check_close(module(x), ref, variant)
     graph = variant.endswith("_graph")
     timing = time_cuda(lambda: module(x), case["batch"], warmup=warmup, iters=iters, cuda_graph=graph,

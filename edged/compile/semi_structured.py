@@ -7,9 +7,10 @@ Why the straightforward `to_sparse_semi_structured` use is slow, and what this m
   compresses each weight once and keeps one plan per token count, so a forward is one
   cusparseLtMatmul launch; the model runs from CUDA graphs (`GraphedRunner`).
 - Algorithm choice: the default kernel is often not the fastest (H100, 768->3072 at 6304 tokens:
-  alg 0 0.083 ms, the best of 36 working alg ids 0.052 ms, dense 0.048 ms). -> each layer shape is tuned at its real token
-  count: cuSPARSELt's search and a sweep of every alg id, each checked against dense and timed from
-  a CUDA graph; the fastest verified one wins, and a layer stays dense where sparse is not faster.
+  alg 0 0.083 ms, the best of 36 working alg ids 0.052 ms, dense 0.048 ms). -> each layer shape is
+  tuned at its real token count: cuSPARSELt's search and a sweep of every alg id, each checked
+  against dense and timed from a CUDA graph; the fastest verified one wins, and a layer stays dense
+  where sparse is not faster.
 - Transposes: cuSPARSELt wants the sparse operand first, so y = x W^T is computed as (W x^T)^T
   with column-major views (no copies). Tokens are padded to a multiple of 8 only when needed.
 - Robustness: some kernels die with "illegal instruction" and leave the CUDA context broken, so all

@@ -57,7 +57,8 @@ def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) 
     adapt = AdaptConfig.model_validate({
         "method": job.method, "budget": job.budget, "epochs": job.epochs, "lr": job.lr, "batch_size": job.batch_size,
         "memory_budget_mb": job.memory_budget_mb or settings.default_memory_budget_mb, "sparsity": job.sparsity,
-        "dense_reference": job.dense_reference, "distill_weight": job.distill_weight, "seed": job.seed, "device": settings.device,
+        "dense_reference": job.dense_reference, "distill_weight": job.distill_weight, "seed": job.seed,
+        "device": settings.device,
     })
     options: dict[str, Any] = {k: v for k, v in (("image_size", job.image_size), ("max_length", job.max_length))
                                if v is not None}
