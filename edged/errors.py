@@ -55,6 +55,16 @@ class Unavailable(EdgedError):
     code = "unavailable"
 
 
+class Busy(Unavailable):
+    """Every slot for this kind of work is taken; the client should retry after `retry_after_s`."""
+
+    code = "busy"
+
+    def __init__(self, message: str, detail: Any = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, detail)
+        self.retry_after_s = retry_after_s
+
+
 class Unsupported(EdgedError):
     """A valid request edged does not (yet) handle, e.g. a layer shape a backend rejects."""
 

@@ -35,10 +35,22 @@ class Settings(BaseSettings):
     max_unpacked_mb: float = Field(
         UploadLimits.max_unpacked_mb,
         gt=0,
-        description="Most bytes an upload may unpack to (archive members plus decoded pixels), in MiB.",
+        description="Most bytes a zip/tar/npz upload may decompress to, all members together, in MiB.",
     )
     max_archive_files: int = Field(
         int(UploadLimits.max_archive_files), gt=0, description="Most members a zip/tar upload may hold."
+    )
+    decode_memory_mb: float = Field(
+        UploadLimits.decode_memory_mb,
+        gt=0,
+        description="Most memory one upload's decoding may hold at once (a member, decoded pixels, arrays, "
+        "the dataset's tensors), checked from headers before allocating, in MiB (413 beyond).",
+    )
+    max_concurrent_decodes: int = Field(
+        2, ge=1, description="Uploads decoded at once; more wait (peak decode memory is this x decode_memory_mb)."
+    )
+    decode_wait_s: float = Field(
+        30.0, gt=0, description="Seconds an upload waits for a decode slot before 503 with Retry-After."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where jobs run: auto picks cuda if present.")
     default_memory_budget_mb: int = Field(
@@ -82,7 +94,7 @@ class Settings(BaseSettings):
         return self.data_dir / "blobs"
 
     def upload_limits(self) -> UploadLimits:
-        return UploadLimits(self.max_upload_mb, self.max_unpacked_mb, self.max_archive_files)
+        return UploadLimits(self.max_upload_mb, self.max_unpacked_mb, self.max_archive_files, self.decode_memory_mb)
 
     def serving_token(self) -> str:
         """The bearer token, or InvalidInput explaining how to set one (serving needs it)."""

@@ -37,7 +37,8 @@ def error_response(
 async def _edged_error(request: Request, exc: errors.EdgedError) -> JSONResponse:
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(exc.status, exc.code, exc.message, exc.detail)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, errors.Busy) else None
+    return error_response(exc.status, exc.code, exc.message, exc.detail, headers=headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

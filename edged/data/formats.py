@@ -6,21 +6,22 @@
     .zip / .tar[.gz|.tgz]  image folders <class>/<image> (PNG or JPEG)      -> image
 
 Every rejection is InvalidInput (422) or TooLarge (413) with a message naming the file, the line or
-member, and what would be accepted.
+member, and what would be accepted. Each decode holds at most `limits.decode_memory_mb` (a DecodeBudget).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from edged.data.decode_budget import DecodeBudget
 from edged.data.task import TaskData
-from edged.data.upload_archive import read_tar, read_zip
+from edged.data.upload_archive import tar_members, zip_members
 from edged.data.upload_images import decode_image_folders
 from edged.data.upload_limits import UploadLimits
 from edged.data.upload_tables import decode_csv, decode_jsonl, decode_npz
 from edged.errors import InvalidInput, TooLarge
 
-Decoder = Callable[[str, bytes, UploadLimits], TaskData]
+Decoder = Callable[[str, bytes, UploadLimits, DecodeBudget], TaskData]
 
 # format name -> file name endings that select it (longest endings are tried first)
 EXTENSIONS = {
@@ -33,12 +34,14 @@ EXTENSIONS = {
 ACCEPTED = ", ".join(ending for endings in EXTENSIONS.values() for ending in endings)
 
 
-def _decode_zip_images(source: str, data: bytes, limits: UploadLimits) -> TaskData:
-    return decode_image_folders(source, read_zip(source, data, limits), limits)
+def _decode_zip_images(source: str, data: bytes, limits: UploadLimits, budget: DecodeBudget) -> TaskData:
+    with zip_members(source, data, limits) as members:
+        return decode_image_folders(source, members, budget)
 
 
-def _decode_tar_images(source: str, data: bytes, limits: UploadLimits) -> TaskData:
-    return decode_image_folders(source, read_tar(source, data, limits), limits)
+def _decode_tar_images(source: str, data: bytes, limits: UploadLimits, budget: DecodeBudget) -> TaskData:
+    with tar_members(source, data, limits) as members:
+        return decode_image_folders(source, members, budget)
 
 
 DECODERS: dict[str, Decoder] = {
@@ -70,7 +73,7 @@ def decode_as(fmt: str, source: str, data: bytes, limits: UploadLimits) -> TaskD
     if not data:
         raise InvalidInput(f"{source}: the file is empty", detail={"accepted": ACCEPTED})
     try:
-        return DECODERS[fmt](source, data, limits)
+        return DECODERS[fmt](source, data, limits, DecodeBudget(source, limits))
     except InvalidInput as exc:  # TaskData's own checks do not know the file's name
         if exc.message.startswith(source):
             raise

@@ -1,9 +1,12 @@
-"""Reading zip and tar uploads safely, into memory, without extracting anything to disk.
+"""Reading zip and tar uploads safely, member by member, without extracting anything to disk.
 
 Rejected: members with absolute paths, `..` components or backslashes, links and device files,
 more than `max_archive_files` members, more than `max_unpacked_bytes` in total (checked against the
 sizes the archive declares AND the bytes actually read, so a lying header cannot get past), and
 truncated or corrupt archives. Directories, `__MACOSX/` and dot-files (OS litter) are skipped.
+
+`archive_members` lists the members (headers only); each `Member` is then read on its own, so at most
+one member's bytes are in memory at a time, and reading it counts against the unpacked limit.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from pathlib import PurePosixPath
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import IO, Callable, Optional
 
 from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput, TooLarge
 
 CHUNK_BYTES = 1024 * 1024
-Members = list[tuple[str, bytes]]  # (path inside the archive, content), in archive order
+# What reading a member can raise; RuntimeError is zipfile's answer to encrypted members.
+READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError)
 
 
 class _Budget:
@@ -30,6 +36,7 @@ class _Budget:
     def __init__(self, source: str, limits: UploadLimits) -> None:
         self.source, self.limits = source, limits
         self.files = 0
+        self.declared = 0
         self.bytes = 0
 
     def add_file(self, name: str, declared_size: int) -> None:
@@ -39,24 +46,89 @@ class _Budget:
                 f"{self.source}: more than {int(self.limits.max_archive_files)} files in the archive",
                 detail={"limit_files": self.limits.max_archive_files},
             )
-        self._check(name, self.bytes + declared_size)
+        self.declared += declared_size
+        self._check(name, self.declared)
 
-    def read(self, name: str, stream: IO[bytes]) -> bytes:
-        """The member's bytes, read in chunks so a lying header cannot make it read past the budget."""
-        chunks = []
-        while chunk := stream.read(CHUNK_BYTES):
-            self.bytes += len(chunk)
-            self._check(name, self.bytes)
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def count(self, name: str, nbytes: int) -> None:
+        """Bytes actually read, so a lying header cannot make it read past the limit."""
+        self.bytes += nbytes
+        self._check(name, self.bytes)
 
     def _check(self, name: str, total: float) -> None:
         if total > self.limits.max_unpacked_bytes:
             raise TooLarge(
                 f"{self.source}: unpacks to more than {self.limits.max_unpacked_mb:g} MiB (at {name}); "
-                "is it a decompression bomb?",
+                "is it a decompression bomb? Accepted: archives within EDGED_MAX_UNPACKED_MB",
                 detail={"limit_unpacked_mb": self.limits.max_unpacked_mb},
             )
+
+
+class _CountedStream(io.RawIOBase):
+    """A member's stream whose reads are counted against the unpacked limit."""
+
+    def __init__(self, stream: IO[bytes], name: str, budget: _Budget) -> None:
+        self._stream, self._name, self._budget = stream, name, budget
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        chunk = self._stream.read(CHUNK_BYTES if size is None or size < 0 else min(size, CHUNK_BYTES))
+        self._budget.count(self._name, len(chunk))
+        return chunk
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One regular file of an archive: its path, the size its header declares, and how to read it."""
+
+    source: str
+    name: str
+    size: int
+    _open: Callable[[], Optional[IO[bytes]]]
+    _budget: _Budget
+
+    @contextmanager
+    def header_stream(self) -> Iterator[IO[bytes]]:
+        """A seekable stream for reading the member's header only: not counted (the declared size bounds it)."""
+        with self._reading():
+            stream = self._opened()
+            with stream:
+                yield stream
+
+    @contextmanager
+    def stream(self) -> Iterator[IO[bytes]]:
+        """A stream over the whole member, its reads counted against the unpacked limit."""
+        with self._reading():
+            with self._opened() as raw:
+                yield _CountedStream(raw, self.name, self._budget)
+
+    def read(self) -> bytes:
+        with self.stream() as stream:
+            chunks = []
+            while chunk := stream.read(CHUNK_BYTES):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    def _opened(self) -> IO[bytes]:
+        stream = self._open()
+        if stream is None:
+            raise InvalidInput(f"{self.source}: {self.name} has no readable content")
+        return stream
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except READ_ERRORS as exc:
+            raise InvalidInput(
+                f"{self.source}: cannot read {self.name} (truncated, corrupt or encrypted?): {exc}"
+            ) from None
 
 
 def check_member_path(source: str, name: str) -> None:
@@ -74,7 +146,9 @@ def is_litter(name: str) -> bool:
     return not parts or parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts)
 
 
-def read_zip(source: str, data: bytes, limits: UploadLimits) -> Members:
+@contextmanager
+def zip_members(source: str, data: bytes, limits: UploadLimits) -> Iterator[list[Member]]:
+    """The regular files of a zip archive, checked from the central directory before any is read."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError) as exc:
@@ -88,19 +162,19 @@ def read_zip(source: str, data: bytes, limits: UploadLimits) -> Members:
             if info.is_dir() or is_litter(info.filename):
                 continue
             budget.add_file(info.filename, info.file_size)
-            content = _read_member(source, info.filename, lambda: archive.open(info), budget)
-            members.append((info.filename, content))
-    return members
+            members.append(Member(source, info.filename, info.file_size, _opener(archive.open, info), budget))
+        yield members
 
 
-def read_tar(source: str, data: bytes, limits: UploadLimits) -> Members:
+@contextmanager
+def tar_members(source: str, data: bytes, limits: UploadLimits) -> Iterator[list[Member]]:
+    """The regular files of a tar archive; each header is checked before the next one is read."""
     try:
         archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise InvalidInput(f"{source}: not a readable tar archive (truncated or corrupt?): {exc}") from None
     budget, members = _Budget(source, limits), []
     with archive:
-        # Iterate lazily: the next header is read only after this member's sizes were checked.
         for info in _tar_members(source, archive):
             check_member_path(source, info.name)
             if info.issym() or info.islnk():
@@ -110,8 +184,12 @@ def read_tar(source: str, data: bytes, limits: UploadLimits) -> Members:
             if not info.isfile():
                 raise InvalidInput(f"{source}: {info.name} is a special file; only regular files are accepted")
             budget.add_file(info.name, info.size)
-            members.append((info.name, _read_member(source, info.name, lambda: archive.extractfile(info), budget)))
-    return members
+            members.append(Member(source, info.name, info.size, _opener(archive.extractfile, info), budget))
+        yield members
+
+
+def _opener(open_member: Callable[..., Optional[IO[bytes]]], info: object) -> Callable[[], Optional[IO[bytes]]]:
+    return lambda: open_member(info)
 
 
 def _tar_members(source: str, archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -135,15 +213,3 @@ def _check_end_marker(source: str, archive: tarfile.TarFile) -> None:
         raise InvalidInput(f"{source}: truncated or corrupt tar archive: {exc}") from None
     if block != bytes(tarfile.BLOCKSIZE):
         raise InvalidInput(f"{source}: truncated or corrupt tar archive: no end-of-archive marker after the last member")
-
-
-def _read_member(source: str, name: str, open_member: Callable[[], Optional[IO[bytes]]], budget: _Budget) -> bytes:
-    try:
-        stream = open_member()
-        if stream is None:
-            raise InvalidInput(f"{source}: {name} has no readable content")
-        with stream:
-            return budget.read(name, stream)
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError) as exc:
-        # RuntimeError: zipfile's answer to encrypted members.
-        raise InvalidInput(f"{source}: cannot read {name} (truncated, corrupt or encrypted?): {exc}") from None

@@ -16,7 +16,7 @@ from edged.data.formats import decode_upload
 from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput, TooLarge
 
-LIMITS = UploadLimits(max_upload_mb=1, max_unpacked_mb=1, max_archive_files=50)
+LIMITS = UploadLimits(max_upload_mb=1, max_unpacked_mb=1, max_archive_files=50, decode_memory_mb=1)
 
 
 def test_zip_of_grayscale_pngs(uploads):
