@@ -18,6 +18,7 @@ from edged.api.errors import install_error_handlers
 from edged.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
 from edged.api.routes import dashboard, datasets, health, jobs, models, telemetry
 from edged.api.schemas import ErrorBody
+from edged.data.decode_budget import DecodeGate
 from edged.jobs.manager import JobManager
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.blobs = BlobStore(settings.blobs_dir)
+    app.state.decode_gate = DecodeGate(settings.max_concurrent_decodes, settings.decode_wait_s)
     for router in ROUTERS:
         app.include_router(router)
     install_error_handlers(app)

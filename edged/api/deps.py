@@ -8,6 +8,7 @@ from typing import Annotated
 import sqlite_utils
 from fastapi import Depends, Request
 
+from edged.data.decode_budget import DecodeGate
 from edged.data.upload_limits import UploadLimits
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
@@ -35,7 +36,12 @@ def get_upload_limits(request: Request) -> UploadLimits:
     return request.app.state.settings.upload_limits()
 
 
+def get_decode_gate(request: Request) -> DecodeGate:
+    return request.app.state.decode_gate
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[sqlite_utils.Database, Depends(get_db)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 UploadLimitsDep = Annotated[UploadLimits, Depends(get_upload_limits)]
+DecodeGateDep = Annotated[DecodeGate, Depends(get_decode_gate)]

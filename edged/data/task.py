@@ -106,9 +106,16 @@ def validate_task(task: TaskData) -> None:
         raise InvalidInput("images must be shaped (N, C, H, W) with C = 1 or 3", detail={"shape": list(x.shape)})
     if task.kind == "tabular" and x.dim() != 2:
         raise InvalidInput("tabular data must be shaped (N, features)", detail={"shape": list(x.shape)})
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise InvalidInput(f"inputs contain {bad} NaN or infinite value(s)", detail={"accepted": "finite numbers"})
+    if x.is_floating_point():
+        bad = _count_non_finite(x)
+        if bad:
+            raise InvalidInput(f"inputs contain {bad} NaN or infinite value(s)", detail={"accepted": "finite numbers"})
+
+
+def _count_non_finite(x: Tensor, chunk: int = 1 << 20) -> int:
+    """NaN and infinite values in `x`, counted a chunk at a time: no mask the size of the dataset."""
+    flat = x.reshape(-1)
+    return sum(int((~torch.isfinite(part)).sum()) for part in flat.split(chunk))
 
 
 def _describe(value: object) -> str:

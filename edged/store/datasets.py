@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import unicodedata
 import uuid
 from typing import Any, Optional
 
@@ -16,11 +17,18 @@ import sqlite_utils
 from edged.data.formats import decode_as, detect_format
 from edged.data.task import TaskData
 from edged.data.upload_limits import UploadLimits
-from edged.errors import Conflict, NotFound
+from edged.errors import Conflict, InvalidInput, NotFound
 from edged.store.blobs import BlobStore, sha256_bytes
 from edged.store.db import utc_now
 
 ACTIVE_JOB_STATES = ("queued", "running")
+MAX_NAME_LENGTH = 200
+# Unicode categories refused in names: control, format (e.g. bidi overrides), surrogate, private use, line breaks.
+REFUSED_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+NAME_HINT = (
+    f"1 to {MAX_NAME_LENGTH} printable characters (letters, digits, punctuation, symbols, spaces); "
+    "no control or format characters"
+)
 
 
 def save_dataset(
@@ -35,13 +43,14 @@ def save_dataset(
 
     Decoding comes first: a rejected upload raises and leaves neither a row nor a blob behind.
     """
+    name = check_dataset_name(name or filename)
     digest = sha256_bytes(data)
     existing = _row_by_sha256(db, digest)
     if existing is not None:
         return existing
     fmt = detect_format(filename)
     task = decode_as(fmt, filename, data, limits or UploadLimits())
-    row = _row_for(task, digest, fmt, name or filename, len(data))
+    row = _row_for(task, digest, fmt, name, len(data))
     blobs.put_bytes(data)
     try:
         db.table("datasets").insert(row)
@@ -52,6 +61,23 @@ def save_dataset(
             raise
         return existing
     return _decoded(row)
+
+
+def check_dataset_name(name: str) -> str:
+    """`name` if it can be stored and shown safely, else InvalidInput naming the first refused character."""
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise InvalidInput(
+            f"a dataset name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}"
+            + (" (the file name is the default; pass a shorter 'name')" if name else ""),
+            detail={"accepted": NAME_HINT},
+        )
+    for at, char in enumerate(name):
+        if unicodedata.category(char) in REFUSED_NAME_CATEGORIES:
+            raise InvalidInput(
+                f"dataset name {name[:40]!r} holds the control character U+{ord(char):04X} at position {at}",
+                detail={"accepted": NAME_HINT},
+            )
+    return name
 
 
 def _row_for(task: TaskData, digest: str, fmt: str, name: str, size_bytes: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -79,13 +80,78 @@ def _bad_uploads(uploads):
         "one class": ("d.zip", uploads.zip(uploads.image_folders(("cat",), per_class=3)), 422),
         "empty file": ("d.csv", b"", 422),
         "unknown format": ("d.xlsx", b"PK", 422),
+        "superscript label": ("d.csv", "f,label\n1,\u00b2\n2,1\n3,\u00b2\n".encode(), None),
+        "double minus label": ("d.jsonl", b'{"text": "a", "label": "--1"}\n{"text": "b", "label": "1"}\n', None),
+        "superscript class folder": ("d.zip", uploads.zip({"\u00b2/0.png": uploads.image(), "1/0.png": uploads.image()}), None),
+        "csv field over the field limit": ("d.csv", b"f,label\n" + b"1" * 200_000 + b",a\n", 422),
+        "deeply nested json": ("d.jsonl", b"[" * 100_000 + b"\n", 422),
+        "huge npy shape": ("d.npz", _huge_npz(uploads), 413),
+        "object npy": ("d.npz", uploads.npz(x=np.array([None, 1], dtype=object), y=np.array([0, 1])), 422),
     }
+
+
+def _huge_npz(uploads):
+    """x.npy's header declares (10^6, 10^6) float64: 8 TB, over 16 bytes of data."""
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(16)
+    return uploads.zip({"x.npy": npy, "y.npy": _npy(np.array([0, 1]))})
+
+
+def _npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", ["superscript label", "double minus label", "superscript class folder"])
+def test_labels_that_look_like_integers_but_are_not_are_names(client, auth, uploads, case):
+    """'²' passes str.isdigit() and '--1' passes lstrip('-'), yet int() refuses both: they are plain names."""
+    filename, data, _ = _bad_uploads(uploads)[case]
+    response = _upload(client, auth, filename, data)
+    assert response.status_code == 201, response.json()
+    assert sorted(response.json()["classes"]) == sorted(["1", "--1" if "minus" in case else "\u00b2"])
+
+
+@pytest.mark.parametrize(
+    "name,fragment",
+    [("bad\x00name", "U+0000"), ("line\nbreak", "U+000A"), ("bidi\u202eexe.zip", "U+202E"), ("x" * 201, "1 to 200")],
+)
+def test_unsafe_dataset_names_are_refused_and_store_nothing(client, auth, settings, name, fragment):
+    response = _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n", name=name)
+    assert response.status_code == 422, response.json()
+    error = response.json()["error"]
+    assert fragment in error["message"] and "printable characters" in error["detail"]["accepted"]
+    assert client.get("/v1/datasets", headers=auth).json() == [] and _stored_files(settings) == []
+
+
+def test_a_printable_unicode_name_is_kept(client, auth):
+    response = _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n", name="Prüfstand № 3 — 🌱")
+    assert response.status_code == 201 and response.json()["name"] == "Prüfstand № 3 — 🌱"
+
+
+def test_an_upload_waiting_too_long_for_a_decode_slot_is_503_with_retry_after(tmp_path, auth):
+    from fastapi.testclient import TestClient
+
+    from edged.api.app import create_app
+    from edged.settings import get_settings
+    from conftest import TEST_TOKEN
+
+    settings = get_settings(data_dir=tmp_path / "data", token=TEST_TOKEN, max_concurrent_decodes=1, decode_wait_s=0.2)
+    with TestClient(create_app(settings)) as client:
+        with client.app.state.decode_gate.slot():  # another upload is decoding
+            busy = _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n")
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+        assert busy.json()["error"]["code"] == "busy" and "EDGED_MAX_CONCURRENT_DECODES" in busy.json()["error"]["message"]
+        assert client.get("/v1/datasets", headers=auth).json() == []
+        assert _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n").status_code == 201  # the slot is free again
 
 
 @pytest.mark.parametrize(
     "case",
     ["truncated archive", "parent path", "absolute path", "decompression bomb", "non-image file",
-     "inconsistent shapes", "missing labels", "one class", "empty file", "unknown format"],
+     "inconsistent shapes", "missing labels", "one class", "empty file", "unknown format",
+     "csv field over the field limit", "deeply nested json", "huge npy shape", "object npy"],
 )
 def test_bad_uploads_are_refused_and_store_nothing(client, auth, uploads, settings, case):
     filename, data, status = _bad_uploads(uploads)[case]

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from edged.api.deps import BlobsDep, DbDep, UploadLimitsDep
+from edged.api.deps import BlobsDep, DbDep, DecodeGateDep, UploadLimitsDep
 from edged.api.schemas import DatasetPublic
 from edged.data.formats import ACCEPTED
 from edged.errors import TooLarge
@@ -21,12 +21,17 @@ def upload_dataset(
     db: DbDep,
     blobs: BlobsDep,
     limits: UploadLimitsDep,
-    name: Annotated[Optional[str], Form(description="a name for the dataset (default: the file name)")] = None,
+    gate: DecodeGateDep,
+    name: Annotated[
+        Optional[str], Form(description="a name for the dataset (default: the file name); printable, <= 200 characters")
+    ] = None,
 ) -> DatasetPublic:
-    data = file.file.read(int(limits.max_upload_bytes) + 1)
-    if len(data) > limits.max_upload_bytes:
-        raise TooLarge(f"{file.filename}: over the {limits.max_upload_mb:g} MiB upload limit")
-    row = datasets.save_dataset(db, blobs, file.filename or "", data, name=name, limits=limits)
+    with gate.slot():  # the upload's bytes are read into memory only once its decode may start
+        data = file.file.read(int(limits.max_upload_bytes) + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise TooLarge(f"{file.filename}: over the {limits.max_upload_mb:g} MiB upload limit")
+        row = datasets.save_dataset(db, blobs, file.filename or "", data, name=name, limits=limits)
+        del data  # freed before the slot's release hands free memory back to the OS
     return DatasetPublic(**row)
 
 
