@@ -102,7 +102,7 @@ class Member:
                 yield stream
 
     @contextmanager
-    def stream(self) -> Iterator[IO[bytes]]:
+    def stream(self) -> Iterator[io.RawIOBase]:
         """A stream over the whole member, its reads counted against the unpacked limit."""
         with self._reading():
             with self._opened() as raw:

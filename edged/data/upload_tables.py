@@ -14,7 +14,7 @@ import re
 import sys
 from array import array
 from collections.abc import Iterator
-from typing import IO, Any, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -81,23 +81,23 @@ def decode_npz(source: str, data: bytes, limits: UploadLimits, budget: DecodeBud
     return TaskData(kind, x, y, classes)
 
 
-def _read_npy(source: str, name: str, stream: IO[bytes], budget: DecodeBudget) -> np.ndarray:
+def _read_npy(source: str, name: str, stream: io.RawIOBase, budget: DecodeBudget) -> np.ndarray:
     """One .npy member: its header checked and its size reserved before the array is allocated."""
     shape, fortran_order, dtype = _npy_header(source, name, stream)
     count = math.prod(shape)
     budget.reserve(count * dtype.itemsize, f"array {name} of shape {list(shape)} {dtype}")
     array = np.empty(count, dtype)
-    view = memoryview(array.view(np.uint8)) if array.nbytes else memoryview(b"")
+    view = array.view(np.uint8).data if array.nbytes else memoryview(b"")
     filled = 0
     while filled < len(view):
-        read = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        read = stream.readinto(view[filled:])
         if not read:
             raise InvalidInput(f"{source}: array {name} is truncated: {filled} of {len(view)} bytes of data")
         filled += read
     return array.reshape(shape, order="F" if fortran_order else "C")
 
 
-def _npy_header(source: str, name: str, stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _npy_header(source: str, name: str, stream: io.RawIOBase) -> tuple[tuple[int, ...], bool, np.dtype]:
     try:
         version = np.lib.format.read_magic(stream)
         if version not in ((1, 0), (2, 0)):

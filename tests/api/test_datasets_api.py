@@ -130,15 +130,13 @@ def test_a_printable_unicode_name_is_kept(client, auth):
     assert response.status_code == 201 and response.json()["name"] == "Prüfstand № 3 — 🌱"
 
 
-def test_an_upload_waiting_too_long_for_a_decode_slot_is_503_with_retry_after(tmp_path, auth):
+def test_an_upload_waiting_too_long_for_a_decode_slot_is_503_with_retry_after(settings, auth):
     from fastapi.testclient import TestClient
 
     from edged.api.app import create_app
-    from edged.settings import get_settings
-    from conftest import TEST_TOKEN
 
-    settings = get_settings(data_dir=tmp_path / "data", token=TEST_TOKEN, max_concurrent_decodes=1, decode_wait_s=0.2)
-    with TestClient(create_app(settings)) as client:
+    one_slot = settings.model_copy(update={"max_concurrent_decodes": 1, "decode_wait_s": 0.2})
+    with TestClient(create_app(one_slot)) as client:
         with client.app.state.decode_gate.slot():  # another upload is decoding
             busy = _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n")
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"

@@ -1,11 +1,10 @@
-"""Upload bombs against a real `edged serve`: each is refused from its headers, or decoded within the decode
+"""Upload bombs against a real `edged serve` (its fixture lives with the job tests): each is refused from its headers, or decoded within the decode
 memory budget, measured as the growth of the daemon's peak resident set (VmHWM, reset before each upload)."""
 
 from __future__ import annotations
 
 import io
 import struct
-import sys
 import threading
 import zipfile
 import zlib
@@ -14,9 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
-from jobs_helpers import AUTH, Daemon  # noqa: E402
+from jobs_helpers import AUTH, Daemon
 
 MiB = 1024 * 1024
 
