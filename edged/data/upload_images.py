@@ -38,7 +38,6 @@ class _Header:
     member: Member
     size: tuple[int, int]  # (width, height)
     mode: str
-    bands: int
 
 
 def decode_image_folders(source: str, members: list[Member], budget: DecodeBudget) -> TaskData:
@@ -49,23 +48,31 @@ def decode_image_folders(source: str, members: list[Member], budget: DecodeBudge
     channels = 1 if mode == "L" else 3
     width, height = headers[0].size
     budget.reserve(len(headers) * channels * height * width, f"{len(headers)} images of {width}x{height}")
-    largest = max(headers, key=lambda h: _transient_bytes(h, channels))
-    with budget.holding(_transient_bytes(largest, channels), f"decoding {largest.member.name}"):
+    largest = max(headers, key=lambda h: _transient_bytes(h, mode))
+    with budget.holding(_transient_bytes(largest, mode), f"decoding {largest.member.name}"):
         pass  # the largest decode fits: refused here, before any pixel is decoded, if it does not
     x = torch.empty((len(headers), channels, height, width), dtype=torch.uint8)  # (N, C, H, W)
     pixels = x.numpy()  # the same memory, written image by image
     for i, header in enumerate(headers):
-        with budget.holding(_transient_bytes(header, channels), f"decoding {header.member.name}"):
+        with budget.holding(_transient_bytes(header, mode), f"decoding {header.member.name}"):
             pixels[i] = _decode_image(source, header, mode)
     y, classes = encode_labels(source, labels)
     return TaskData("image", x, y, classes)
 
 
-def _transient_bytes(header: _Header, channels: int) -> int:
+def _transient_bytes(header: _Header, mode: str) -> int:
     """What decoding one image holds besides the dataset's tensor: the member's bytes, Pillow's decoded
-    image, its conversion to the dataset's mode and numpy's copy of that."""
+    image, its conversion to the dataset's `mode` and numpy's copy of that."""
     width, height = header.size
-    return header.member.size + width * height * (header.bands + 2 * channels)
+    channels = 1 if mode == "L" else 3
+    return header.member.size + width * height * (_pillow_pixel_bytes(header.mode) + _pillow_pixel_bytes(mode) + channels)
+
+
+def _pillow_pixel_bytes(mode: str) -> int:
+    """Bytes Pillow stores per pixel of `mode` (RGB is padded to 4; 16-bit modes take 2, the rest 4)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
 
 
 def _class_of_each(source: str, names: list[str]) -> list[str]:
@@ -83,8 +90,9 @@ def _class_of_each(source: str, names: list[str]) -> list[str]:
 def _read_header(source: str, member: Member, budget: DecodeBudget) -> _Header:
     """An image's header; a pixel bomb is refused here, from its declared size, before anything is decoded."""
     with member.header_stream() as stream, _opened(source, member.name, stream) as image:
-        header = _Header(member, image.size, image.mode, len(image.getbands()))
-    with budget.holding(_transient_bytes(header, 1 if header.mode == "L" else 3), f"decoding {member.name}"):
+        header = _Header(member, image.size, image.mode)
+    own_mode = "L" if header.mode == "L" else "RGB"  # the least this image's decode can take
+    with budget.holding(_transient_bytes(header, own_mode), f"decoding {member.name}"):
         return header
 
 

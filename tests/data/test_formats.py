@@ -274,3 +274,35 @@ def test_os_litter_is_skipped(uploads):
     members = uploads.image_folders(per_class=2)
     members.update({"__MACOSX/cat/._0.png": b"junk", "cat/.DS_Store": b"junk"})
     assert len(decode_upload("d.zip", uploads.zip(members), LIMITS)) == 4
+
+
+def test_decode_budget_bounds_every_format(uploads):
+    """Each format's decoded data is reserved against decode_memory_mb before it is allocated."""
+    small = UploadLimits(max_upload_mb=10, max_unpacked_mb=64, max_archive_files=50, decode_memory_mb=1)
+    csv_rows = b"a,b,c,d,label\n" + b"1,2,3,4,x\n5,6,7,8,y\n" * 40_000  # 80,000 x 4 float32 = 1.2 MiB
+    jsonl = b"".join(json.dumps({"text": "t" * 1000, "label": "ab"[i % 2]}).encode() + b"\n" for i in range(2000))
+    npz = uploads.npz(x=np.zeros((1000, 300), np.float64), y=np.arange(1000) % 2)  # 2.3 MiB of float64
+    for name, data in [("t.csv", csv_rows), ("t.jsonl", jsonl), ("t.npz", npz)]:
+        with pytest.raises(TooLarge, match="decode memory budget") as caught:
+            decode_upload(name, data, small)
+        assert caught.value.detail["limit_decode_mb"] == 1, name
+        decode_upload(name, data, UploadLimits(max_upload_mb=10, max_unpacked_mb=64, decode_memory_mb=16))
+
+
+def test_rgb_pixels_are_reserved_before_decoding(uploads):
+    """Eight 256x256 RGB images (1.5 MiB of pixels) cannot fit a 1 MiB budget: refused from the headers."""
+    members = {f"{c}/{i}.png": uploads.image(size=(256, 256), mode="RGB", seed=i) for c in "ab" for i in range(4)}
+    with pytest.raises(TooLarge, match="8 images of 256x256"):
+        decode_upload("d.zip", uploads.zip(members), UploadLimits(10, 64, 50, decode_memory_mb=1))
+
+
+@pytest.mark.parametrize("label", ["\u00b2", "--1", "\u0661"])  # superscript two, double minus, Arabic-Indic one
+def test_labels_int_would_refuse_are_names(label):
+    task = decode_upload("t.csv", f"f,label\n1,{label}\n2,7\n3,{label}\n".encode(), LIMITS)
+    assert task.classes == ["7", label] and task.y.tolist() == [1, 0, 1]
+
+
+def test_npz_in_big_endian_and_fortran_order(uploads):
+    x = np.asfortranarray(np.arange(12, dtype=">f8").reshape(4, 3))
+    task = decode_upload("t.npz", uploads.npz(x=x, y=np.array([0, 1, 0, 1], dtype=">i8")), LIMITS)
+    assert task.x.tolist() == x.astype(np.float32).tolist() and task.y.tolist() == [0, 1, 0, 1]
