@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Callable, Optional
+from typing import IO, Callable
 
 from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput, TooLarge
@@ -72,7 +72,7 @@ class _CountedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: Optional[int] = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         chunk = self._stream.read(CHUNK_BYTES if size is None or size < 0 else min(size, CHUNK_BYTES))
         self._budget.count(self._name, len(chunk))
         return chunk
@@ -90,7 +90,7 @@ class Member:
     source: str
     name: str
     size: int
-    _open: Callable[[], Optional[IO[bytes]]]
+    _open: Callable[[], IO[bytes] | None]
     _budget: _Budget
 
     @contextmanager
@@ -104,9 +104,8 @@ class Member:
     @contextmanager
     def stream(self) -> Iterator[io.RawIOBase]:
         """A stream over the whole member, its reads counted against the unpacked limit."""
-        with self._reading():
-            with self._opened() as raw:
-                yield _CountedStream(raw, self.name, self._budget)
+        with self._reading(), self._opened() as raw:
+            yield _CountedStream(raw, self.name, self._budget)
 
     def read(self) -> bytes:
         with self.stream() as stream:
@@ -188,7 +187,7 @@ def tar_members(source: str, data: bytes, limits: UploadLimits) -> Iterator[list
         yield members
 
 
-def _opener(open_member: Callable[..., Optional[IO[bytes]]], info: object) -> Callable[[], Optional[IO[bytes]]]:
+def _opener(open_member: Callable[..., IO[bytes] | None], info: object) -> Callable[[], IO[bytes] | None]:
     return lambda: open_member(info)
 
 

@@ -14,7 +14,7 @@ import re
 import sys
 from array import array
 from collections.abc import Iterator
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,15 +113,15 @@ def _npy_header(source: str, name: str, stream: io.RawIOBase) -> tuple[tuple[int
     return shape, fortran_order, dtype
 
 
-def _npz_labels(source: str, y: np.ndarray, classes: Union[np.ndarray, None]) -> tuple[torch.Tensor, list[str]]:
+def _npz_labels(source: str, y: np.ndarray, classes: np.ndarray | None) -> tuple[torch.Tensor, list[str]]:
     if y.ndim != 1:
         raise InvalidInput(f"{source}: y must be 1-d (N,), got shape {list(y.shape)}", detail={"accepted": NPZ_HINT})
     if y.dtype.kind not in "iuU":
         raise InvalidInput(f"{source}: y must hold integer or string labels, got {y.dtype}")
     if classes is None:
         values, indices = np.unique(y, return_inverse=True)  # each distinct label once, not one str per sample
-        y_names, class_y = encode_labels(source, [str(v) for v in values.tolist()])
-        return y_names[torch.from_numpy(indices.reshape(-1).astype(np.int64))], class_y
+        class_of_value, classes_found = encode_labels(source, [str(v) for v in values.tolist()])
+        return class_of_value[torch.from_numpy(indices.reshape(-1).astype(np.int64))], classes_found
     if y.dtype.kind == "U":
         raise InvalidInput(f"{source}: with a 'classes' array, y must hold integer indices into it")
     return torch.from_numpy(y.astype(np.int64)), [str(c) for c in classes.reshape(-1).tolist()]
@@ -214,7 +214,7 @@ def decode_csv(source: str, data: bytes, limits: UploadLimits, budget: DecodeBud
     return TaskData("tabular", torch.from_numpy(x), y, classes)  # x: (N, F)
 
 
-def _csv_row(source: str, rows: Any) -> Union[list[str], None]:
+def _csv_row(source: str, rows: Any) -> list[str] | None:
     try:
         return next(rows, None)
     except csv.Error as exc:  # e.g. a field over csv's field size limit

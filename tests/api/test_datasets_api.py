@@ -141,7 +141,7 @@ def test_an_upload_waiting_too_long_for_a_decode_slot_is_503_with_retry_after(se
             busy = _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n")
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
         assert busy.json()["error"]["code"] == "busy" and "EDGED_MAX_CONCURRENT_DECODES" in busy.json()["error"]["message"]
-        assert client.get("/v1/datasets", headers=auth).json() == []
+        assert client.get("/v1/datasets", headers=auth).json() == [] and _stored_files(settings) == []
         assert _upload(client, auth, "d.csv", b"f,label\n1,a\n2,b\n").status_code == 201  # the slot is free again
 
 
