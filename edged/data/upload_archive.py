@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Callable
 
@@ -90,8 +90,8 @@ class Member:
     source: str
     name: str
     size: int
-    _open: Callable[[], IO[bytes] | None]
-    _budget: _Budget
+    _open: Callable[[], IO[bytes] | None] = field(repr=False)
+    _budget: _Budget = field(repr=False)
 
     @contextmanager
     def header_stream(self) -> Iterator[IO[bytes]]:
