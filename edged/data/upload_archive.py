@@ -16,11 +16,11 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import IO, Callable
+from typing import IO
 
 from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput, TooLarge
