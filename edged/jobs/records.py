@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import sqlite_utils
 
-from edged.errors import Conflict, NotFound
+from edged.errors import Conflict, Corrupt, NotFound
 from edged.store.blobs import BlobStore
 from edged.store.db import utc_now
 
@@ -169,6 +169,17 @@ def get_artifact(db: sqlite_utils.Database, job_id: str, name: str) -> dict[str,
             return artifact
     raise NotFound(f"job {job_id} has no artifact {name!r}",
                    detail={"accepted": [a["name"] for a in list_artifacts(db, job_id)]})
+
+
+def verified_artifact_path(blobs: BlobStore, artifact: dict[str, Any]) -> Path:
+    """The artifact's blob, read through once against its digest: a corrupt file is refused, not served."""
+    try:
+        blobs.verify(artifact["blob"])
+    except Corrupt as exc:
+        raise Corrupt(f"artifact {artifact['name']} of job {artifact['job_id']} is corrupt in the store: sha256 "
+                      f"{exc.detail['actual_sha256']} != {artifact['blob']}; run the job again to produce it anew",
+                      detail={**exc.detail, "job": artifact["job_id"], "artifact": artifact["name"]}) from None
+    return blobs.path(artifact["blob"])
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

@@ -70,8 +70,9 @@ def list_artifacts(job_id: str, db: DbDep) -> list[ArtifactPublic]:
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
-            summary="Download an artifact (delta.safetensors, merged.safetensors)")
+            summary="Download an artifact (delta.safetensors, merged.safetensors); 409 `corrupt` if its stored bytes "
+                    "no longer match its sha256")
 def get_artifact(job_id: str, name: str, db: DbDep, blobs: BlobsDep) -> FileResponse:
     artifact = records.get_artifact(db, job_id, name)
-    path = blobs.path(artifact["blob"])
+    path = records.verified_artifact_path(blobs, artifact)
     return FileResponse(path, media_type=artifact["media_type"], filename=name)
