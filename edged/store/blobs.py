@@ -59,7 +59,7 @@ class BlobStore:
                 self._write_atomically(digest, iter(lambda: f.read(CHUNK_BYTES), b""))
         return digest
 
-    def open(self, digest: str) -> "VerifiedReader":
+    def open(self, digest: str) -> VerifiedReader:
         """A reader of the blob that raises Corrupt on reaching the end if the bytes do not match."""
         try:
             return VerifiedReader(open(self.path(digest), "rb"), digest)
@@ -137,7 +137,7 @@ class VerifiedReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "VerifiedReader":
+    def __enter__(self) -> VerifiedReader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs_helpers import FAST_JOB, digits_npz, wait_for
+
 from edged.jobs.records import FINAL_STATES
 
 

@@ -23,10 +23,9 @@ def test_a_second_lock_is_refused_with_the_holder_named(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from edged.store.lock import lock_data_dir; "
-         "lock_data_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True)
+    program = ("import sys, time; from pathlib import Path; from edged.store.lock import lock_data_dir; "
+               "lock_data_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", program, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
     with pytest.raises(DataDirLocked, match=f"pid {holder.pid}"):
         lock_data_dir(tmp_path)
