@@ -2,7 +2,8 @@
 
 The worker is a separate process (`edged.jobs.worker`), so a crash, CUDA error or OOM kill there
 only ends that job: the manager sees the exit status and marks the job `failed` with the reason.
-At start-up, jobs left `running` by a daemon that died are requeued to resume from their work
+At start-up, and hourly between jobs, jobs that ended more than EDGED_JOB_RETENTION_DAYS ago are
+deleted (`edged.jobs.retention`). At start-up, jobs left `running` by a daemon that died are requeued to resume from their work
 directory (at most MAX_RESUMES times) or marked `interrupted` with why. Stopping the manager stops
 the worker (SIGTERM, a bounded wait, then SIGKILL) and requeues its job, to resume on the next start.
 Writing a job's final state is retried with backoff until it lands (a full disk or a locked database
@@ -18,12 +19,13 @@ import signal
 import sqlite3
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import sqlite_utils
 
-from edged.jobs import records
+from edged.jobs import records, retention
 from edged.jobs.worker import (
     EXIT_DISK_FULL,
     EXIT_STOPPED,
@@ -51,11 +53,13 @@ class JobManager:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._next_sweep = 0.0  # when expired jobs are next deleted (time.monotonic())
 
     def start(self) -> None:
         db = open_db(self.settings.db_path)
         try:
             recover_jobs(db, self.settings)
+            self._delete_expired_jobs(db)
         finally:
             db.close()
         self._thread = threading.Thread(target=self._loop, name="edged-jobs", daemon=True)
@@ -81,12 +85,23 @@ class JobManager:
                     if job is not None:
                         self._run(db, job)
                         continue
+                    if time.monotonic() >= self._next_sweep:
+                        self._delete_expired_jobs(db)
                 except Exception:  # e.g. a locked database or a full disk: log, wait, try again
                     log.exception("the job manager hit an error; retrying")
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
         finally:
             db.close()
+
+    def _delete_expired_jobs(self, db: sqlite_utils.Database) -> None:
+        """Retention; a failure (a full disk, say) is logged and retried at the next sweep, never fatal."""
+        self._next_sweep = time.monotonic() + retention.SWEEP_INTERVAL_S
+        try:
+            retention.delete_expired_jobs(db, BlobStore(self.settings.blobs_dir), self.settings.data_dir,
+                                          self.settings.job_retention_days)
+        except Exception:
+            log.exception("deleting expired jobs failed; retrying in %.0f s", retention.SWEEP_INTERVAL_S)
 
     def _run(self, db: sqlite_utils.Database, job: dict[str, Any]) -> None:
         directory = job_dir(self.settings.data_dir, job["id"])

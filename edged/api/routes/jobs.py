@@ -1,14 +1,14 @@
-"""/v1/jobs: start, list, show and cancel adaptation jobs; their live events and their artifacts."""
+"""/v1/jobs: start, list, show, cancel and delete adaptation jobs; their live events and their artifacts."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from edged.api.deps import BlobsDep, DbDep, SettingsDep
-from edged.jobs import records
+from edged.jobs import records, retention
 from edged.jobs.schemas import ArtifactPublic, JobCreate, JobPublic
 from edged.jobs.sse import job_event_stream
 from edged.jobs.validate import checked_job
@@ -49,6 +49,14 @@ def get_job(job_id: str, db: DbDep) -> JobPublic:
              summary="Cancel a job: a queued one at once, a running one between training steps (409 if finished)")
 def cancel_job(job_id: str, db: DbDep) -> JobPublic:
     return _public(records.request_cancel(db, job_id))
+
+
+@router.delete("/{job_id}", status_code=204,
+               summary="Delete a finished job: its row, events, work directory and artifacts "
+                       "(409 while queued or running: cancel it first)")
+def delete_job(job_id: str, db: DbDep, blobs: BlobsDep, settings: SettingsDep) -> Response:
+    retention.delete_job(db, blobs, settings.data_dir, job_id)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/events", summary="Live job events as Server-Sent Events (ends when the job ends)",
