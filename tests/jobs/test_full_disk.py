@@ -4,53 +4,14 @@ small tmpfs (Linux, root), filled by a real file; `edged serve` runs as a real p
 
 from __future__ import annotations
 
-import errno
 import signal
-import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 from jobs_helpers import AUTH, FAST_JOB, Daemon, digits_npz, wait_for
 
 from edged.jobs.records import FINAL_STATES
 from edged.store.db import open_db
-
-TMPFS_SIZE = "40m"
-
-
-@pytest.fixture
-def small_data_dir(tmp_path):
-    """tmp_path/data (the Daemon's data directory) as a tmpfs of TMPFS_SIZE, unmounted afterwards."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(data_dir)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs as a small data directory here: {mounted.stderr.strip() or 'not root'}")
-    try:
-        yield data_dir
-    finally:
-        if subprocess.run(["umount", str(data_dir)], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(data_dir)], check=True)
-
-
-def _fill(path: Path) -> None:
-    """Write zeros to `path` until the file system refuses with ENOSPC."""
-    chunk = bytes(1024 * 1024)
-    with open(path, "wb", buffering=0) as filler:
-        try:
-            while True:
-                filler.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-        small = bytes(4096)
-        try:
-            while True:
-                filler.write(small)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-
 
 def _worker_pid(daemon: Daemon, job_id: str) -> int:
     db = open_db(daemon.data_dir / "edged.db")
@@ -71,7 +32,7 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def test_a_disk_filling_mid_training_fails_the_job_with_enospc_and_uploads_get_507(tmp_path, small_data_dir):
+def test_a_disk_filling_mid_training_fails_the_job_with_enospc_and_uploads_get_507(tmp_path, small_data_dir, fill_until_full):
     daemon = Daemon(tmp_path)
     assert daemon.data_dir == small_data_dir
     daemon.start()
@@ -82,7 +43,7 @@ def test_a_disk_filling_mid_training_fails_the_job_with_enospc_and_uploads_get_5
                             json={**FAST_JOB, "dataset": dataset["id"], "epochs": 200}).json()["id"]
         daemon.next_event(job_id, "epoch")  # in train, checkpointing each epoch
         worker = _worker_pid(daemon, job_id)
-        _fill(small_data_dir / "filler")
+        fill_until_full(small_data_dir / "filler")
 
         wait_for(lambda: {"exited": _exited(worker)}, lambda w: w["exited"], timeout_s=120)
         # The disk is still full: the daemon answers, and an upload is refused with 507, leaving nothing.
