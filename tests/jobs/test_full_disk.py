@@ -13,6 +13,7 @@ from jobs_helpers import AUTH, FAST_JOB, Daemon, digits_npz, wait_for
 from edged.jobs.records import FINAL_STATES
 from edged.store.db import open_db
 
+
 def _worker_pid(daemon: Daemon, job_id: str) -> int:
     db = open_db(daemon.data_dir / "edged.db")
     try:
