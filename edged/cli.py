@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from edged.errors import EdgedError
 from edged.settings import Settings, get_settings
+from edged.store.lock import lock_data_dir
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -24,6 +25,7 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     settings.serving_token()  # fail fast, before the heavy imports of the app
+    _data_dir_lock = lock_data_dir(settings.data_dir)  # before anything touches the directory; held until exit
 
     import uvicorn
 

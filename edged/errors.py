@@ -38,6 +38,18 @@ class Conflict(EdgedError):
     code = "conflict"
 
 
+class Corrupt(Conflict):
+    """Stored bytes no longer match the SHA-256 they were stored under (disk or flash corruption).
+
+    409, not 500: a 500 says edged has a bug and invites a retry, which would get the same bad bytes;
+    the stored resource's state is what conflicts with the request, and the client can resolve it
+    (upload the dataset again, which rewrites the stored copy, or run the job again). A subclass of
+    Conflict, so 409's generic code stays "conflict".
+    """
+
+    code = "corrupt"
+
+
 class TooLarge(EdgedError):
     status = 413
     code = "too_large"
@@ -53,6 +65,13 @@ class Unavailable(EdgedError):
 
     status = 503
     code = "unavailable"
+
+
+class InsufficientStorage(EdgedError):
+    """The data directory's file system is full (ENOSPC, EDQUOT, SQLite's "database or disk is full")."""
+
+    status = 507
+    code = "insufficient_storage"
 
 
 class Unsupported(EdgedError):

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a graceful shutdown waits for open requests and the running job."
     )
+    job_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days a finished job (its row, events, work directory and artifacts) is kept after it ends; "
+        "0 keeps every job. Applied at start-up and hourly between jobs.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Logging level of the daemon."
     )

@@ -1,8 +1,8 @@
 """One JSON error body for every error: {"error": {"code", "message", "detail"}}.
 
 EdgedError subclasses carry their own status and code; request validation errors list every reason;
-HTTP errors (404 route, 405 method, ...) keep their status; anything unexpected is a logged 500
-with no traceback in the response.
+HTTP errors (404 route, 405 method, ...) keep their status; a full disk anywhere is a 507; anything
+unexpected is a logged 500 with no traceback in the response.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edged import errors
+from edged.store.space import disk_full, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_disk_full(exc):  # wherever it struck (a blob, the database, a temporary file): one 507
+        full = disk_full(request.app.state.settings.data_dir)
+        log.error("%s %s failed: %s (%s)", request.method, request.url.path, full.message, exc)
+        return error_response(full.status, full.code, full.message, full.detail)
     log.exception("%s %s failed unexpectedly", request.method, request.url.path)
     return error_response(500, "internal", "internal error; the server log has the details")
 

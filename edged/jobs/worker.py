@@ -4,12 +4,15 @@ A child process of the daemon's job manager, so that a crash, a CUDA error or an
 process and not the API. It writes the job's events, progress and final state to SQLite itself.
 Exit codes: 0 the job reached a final state (succeeded, failed or cancelled); EXIT_STOPPED when a
 SIGTERM stopped it between steps, leaving it `running` for the manager to requeue (its work
-directory keeps the finished stages); anything else is a crash the manager reports.
+directory keeps the finished stages); EXIT_DISK_FULL when the data directory filled up and even the
+job's final state could not be written (the manager writes it, retrying); anything else is a crash
+the manager reports.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -24,8 +27,10 @@ from edged.jobs import records
 from edged.jobs.progress import JobStopped, ProgressReporter
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
+from edged.store.space import disk_full, is_disk_full
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: try again later
+EXIT_DISK_FULL = 73  # EX_CANTCREAT: cannot create output
 PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger("edged.jobs.worker")
@@ -83,15 +88,28 @@ def run_job(data_dir: Path, job_id: str, termination: Termination) -> int:
                 log.info("job %s stopped by SIGTERM during %s; it stays resumable", job_id, reporter.stage_name)
                 return EXIT_STOPPED
             records.finish_running(db, job_id, records.CANCELLED, error=f"cancelled {during(reporter.stage_name)}")
-        except EdgedError as exc:
-            records.finish_running(db, job_id, records.FAILED, error=f"{during(reporter.stage_name)}: {exc.message}")
         except Exception as exc:  # any failure of the job is the job's, reported in its row
-            traceback.print_exc()
-            records.finish_running(db, job_id, records.FAILED,
-                                   error=f"{during(reporter.stage_name)}: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, EdgedError):
+                with contextlib.suppress(OSError):  # worker.log may be on the very disk that is full
+                    traceback.print_exc()
+            records.finish_running(db, job_id, records.FAILED, error=failure_reason(data_dir, reporter.stage_name, exc))
         return 0
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        log.error("job %s: the data directory is full; its final state is left to the daemon", job_id)
+        return EXIT_DISK_FULL
     finally:
         db.close()
+
+
+def failure_reason(data_dir: Path, stage: Optional[str], exc: Exception) -> str:
+    """A failed job's `error`: the stage, then what went wrong (a full disk named as ENOSPC)."""
+    if is_disk_full(exc):
+        return f"{during(stage)}: {disk_full(data_dir).message} ({type(exc).__name__}: {exc})"
+    if isinstance(exc, EdgedError):
+        return f"{during(stage)}: {exc.message}"
+    return f"{during(stage)}: {type(exc).__name__}: {exc}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:

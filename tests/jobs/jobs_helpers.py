@@ -64,11 +64,14 @@ class Daemon:
         self.env_file.write_text(f"EDGED_TOKEN={TOKEN}\nEDGED_DATA_DIR={self.data_dir}\nEDGED_SHUTDOWN_TIMEOUT_S=5\n")
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The `edged serve` command line and environment of this daemon."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edged.cli", "--env-file", str(self.env_file), "serve", "--port", str(self.port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return [sys.executable, "-m", "edged.cli", "--env-file", str(self.env_file), "serve", "--port", str(self.port)], env
+
+    def start(self) -> None:
+        command, env = self.command()
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.process.communicate()[0]

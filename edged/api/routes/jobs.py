@@ -1,14 +1,14 @@
-"""/v1/jobs: start, list, show and cancel adaptation jobs; their live events and their artifacts."""
+"""/v1/jobs: start, list, show, cancel and delete adaptation jobs; their live events and their artifacts."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from edged.api.deps import BlobsDep, DbDep, SettingsDep
-from edged.jobs import records
+from edged.jobs import records, retention
 from edged.jobs.schemas import ArtifactPublic, JobCreate, JobPublic
 from edged.jobs.sse import job_event_stream
 from edged.jobs.validate import checked_job
@@ -51,6 +51,14 @@ def cancel_job(job_id: str, db: DbDep) -> JobPublic:
     return _public(records.request_cancel(db, job_id))
 
 
+@router.delete("/{job_id}", status_code=204,
+               summary="Delete a finished job: its row, events, work directory and artifacts "
+                       "(409 while queued or running: cancel it first)")
+def delete_job(job_id: str, db: DbDep, blobs: BlobsDep, settings: SettingsDep) -> Response:
+    retention.delete_job(db, blobs, settings.data_dir, job_id)
+    return Response(status_code=204)
+
+
 @router.get("/{job_id}/events", summary="Live job events as Server-Sent Events (ends when the job ends)",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
@@ -70,8 +78,9 @@ def list_artifacts(job_id: str, db: DbDep) -> list[ArtifactPublic]:
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
-            summary="Download an artifact (delta.safetensors, merged.safetensors)")
+            summary="Download an artifact (delta.safetensors, merged.safetensors); 409 `corrupt` if its stored bytes "
+                    "no longer match its sha256")
 def get_artifact(job_id: str, name: str, db: DbDep, blobs: BlobsDep) -> FileResponse:
     artifact = records.get_artifact(db, job_id, name)
-    path = blobs.path(artifact["blob"])
+    path = records.verified_artifact_path(blobs, artifact)
     return FileResponse(path, media_type=artifact["media_type"], filename=name)
