@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds a graceful shutdown waits for open requests and the running job."
     )
     job_retention_days: float = Field(
-        30.0,
+        0.0,
         ge=0,
         description="Days a finished job (its row, events, work directory and artifacts) is kept after it ends; "
         "0 keeps every job. Applied at start-up and hourly between jobs.",

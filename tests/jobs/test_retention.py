@@ -85,8 +85,8 @@ def test_retention_deletes_jobs_that_ended_long_enough_ago_at_start_up(db, blobs
     assert delete_expired_jobs(db, blobs, settings.data_dir, retention_days=0) == []  # 0 keeps every job
     orphan = settings.data_dir / "jobs" / ("0" * 32)
     orphan.mkdir()  # a work directory whose row is gone (a crash mid-delete)
-    assert settings.job_retention_days == 30
-    with TestClient(create_app(settings)):  # the job manager sweeps at start-up
+    assert settings.job_retention_days == 0  # the default deletes nothing
+    with TestClient(create_app(settings.model_copy(update={"job_retention_days": 30}))):  # swept at start-up
         pass
     assert [job["id"] for job in records.list_jobs(db)] == [recent]
     assert not (settings.data_dir / "jobs" / old).exists() and not orphan.exists()
