@@ -104,6 +104,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         allowed = _allowed_methods(request)
         return _response(request, 405, code, f"method {request.method} is not allowed on {request.url.path}; "
                          f"allowed: {', '.join(allowed)}", {"allowed": allowed}, headers={"Allow": ", ".join(allowed)})
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's words
+        content_type = request.headers.get("content-type", "none")
+        return _response(request, 400, code, f"the request body does not parse as its Content-Type ({content_type}) "
+                         "says; the accepted body of each route is in GET /openapi.json")
     if exc.status_code == 404 and exc.detail == "Not Found":  # no route matched (routes raise EdgedErrors)
         return _response(request, 404, code, f"no route {request.url.path}; the routes are listed in GET /openapi.json")
     return _response(request, exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))

@@ -13,7 +13,7 @@ EXPECTED_ERRORS = {
     ("post", "/v1/datasets"): {"400", "413"},
     ("get", "/v1/datasets/{dataset_id}"): {"404"},
     ("delete", "/v1/datasets/{dataset_id}"): {"404", "409"},
-    ("post", "/v1/jobs"): {"413"},
+    ("post", "/v1/jobs"): {"400", "413"},
     ("get", "/v1/jobs/{job_id}"): {"404"},
     ("post", "/v1/jobs/{job_id}/cancel"): {"404", "409"},
     ("get", "/v1/jobs/{job_id}/events"): {"404"},

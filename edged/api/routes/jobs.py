@@ -28,7 +28,7 @@ def _public(row: dict[str, Any]) -> JobPublic:
 
 
 @router.post("", status_code=202, response_model=JobPublic, openapi_extra=_JOB_CREATE_BODY,
-             responses=error_responses(413), summary="Start an adaptation job (422 lists every problem with the request)")
+             responses=error_responses(400, 413), summary="Start an adaptation job (422 lists every problem with the request)")
 def create_job(body: Annotated[Any, Body()], request: Request, db: DbDep, settings: SettingsDep) -> JobPublic:
     # The body is validated by `checked_job`, not by FastAPI, so that field errors and registry or
     # dataset errors come back together in one 422.
