@@ -5,10 +5,9 @@ job with an artifact, so the list routes answer with real rows."""
 from __future__ import annotations
 
 import pytest
+import schemathesis  # a dev extra (deploy/setup.sh installs it)
 from hypothesis import HealthCheck, seed, settings
-
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev extra: pip install -e '.[dev]'")
-from schemathesis.checks import (  # noqa: E402  (after the importorskip)
+from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_headers_conformance,
@@ -16,13 +15,13 @@ from schemathesis.checks import (  # noqa: E402  (after the importorskip)
     status_code_conformance,
 )
 
-from conftest import TEST_FACTORIES, TEST_TOKEN  # noqa: E402
-from edged.api.app import create_app, prepare_store  # noqa: E402
-from edged.jobs import records  # noqa: E402
-from edged.store import datasets  # noqa: E402
-from edged.store.blobs import BlobStore  # noqa: E402
-from edged.settings import get_settings  # noqa: E402
-from edged.store.db import open_db  # noqa: E402
+from conftest import TEST_FACTORIES, TEST_TOKEN
+from edged.api.app import create_app, prepare_store
+from edged.jobs import records
+from edged.settings import get_settings
+from edged.store import datasets
+from edged.store.blobs import BlobStore
+from edged.store.db import open_db
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,

@@ -27,7 +27,8 @@ def dashboard_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/dashboard/assets/{name}", response_class=FileResponse, responses=error_responses(404), summary="The dashboard's scripts and styles")
+@router.get("/dashboard/assets/{name}", response_class=FileResponse, responses=error_responses(404),
+            summary="The dashboard's scripts and styles")
 def dashboard_asset(name: str) -> FileResponse:
     path = STATIC_DIR / name
     if not _ASSET_NAME.match(name) or not path.is_file():

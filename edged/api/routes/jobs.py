@@ -43,7 +43,8 @@ def list_jobs(db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> l
     return [_public(row) for row in records.list_jobs(db, limit)]
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404), summary="Show one job: state, stage, progress, metrics")
+@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404),
+            summary="Show one job: state, stage, progress, metrics")
 def get_job(job_id: str, db: DbDep) -> JobPublic:
     return _public(records.get_job(db, job_id))
 
@@ -68,7 +69,8 @@ def job_events(job_id: str, db: DbDep, settings: SettingsDep,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], responses=error_responses(404), summary="Files the job produced")
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], responses=error_responses(404),
+            summary="Files the job produced")
 def list_artifacts(job_id: str, db: DbDep) -> list[ArtifactPublic]:
     return [ArtifactPublic(**row) for row in records.list_artifacts(db, job_id)]
 
