@@ -56,8 +56,13 @@ schema = schemathesis.openapi.from_dict(_document())
 
 
 @pytest.fixture
-def seeded_client(settings, tmp_path, client):
+def seeded_store(settings, tmp_path) -> None:
     _seed_store(settings, tmp_path)
+
+
+@pytest.fixture
+def seeded_client(seeded_store, client):
+    """The app over the seeded store: seeded first, so the app's job manager never sees the job queued."""
     return client
 
 
