@@ -85,3 +85,12 @@ class OutOfBudget(InvalidInput):
     """A memory budget too small for even the smallest unit of work."""
 
     code = "memory_budget_too_small"
+
+
+ECHO_LIMIT = 100  # characters of user input a message repeats
+
+
+def quoted(value: object, limit: int = ECHO_LIMIT) -> str:
+    """`value` as a message echoes it: its repr, cut to `limit` characters plus '...' (never a whole upload)."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")

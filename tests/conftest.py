@@ -24,11 +24,20 @@ from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 
 TEST_TOKEN = "test-token-0123456789abcdef"
+TEST_FACTORIES = "edged_jobs_test_model"  # EDGED_MODEL_FACTORIES of the tests: the job tests' model module
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return get_settings(data_dir=tmp_path / "data", token=TEST_TOKEN, max_upload_mb=1, max_unpacked_mb=4)
+    return get_settings(data_dir=tmp_path / "data", token=TEST_TOKEN, max_upload_mb=1, max_unpacked_mb=4,
+                        model_factories=TEST_FACTORIES)
+
+
+@pytest.fixture
+def test_model_module(monkeypatch) -> None:
+    """TEST_FACTORIES' module (tests/jobs/edged_jobs_test_model.py) importable in this process, as an operator's
+    installed module would be (validation imports an allowed factory's module)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "jobs"))
 
 
 SMALL_DATA_DIR_SIZE = "40m"

@@ -33,7 +33,7 @@ from edged.jobs.worker import (
     job_dir,
     worker_command,
 )
-from edged.jobs.worker_env import worker_environment
+from edged.jobs.worker_env import worker_environment, write_worker_settings
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
@@ -107,11 +107,12 @@ class JobManager:
         directory = job_dir(self.settings.data_dir, job["id"])
         directory.mkdir(parents=True, exist_ok=True)
         try:
+            settings_file = write_worker_settings(self.settings, directory)
             with open(directory / "worker.log", "ab") as worker_log:
                 # A new session: Ctrl-C in the daemon's terminal reaches the daemon only, which stops the worker.
-                process = subprocess.Popen(worker_command(self.settings.data_dir, job["id"]), stdout=worker_log,
+                process = subprocess.Popen(worker_command(settings_file, job["id"]), stdout=worker_log,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                           env=worker_environment(self.settings))
+                                           env=worker_environment())
         except OSError as exc:
             records.finish_running(db, job["id"], records.FAILED, error=f"the worker process could not start: {exc}")
             return

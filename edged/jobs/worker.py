@@ -1,4 +1,4 @@
-"""The job worker: `python -m edged.jobs.worker --data-dir DIR [--parent-pid PID] JOB_ID`.
+"""The job worker: `python -m edged.jobs.worker --settings FILE [--parent-pid PID] JOB_ID`.
 
 A child process of the daemon's job manager, so that a crash, a CUDA error or an OOM kill ends this
 process and not the API. It writes the job's events, progress and final state to SQLite itself.
@@ -6,7 +6,7 @@ Exit codes: 0 the job reached a final state (succeeded, failed or cancelled); EX
 SIGTERM stopped it between steps, leaving it `running` for the manager to requeue (its work
 directory keeps the finished stages); EXIT_DISK_FULL when the data directory filled up and even the
 job's final state could not be written (the manager writes it, retrying); anything else is a crash
-the manager reports.
+the manager reports. Its settings are the daemon's, from the file the manager writes (`edged.jobs.worker_env`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Optional
 from edged.errors import EdgedError
 from edged.jobs import records
 from edged.jobs.progress import JobStopped, ProgressReporter
+from edged.jobs.worker_env import read_worker_settings
+from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 from edged.store.space import disk_full, is_disk_full
@@ -44,8 +46,8 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
     return data_dir / "jobs" / job_id
 
 
-def worker_command(data_dir: Path, job_id: str) -> list[str]:
-    return [sys.executable, "-m", "edged.jobs.worker", "--data-dir", str(data_dir),
+def worker_command(settings_file: Path, job_id: str) -> list[str]:
+    return [sys.executable, "-m", "edged.jobs.worker", "--settings", str(settings_file),
             "--parent-pid", str(os.getpid()), job_id]
 
 
@@ -72,17 +74,17 @@ def die_with_parent(parent_pid: Optional[int]) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_job(data_dir: Path, job_id: str, termination: Termination) -> int:
+def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
     from edged.jobs.pipeline import run_pipeline  # heavy (torch): imported after the signal handler is set
 
-    db = open_db(data_dir / "edged.db")
+    db = open_db(settings.db_path)
     try:
         job = records.get_job(db, job_id)
-        directory = job_dir(data_dir, job_id)
+        directory = job_dir(settings.data_dir, job_id)
         directory.mkdir(parents=True, exist_ok=True)
         reporter = ProgressReporter(db, job_id, lambda: termination.requested)
         try:
-            run_pipeline(db, BlobStore(data_dir / "blobs"), job, directory, reporter)
+            run_pipeline(settings, db, BlobStore(settings.blobs_dir), job, directory, reporter)
         except JobStopped as stop:
             if not stop.cancelled:
                 log.info("job %s stopped by SIGTERM during %s; it stays resumable", job_id, reporter.stage_name)
@@ -114,7 +116,7 @@ def failure_reason(data_dir: Path, stage: Optional[str], exc: Exception) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edged.jobs.worker", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, required=True, help="EDGED_DATA_DIR of the daemon")
+    parser.add_argument("--settings", type=Path, required=True, help="the daemon's settings, as JSON (no token)")
     parser.add_argument("--parent-pid", type=int, help="the daemon's pid: this worker stops when it dies")
     parser.add_argument("job_id")
     args = parser.parse_args(argv)
@@ -122,7 +124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its worker stops
     die_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_job(args.data_dir, args.job_id, termination)
+    return run_job(read_worker_settings(args.settings), args.job_id, termination)
 
 
 if __name__ == "__main__":

@@ -61,16 +61,18 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp_path / "data"
         self.env_file = tmp_path / "edged.env"
-        self.env_file.write_text(f"EDGED_TOKEN={TOKEN}\nEDGED_DATA_DIR={self.data_dir}\nEDGED_SHUTDOWN_TIMEOUT_S=5\n")
+        self.env_file.write_text(f"EDGED_TOKEN={TOKEN}\nEDGED_DATA_DIR={self.data_dir}\nEDGED_SHUTDOWN_TIMEOUT_S=5\n"
+                                 f"EDGED_MODEL_FACTORIES={MODEL.split(':')[0]}\n")
         self.process: subprocess.Popen | None = None
 
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        """The `edged serve` command line and environment of this daemon."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
+    def command(self, environment: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """The `edged serve` command line and environment of this daemon; `environment` adds variables
+        (e.g. EDGED_TOKEN, as systemd sets)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")} | (environment or {})
         return [sys.executable, "-m", "edged.cli", "--env-file", str(self.env_file), "serve", "--port", str(self.port)], env
 
-    def start(self) -> None:
-        command, env = self.command()
+    def start(self, environment: dict[str, str] | None = None) -> None:
+        command, env = self.command(environment)
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
