@@ -23,8 +23,7 @@ from edged.settings import Settings, get_settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 
-TEST_TOKEN = "test-token-0123456789abcdef"
-TEST_FACTORIES = "edged_jobs_test_model"  # EDGED_MODEL_FACTORIES of the tests: the job tests' model module
+from suite_settings import TEST_FACTORIES, TEST_TOKEN
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
             if not isinstance(exc, EdgedError):
                 with contextlib.suppress(OSError):  # worker.log may be on the very disk that is full
                     traceback.print_exc()
-            records.finish_running(db, job_id, records.FAILED, error=failure_reason(data_dir, reporter.stage_name, exc))
+            records.finish_running(db, job_id, records.FAILED, error=failure_reason(settings.data_dir, reporter.stage_name, exc))
         return 0
     except Exception as exc:
         if not is_disk_full(exc):

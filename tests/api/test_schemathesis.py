@@ -15,7 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from conftest import TEST_FACTORIES, TEST_TOKEN
+from suite_settings import TEST_FACTORIES, TEST_TOKEN
 from edged.api.app import create_app, prepare_store
 from edged.jobs import records
 from edged.settings import get_settings
