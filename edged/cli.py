@@ -25,20 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     settings.serving_token()  # fail fast, before the heavy imports of the app
 
-    import uvicorn
-
-    from edged.api.app import create_app
+    from edged.serve import serve
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
-    )
-    uvicorn.Server(config).run()
+    serve(settings)
     return 0
 
 

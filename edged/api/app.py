@@ -6,6 +6,7 @@ in PUBLIC_PATHS. Background services (job manager, telemetry sampler) start and 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -70,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.jobs = JobManager(settings)
         app.state.jobs.start()
         services.callback(app.state.jobs.stop)  # stops first: the worker, then the sampler
+        services.callback(app.state.stopping.set)  # without edged.serve (TestClient), streams end here
         yield
 
 
@@ -85,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
+    # Set when the daemon starts to stop (edged.serve), before it waits for open connections: SSE streams end.
+    app.state.stopping = threading.Event()  # a thread event: TestClient may run each request on its own loop
     app.state.blobs = BlobStore(settings.blobs_dir)
     for router in ROUTERS:
         app.include_router(router)

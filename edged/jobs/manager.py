@@ -79,10 +79,12 @@ class JobManager:
     def _run(self, db: sqlite_utils.Database, job: dict[str, Any]) -> None:
         directory = job_dir(self.settings.data_dir, job["id"])
         directory.mkdir(parents=True, exist_ok=True)
+        command = worker_command(self.settings.data_dir, job["id"], self.settings.worker_nice,
+                                 self.settings.worker_threads)
         try:
             with open(directory / "worker.log", "ab") as worker_log:
                 # A new session: Ctrl-C in the daemon's terminal reaches the daemon only, which stops the worker.
-                process = subprocess.Popen(worker_command(self.settings.data_dir, job["id"]), stdout=worker_log,
+                process = subprocess.Popen(command, stdout=worker_log,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                            env=worker_environment(self.settings))
         except OSError as exc:

@@ -1,4 +1,4 @@
-"""The job worker: `python -m edged.jobs.worker --data-dir DIR [--parent-pid PID] JOB_ID`.
+"""The job worker: `python -m edged.jobs.worker --data-dir DIR [--parent-pid PID] [--nice N] [--threads T] JOB_ID`.
 
 A child process of the daemon's job manager, so that a crash, a CUDA error or an OOM kill ends this
 process and not the API. It writes the job's events, progress and final state to SQLite itself.
@@ -39,9 +39,19 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
     return data_dir / "jobs" / job_id
 
 
-def worker_command(data_dir: Path, job_id: str) -> list[str]:
+def worker_command(data_dir: Path, job_id: str, nice: int = 0, threads: int = 0) -> list[str]:
     return [sys.executable, "-m", "edged.jobs.worker", "--data-dir", str(data_dir),
-            "--parent-pid", str(os.getpid()), job_id]
+            "--parent-pid", str(os.getpid()), "--nice", str(nice), "--threads", str(threads), job_id]
+
+
+def lower_priority(nice: int) -> None:
+    """Run below the daemon's CPU priority, so the API answers while a job trains on the same cores.
+
+    Called first thing, on the main thread: Linux niceness is per thread, and the threads torch starts
+    later inherit it from this one.
+    """
+    if nice > 0:
+        os.nice(nice)
 
 
 class Termination:
@@ -67,8 +77,13 @@ def die_with_parent(parent_pid: Optional[int]) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_job(data_dir: Path, job_id: str, termination: Termination) -> int:
+def run_job(data_dir: Path, job_id: str, termination: Termination, threads: int = 0) -> int:
     from edged.jobs.pipeline import run_pipeline  # heavy (torch): imported after the signal handler is set
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
     db = open_db(data_dir / "edged.db")
     try:
@@ -98,13 +113,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edged.jobs.worker", description=__doc__)
     parser.add_argument("--data-dir", type=Path, required=True, help="EDGED_DATA_DIR of the daemon")
     parser.add_argument("--parent-pid", type=int, help="the daemon's pid: this worker stops when it dies")
+    parser.add_argument("--nice", type=int, default=0, help="niceness to add (EDGED_WORKER_NICE)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0: torch's default")
     parser.add_argument("job_id")
     args = parser.parse_args(argv)
+    lower_priority(args.nice)
     termination = Termination()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its worker stops
     die_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_job(args.data_dir, args.job_id, termination)
+    return run_job(args.data_dir, args.job_id, termination, args.threads)
 
 
 if __name__ == "__main__":

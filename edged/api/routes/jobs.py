@@ -54,11 +54,12 @@ def cancel_job(job_id: str, db: DbDep) -> JobPublic:
 @router.get("/{job_id}/events", summary="Live job events as Server-Sent Events (ends when the job ends)",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
-def job_events(job_id: str, db: DbDep, settings: SettingsDep,
+def job_events(job_id: str, request: Request, db: DbDep, settings: SettingsDep,
                last_event_id: Annotated[Optional[int], Header(description="resume after this event id")] = None
                ) -> StreamingResponse:
     records.get_job(db, job_id)  # 404 before the stream starts
-    return StreamingResponse(job_event_stream(settings.db_path, job_id, last_event_id or 0),
+    return StreamingResponse(job_event_stream(settings.db_path, job_id, request.app.state.stopping,
+                                              last_event_id or 0),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
