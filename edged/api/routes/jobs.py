@@ -36,12 +36,12 @@ def create_job(body: Annotated[Any, Body()], request: Request, db: DbDep, settin
 
 
 @router.get("", response_model=list[JobPublic], summary="List jobs, newest first")
-def list_jobs(db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobPublic]:
+async def list_jobs(db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobPublic]:
     return [_public(row) for row in records.list_jobs(db, limit)]
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="Show one job: state, stage, progress, metrics")
-def get_job(job_id: str, db: DbDep) -> JobPublic:
+async def get_job(job_id: str, db: DbDep) -> JobPublic:
     return _public(records.get_job(db, job_id))
 
 
@@ -54,7 +54,7 @@ def cancel_job(job_id: str, db: DbDep) -> JobPublic:
 @router.get("/{job_id}/events", summary="Live job events as Server-Sent Events (ends when the job ends)",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
-def job_events(job_id: str, request: Request, db: DbDep, settings: SettingsDep,
+async def job_events(job_id: str, request: Request, db: DbDep, settings: SettingsDep,
                last_event_id: Annotated[Optional[int], Header(description="resume after this event id")] = None
                ) -> StreamingResponse:
     records.get_job(db, job_id)  # 404 before the stream starts
@@ -65,7 +65,7 @@ def job_events(job_id: str, request: Request, db: DbDep, settings: SettingsDep,
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], summary="Files the job produced")
-def list_artifacts(job_id: str, db: DbDep) -> list[ArtifactPublic]:
+async def list_artifacts(job_id: str, db: DbDep) -> list[ArtifactPublic]:
     return [ArtifactPublic(**row) for row in records.list_artifacts(db, job_id)]
 
 
