@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         "while a job trains on the same cores (0: same priority as the daemon).",
     )
     worker_threads: int = Field(
-        0, ge=0, description="CPU threads torch uses in the job worker; 0 keeps torch's default (one per core).",
+        0, ge=0, description="CPU threads torch uses in the job worker; 0: one fewer than the cores (at "
+        "least one), leaving a core for the API.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Logging level of the daemon."

@@ -19,8 +19,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
@@ -43,10 +44,11 @@ ROUTES = {
     "/metrics": "/metrics",
 }
 REQUEST_TIMEOUT_S = 30.0
+BATCH_SIZE = 32
 TRAIN_WAIT_S = 600.0  # until the job's train stage starts (model load, calibration): slow on a small board
 
 
-def percentiles_ms(seconds: list[float]) -> dict[str, Optional[float]]:
+def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
     if not seconds:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
     p50, p95, p99 = np.percentile(np.asarray(seconds) * 1000, [50, 95, 99])
@@ -137,8 +139,17 @@ class Followers:
                 "in_order": all(ids == sorted(ids) for ids in self.received)}
 
 
-def event_ids(client: EdgedClient, job_id: str) -> list[int]:
-    return [int(data["id"]) for kind, data in client.events(job_id) if kind != "end"]
+def replay(client: EdgedClient, job_id: str) -> list[dict[str, Any]]:
+    """Every event of a finished job, from its stream's start."""
+    return [data for kind, data in client.events(job_id) if kind != "end"]
+
+
+def training_samples_per_s(events: list[dict[str, Any]], since: float, until: float, batch_size: int) -> float | None:
+    """How fast the job trained in [since, until] (Unix s), from its step events (global step numbers)."""
+    steps = [(e["ts"], e["step"]) for e in events if e["type"] == "step" and since <= e["ts"] <= until]
+    if len(steps) < 2 or steps[-1][0] <= steps[0][0]:
+        return None
+    return round((steps[-1][1] - steps[0][1]) * batch_size / (steps[-1][0] - steps[0][0]), 1)
 
 
 def wait_for_training(client: EdgedClient, job_id: str) -> None:
@@ -157,8 +168,10 @@ def run_phase(phase: str, daemon: LocalDaemon, paths: dict[str, str], levels: li
               duration_s: float) -> list[dict[str, Any]]:
     rows = []
     for clients in levels:
+        started = time.time()
         samples = asyncio.run(closed_loop(daemon.url, daemon.token, paths, clients, duration_s))
-        rows.append({"phase": phase, "clients": clients, "duration_s": duration_s, **summarise(samples, duration_s)})
+        rows.append({"phase": phase, "clients": clients, "duration_s": duration_s, "started_at": started,
+                     "ended_at": time.time(), **summarise(samples, duration_s)})
         print(f"{phase:<9} {clients:>3} clients: {rows[-1]['all']['requests_per_s']:.0f} requests/s, "
               f"p99 {rows[-1]['all']['p99_ms']} ms, {rows[-1]['all']['errors']} errors", flush=True)
     return rows
@@ -168,32 +181,40 @@ def run_benchmark(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     from edged.demo_data import mnist_upload
 
     levels = [int(n) for n in args.clients.split(",")]
-    with LocalDaemon(data_dir) as daemon:
+    worker = {"EDGED_WORKER_NICE": str(args.worker_nice), "EDGED_WORKER_THREADS": str(args.worker_threads)}
+    with LocalDaemon(data_dir, settings=worker) as daemon:
         client = EdgedClient(daemon.url, daemon.token)
         dataset = client.upload_dataset("digits.zip", mnist_upload(args.samples), name="bench-api-digits")
         paths = {name: path.replace("{dataset}", dataset["id"]) for name, path in ROUTES.items()}
-        idle_job = client.create_job({"model": "mobilenet_v2", "dataset": dataset["id"], "epochs": 1000,
-                                      "image_size": args.image_size, "batch_size": 32, "budget": 0.001})
+        job_body = {"model": "mobilenet_v2", "dataset": dataset["id"], "epochs": 1000, "image_size": args.image_size,
+                    "batch_size": BATCH_SIZE, "budget": 0.001}
+        idle_job = client.create_job(job_body)
         client.cancel_job(idle_job["id"])  # a real job row for /v1/jobs/{id} while idle, never trained
         phases = run_phase("idle", daemon, {k: v.replace("{job}", idle_job["id"]) for k, v in paths.items()},
                            levels, args.duration)
-        job = client.create_job({"model": "mobilenet_v2", "dataset": dataset["id"], "epochs": 1000,
-                                 "image_size": args.image_size, "batch_size": 32, "budget": 0.001})
+        job = client.create_job(job_body)
         followers = Followers(daemon.url, daemon.token, job["id"], args.followers)
         wait_for_training(client, job["id"])
         phases += run_phase("training", daemon, {k: v.replace("{job}", job["id"]) for k, v in paths.items()},
                             levels, args.duration)
         client.cancel_job(job["id"])
-        sse = followers.report(event_ids(client, job["id"]))
+        events = replay(client, job["id"])
+        sse = followers.report([int(e["id"]) for e in events])
         client.close()
+    for row in phases:
+        if row["phase"] == "training":
+            row["training_samples_per_s"] = training_samples_per_s(events, row["started_at"], row["ended_at"],
+                                                                   BATCH_SIZE)
     return {"benchmark": "api", "machine": machine_summary(), "argv": sys.argv[1:], "samples": args.samples,
-            "image_size": args.image_size, "phases": phases, "sse": sse}
+            "image_size": args.image_size, "worker_nice": args.worker_nice, "worker_threads": args.worker_threads,
+            "phases": phases, "sse": sse}
 
 
 def print_report(result: dict[str, Any]) -> None:
     columns = [("phase", "phase"), ("clients", "clients"), ("requests_per_s", "requests/s"), ("errors", "errors"),
                ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms")]
-    print(format_table([{**p, **p["all"]} for p in result["phases"]], columns))
+    print(format_table([{**p, **p["all"]} for p in result["phases"]],
+                       columns + [("training_samples_per_s", "training samples/s")]))
     per_route = [{"phase": p["phase"], "clients": p["clients"], "route": name, **stats}
                  for p in result["phases"] for name, stats in p["routes"].items()]
     print("\n" + format_table(per_route, columns[:2] + [("route", "route")] + columns[2:]))
@@ -202,7 +223,7 @@ def print_report(result: dict[str, Any]) -> None:
           f"{len(sse['errors'])} errors, in order: {sse['in_order']}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench api", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,10,50", help="concurrency levels, comma-separated")
@@ -210,6 +231,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--followers", type=int, default=5, help="SSE followers of the training job")
     parser.add_argument("--samples", type=int, default=1000, help="bundled digits to upload")
     parser.add_argument("--image-size", type=int, default=32, help="MobileNetV2 input size of the training job")
+    parser.add_argument("--worker-nice", type=int, default=10, help="the daemon's EDGED_WORKER_NICE")
+    parser.add_argument("--worker-threads", type=int, default=0, help="the daemon's EDGED_WORKER_THREADS")
     parser.add_argument("--data-dir", type=Path, help="the daemon's data dir (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=Path("api_bench.json"), help="where to write the JSON")
     args = parser.parse_args(argv)
