@@ -31,8 +31,9 @@ def create_job(body: Annotated[Any, Body()], request: Request, db: DbDep, settin
     # dataset errors come back together in one 422.
     job, config = checked_job(db, body, settings)
     job_id = records.create_job(db, job.model, job.dataset, job.method, config)
+    created = _public(records.get_job(db, job_id))  # read before the manager may claim it: 202 says queued
     request.app.state.jobs.wake()
-    return _public(records.get_job(db, job_id))
+    return created
 
 
 @router.get("", response_model=list[JobPublic], summary="List jobs, newest first")
