@@ -141,7 +141,8 @@ BENCHMARKS = {
     "adapt": ("edged.bench.adapt", "every method on MobileNetV2 + MNIST (or MiniLM + BBC News): accuracy, entries, memory, time"),
     "train-step": ("edged.bench.train_step", "ViT-B/16 training step: sparse delta vs PEFT LoRA vs full fine-tuning"),
     "sparse": ("edged.bench.sparse", "dense vs 2:4 latency per layer and end to end"),
-    "api": ("edged.bench.api", "HTTP API under 1/10/50 closed-loop clients, idle and while a job trains: requests/s, p50/p95/p99"),
+    "api": ("edged.bench.api",
+            "HTTP API under 1/10/50 closed-loop clients, idle and while a job trains: requests/s, p50/p95/p99"),
     "prune": ("edged.bench.prune", "2:4 accuracy: dense-adapted, one-shot by |W| and by task importance, with recovery"),
 }
 

@@ -104,7 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=int(settings.upload_limits().max_upload_bytes) + MULTIPART_OVERHEAD_BYTES
     )
-    app.add_middleware(BearerAuthMiddleware, token=token, public_paths=PUBLIC_PATHS, public_prefixes=PUBLIC_PREFIXES)  # outermost: runs first
+    # Outermost: runs first.
+    app.add_middleware(BearerAuthMiddleware, token=token, public_paths=PUBLIC_PATHS, public_prefixes=PUBLIC_PREFIXES)
     app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
     return app
 

@@ -96,3 +96,23 @@ def test_tls_settings_must_come_as_a_pair_and_network_needs_tls(tmp_path):
     assert tls_files(get_settings(host="0.0.0.0", allow_plaintext=True)) == (None, None)
     assert tls_files(get_settings(host="::1")) == (None, None)
     assert tls_files(get_settings(host="0.0.0.0", tls_certfile=cert, tls_keyfile=cert)) == (str(cert), str(cert))
+
+
+def test_accept_errors_are_logged_once_a_minute_with_a_count(caplog):
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    from edged.serve import ACCEPT_ERROR, EdgedServer
+
+    server = EdgedServer(uvicorn.Config(app=None), threading.Event())  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level("WARNING", logger="edged.connections"):
+            for _ in range(2048):  # what asyncio reports in one loop turn when accept() hits EMFILE
+                server._loop_exception(loop, {"message": ACCEPT_ERROR, "exception": OSError(24, "Too many open files")})
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "edged.connections"]
+    assert len(lines) == 1 and "Too many open files" in lines[0] and "LimitNOFILE" in lines[0]
