@@ -64,6 +64,38 @@ class Settings(BaseSettings):
         description="Days a finished job (its row, events, work directory and artifacts) is kept after it ends; "
         "0 keeps every job. Applied at start-up and hourly between jobs.",
     )
+    max_connections: int = Field(
+        1000, ge=16, description="Most open HTTP connections; a new one beyond it closes the longest-idle one "
+        "(no request in progress), and requests beyond it while all are busy get 503. Lowered to fit the "
+        "open-file limit.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a connection may take to send a complete request head (after "
+        "connecting, or after its previous response); then it is closed (408 if it sent part of one).",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a request body may stall (no bytes) before the declared length "
+        "arrives; then 408 and the connection is closed.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection stays open between requests."
+    )
+    tls_certfile: Optional[Path] = Field(
+        None, description="PEM certificate (chain) to serve HTTPS with; needs EDGED_TLS_KEYFILE."
+    )
+    tls_keyfile: Optional[Path] = Field(None, description="PEM private key of EDGED_TLS_CERTFILE.")
+    allow_plaintext: bool = Field(
+        False, description="Serve plain HTTP on a non-loopback EDGED_HOST (only behind a TLS proxy or on an "
+        "isolated network: the bearer token travels in clear).",
+    )
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="Niceness added to the job worker process, so the API keeps answering "
+        "while a job trains on the same cores (0: same priority as the daemon).",
+    )
+    worker_threads: int = Field(
+        0, ge=0, description="CPU threads torch uses in the job worker; 0: one fewer than the cores (at "
+        "least one), leaving a core for the API.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Logging level of the daemon."
     )

@@ -54,16 +54,29 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Daemon:
-    def __init__(self, tmp_path: Path) -> None:
+    """`edged serve` on loopback. `settings` are extra EDGED_* lines for its env file (with
+    EDGED_TLS_CERTFILE it serves https, and clients verify against that certificate); `nofile` runs it
+    with that open-file limit, soft and hard, as a small board or a default unit would."""
+
+    def __init__(self, tmp_path: Path, settings: dict[str, str] | None = None, nofile: int | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        settings = settings or {}
+        self.verify: str | bool = settings.get("EDGED_TLS_CERTFILE", True)
+        self.url = f"{'https' if 'EDGED_TLS_CERTFILE' in settings else 'http'}://127.0.0.1:{self.port}"
         self.data_dir = tmp_path / "data"
         self.env_file = tmp_path / "edged.env"
-        self.env_file.write_text(f"EDGED_TOKEN={TOKEN}\nEDGED_DATA_DIR={self.data_dir}\nEDGED_SHUTDOWN_TIMEOUT_S=5\n"
-                                 f"EDGED_MODEL_FACTORIES={MODEL.split(':')[0]}\n")
+        lines = {"EDGED_TOKEN": TOKEN, "EDGED_DATA_DIR": str(self.data_dir), "EDGED_SHUTDOWN_TIMEOUT_S": "5",
+                 "EDGED_MODEL_FACTORIES": MODEL.split(":")[0], **settings}
+        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
+        self.nofile = nofile
         self.process: subprocess.Popen | None = None
+
+    def _limit_nofile(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def command(self, environment: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
         """The `edged serve` command line and environment of this daemon; `environment` adds variables
@@ -73,12 +86,13 @@ class Daemon:
 
     def start(self, environment: dict[str, str] | None = None) -> None:
         command, env = self.command(environment)
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        preexec_fn=self._limit_nofile if self.nofile else None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.process.communicate()[0]
             try:
-                httpx.get(f"{self.url}/healthz", timeout=1.0)
+                httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify)
                 return
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -91,7 +105,7 @@ class Daemon:
         return output
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=10)
+        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=10, verify=self.verify)
 
     def job(self, job_id: str):
         return lambda: self.get(f"/v1/jobs/{job_id}").json()

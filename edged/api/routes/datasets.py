@@ -33,12 +33,12 @@ def upload_dataset(
 
 
 @router.get("", response_model=list[DatasetPublic], summary="List datasets, newest first")
-def list_datasets(db: DbDep) -> list[DatasetPublic]:
+async def list_datasets(db: DbDep) -> list[DatasetPublic]:
     return [DatasetPublic(**row) for row in datasets.list_datasets(db)]
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404), summary="Show one dataset")
-def get_dataset(dataset_id: str, db: DbDep) -> DatasetPublic:
+async def get_dataset(dataset_id: str, db: DbDep) -> DatasetPublic:
     return DatasetPublic(**datasets.get_dataset(db, dataset_id))
 
 

@@ -34,18 +34,19 @@ def create_job(body: Annotated[Any, Body()], request: Request, db: DbDep, settin
     # dataset errors come back together in one 422.
     job, config = checked_job(db, body, settings)
     job_id = records.create_job(db, job.model, job.dataset, job.method, config)
+    created = _public(records.get_job(db, job_id))  # read before the manager may claim it: 202 says queued
     request.app.state.jobs.wake()
-    return _public(records.get_job(db, job_id))
+    return created
 
 
 @router.get("", response_model=list[JobPublic], summary="List jobs, newest first")
-def list_jobs(db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobPublic]:
+async def list_jobs(db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobPublic]:
     return [_public(row) for row in records.list_jobs(db, limit)]
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404),
             summary="Show one job: state, stage, progress, metrics")
-def get_job(job_id: str, db: DbDep) -> JobPublic:
+async def get_job(job_id: str, db: DbDep) -> JobPublic:
     return _public(records.get_job(db, job_id))
 
 
@@ -67,19 +68,20 @@ def delete_job(job_id: str, db: DbDep, blobs: BlobsDep, settings: SettingsDep) -
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"},
                        **error_responses(404)})
-def job_events(job_id: str, db: DbDep, settings: SettingsDep,
-               last_event_id: Annotated[Optional[int], Header(
-                   ge=0, le=MAX_EVENT_ID, description=f"resume after this event id (an integer 0..{MAX_EVENT_ID})")] = None
+async def job_events(job_id: str, request: Request, db: DbDep, settings: SettingsDep,
+                     last_event_id: Annotated[Optional[int], Header(
+                         ge=0, le=MAX_EVENT_ID, description=f"resume after this event id (an integer 0..{MAX_EVENT_ID})")] = None
                ) -> StreamingResponse:
     records.get_job(db, job_id)  # 404 before the stream starts
-    return StreamingResponse(job_event_stream(settings.db_path, job_id, last_event_id or 0),
+    return StreamingResponse(job_event_stream(settings.db_path, job_id, request.app.state.stopping,
+                                              last_event_id or 0),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], responses=error_responses(404),
             summary="Files the job produced")
-def list_artifacts(job_id: str, db: DbDep) -> list[ArtifactPublic]:
+async def list_artifacts(job_id: str, db: DbDep) -> list[ArtifactPublic]:
     return [ArtifactPublic(**row) for row in records.list_artifacts(db, job_id)]
 
 
