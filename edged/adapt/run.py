@@ -270,7 +270,8 @@ def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_confi
         with clock.stage("mask"):
             return select_mask(model, scores, config, allowed)
 
-    shapes = {name: layer.weight.shape for name, layer in backbone_layers(model).items()}
+    weights = dict(model.named_parameters())
+    shapes = {name: weights[name].shape for name in backbone_layers(model)}  # layers are named by their weight
     masks, _ = cached_masks(workdir, score_and_mask, shapes)
     return prepare_sparse(method.name, model, masks)
 

@@ -70,7 +70,8 @@ def load_tensors(path: Path) -> Optional[TensorFile]:
     try:
         with safe_open(str(path), "pt") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            names = handle.keys()  # a safe_open handle is not a dict: it has keys() but no iteration
+            tensors = {name: handle.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError) as exc:
         log.warning("%s is torn or unreadable (%s); its stage is redone", path, exc)
         return None

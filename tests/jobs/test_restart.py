@@ -200,7 +200,7 @@ def test_torn_stage_files_are_detected_on_resume_and_their_stages_redone(tmp_pat
         events = _events(daemon, job_id)[_last_run(_events(daemon, job_id)):]
         stages = [e["stage"] for kind, e in events if kind == "stage" and e["status"] == "started"]
         assert "score" in stages and "mask" in stages  # the torn mask was chosen again
-        assert [e["epoch"] for kind, e in events if kind == "epoch"][0] == 0  # training started over
+        assert next(e["epoch"] for kind, e in events if kind == "epoch") == 0  # training started over
         assert job["metrics"]["epochs_run"] == RESUME_JOB["epochs"]
     finally:
         daemon.stop(signal.SIGTERM)
