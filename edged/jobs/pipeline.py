@@ -57,7 +57,8 @@ def _run_stages(sources: ModelSources, db: sqlite_utils.Database, blobs: BlobSto
         loaded = load_model(job["model"], len(task.classes), seed=config.seed, sources=sources,
                             **job["config"]["model_options"])
     result = adapt(loaded.model, loaded.preprocess, task, config, on_progress=telemetry, workdir=job_dir)
-    telemetry.set_items("train", result.metrics["train_samples"] * result.metrics["epochs_run"])
+    # this run's epochs: epochs_run also counts those of the runs a restart interrupted
+    telemetry.set_items("train", result.metrics["train_samples"] * len(result.history))
     with telemetry.stage("export"):
         paths = write_outputs(result, job_dir / "outputs", config, base_model=job["model"])
         for key, path in paths.items():

