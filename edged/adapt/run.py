@@ -71,7 +71,8 @@ def check_config(config: AdaptConfig) -> None:
     if config.sparsity == "2:4" and method.kind != "sparse" and method.name not in PATTERN_KEEPING_ADAPTERS:
         raise InvalidInput(
             f"sparsity '2:4' cannot be kept by method {method.name!r}: it writes dense updates into pruned weights",
-            detail={"accepted": sorted([n for n, m in all_methods().items() if m.kind == "sparse"] + list(PATTERN_KEEPING_ADAPTERS))},
+            detail={"accepted": sorted([n for n, m in all_methods().items() if m.kind == "sparse"]
+                                       + list(PATTERN_KEEPING_ADAPTERS))},
         )
 
 
@@ -131,6 +132,7 @@ def adapt(
     recalibrated: list[str] = []
     if config.sparsity == "2:4":
         with clock.stage("prune"):
+            assert calibration is not None  # calibrated above whenever sparsity is 2:4
             pruning = prune_2_4_(model, importance(model, calibration), backbone_layers(model))
             recalibrated = recalibrate_batchnorm_(model, data.calib)
         with clock.stage("evaluate_pruned"):
@@ -225,7 +227,7 @@ def _pattern_holds(model: nn.Module, pruning) -> bool:
 def _budget_metrics(model: nn.Module, adaptation: Adaptation) -> dict:
     backbone_total = count_weights(backbone_layers(model))
     return {"trainable_params": adaptation.entries, "trainable_fraction": adaptation.entries / backbone_total,
-            "backbone_weights": backbone_total, "head_params": sum(p.numel() for p in model.head.parameters())}
+            "backbone_weights": backbone_total, "head_params": sum(p.numel() for p in model.get_submodule("head").parameters())}
 
 
 def _train(model, adaptation: Adaptation, data: _Split, config: AdaptConfig, default_lr: float, device,
