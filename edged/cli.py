@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from edged.errors import EdgedError
 from edged.settings import Settings, get_settings
+from edged.store.lock import lock_data_dir
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -24,21 +25,12 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     settings.serving_token()  # fail fast, before the heavy imports of the app
+    _data_dir_lock = lock_data_dir(settings.data_dir)  # before anything touches the directory; held until exit
 
-    import uvicorn
-
-    from edged.api.app import create_app
+    from edged.serve import serve
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
-    )
-    uvicorn.Server(config).run()
+    serve(settings)
     return 0
 
 
@@ -151,6 +143,8 @@ BENCHMARKS = {
     "adapt": ("edged.bench.adapt", "every method on MobileNetV2 + MNIST (or MiniLM + BBC News): accuracy, entries, memory, time"),
     "train-step": ("edged.bench.train_step", "ViT-B/16 training step: sparse delta vs PEFT LoRA vs full fine-tuning"),
     "sparse": ("edged.bench.sparse", "dense vs 2:4 latency per layer and end to end"),
+    "api": ("edged.bench.api",
+            "HTTP API under 1/10/50 closed-loop clients, idle and while a job trains: requests/s, p50/p95/p99"),
     "prune": ("edged.bench.prune", "2:4 accuracy: dense-adapted, one-shot by |W| and by task importance, with recovery"),
 }
 

@@ -37,20 +37,22 @@ class LocalDaemon:
     The token is generated for this run only, so nothing else can use the daemon while the demo runs.
     """
 
-    def __init__(self, data_dir: Path, shutdown_timeout_s: float = 10.0) -> None:
+    def __init__(self, data_dir: Path, shutdown_timeout_s: float = 10.0,
+                 settings: Optional[dict[str, str]] = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_urlsafe(24)
         self.log_path = data_dir / "demo-daemon.log"
         self.shutdown_timeout_s = shutdown_timeout_s
+        self.settings = settings or {}  # more EDGED_* variables for the daemon (a benchmark's worker settings)
         self._process: Optional[subprocess.Popen] = None
         self._log: Optional[IO[bytes]] = None
 
     def __enter__(self) -> "LocalDaemon":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "EDGED_TOKEN": self.token, "EDGED_DATA_DIR": str(self.data_dir),
-               "EDGED_SHUTDOWN_TIMEOUT_S": str(self.shutdown_timeout_s)}
+               "EDGED_SHUTDOWN_TIMEOUT_S": str(self.shutdown_timeout_s), **self.settings}
         env.pop("EDGED_ENV_FILE", None)  # the demo's settings are the ones above, not a deployment's
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(

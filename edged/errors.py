@@ -38,6 +38,18 @@ class Conflict(EdgedError):
     code = "conflict"
 
 
+class Corrupt(Conflict):
+    """Stored bytes no longer match the SHA-256 they were stored under (disk or flash corruption).
+
+    409, not 500: a 500 says edged has a bug and invites a retry, which would get the same bad bytes;
+    the stored resource's state is what conflicts with the request, and the client can resolve it
+    (upload the dataset again, which rewrites the stored copy, or run the job again). A subclass of
+    Conflict, so 409's generic code stays "conflict".
+    """
+
+    code = "corrupt"
+
+
 class TooLarge(EdgedError):
     status = 413
     code = "too_large"
@@ -63,6 +75,11 @@ class Busy(Unavailable):
     def __init__(self, message: str, detail: Any = None, retry_after_s: int = 1) -> None:
         super().__init__(message, detail)
         self.retry_after_s = retry_after_s
+class InsufficientStorage(EdgedError):
+    """The data directory's file system is full (ENOSPC, EDQUOT, SQLite's "database or disk is full")."""
+
+    status = 507
+    code = "insufficient_storage"
 
 
 class Unsupported(EdgedError):
@@ -76,3 +93,12 @@ class OutOfBudget(InvalidInput):
     """A memory budget too small for even the smallest unit of work."""
 
     code = "memory_budget_too_small"
+
+
+ECHO_LIMIT = 100  # characters of user input a message repeats
+
+
+def quoted(value: object, limit: int = ECHO_LIMIT) -> str:
+    """`value` as a message echoes it: its repr, cut to `limit` characters plus '...' (never a whole upload)."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")

@@ -1,12 +1,16 @@
 """Shared fixtures: settings on tmp_path, a migrated store, the real app under TestClient, auth
-headers, and builders of real upload files (PNG/JPEG via Pillow, zip/tar via the standard library)."""
+headers, builders of real upload files (PNG/JPEG via Pillow, zip/tar via the standard library), and a
+small real file system (tmpfs) as the data directory, to fill up."""
 
 from __future__ import annotations
 
+import errno
 import io
+import subprocess
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +23,57 @@ from edged.settings import Settings, get_settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 
-TEST_TOKEN = "test-token-0123456789abcdef"
+from suite_settings import TEST_FACTORIES, TEST_TOKEN
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return get_settings(data_dir=tmp_path / "data", token=TEST_TOKEN, max_upload_mb=1, max_unpacked_mb=4)
+    return get_settings(data_dir=tmp_path / "data", token=TEST_TOKEN, max_upload_mb=1, max_unpacked_mb=4,
+                        model_factories=TEST_FACTORIES)
+
+
+@pytest.fixture
+def test_model_module(monkeypatch) -> None:
+    """TEST_FACTORIES' module (tests/jobs/edged_jobs_test_model.py) importable in this process, as an operator's
+    installed module would be (validation imports an allowed factory's module)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "jobs"))
+
+
+SMALL_DATA_DIR_SIZE = "40m"
+
+
+@pytest.fixture
+def small_data_dir(tmp_path) -> Iterator[Path]:
+    """tmp_path/data (the data directory of `settings` and of the jobs tests' Daemon) as a tmpfs of
+    SMALL_DATA_DIR_SIZE: a file system that genuinely fills up. Skips where mounting is not permitted."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_DATA_DIR_SIZE}", "tmpfs", str(data_dir)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs as a small data directory here: {mounted.stderr.strip() or 'not root'}")
+    try:
+        yield data_dir
+    finally:
+        if subprocess.run(["umount", str(data_dir)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(data_dir)], check=True)  # still busy: detach it now, free it later
+
+
+def _fill_until_full(path: Path) -> None:
+    """Write zeros to `path` until its file system refuses with ENOSPC (1 MiB, then 4 KiB writes)."""
+    with open(path, "wb", buffering=0) as filler:
+        for chunk in (bytes(2**20), bytes(4096)):
+            try:
+                while True:
+                    filler.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+@pytest.fixture
+def fill_until_full():
+    """`fill_until_full(path)`: a file at `path` taking every free byte of its file system."""
+    return _fill_until_full
 
 
 @pytest.fixture

@@ -71,7 +71,8 @@ def check_config(config: AdaptConfig) -> None:
     if config.sparsity == "2:4" and method.kind != "sparse" and method.name not in PATTERN_KEEPING_ADAPTERS:
         raise InvalidInput(
             f"sparsity '2:4' cannot be kept by method {method.name!r}: it writes dense updates into pruned weights",
-            detail={"accepted": sorted([n for n, m in all_methods().items() if m.kind == "sparse"] + list(PATTERN_KEEPING_ADAPTERS))},
+            detail={"accepted": sorted([n for n, m in all_methods().items() if m.kind == "sparse"]
+                                       + list(PATTERN_KEEPING_ADAPTERS))},
         )
 
 
@@ -131,6 +132,7 @@ def adapt(
     recalibrated: list[str] = []
     if config.sparsity == "2:4":
         with clock.stage("prune"):
+            assert calibration is not None  # calibrated above whenever sparsity is 2:4
             pruning = prune_2_4_(model, importance(model, calibration), backbone_layers(model))
             recalibrated = recalibrate_batchnorm_(model, data.calib)
         with clock.stage("evaluate_pruned"):
@@ -225,7 +227,7 @@ def _pattern_holds(model: nn.Module, pruning) -> bool:
 def _budget_metrics(model: nn.Module, adaptation: Adaptation) -> dict:
     backbone_total = count_weights(backbone_layers(model))
     return {"trainable_params": adaptation.entries, "trainable_fraction": adaptation.entries / backbone_total,
-            "backbone_weights": backbone_total, "head_params": sum(p.numel() for p in model.head.parameters())}
+            "backbone_weights": backbone_total, "head_params": sum(p.numel() for p in model.get_submodule("head").parameters())}
 
 
 def _train(model, adaptation: Adaptation, data: _Split, config: AdaptConfig, default_lr: float, device,
@@ -233,7 +235,7 @@ def _train(model, adaptation: Adaptation, data: _Split, config: AdaptConfig, def
     head_params = dict(model.head.named_parameters(prefix="head"))
     for p in head_params.values():
         p.requires_grad_(True)
-    params = {f"backbone_part.{i}": p for i, p in enumerate(adaptation.parameters)} | head_params
+    params = trainable_by_name(model, adaptation) | head_params
     settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or default_lr, head_lr=config.head_lr,
         weight_decay=config.weight_decay, schedule=config.schedule, warmup_fraction=config.warmup_fraction,
@@ -243,6 +245,17 @@ def _train(model, adaptation: Adaptation, data: _Split, config: AdaptConfig, def
     with clock.stage("train"):
         return train(model, params, set(head_params), (data.train_inputs, data.train_labels),
                      (data.val_inputs, data.val_labels), settings, device, on_progress, teacher_logits)
+
+
+def trainable_by_name(model: nn.Module, adaptation: Adaptation) -> dict[str, nn.Parameter]:
+    """The adaptation's tensors keyed by their name in `model` (e.g. `backbone.0.sparse_delta.values`):
+    what checkpoints are keyed by, so each tensor comes back into its own layer whatever order the
+    method lists them in."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    unnamed = [tuple(p.shape) for p in adaptation.parameters if id(p) not in names]
+    if unnamed:
+        raise RuntimeError(f"method {adaptation.method!r} trains tensors that are not parameters of the model: {unnamed[:3]}")
+    return {names[id(p)]: p for p in adaptation.parameters}
 
 
 def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_config: ScoreConfig,
@@ -259,7 +272,9 @@ def _prepare(method, model, calib: TaskBatches, config: AdaptConfig, score_confi
         with clock.stage("mask"):
             return select_mask(model, scores, config, allowed)
 
-    masks, _ = cached_masks(workdir, score_and_mask)
+    weights = dict(model.named_parameters())
+    shapes = {name: weights[name].shape for name in backbone_layers(model)}  # layers are named by their weight
+    masks, _ = cached_masks(workdir, score_and_mask, shapes)
     return prepare_sparse(method.name, model, masks)
 
 

@@ -4,31 +4,34 @@ calibration.safetensors: feature norms per layer (+ micro-batch, samples, peak m
 mask.safetensors:        the trainable mask per layer (uint8; bool is stored as 0/1).
 dense_reference/result.safetensors: the dense reference's accuracy (metadata) and, when distilling,
                          its logits on the training samples.
-All are written atomically; a half-written file never exists under the final name.
+All go through edged.store.tensor_files: written durably, and a torn or damaged file reads as absent, so
+its stage is redone.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import Tensor
 
 from edged.calibrate import CalibrationResult
-from edged.store.tensor_files import save_tensors_atomic
+from edged.store.tensor_files import load_tensors, save_tensors_atomic
+
+log = logging.getLogger(__name__)
 
 
 def cached_calibration(workdir: Optional[Path], compute: Callable[[], CalibrationResult]) -> tuple[CalibrationResult, bool]:
     """(result, loaded_from_disk)."""
     path = workdir / "calibration.safetensors" if workdir else None
-    if path is not None and path.exists():
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata()
+    stored = load_tensors(path) if path is not None else None
+    if stored is not None:
+        meta = stored.metadata
         peak = meta.get("peak_memory_mb")
-        result = CalibrationResult(load_file(str(path)), int(meta["micro_batch"]), int(meta["samples"]),
+        result = CalibrationResult(stored.tensors, int(meta["micro_batch"]), int(meta["samples"]),
                                    float(peak) if peak not in (None, "None") else None, float(meta["seconds"]))
         return result, True
     result = compute()
@@ -38,10 +41,19 @@ def cached_calibration(workdir: Optional[Path], compute: Callable[[], Calibratio
     return result, False
 
 
-def cached_masks(workdir: Optional[Path], compute: Callable[[], dict[str, Tensor]]) -> tuple[dict[str, Tensor], bool]:
+def cached_masks(workdir: Optional[Path], compute: Callable[[], dict[str, Tensor]],
+                 weight_shapes: Mapping[str, torch.Size]) -> tuple[dict[str, Tensor], bool]:
+    """(masks by layer name, loaded_from_disk). A stored mask is used only if every name is one of the
+    model's layers (`weight_shapes`: name -> weight shape) with that shape; it comes back in the model's
+    layer order, as `compute` made it (the file itself keeps its names sorted)."""
     path = workdir / "mask.safetensors" if workdir else None
-    if path is not None and path.exists():
-        return {k: v.to(torch.bool) for k, v in load_file(str(path)).items()}, True
+    stored = load_tensors(path) if path is not None else None
+    if stored is not None:
+        mismatched = {name: tuple(mask.shape) for name, mask in stored.tensors.items()
+                      if name not in weight_shapes or mask.shape != weight_shapes[name]}
+        if not mismatched:
+            return {name: stored.tensors[name].to(torch.bool) for name in weight_shapes if name in stored.tensors}, True
+        log.warning("%s does not fit this model (%s); the mask is chosen again", path, mismatched)
     masks = compute()
     if path is not None:
         save_tensors_atomic(path, {k: v.to(torch.uint8) for k, v in masks.items()}, {})
@@ -53,10 +65,9 @@ def cached_dense_reference(
 ) -> tuple[float, Optional[Tensor]]:
     """(validation accuracy of the dense reference, its teacher logits or None), computed once."""
     path = directory / "result.safetensors" if directory else None
-    if path is not None and path.exists():
-        with safe_open(str(path), "pt") as handle:
-            accuracy = float(handle.metadata()["accuracy_after"])
-        return accuracy, load_file(str(path)).get("logits")
+    stored = load_tensors(path) if path is not None else None
+    if stored is not None:
+        return float(stored.metadata["accuracy_after"]), stored.tensors.get("logits")
     accuracy, logits = compute()
     if path is not None:
         save_tensors_atomic(path, {} if logits is None else {"logits": logits}, {"accuracy_after": str(accuracy)})

@@ -2,10 +2,16 @@
 
 To serve a new resource, add its router to ROUTERS. Every path needs the bearer token except those
 in PUBLIC_PATHS. Background services (job manager, telemetry sampler) start and stop in `lifespan`.
+
+Routes that read a row or two (GET of jobs, datasets, artifacts, /healthz, the event stream) are
+`async def` and use a pooled connection (edged.store.pool): they run on the event loop with no thread
+hand-off, which under 50 concurrent clients cost more than the queries. Routes that parse uploads,
+build models, or may scan many rows stay `def`, in the threadpool (SQLite releases the GIL there).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -23,6 +29,7 @@ from edged.jobs.manager import JobManager
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import migrate, open_db
+from edged.store.pool import ConnectionPool
 from edged.telemetry.service import start_sampler
 
 ROUTERS: list[APIRouter] = [
@@ -61,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     prepare_store(settings)
     async with AsyncExitStack() as services:
+        services.callback(app.state.db_pool.close)  # last: after the services that use the store
         # Start background services here, after the store is ready, registering each one's stop
         # with `services.push_async_callback(...)` / `services.callback(...)`: they stop in
         # reverse order at shutdown, before the process exits.
@@ -71,6 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.jobs = JobManager(settings)
         app.state.jobs.start()
         services.callback(app.state.jobs.stop)  # stops first: the worker, then the sampler
+        services.callback(app.state.stopping.set)  # without edged.serve (TestClient), streams end here
         yield
 
 
@@ -86,15 +95,19 @@ def create_app(settings: Settings) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
+    # Set when the daemon starts to stop (edged.serve), before it waits for open connections: SSE streams end.
+    app.state.stopping = threading.Event()  # a thread event: TestClient may run each request on its own loop
     app.state.blobs = BlobStore(settings.blobs_dir)
     app.state.decode_gate = DecodeGate(settings.max_concurrent_decodes, settings.decode_wait_s)
+    app.state.db_pool = ConnectionPool(settings.db_path)
     for router in ROUTERS:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=int(settings.upload_limits().max_upload_bytes) + MULTIPART_OVERHEAD_BYTES
     )
-    app.add_middleware(BearerAuthMiddleware, token=token, public_paths=PUBLIC_PATHS, public_prefixes=PUBLIC_PREFIXES)  # outermost: runs first
+    # Outermost: runs first.
+    app.add_middleware(BearerAuthMiddleware, token=token, public_paths=PUBLIC_PATHS, public_prefixes=PUBLIC_PREFIXES)
     app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
     return app
 

@@ -1,8 +1,12 @@
-"""Request dependencies as `Annotated` aliases, so routes read `def f(db: DbDep, ...)`."""
+"""Request dependencies as `Annotated` aliases, so routes read `def f(db: DbDep, ...)`.
+
+They are `async def` although they do not await: FastAPI runs a sync dependency in its threadpool, and
+a thread hand-off per dependency costs more than the dependency itself under concurrent clients.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import sqlite_utils
@@ -12,27 +16,28 @@ from edged.data.decode_budget import DecodeGate
 from edged.data.upload_limits import UploadLimits
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
-from edged.store.db import open_db
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_db(request: Request) -> Iterator[sqlite_utils.Database]:
-    """A connection per request: sqlite connections must not be shared by concurrent threads."""
-    db = open_db(request.app.state.settings.db_path)
+async def get_db(request: Request) -> AsyncIterator[sqlite_utils.Database]:
+    """A connection of the app's pool for this request only (async: taken and given back on the event
+    loop, with no thread hand-off; sqlite connections must not be shared by concurrent requests)."""
+    pool = request.app.state.db_pool
+    db = pool.acquire()
     try:
         yield db
     finally:
-        db.close()
+        pool.release(db)
 
 
-def get_blobs(request: Request) -> BlobStore:
+async def get_blobs(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
-def get_upload_limits(request: Request) -> UploadLimits:
+async def get_upload_limits(request: Request) -> UploadLimits:
     return request.app.state.settings.upload_limits()
 
 

@@ -11,7 +11,7 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -45,9 +45,19 @@ ROWS = [
     Row("full fine-tuning", "full"),
 ]
 
+@dataclass(frozen=True)
+class Pair:
+    """A model and a bundled dataset the adaptation benchmark runs every method on."""
+
+    model: str
+    load: Callable[[], TaskData]
+    model_options: dict[str, Any]
+    samples: int
+
+
 PAIRS = {
-    "mnist": {"model": "mobilenet_v2", "load": mnist_5k, "model_options": {"image_size": 64}, "samples": 5000},
-    "bbc": {"model": "minilm-l6", "load": bbc_news, "model_options": {"max_length": 64}, "samples": 300},
+    "mnist": Pair("mobilenet_v2", mnist_5k, {"image_size": 64}, 5000),
+    "bbc": Pair("minilm-l6", bbc_news, {"max_length": 64}, 300),
 }
 
 COLUMNS = [("row", "method"), ("accuracy", "accuracy"), ("trainable", "trainable entries"),
@@ -60,9 +70,9 @@ def subset(task: TaskData, samples: int, seed: int) -> TaskData:
     return task.subset(torch.randperm(len(task), generator=torch.Generator().manual_seed(seed))[:samples].sort().values)
 
 
-def run_row(pair: dict, task: TaskData, row: Row, base: dict[str, Any]) -> dict:
+def run_row(pair: Pair, task: TaskData, row: Row, base: dict[str, Any]) -> dict:
     started = time.perf_counter()
-    loaded = load_model(pair["model"], len(task.classes), seed=base["seed"], **pair["model_options"])
+    loaded = load_model(pair.model, len(task.classes), seed=base["seed"], **pair.model_options)
     config = AdaptConfig(method=row.method, **{**base, **row.options})
     result = adapt(loaded.model, loaded.preprocess, task, config)
     m = result.metrics
@@ -75,7 +85,7 @@ def run_row(pair: dict, task: TaskData, row: Row, base: dict[str, Any]) -> dict:
 def run_adapt_bench(pair_name: str, samples: Optional[int], epochs: int, batch_size: int, seed: int,
                     device: str, only: Optional[list[str]] = None) -> dict:
     pair = PAIRS[pair_name]
-    task = subset(pair["load"](), samples or pair["samples"], seed)
+    task = subset(pair.load(), samples or pair.samples, seed)
     base = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device}
     rows = []
     for row in ROWS:
@@ -83,7 +93,7 @@ def run_adapt_bench(pair_name: str, samples: Optional[int], epochs: int, batch_s
             continue
         rows.append(run_row(pair, task, row, base))
         print(format_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
-    return {"pair": pair_name, "model": pair["model"], "samples": len(task), "epochs": epochs,
+    return {"pair": pair_name, "model": pair.model, "samples": len(task), "epochs": epochs,
             "batch_size": batch_size, "seed": seed, "machine": machine_summary(), "rows": rows}
 
 
@@ -100,7 +110,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     results = {}
     for pair in PAIRS if args.pair == "all" else [args.pair]:
-        print(f"\n== {pair}: {PAIRS[pair]['model']} ==")
+        print(f"\n== {pair}: {PAIRS[pair].model} ==")
         print(format_table([], COLUMNS))
         results[pair] = run_adapt_bench(pair, args.samples, args.epochs, args.batch_size, args.seed, args.device,
                                         args.methods.split(",") if args.methods else None)

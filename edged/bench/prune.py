@@ -23,7 +23,7 @@ from edged.bench.adapt import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
 from edged.data.bundled import mnist_5k
-from edged.data.task import num_samples
+from edged.data.task import Inputs, num_samples
 from edged.devices import resolve_device
 from edged.methods.base import TaskBatches, backbone_layers
 from edged.methods.taskedge import importance
@@ -35,7 +35,8 @@ COLUMNS = [("row", "model"), ("accuracy", "accuracy"), ("delta_vs_dense", "vs de
            ("pruned_layers", "2:4 layers"), ("wall_s", "wall s")]
 
 
-def _one_shot(adapted: torch.nn.Module, by: str, calib_inputs, val, device: torch.device) -> tuple[float, int]:
+def _one_shot(adapted: torch.nn.Module, by: str, calib_inputs: Inputs, val: tuple[Inputs, torch.Tensor],
+              device: torch.device) -> tuple[float, int, torch.nn.Module]:
     model = copy.deepcopy(adapted)
     layers = backbone_layers(model)
     if by == "magnitude":
@@ -43,7 +44,7 @@ def _one_shot(adapted: torch.nn.Module, by: str, calib_inputs, val, device: torc
     else:
         scores = importance(model, calibrate(model, calib_inputs, layers, micro_batch=64, device=device))
     report = prune_2_4_(model, scores, layers)
-    return accuracy(model, *val, batch_size=128, device=device), len(report.pruned), model
+    return accuracy(model, val[0], val[1], batch_size=128, device=device), len(report.pruned), model
 
 
 def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: int, device_name: str,
@@ -70,7 +71,7 @@ def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: 
         rows.append({"row": label, "accuracy": acc, "pruned_layers": pruned, "wall_s": time.perf_counter() - started})
     recalibrate_batchnorm_(pruned_model, TaskBatches(calib_inputs, torch.zeros(num_samples(calib_inputs)), 64, device))
     rows.append({"row": "2:4 one-shot by |W|*||X|| + BatchNorm re-estimated, no training",
-                 "accuracy": accuracy(pruned_model, *val, batch_size=128, device=device), "pruned_layers": pruned,
+                 "accuracy": accuracy(pruned_model, val[0], val[1], batch_size=128, device=device), "pruned_layers": pruned,
                  "wall_s": time.perf_counter() - started})
     for budget in recovery_budgets:
         for weight in distill_weights:

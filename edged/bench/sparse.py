@@ -20,6 +20,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str
         for name, fan_in, fan_out in layer_shapes(shape):
             layer = nn.Linear(fan_in, fan_out).eval()
             x = torch.randn(batch * shape.tokens, fan_in)
-            layers.append(_row(name, batch, time_cpu(lambda: layer(x), batch, iters=iters), None,
+            layers.append(_row(name, batch, time_cpu(partial(layer, x), batch, iters=iters), None,
                                tokens=batch * shape.tokens, sparse_unavailable="no 2:4 kernels on the CPU"))
     model = VitEncoder(shape).eval()
     prune_by_magnitude_(model)
@@ -124,8 +125,8 @@ def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str
         for batch in batches:
             x = torch.randn(batch, 3, shape.image, shape.image)
             e2e.append(_row("encoder eager vs onnxruntime (both dense)", batch,
-                            time_cpu(lambda: model(x), batch, iters=iters),
-                            time_cpu(lambda: runner(x), batch, iters=iters),
+                            time_cpu(partial(model, x), batch, iters=iters),
+                            time_cpu(partial(runner, x), batch, iters=iters),
                             sparse_unavailable="no 2:4 kernels on the CPU; 'sparse' column is onnxruntime"))
     return {"layers": layers, "end_to_end": e2e}
 
@@ -218,7 +219,8 @@ def _cell(timing: dict | None) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'what':<44} {'batch':>5} {'dense ms p50/p95/p99':>24} {'2:4 ms p50/p95/p99':>24} {'speedup':>7} {'dense/s':>9} {'2:4/s':>9}"
+    head = (f"{'what':<44} {'batch':>5} {'dense ms p50/p95/p99':>24} {'2:4 ms p50/p95/p99':>24} {'speedup':>7} "
+            f"{'dense/s':>9} {'2:4/s':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         speed = f"{r['speedup_p50']:.2f}x" if r.get("speedup_p50") and r["speedup_p50"] == r["speedup_p50"] else "-"

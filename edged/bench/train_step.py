@@ -30,7 +30,8 @@ from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.models.classifier import Classifier
 from edged.train.loop import amp_dtype
 
-COLUMNS = [("method", "method"), ("trainable", "trainable"), ("peak_mb", "peak MB"), ("peak_above_weights_mb", "above weights MB"),
+COLUMNS = [("method", "method"), ("trainable", "trainable"), ("peak_mb", "peak MB"),
+           ("peak_above_weights_mb", "above weights MB"),
            ("saved_activations_mb", "saved for backward MB"), ("optimizer_state_mb", "optimizer MB"),
            ("step_ms", "step ms (median)"), ("peak_vs_lora", "peak / LoRA"), ("peak_vs_full", "peak / full"),
            ("step_vs_lora", "step / LoRA")]

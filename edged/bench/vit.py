@@ -64,7 +64,7 @@ class VitEncoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, s.tokens, s.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(s) for _ in range(s.depth))
         self.norm = nn.LayerNorm(s.dim)
-        self.head = nn.Linear(s.dim, s.classes)
+        self.head: nn.Module = nn.Linear(s.dim, s.classes)
 
     def forward(self, images: Tensor) -> Tensor:
         b, c, h, w = images.shape

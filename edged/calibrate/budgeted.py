@@ -18,6 +18,7 @@ from edged.calibrate.feature_norms import FeatureNormCollector
 from edged.calibrate.memory import current_mb, measure_peak, release_free_cpu_memory
 from edged.data.task import Inputs, num_samples, take, to_device
 from edged.errors import InvalidInput, OutOfBudget
+from edged.sparse.layers import WeightLayer
 
 # Keep the predicted peak this far below the budget: allocator rounding and non-linear costs.
 _HEADROOM = 0.85
@@ -38,7 +39,7 @@ class CalibrationResult:
 def calibrate(
     model: nn.Module,
     inputs: Inputs,
-    layers: dict[str, nn.Module],
+    layers: dict[str, WeightLayer],
     memory_budget_mb: float | None = None,
     micro_batch: int | None = None,
     device: torch.device | str = "cpu",
@@ -59,7 +60,8 @@ def calibrate(
     start = time.perf_counter()
     baseline = current_mb(device)
     with FeatureNormCollector(layers) as collector, torch.no_grad():
-        done, probes = 0, {}
+        done = 0
+        probes: dict[str, float | None] = {}
         if micro_batch is None:
             micro_batch, done, probes = _probe_micro_batch(model, inputs, device, memory_budget_mb, baseline)
         if micro_batch < 1:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edged.sparse.layers import WeightLayer
+
 
 def _linear_sumsq(x: Tensor) -> Tensor:
     return x.detach().double().square().reshape(-1, x.shape[-1]).sum(0)  # (in,)
@@ -44,14 +46,15 @@ def _padding(conv: nn.Conv2d, x: Tensor) -> tuple[tuple[int, int], tuple[int, in
             total = d * (k - 1)
             pads.append((total // 2, total - total // 2))
         return pads[0], pads[1]
-    ph, pw = conv.padding  # type: ignore[misc]
-    return (ph, ph), (pw, pw)
+    padding = conv.padding  # (h, w) ints: the string paddings are handled above
+    assert not isinstance(padding, str)
+    return (padding[0], padding[0]), (padding[1], padding[1])
 
 
 class FeatureNormCollector:
     """Context manager: while active, every forward of the given layers adds to the squared-norm sums."""
 
-    def __init__(self, layers: dict[str, nn.Module]) -> None:
+    def __init__(self, layers: dict[str, WeightLayer]) -> None:
         self.layers = layers
         self.sumsq: dict[str, Tensor] = {}
         self._handles: list = []
@@ -80,7 +83,7 @@ class FeatureNormCollector:
         return {name: s.sqrt() for name, s in self.sumsq.items()}
 
 
-def norm_like_weight(layer: nn.Module, norm: Tensor) -> Tensor:
+def norm_like_weight(layer: WeightLayer, norm: Tensor) -> Tensor:
     """Broadcast a layer's feature norms to its weight's shape, float32.
 
     Linear: (in,) -> (out, in). Conv2d: (C_in, kh, kw) -> (out, C_in / groups, kh, kw), where output
@@ -89,7 +92,7 @@ def norm_like_weight(layer: nn.Module, norm: Tensor) -> Tensor:
     weight = layer.weight
     if isinstance(layer, nn.Linear):
         return norm.to(torch.float32).expand_as(weight).to(weight.device)
-    groups = layer.groups  # type: ignore[union-attr]
+    groups = layer.groups
     out = weight.shape[0]
     per_group = norm.reshape(groups, -1, *norm.shape[1:])  # (groups, C_in/groups, kh, kw)
     expanded = per_group.repeat_interleave(out // groups, dim=0)  # (out, C_in/groups, kh, kw)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from edged.errors import InvalidInput
 from edged.export.inputs import ModelInputs
-from edged.sparse.layers import PRUNABLE_TYPES
+from edged.sparse.layers import PRUNABLE_TYPES, WeightLayer
 from edged.sparse.nm import check_2_4, nm_ineligible_reason
 
 
@@ -38,10 +38,10 @@ class CompiledModel:
     report: CompileReport
 
 
-def two_four_layers(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, str]]:
+def two_four_layers(model: nn.Module) -> tuple[dict[str, WeightLayer], dict[str, str]]:
     """Split the model's Linear/Conv2d layers into those whose weights hold the 2:4 pattern
     ({weight name: layer}) and the others ({weight name: why they are dense})."""
-    sparse: dict[str, nn.Module] = {}
+    sparse: dict[str, WeightLayer] = {}
     dense: dict[str, str] = {}
     for name, layer in model.named_modules():
         if not isinstance(layer, PRUNABLE_TYPES):
@@ -67,6 +67,6 @@ def require_cpu(model: nn.Module) -> None:
             )
 
 
-def pruned_weights(layers: dict[str, nn.Module]) -> dict[str, Tensor]:
+def pruned_weights(layers: dict[str, WeightLayer]) -> dict[str, Tensor]:
     """{weight name: weight} for the pattern checks of exported artifacts."""
     return {name: layer.get_parameter("weight").detach() for name, layer in layers.items()}

@@ -189,7 +189,8 @@ class CompressedWeight:
 
     def __init__(self, weight: Tensor) -> None:
         if weight.dtype not in VALUE_TYPES or not weight.is_cuda or weight.dim() != 2:
-            raise CusparseLtError(f"need a 2-D fp16/bf16 CUDA weight, got {tuple(weight.shape)} {weight.dtype} on {weight.device}")
+            raise CusparseLtError(
+                f"need a 2-D fp16/bf16 CUDA weight, got {tuple(weight.shape)} {weight.dtype} on {weight.device}")
         weight = weight.detach().contiguous()
         self.ctx = context(weight.device)
         self.out_features, self.in_features = weight.shape

@@ -121,6 +121,8 @@ def torch_semi_structured_weight(weight: Tensor, cutlass: bool) -> nn.Parameter:
 class CutlassSparseLinear(nn.Module):
     """y = x W^T + b through torch's CUTLASS 2:4 kernels (compute capability 8.x)."""
 
+    bias: Tensor | None
+
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         super().__init__()
         self.weight = torch_semi_structured_weight(weight, cutlass=True)

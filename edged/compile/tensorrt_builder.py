@@ -28,7 +28,8 @@ from edged.errors import Unavailable, Unsupported
 from edged.export.inputs import ModelInputs, batch_size, to_device
 from edged.export.onnx import check_onnx_2_4, export_onnx, onnx_max_abs_diff
 
-SPARSITY_LINE = re.compile(r"\(Sparsity\) (Layers eligible for sparse math|TRT inference plan picked sparse implementation for layers): ?(.*)")
+SPARSITY_LINE = re.compile(
+    r"\(Sparsity\) (Layers eligible for sparse math|TRT inference plan picked sparse implementation for layers): ?(.*)")
 WORKSPACE_BYTES = 1 << 30
 
 

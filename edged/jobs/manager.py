@@ -2,35 +2,49 @@
 
 The worker is a separate process (`edged.jobs.worker`), so a crash, CUDA error or OOM kill there
 only ends that job: the manager sees the exit status and marks the job `failed` with the reason.
-At start-up, jobs left `running` by a daemon that died are requeued to resume from their work
+At start-up, and hourly between jobs, jobs that ended more than EDGED_JOB_RETENTION_DAYS ago are
+deleted (`edged.jobs.retention`). At start-up, jobs left `running` by a daemon that died are requeued to resume from their work
 directory (at most MAX_RESUMES times) or marked `interrupted` with why. Stopping the manager stops
 the worker (SIGTERM, a bounded wait, then SIGKILL) and requeues its job, to resume on the next start.
+Writing a job's final state is retried with backoff until it lands (a full disk or a locked database
+must not leave a job `running` with no worker); the API answers meanwhile, on its own threads.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import sqlite_utils
 
-from edged.jobs import records
-from edged.jobs.worker import EXIT_STOPPED, during, job_dir, worker_command
-from edged.jobs.worker_env import worker_environment
+from edged.jobs import records, retention
+from edged.jobs.worker import (
+    EXIT_DISK_FULL,
+    EXIT_STOPPED,
+    during,
+    job_dir,
+    worker_command,
+)
+from edged.jobs.worker_env import worker_environment, write_worker_settings
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
+from edged.store.space import is_disk_full
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5  # a submit wakes the manager at once; this bounds the delay otherwise
 WORKER_POLL_S = 0.2
 MAX_RESUMES = 2
+SETTLE_FIRST_RETRY_S, SETTLE_MAX_RETRY_S = 0.5, 30.0  # backoff between attempts to write a final state
 
 
 class JobManager:
@@ -39,11 +53,13 @@ class JobManager:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._next_sweep = 0.0  # when expired jobs are next deleted (time.monotonic())
 
     def start(self) -> None:
         db = open_db(self.settings.db_path)
         try:
             recover_jobs(db, self.settings)
+            self._delete_expired_jobs(db)
         finally:
             db.close()
         self._thread = threading.Thread(target=self._loop, name="edged-jobs", daemon=True)
@@ -69,6 +85,8 @@ class JobManager:
                     if job is not None:
                         self._run(db, job)
                         continue
+                    if time.monotonic() >= self._next_sweep:
+                        self._delete_expired_jobs(db)
                 except Exception:  # e.g. a locked database or a full disk: log, wait, try again
                     log.exception("the job manager hit an error; retrying")
                 self._wake.wait(IDLE_POLL_S)
@@ -76,15 +94,25 @@ class JobManager:
         finally:
             db.close()
 
+    def _delete_expired_jobs(self, db: sqlite_utils.Database) -> None:
+        """Retention; a failure (a full disk, say) is logged and retried at the next sweep, never fatal."""
+        self._next_sweep = time.monotonic() + retention.SWEEP_INTERVAL_S
+        try:
+            retention.delete_expired_jobs(db, BlobStore(self.settings.blobs_dir), self.settings.data_dir,
+                                          self.settings.job_retention_days)
+        except Exception:
+            log.exception("deleting expired jobs failed; retrying in %.0f s", retention.SWEEP_INTERVAL_S)
+
     def _run(self, db: sqlite_utils.Database, job: dict[str, Any]) -> None:
         directory = job_dir(self.settings.data_dir, job["id"])
         directory.mkdir(parents=True, exist_ok=True)
         try:
+            settings_file = write_worker_settings(self.settings, directory)
             with open(directory / "worker.log", "ab") as worker_log:
                 # A new session: Ctrl-C in the daemon's terminal reaches the daemon only, which stops the worker.
-                process = subprocess.Popen(worker_command(self.settings.data_dir, job["id"]), stdout=worker_log,
+                process = subprocess.Popen(worker_command(settings_file, job["id"]), stdout=worker_log,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                           env=worker_environment(self.settings))
+                                           env=worker_environment())
         except OSError as exc:
             records.finish_running(db, job["id"], records.FAILED, error=f"the worker process could not start: {exc}")
             return
@@ -93,7 +121,24 @@ class JobManager:
         while process.poll() is None:
             if self._stopping.wait(WORKER_POLL_S):
                 stop_process(process, self.settings.shutdown_timeout_s)
-        self._settle(db, job["id"], process.returncode)
+        self._settle_until_written(db, job["id"], process.returncode)
+
+    def _settle_until_written(self, db: sqlite_utils.Database, job_id: str, code: int) -> None:
+        """`_settle`, retried with backoff while the write fails (full disk, locked database); at
+        shutdown, one last attempt, then the next start's recovery finds the job `running`."""
+        for attempt in itertools.count():
+            try:
+                self._settle(db, job_id, code)
+                return
+            except (sqlite3.Error, OSError) as exc:
+                if self._stopping.is_set():
+                    log.error("job %s: its final state could not be written before shutdown (%s); "
+                              "the next start recovers it", job_id, exc)
+                    return
+                delay = min(SETTLE_FIRST_RETRY_S * 2 ** attempt, SETTLE_MAX_RETRY_S)
+                log.warning("job %s: writing its final state failed (%s%s); retrying in %.1f s", job_id, exc,
+                            ": the data directory is full" if is_disk_full(exc) else "", delay)
+                self._stopping.wait(delay)
 
     def _settle(self, db: sqlite_utils.Database, job_id: str, code: int) -> None:
         """Record what the worker's exit means, unless the worker recorded a final state itself."""
@@ -118,6 +163,8 @@ def describe_exit(code: int) -> str:
         return f"was killed by signal {signal.Signals(-code).name}"
     if code == EXIT_STOPPED:
         return "was stopped by SIGTERM"
+    if code == EXIT_DISK_FULL:
+        return "stopped because the data directory is full (ENOSPC; free space there and submit the job again)"
     return f"exited with code {code}"
 
 

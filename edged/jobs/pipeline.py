@@ -26,35 +26,39 @@ from edged.jobs.compile_stage import ValidationSplit, compile_merged, store_comp
 from edged.jobs.progress import ProgressReporter
 from edged.jobs.stage_telemetry import JobTelemetry, open_job_power_source
 from edged.models.registry import load_model
+from edged.models.sources import ModelSources
+from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.datasets import load_task
 
 ARTIFACT_NAMES = {"delta": "delta.safetensors", "merged": "merged.safetensors"}
 
 
-def run_pipeline(db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, Any], job_dir: Path,
-                 reporter: ProgressReporter) -> dict[str, Any]:
+def run_pipeline(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, Any],
+                 job_dir: Path, reporter: ProgressReporter) -> dict[str, Any]:
     """Run `job` to the end and record it as succeeded; returns its metrics. Raises on failure or stop."""
-    source = open_job_power_source()
+    source = open_job_power_source(settings)
     try:
         with JobTelemetry(db, job["id"], reporter, source) as telemetry:
-            metrics = _run_stages(db, blobs, job, job_dir, telemetry)
+            metrics = _run_stages(ModelSources.from_settings(settings), db, blobs, job, job_dir, telemetry)
     finally:
         source.close()
     records.finish_running(db, job["id"], records.SUCCEEDED, metrics=metrics)
     return metrics
 
 
-def _run_stages(db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, Any], job_dir: Path,
-                telemetry: JobTelemetry) -> dict[str, Any]:
+def _run_stages(sources: ModelSources, db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, Any],
+                job_dir: Path, telemetry: JobTelemetry) -> dict[str, Any]:
     config = AdaptConfig(**job["config"]["adapt"])
     with telemetry.stage("validate"):
         if job["dataset_id"] is None:
             raise InvalidInput("the job's dataset was deleted; upload it again and submit a new job")
         task = load_task(db, blobs, job["dataset_id"])
-        loaded = load_model(job["model"], len(task.classes), seed=config.seed, **job["config"]["model_options"])
+        loaded = load_model(job["model"], len(task.classes), seed=config.seed, sources=sources,
+                            **job["config"]["model_options"])
     result = adapt(loaded.model, loaded.preprocess, task, config, on_progress=telemetry, workdir=job_dir)
-    telemetry.set_items("train", result.metrics["train_samples"] * result.metrics["epochs_run"])
+    # this run's epochs: epochs_run also counts those of the runs a restart interrupted
+    telemetry.set_items("train", result.metrics["train_samples"] * len(result.history))
     with telemetry.stage("export"):
         paths = write_outputs(result, job_dir / "outputs", config, base_model=job["model"])
         for key, path in paths.items():

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import sqlite_utils
 
-from edged.errors import Conflict, NotFound
+from edged.errors import Conflict, Corrupt, NotFound
 from edged.store.blobs import BlobStore
 from edged.store.db import utc_now
 
@@ -102,8 +102,17 @@ def interrupt(db: sqlite_utils.Database, job_id: str, reason: str) -> bool:
     return _finish(db, job_id, RUNNING, INTERRUPTED, error=reason)
 
 
+CANCELLED_AT_STOP = "cancelled (the daemon stopped before the worker acted on the cancel)"
+
+
 def requeue(db: sqlite_utils.Database, job_id: str, reason: str, event_type: str = "state") -> bool:
-    """running -> queued, to resume from the stage outputs in its work directory."""
+    """running -> queued, to resume from the stage outputs in its work directory.
+
+    A job whose cancel was requested ends `cancelled` instead: the user's cancel outlives a stop or a
+    restart that got there first. Returns whether the job was requeued.
+    """
+    if _finish(db, job_id, RUNNING, CANCELLED, error=CANCELLED_AT_STOP, only_if_cancel_requested=True):
+        return False
     with db.atomic():
         moved = db.execute("UPDATE jobs SET state = ?, worker_pid = NULL WHERE id = ? AND state = ?",
                            [QUEUED, job_id, RUNNING]).rowcount
@@ -113,17 +122,51 @@ def requeue(db: sqlite_utils.Database, job_id: str, reason: str, event_type: str
 
 
 def _finish(db: sqlite_utils.Database, job_id: str, from_state: str, state: str, error: Optional[str] = None,
-            metrics: Optional[dict[str, Any]] = None) -> bool:
+            metrics: Optional[dict[str, Any]] = None, only_if_cancel_requested: bool = False) -> bool:
     progress = "1.0" if state == SUCCEEDED else "progress"
+    condition = " AND cancel_requested = 1" if only_if_cancel_requested else ""
     with db.atomic():
         moved = db.execute(
             f"UPDATE jobs SET state = ?, error = ?, metrics = COALESCE(?, metrics), progress = {progress}, "
-            "finished_at = ?, worker_pid = NULL, cancel_requested = 0 WHERE id = ? AND state = ?",
+            f"finished_at = ?, worker_pid = NULL, cancel_requested = 0 WHERE id = ? AND state = ?{condition}",
             [state, error, json.dumps(metrics) if metrics is not None else None, utc_now(), job_id, from_state],
         ).rowcount
         if moved:
             add_event(db, job_id, "state", {"state": state, "error": error})
     return bool(moved)
+
+
+def delete_finished_job(db: sqlite_utils.Database, job_id: str) -> list[str]:
+    """Delete a finished job's row with its events, stage telemetry and artifact rows (ON DELETE
+    CASCADE, one transaction). Returns its artifacts' blobs that no other row references, for the
+    caller to remove. NotFound if unknown; Conflict while queued or running."""
+    # Read first, outside the transaction (a finished job's artifacts no longer change): in WAL mode a
+    # transaction that reads and then writes fails at once with "database is locked" if another
+    # connection wrote in between, while one that starts with its write waits for the busy timeout.
+    blobs = {row["blob"] for row in db.query("SELECT blob FROM artifacts WHERE job_id = ?", [job_id])}
+    with db.atomic():
+        deleted = db.execute(f"DELETE FROM jobs WHERE id = ? AND state IN ({', '.join('?' * len(FINAL_STATES))})",
+                             [job_id, *FINAL_STATES]).rowcount
+        if not deleted:
+            job = get_job(db, job_id)  # NotFound if there is no such job
+            raise Conflict(f"job {job_id} is {job['state']}; cancel it first (POST /v1/jobs/{job_id}/cancel), then "
+                           f"delete it once it has ended", detail={"state": job["state"], "accepted": FINAL_STATES})
+        marks = ", ".join("?" * len(blobs))
+        still_used = {row["blob"] for row in db.query(
+            f"SELECT blob FROM artifacts WHERE blob IN ({marks}) UNION SELECT blob FROM datasets WHERE blob IN ({marks})",
+            [*blobs, *blobs])} if blobs else set()
+    return sorted(blobs - still_used)
+
+
+def finished_before(db: sqlite_utils.Database, cutoff: str) -> list[str]:
+    """Ids of jobs in a final state that finished before `cutoff` (a `utc_now()`-style timestamp)."""
+    marks = ", ".join("?" * len(FINAL_STATES))
+    return [row["id"] for row in db.query(
+        f"SELECT id FROM jobs WHERE state IN ({marks}) AND finished_at < ? ORDER BY finished_at", [*FINAL_STATES, cutoff])]
+
+
+def job_ids(db: sqlite_utils.Database) -> set[str]:
+    return {row["id"] for row in db.query("SELECT id FROM jobs")}
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -169,6 +212,17 @@ def get_artifact(db: sqlite_utils.Database, job_id: str, name: str) -> dict[str,
             return artifact
     raise NotFound(f"job {job_id} has no artifact {name!r}",
                    detail={"accepted": [a["name"] for a in list_artifacts(db, job_id)]})
+
+
+def verified_artifact_path(blobs: BlobStore, artifact: dict[str, Any]) -> Path:
+    """The artifact's blob, read through once against its digest: a corrupt file is refused, not served."""
+    try:
+        blobs.verify(artifact["blob"])
+    except Corrupt as exc:
+        raise Corrupt(f"artifact {artifact['name']} of job {artifact['job_id']} is corrupt in the store: sha256 "
+                      f"{exc.detail['actual_sha256']} != {artifact['blob']}; run the job again to produce it anew",
+                      detail={**exc.detail, "job": artifact["job_id"], "artifact": artifact["name"]}) from None
+    return blobs.path(artifact["blob"])
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

@@ -2,13 +2,16 @@
 
 Each event is `id: <event id>`, `event: <type>` (state, stage, step, epoch, resumed), `data: <JSON>`;
 a client reconnecting with `Last-Event-ID` gets the events after that one. The stream ends with an
-`end` event once the job is in a final state and every event before it has been sent.
+`end` event once the job is in a final state and every event before it has been sent, or, when the
+daemon stops, with an `end` event carrying `"daemon_stopping": true` and the job's state then (a
+follower reconnects with Last-Event-ID once the daemon is back), so a shutdown never waits on followers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +29,16 @@ def format_event(event: dict[str, Any]) -> str:
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(data)}\n\n"
 
 
-async def job_event_stream(db_path: Path, job_id: str, last_event_id: int = 0) -> AsyncIterator[str]:
+def format_end(job: dict[str, Any], daemon_stopping: bool) -> str:
+    end = {"state": job["state"], "error": job["error"], "progress": job["progress"]}
+    if daemon_stopping:
+        end.update(daemon_stopping=True, reason="the daemon is stopping; reconnect with Last-Event-ID to follow "
+                   "the job when it is back (a running job resumes then)")
+    return f"event: end\ndata: {json.dumps(end)}\n\n"
+
+
+async def job_event_stream(db_path: Path, job_id: str, stopping: threading.Event,
+                           last_event_id: int = 0) -> AsyncIterator[str]:
     db = open_db(db_path)
     try:
         last_sent = time.monotonic()
@@ -41,9 +53,8 @@ async def job_event_stream(db_path: Path, job_id: str, last_event_id: int = 0) -
             if events:
                 last_sent = time.monotonic()
                 continue  # there may be more than one page
-            if job["state"] in records.FINAL_STATES:
-                end = {"state": job["state"], "error": job["error"], "progress": job["progress"]}
-                yield f"event: end\ndata: {json.dumps(end)}\n\n"
+            if job["state"] in records.FINAL_STATES or stopping.is_set():
+                yield format_end(job, daemon_stopping=job["state"] not in records.FINAL_STATES)
                 return
             if time.monotonic() - last_sent >= KEEPALIVE_S:
                 yield ": keep-alive\n\n"

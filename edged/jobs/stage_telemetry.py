@@ -19,7 +19,7 @@ import sqlite_utils
 
 from edged.errors import EdgedError
 from edged.jobs.progress import ProgressReporter
-from edged.settings import get_settings
+from edged.settings import Settings
 from edged.telemetry.config import TelemetryConfig
 from edged.telemetry.energy import EnergyMeter, StageMeasurement
 from edged.telemetry.reading import PowerSource
@@ -29,13 +29,13 @@ from edged.telemetry.stages import record_stage
 log = logging.getLogger(__name__)
 
 
-def open_job_power_source() -> PowerSource:
-    """The power source the daemon's settings name (environment / EDGED_ENV_FILE), else `none`.
+def open_job_power_source(settings: Settings) -> PowerSource:
+    """The power source the daemon's settings name, else `none`.
 
     A source that cannot open costs the job its energy numbers (null), never the job itself.
     """
     try:
-        return open_power_source(TelemetryConfig.from_settings(get_settings()))
+        return open_power_source(TelemetryConfig.from_settings(settings))
     except EdgedError as exc:
         log.warning("no power source for this job's stages (%s); energy is recorded as null", exc.message)
         return open_named_source("none", TelemetryConfig())

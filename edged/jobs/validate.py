@@ -1,14 +1,13 @@
 """A job request checked before it is queued: the body's fields, the method and model registries, the
 dataset and whether its kind fits the model. Every problem is collected, then raised as one 422.
 
-Only cheap checks run here (no model is built): loading happens in the worker, whose failure is a
-`failed` job with the reason.
+Only cheap checks run here (no model is built; an allow-listed factory's module is imported): loading
+happens in the worker, whose failure is a `failed` job with the reason. The worker checks the model's
+sources again, with the settings it is given.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any, Optional
 
 import sqlite_utils
@@ -18,11 +17,12 @@ from edged.adapt.config import AdaptConfig
 from edged.adapt.run import check_config
 from edged.compile.registry import AUTO_ORDER
 from edged.data.preprocess import check_image_size
-from edged.errors import InvalidInput, NotFound
+from edged.errors import InvalidInput, NotFound, quoted
 from edged.jobs.schemas import JobCreate
 from edged.methods import all_methods
-from edged.models import text, user
+from edged.models import user
 from edged.models.registry import list_models
+from edged.models.sources import FACTORIES_SETTING, MODELS_DIR_SETTING, ModelSources
 from edged.settings import Settings
 from edged.store.datasets import get_dataset
 
@@ -42,7 +42,7 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
     _check_method(fields.get("method", "taskedge"), reasons)
     _check_sparsity(fields.get("method", "taskedge"), fields.get("sparsity", "none"), reasons)
     _check_compile(fields.get("compile", "none"), reasons)
-    model_kind = _model_kind(fields.get("model"), reasons)
+    model_kind = _model_kind(fields.get("model"), ModelSources.from_settings(settings), reasons)
     dataset_kind = _dataset_kind(db, fields.get("dataset"), reasons)
     _check_kinds(fields, model_kind, dataset_kind, reasons)
     _check_image_size(fields.get("image_size"), reasons)
@@ -98,7 +98,7 @@ def _registered() -> dict[str, Any]:
     return {info.name: info for info in list_models()}
 
 
-def _model_kind(spec: Any, reasons: list[dict[str, Any]]) -> Optional[str]:
+def _model_kind(spec: Any, sources: ModelSources, reasons: list[dict[str, Any]]) -> Optional[str]:
     """The kind of data the model takes ('factory' when it follows the dataset), or None after a reason."""
     if not isinstance(spec, str):
         return None
@@ -108,27 +108,42 @@ def _model_kind(spec: Any, reasons: list[dict[str, Any]]) -> Optional[str]:
         if not info.available:
             reasons.append(_reason("model", f"model {spec!r} cannot run here: {info.reason}", "unavailable"))
         return info.kind
-    if text.is_transformers_dir(spec):
-        return "text"
     if user.is_factory_spec(spec):
-        return _check_factory(spec, reasons)
-    reasons.append(_reason("model", f"no model {spec!r}: accepted are the registered models "
-                           f"({', '.join(registered)}), a transformers directory, or "
-                           "'package.module:factory[=weights]'", "unknown"))
+        return _check_factory(spec, sources, reasons)
+    try:
+        if sources.resolve_path(spec).is_dir():
+            return "text"
+    except InvalidInput as exc:
+        reasons.append(_reason("model", exc.message, "not_allowed"))
+        return None
+    reasons.append(_reason("model", f"no model {quoted(spec)}: accepted are the registered models "
+                           f"({', '.join(registered)}), 'package.module:factory[=weights]' allowed by "
+                           f"{FACTORIES_SETTING}, or a transformers directory inside {MODELS_DIR_SETTING} "
+                           f"({sources.models_dir})", "unknown"))
     return None
 
 
-def _check_factory(spec: str, reasons: list[dict[str, Any]]) -> Optional[str]:
+def _check_factory(spec: str, sources: ModelSources, reasons: list[dict[str, Any]]) -> Optional[str]:
+    """The factory must be allow-listed and importable (the allowed module is imported here, so a typo is a
+    422 now, not a failed job later); its weights file must be inside the models directory."""
     match = user.FACTORY_SPEC.match(spec)
     assert match is not None
     try:
-        found = importlib.util.find_spec(match["module"]) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        reasons.append(_reason("model", f"module {match['module']!r} of {spec!r} cannot be imported", "unknown"))
-    if match["weights"] and not Path(match["weights"]).expanduser().is_file():
-        reasons.append(_reason("model", f"weights file {match['weights']!r} of {spec!r} does not exist", "not_found"))
+        sources.check_factory(match["module"], match["factory"])
+        user.import_factory(match["module"], match["factory"])
+    except InvalidInput as exc:
+        reasons.append(_reason("model", exc.message, "not_allowed"))
+    except NotFound as exc:
+        reasons.append(_reason("model", exc.message, "unknown"))
+    if match["weights"]:
+        try:
+            weights = sources.resolve_path(match["weights"])
+        except InvalidInput as exc:
+            reasons.append(_reason("model", exc.message, "not_allowed"))
+        else:
+            if not weights.is_file():
+                reasons.append(_reason("model", f"weights file {quoted(match['weights'])} of the model is not "
+                                       f"a file in {MODELS_DIR_SETTING} ({sources.models_dir})", "not_found"))
     return "factory"
 
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from edged.calibrate import CalibrationResult
 from edged.data.task import Inputs, batches, to_device
-from edged.sparse.layers import weight_layers
+from edged.sparse.layers import WeightLayer, weight_layers
 from edged.sparse.lowrank import merge_lowrank_, support_indices
 
 
@@ -51,12 +51,12 @@ class Adaptation:
     parameters: list[nn.Parameter]
     entries: int
     changed: dict[str, Optional[Tensor]]
-    merge_: Callable[[], None]
+    merge_: Callable[[], object]  # its return value, if any, is not used
     train_norm_layers: bool = False
     info: dict = field(default_factory=dict)
 
 
-def backbone_layers(model: nn.Module) -> dict[str, nn.Module]:
+def backbone_layers(model: nn.Module) -> dict[str, WeightLayer]:
     """The Linear/Conv2d layers edged adapts: the backbone's, named as in the whole model."""
     backbone = getattr(model, "backbone", None)
     return weight_layers(backbone, "backbone.") if backbone is not None else weight_layers(model)

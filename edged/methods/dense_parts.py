@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from edged.methods.base import Adaptation, freeze_
 
@@ -21,7 +21,7 @@ def dense_adaptation(
     params = {f"{prefix}{name}": p for name, p in backbone.named_parameters() if chosen(name, p)}
     for p in params.values():
         p.requires_grad_(True)
-    changed = {name: None for name in params}
+    changed: dict[str, Optional[Tensor]] = {name: None for name in params}
     if train_norm_layers:  # running statistics change too, so they belong to the delta
         changed.update({f"{prefix}{name}": None for name, _ in backbone.named_buffers() if "running_" in name})
     return Adaptation(

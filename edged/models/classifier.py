@@ -32,8 +32,18 @@ class Classifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
         reset_head_(self.head, generator)
 
-    def forward(self, inputs: Inputs) -> Tensor:
-        """images (N, 3, H, W) or text {input_ids, attention_mask: (N, L)} -> logits (N, num_classes)."""
+    def forward(self, inputs: Optional[Inputs] = None, *, input_ids: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None) -> Tensor:
+        """images (N, 3, H, W) or text {input_ids, attention_mask: (N, L)} -> logits (N, num_classes).
+
+        Text also comes as the two named tensors: that is how the exporters and backends call a model
+        with dict inputs (`model(**inputs)`), and it names the exported graph's inputs after the
+        tokenizer's outputs, which is what a caller of the artifact feeds.
+        """
+        if inputs is None:
+            if input_ids is None or attention_mask is None:
+                raise TypeError("Classifier needs inputs, or both input_ids and attention_mask")
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         return self.head(self.backbone(inputs))
 
 

@@ -3,12 +3,15 @@
 `load_model(spec, num_classes)` accepts three kinds of spec:
 
 - a registered name: `mobilenet_v2`, `minilm-l6` (see `list_models()`);
-- a path to a transformers directory (config.json + safetensors weights + tokenizer files): a text
-  encoder with mean pooling over non-padding tokens;
 - `package.module:factory` or `package.module:factory=path/to/weights.safetensors` (or `.pt` /
   `.pth`, a torch state dict): a Python callable returning a backbone module that maps inputs to
   (N, D) features, with its weights loaded strictly from the file (without `=...`, the factory's own
-  weights are used). See `edged.models.user` for how D and the kind are found.
+  weights are used). See `edged.models.user` for how D and the kind are found;
+- a path to a transformers directory (config.json + safetensors weights + tokenizer files): a text
+  encoder with mean pooling over non-padding tokens.
+
+Jobs pass `sources` (`edged.models.sources`): factories must be on the allow-list and paths inside the
+models directory. Without it (the operator's own code: benchmarks, tests) every spec is loaded.
 
 The result is a `Classifier` (backbone + a Linear head sized to the classes), a `preprocess`
 function turning a `TaskData` into model-ready tensors, and a `ModelInfo` describing it.
@@ -20,6 +23,7 @@ import functools
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
@@ -28,8 +32,9 @@ from torch import nn
 
 from edged.data.task import Inputs, Kind, TaskData
 from edged.devices import resolve_device
-from edged.errors import InvalidInput, NotFound, Unavailable
+from edged.errors import InvalidInput, NotFound, Unavailable, quoted
 from edged.models.classifier import Classifier
+from edged.models.sources import ModelSources
 from edged.sparse.layers import weight_layers
 
 
@@ -133,6 +138,7 @@ def load_model(
     num_classes: int,
     device: Union[str, torch.device] = "cpu",
     seed: Optional[int] = None,
+    sources: Optional[ModelSources] = None,
     **options: Any,
 ) -> LoadedModel:
     """Load a backbone by spec (see the module docstring), attach a head of `num_classes` outputs.
@@ -140,12 +146,13 @@ def load_model(
     `options` are preprocessing options (`image_size` for image models, `max_length` for text
     models; `kind` for module:factory models). `seed` makes the head's initialisation independent
     of the global torch RNG; without it the head draws from the global RNG (so `torch.manual_seed`
-    fixes it). The model is returned in eval mode on `device`.
+    fixes it). `sources` restricts user factories and paths (see the module docstring). The model
+    is returned in eval mode on `device`.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise InvalidInput(f"num_classes must be an integer >= 2, got {num_classes!r}")
     target = resolve_device(device)
-    backbone, info = _load_backbone(spec, options)
+    backbone, info = _load_backbone(spec, options, sources)
     weight_layers(backbone.module, prefix="backbone.")  # raises InvalidInput if nothing can be adapted
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     model = Classifier(backbone.module, backbone.feature_dim, num_classes, info.kind, generator=generator)
@@ -154,23 +161,32 @@ def load_model(
     return LoadedModel(model=model, preprocess=preprocess, info=info)
 
 
-def _load_backbone(spec: str, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
+def _load_backbone(spec: str, options: Mapping[str, Any],
+                   sources: Optional[ModelSources]) -> tuple[Backbone, ModelInfo]:
     from edged.models import text, user  # imported here: both import this module (registration)
 
     if spec in _ENTRIES:
         return _load_entry(_ENTRIES[spec], options)
-    if text.is_transformers_dir(spec):
-        return text.load_transformers_dir(spec, options)
     if user.is_factory_spec(spec):
-        return user.load_factory(spec, options)
+        return user.load_factory(spec, options, sources)
+    directory = model_path(spec, sources)
+    if directory.is_dir():
+        return text.load_transformers_dir(directory, options)
     raise NotFound(
-        f"no model {spec!r}: not a registered name, a transformers directory, or a module:factory spec",
-        detail={
-            "registered": registered_names(),
-            "accepted": "a registered name, a directory with config.json and safetensors weights, "
-            "or 'package.module:factory=path/to/weights.safetensors'",
-        },
+        f"no model {quoted(spec)}: not a registered name, a module:factory spec or a transformers directory",
+        detail={"registered": registered_names(), "accepted": ACCEPTED_SPECS},
     )
+
+
+ACCEPTED_SPECS = ("a registered name (GET /v1/models), 'package.module:factory[=path/to/weights.safetensors]', "
+                  "or a directory with config.json, safetensors weights and tokenizer files")
+
+
+def model_path(given: str, sources: Optional[ModelSources]) -> Path:
+    """The file or directory a spec names: inside the models directory when `sources` is given."""
+    if sources is not None:
+        return sources.resolve_path(given)
+    return Path(given).expanduser() if given.startswith("~/") else Path(given)
 
 
 def _load_entry(entry: Entry, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:

@@ -137,20 +137,16 @@ def build_minilm(options: Mapping[str, int]) -> Backbone:
     return load_encoder(minilm_dir(), options)
 
 
-def is_transformers_dir(spec: str) -> bool:
-    return Path(spec).expanduser().is_dir()
-
-
-def load_transformers_dir(spec: str, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
+def load_transformers_dir(given: Path, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
     """A user's transformers directory (config.json + safetensors + tokenizer) as a text backbone."""
-    directory = Path(spec).expanduser().resolve()
+    directory = given.resolve()
     if not (directory / "config.json").is_file():
         raise InvalidInput(f"{directory} has no config.json", detail={"accepted": "a transformers model directory"})
     if not any(directory.glob("*.safetensors")):
         raise InvalidInput(
             f"{directory} has no *.safetensors weights", detail={"accepted": "weights saved with safe_serialization"}
         )
-    used = merge_options(spec, {"max_length": DEFAULT_MAX_LENGTH}, options)
+    used = merge_options(str(directory), {"max_length": DEFAULT_MAX_LENGTH}, options)
     backbone = load_encoder(directory, used)
     info = ModelInfo(
         name=str(directory),

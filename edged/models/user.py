@@ -8,6 +8,8 @@
 - The weights file, when given, is a `.safetensors` file or a torch state dict (`.pt` / `.pth`,
   loaded with weights_only=True); its keys must match the backbone's state_dict exactly.
 - Options: `kind` ("image" or "tabular") and, for images, `image_size` (default 64).
+- With `sources` (a job's), the factory must be on the allow-list and the weights file inside the
+  models directory (`edged.models.sources`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
 from edged.data.preprocess import DEFAULT_IMAGE_SIZE, check_image_size, preprocess_images, preprocess_tabular
 from edged.data.task import TaskData
-from edged.errors import InvalidInput, NotFound
-from edged.models.registry import Backbone, ModelInfo, merge_options
+from edged.errors import InvalidInput, NotFound, quoted
+from edged.models.registry import Backbone, ModelInfo, merge_options, model_path
+from edged.models.sources import ModelSources
 
 FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<factory>[A-Za-z_]\w*)(=(?P<weights>.+))?$")
 FACTORY_KINDS = ("image", "tabular")
@@ -36,12 +39,16 @@ def is_factory_spec(spec: str) -> bool:
     return FACTORY_SPEC.match(spec) is not None
 
 
-def load_factory(spec: str, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
+def load_factory(spec: str, options: Mapping[str, Any],
+                 sources: Optional[ModelSources] = None) -> tuple[Backbone, ModelInfo]:
     match = FACTORY_SPEC.match(spec)
     if match is None:
         raise InvalidInput(
-            f"{spec!r} is not a module:factory spec", detail={"accepted": "package.module:factory=weights"}
+            f"{quoted(spec)} is not a module:factory spec", detail={"accepted": "package.module:factory=weights"}
         )
+    if sources is not None:
+        sources.check_factory(match["module"], match["factory"])
+    weights = model_path(match["weights"], sources) if match["weights"] else None  # refused before any import
     options = dict(options)
     kind = options.pop("kind", "image")
     if kind not in FACTORY_KINDS:
@@ -49,8 +56,8 @@ def load_factory(spec: str, options: Mapping[str, Any]) -> tuple[Backbone, Model
     used = merge_options(spec, {"image_size": DEFAULT_IMAGE_SIZE} if kind == "image" else {}, options)
     factory = import_factory(match["module"], match["factory"])
     module = build_module(factory, spec)
-    if match["weights"]:
-        load_weights_(module, Path(match["weights"]).expanduser())
+    if weights is not None:
+        load_weights_(module, weights)
     module.eval()
     feature_dim = measure_feature_dim(module, kind, used)
     backbone = Backbone(module=module, feature_dim=feature_dim, preprocess=_preprocessor(kind, used))
@@ -68,7 +75,7 @@ def load_factory(spec: str, options: Mapping[str, Any]) -> tuple[Backbone, Model
 def import_factory(module_name: str, factory_name: str) -> Callable[[], Any]:
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # importing runs the module's own code: any failure is reported, not a crash
         raise NotFound(
             f"cannot import module {module_name!r}: {exc}", detail={"accepted": "an importable module path"}
         ) from exc

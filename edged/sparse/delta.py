@@ -26,6 +26,11 @@ _CHUNK_ELEMENTS = 1 << 24
 class SparseDelta(nn.Module):
     """Trainable entries of one weight. rows/cols index the weight viewed as (out, in * kh * kw)."""
 
+    rows: Tensor
+    cols: Tensor
+    used_cols: Tensor
+    col_slot: Tensor
+
     def __init__(self, mask: Tensor) -> None:
         super().__init__()
         flat = mask.reshape(mask.shape[0], -1)  # (out, fan_in)
@@ -161,6 +166,7 @@ def attach_deltas_(model: nn.Module, masks: dict[str, Tensor]) -> dict[str, Spar
     deltas = {}
     for weight_name, mask in masks.items():
         layer = model.get_submodule(weight_name.rpartition(".")[0])
+        assert isinstance(layer.weight, Tensor)
         if mask.shape != layer.weight.shape:
             raise ValueError(f"mask for {weight_name} is {tuple(mask.shape)}, weight is {tuple(layer.weight.shape)}")
         if not bool(mask.any()):
@@ -179,6 +185,7 @@ def merge_deltas_(model: nn.Module) -> int:
     for layer in model.modules():
         delta = getattr(layer, "sparse_delta", None)
         if isinstance(delta, SparseDelta):
+            assert isinstance(layer.weight, Tensor)
             layer.weight.copy_(delta.merged(layer.weight))
             del layer.sparse_delta
             del layer.forward  # back to the class's forward

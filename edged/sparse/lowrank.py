@@ -16,8 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edged.sparse.layers import WeightLayer
+
 
 class LowRankDelta(nn.Module):
+    mask: Optional[Tensor]
+    rows: Optional[Tensor]
+    cols: Optional[Tensor]
+
     def __init__(
         self,
         weight: Tensor,
@@ -48,22 +54,25 @@ class LowRankDelta(nn.Module):
         else:
             out, fan_in = self.weight_shape[0], math.prod(self.weight_shape[1:])
             full = product.new_zeros(out, fan_in)
+            assert self.cols is not None  # rows and cols are given together
             full[self.rows.unsqueeze(1), self.cols.unsqueeze(0)] = product
         if self.mask is not None:
             full = full * self.mask
         return full.reshape(self.weight_shape)
 
 
-def _forward(self: nn.Module, x: Tensor) -> Tensor:
-    weight = self.weight + self.lowrank_delta.dense().to(self.weight.dtype)
+def _forward(self: WeightLayer, x: Tensor) -> Tensor:
+    delta = self.lowrank_delta
+    assert isinstance(delta, LowRankDelta)
+    weight = self.weight + delta.dense().to(self.weight.dtype)
     if isinstance(self, nn.Linear):
         return F.linear(x, weight, self.bias)
     return self._conv_forward(x, weight, self.bias)  # type: ignore[operator]
 
 
-def attach_lowrank_(layer: nn.Module, delta: LowRankDelta) -> None:
+def attach_lowrank_(layer: WeightLayer, delta: LowRankDelta) -> None:
     layer.lowrank_delta = delta
-    layer.forward = types.MethodType(_forward, layer)
+    layer.forward = types.MethodType(_forward, layer)  # type: ignore[method-assign]  # per-instance forward
 
 
 @torch.no_grad()
@@ -71,6 +80,7 @@ def merge_lowrank_(model: nn.Module) -> None:
     for layer in model.modules():
         delta = getattr(layer, "lowrank_delta", None)
         if isinstance(delta, LowRankDelta):
+            assert isinstance(layer.weight, Tensor)
             layer.weight.add_(delta.dense().to(layer.weight.dtype))
             del layer.lowrank_delta
             del layer.forward

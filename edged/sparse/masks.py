@@ -58,6 +58,7 @@ def per_neuron_topk(scores: Scores, k: int | None = None, count: int | None = No
         extra = {name: 0 for name in flat}
         base = k
     else:
+        assert count is not None  # exactly one of k and count is given (checked above)
         base, extra = _share_count(flat, count)
     masks = {}
     for name, score in flat.items():

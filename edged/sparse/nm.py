@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from edged.errors import InvalidInput
+from edged.sparse.layers import WeightLayer
 
 N_KEEP = 2
 M_GROUP = 4
@@ -162,7 +163,7 @@ def _validated_score(name: str, weight: Tensor, scores: dict[str, Tensor]) -> Te
 def prune_2_4_(
     model: nn.Module,
     scores: dict[str, Tensor],
-    layers: dict[str, nn.Module],
+    layers: dict[str, WeightLayer],
     n: int = N_KEEP,
     m: int = M_GROUP,
 ) -> PruneReport:

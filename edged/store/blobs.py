@@ -2,7 +2,9 @@
 
 Writes are atomic: a temporary file in the destination directory is written and fsynced, renamed
 over the final name (os.replace), and the directory is fsynced, so after a power loss a blob is
-either absent or complete, never partial.
+either absent or complete, never partial. Reads are verified: `open` hashes the bytes as they are
+read and raises Corrupt at the end if they no longer match the blob's name (bit rot, a bad flash
+block), so corrupt data is reported as such instead of being trained on or served.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import BinaryIO, Union
 
-from edged.errors import InvalidInput, NotFound
+from edged.errors import Corrupt, InvalidInput, NotFound
 
 CHUNK_BYTES = 1024 * 1024
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -38,9 +40,10 @@ class BlobStore:
         return self.path(digest).is_file()
 
     def put_bytes(self, data: bytes) -> str:
-        """Store `data`, returning its SHA-256; storing the same bytes again writes nothing."""
+        """Store `data`, returning its SHA-256; storing the same bytes again writes nothing, unless
+        the stored copy is missing or corrupt: then these bytes repair it."""
         digest = sha256_bytes(data)
-        if not self.exists(digest):
+        if not self.is_intact(digest):
             self._write_atomically(digest, [data])
         return digest
 
@@ -51,16 +54,30 @@ class BlobStore:
             for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
                 hasher.update(chunk)
         digest = hasher.hexdigest()
-        if not self.exists(digest):
+        if not self.is_intact(digest):
             with open(source, "rb") as f:
                 self._write_atomically(digest, iter(lambda: f.read(CHUNK_BYTES), b""))
         return digest
 
-    def open(self, digest: str) -> BinaryIO:
+    def open(self, digest: str) -> VerifiedReader:
+        """A reader of the blob that raises Corrupt on reaching the end if the bytes do not match."""
         try:
-            return open(self.path(digest), "rb")
+            return VerifiedReader(open(self.path(digest), "rb"), digest)
         except FileNotFoundError:
             raise NotFound(f"blob {digest} is missing from {self.root}") from None
+
+    def verify(self, digest: str) -> None:
+        """Read the blob through once (a chunk at a time); NotFound if missing, Corrupt if changed."""
+        with self.open(digest) as reader:
+            while reader.read(CHUNK_BYTES):
+                pass
+
+    def is_intact(self, digest: str) -> bool:
+        try:
+            self.verify(digest)
+        except (NotFound, Corrupt):
+            return False
+        return True
 
     def delete(self, digest: str) -> None:
         """Remove a blob if present (deleting a missing blob is not an error)."""
@@ -94,6 +111,37 @@ class BlobStore:
                 pass
             raise
         _fsync_dir(final.parent)
+
+
+class VerifiedReader:
+    """A blob's file, hashed as it is read: reading to the end checks the digest (no second read)."""
+
+    def __init__(self, file: BinaryIO, digest: str) -> None:
+        self._file = file
+        self._digest = digest
+        self._hasher = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._hasher.update(data)
+        if not data or size is None or size < 0:  # the end of the file: everything has been hashed
+            self._check()
+        return data
+
+    def _check(self) -> None:
+        actual = self._hasher.hexdigest()
+        if actual != self._digest:
+            raise Corrupt(f"blob {self._file.name} is corrupt: sha256 {actual} != {self._digest}",
+                          detail={"expected_sha256": self._digest, "actual_sha256": actual})
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> VerifiedReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _fsync_dir(directory: Path) -> None:

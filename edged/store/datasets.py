@@ -10,6 +10,8 @@ import json
 import sqlite3
 import unicodedata
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
 import sqlite_utils
@@ -17,9 +19,10 @@ import sqlite_utils
 from edged.data.formats import decode_as, detect_format
 from edged.data.task import TaskData
 from edged.data.upload_limits import UploadLimits
-from edged.errors import Conflict, InvalidInput, NotFound
+from edged.errors import Conflict, Corrupt, InvalidInput, NotFound
 from edged.store.blobs import BlobStore, sha256_bytes
 from edged.store.db import utc_now
+from edged.store.space import disk_full, is_disk_full
 
 ACTIVE_JOB_STATES = ("queued", "running")
 MAX_NAME_LENGTH = 200
@@ -41,25 +44,30 @@ def save_dataset(
 ) -> dict[str, Any]:
     """Decode and validate an upload, then store it; the same bytes again return the existing row.
 
-    Decoding comes first: a rejected upload raises and leaves neither a row nor a blob behind.
+    Decoding comes first: a rejected upload raises and leaves neither a row nor a blob behind; so
+    does a full disk (InsufficientStorage). Uploading a dataset's bytes again repairs its stored copy
+    if that went missing or corrupt.
     """
     name = check_dataset_name(name or filename)
     digest = sha256_bytes(data)
     existing = _row_by_sha256(db, digest)
     if existing is not None:
+        with _nothing_partial_on_a_full_disk(blobs, digest):
+            blobs.put_bytes(data)
         return existing
     fmt = detect_format(filename)
     task = decode_as(fmt, filename, data, limits or UploadLimits())
     row = _row_for(task, digest, fmt, name, len(data))
-    blobs.put_bytes(data)
-    try:
-        db.table("datasets").insert(row)
-    except sqlite3.IntegrityError:
-        # The same bytes were stored concurrently: the blob is theirs too, keep it.
-        existing = _row_by_sha256(db, digest)
-        if existing is None:
-            raise
-        return existing
+    with _nothing_partial_on_a_full_disk(blobs, digest):
+        blobs.put_bytes(data)
+        try:
+            db.table("datasets").insert(row)
+        except sqlite3.IntegrityError:
+            # The same bytes were stored concurrently: the blob is theirs too, keep it.
+            existing = _row_by_sha256(db, digest)
+            if existing is None:
+                raise
+            return existing
     return _decoded(row)
 
 
@@ -78,6 +86,21 @@ def check_dataset_name(name: str) -> str:
                 detail={"accepted": NAME_HINT},
             )
     return name
+
+
+@contextmanager
+def _nothing_partial_on_a_full_disk(blobs: BlobStore, digest: str) -> Iterator[None]:
+    """A full disk becomes InsufficientStorage, and a blob stored here without its row is removed
+    (put_bytes already removes its temporary file; the row's insert is one transaction)."""
+    stored_before = blobs.exists(digest)
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        if not stored_before:
+            blobs.delete(digest)
+        raise disk_full(blobs.root.parent) from exc
 
 
 def _row_for(task: TaskData, digest: str, fmt: str, name: str, size_bytes: int) -> dict[str, Any]:
@@ -134,8 +157,13 @@ def load_task(
 ) -> TaskData:
     """Re-decode a stored dataset (validated at upload, so by default without size limits)."""
     row = get_dataset(db, dataset_id)
-    with blobs.open(row["blob"]) as f:
-        data = f.read()
+    try:
+        with blobs.open(row["blob"]) as f:
+            data = f.read()
+    except Corrupt as exc:
+        raise Corrupt(f"stored dataset {dataset_id} is corrupt: sha256 {exc.detail['actual_sha256']} != "
+                      f"{row['sha256']}; upload {row['name']} again (its bytes repair the stored copy) and "
+                      "submit a new job", detail={**exc.detail, "dataset": dataset_id}) from None
     return decode_as(row["format"], row["name"], data, limits or UploadLimits.trusted())
 
 

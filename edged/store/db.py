@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Union
 
@@ -56,6 +56,6 @@ def migrate(db: sqlite_utils.Database) -> int:
     return len(MIGRATIONS)
 
 
-def utc_now() -> str:
-    """Timestamps stored in TEXT columns: ISO 8601, UTC, second precision."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_now(seconds_ago: float = 0.0) -> str:
+    """Timestamps stored in TEXT columns: ISO 8601, UTC, second precision (they sort as text)."""
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")

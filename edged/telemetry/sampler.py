@@ -99,11 +99,17 @@ class Sampler:
         return max(interval, self.source.min_interval_s)
 
     def _run(self) -> None:
+        failing_with: Optional[str] = None  # the error of the current run of failures: logged once, not every tick
         while not self._stop.is_set():
             try:
                 self.sample_once()
-            except Exception:  # a locked or full database costs a sample, never the thread
-                log.exception("telemetry sample failed")
+                if failing_with is not None:
+                    log.info("telemetry samples are stored again")
+                failing_with = None
+            except Exception as exc:  # a locked or full database costs a sample, never the thread
+                if failing_with != repr(exc):
+                    log.exception("telemetry sample failed (logged once until it works or fails differently)")
+                failing_with = repr(exc)
             self._wake.wait(self._interval())
             self._wake.clear()
 

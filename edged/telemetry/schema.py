@@ -21,7 +21,7 @@ The daemon samples every `EDGED_TELEMETRY_INTERVAL_S` seconds while a job runs a
 | `job_id` | TEXT | | the job running at that time, NULL when idle |
 | `source` | TEXT | | power source: `jtop`, `nvml`, `rapl` or `none` |
 | `power_w` | REAL | W | total power the source sees: board input (jtop), GPUs (nvml), CPU packages (rapl) |
-| `energy_j` | REAL | J | energy since the previous row (from the hardware counter, else trapezoid of power); sum over a range for its energy |
+| `energy_j` | REAL | J | energy since the previous row (hardware counter, else trapezoid of power); sum a range for its energy |
 | `gpu_util_pct` | REAL | % | GPU utilisation (mean over GPUs) |
 | `cpu_util_pct` | REAL | % | CPU utilisation over all cores since the previous row |
 | `mem_used_mb` | REAL | MiB | host RAM in use (on a Jetson shared by CPU and GPU) |

@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 from edged.calibrate.memory import measure_peak
 from edged.data.task import Inputs, batches, num_samples, to_device
-from edged.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from edged.train.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_optimizer_state_,
+    optimizer_state,
+    save_checkpoint,
+)
 from edged.train.evaluate import accuracy
 from edged.train.schedule import make_scheduler
 
@@ -88,7 +94,8 @@ def train(
     with the KL divergence to the teacher's softened outputs (weight and temperature in `settings`).
 
     With a checkpoint_dir holding `last.safetensors` from an interrupted run, training resumes after that
-    epoch (optimizer moments restart from zero; the schedule continues where it was).
+    epoch with the optimizer state, the schedule and the RNG states where they were, so it ends as an
+    uninterrupted run would. `epochs_run` counts the job's epochs, those of the interrupted runs included.
     """
     groups = [
         {"params": [p for n, p in params.items() if n not in head_names], "lr": settings.lr},
@@ -103,14 +110,13 @@ def train(
     dtype = amp_dtype(device, settings.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     generator = torch.Generator().manual_seed(settings.seed)
-    best = Checkpoint(trainable_state(params), -1, -1.0, -1, -1.0)
-    first_epoch = _resume_(settings.checkpoint_dir, params, scheduler, steps_per_epoch, generator, inputs, labels, settings)
-    if first_epoch:
-        best = load_checkpoint(settings.checkpoint_dir / "best.safetensors") or best  # type: ignore[operator]
+    first_epoch, best = _resume_(settings.checkpoint_dir, params, optimizer, scheduler, steps_per_epoch, generator)
     history: list[dict] = []
     step, seen, busy = first_epoch * steps_per_epoch, 0, 0.0
     with measure_peak(device) as peak:
         for epoch in range(first_epoch, settings.epochs):
+            if epoch - 1 - best.best_epoch >= settings.patience:
+                break  # stopped early (only a resumed run gets here: a fresh one breaks below)
             _set_train_mode(model, settings.train_norm_layers)
             started, losses = time.perf_counter(), []
             for x, y in batches(inputs, targets, settings.batch_size, generator):
@@ -125,21 +131,23 @@ def train(
             record = {"type": "epoch", "epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1),
                       "val_accuracy": val_acc, "samples_per_s": seen / max(busy, 1e-9)}
             history.append(record)
-            if on_progress:
-                on_progress(record)
             if val_acc > best.best_accuracy:
                 best = Checkpoint(trainable_state(params), epoch, val_acc, epoch, val_acc)
                 if settings.checkpoint_dir:
                     save_checkpoint(settings.checkpoint_dir / "best.safetensors", best)
             if settings.checkpoint_dir:
-                save_checkpoint(settings.checkpoint_dir / "last.safetensors",
-                                Checkpoint(params, epoch, val_acc, best.best_epoch, best.best_accuracy))
+                save_checkpoint(settings.checkpoint_dir / "last.safetensors", Checkpoint(
+                    dict(params), epoch, val_acc, best.best_epoch, best.best_accuracy,
+                    optimizer_state(optimizer, params), _rng_states(generator, device)))
+            if on_progress:  # after the checkpoint: an epoch announced is an epoch a restart keeps
+                on_progress(record)
             if epoch - best.best_epoch >= settings.patience:
                 break
     with torch.no_grad():
         for name, value in best.state.items():
             params[name].copy_(value)
-    return TrainResult(best.best_accuracy, best.best_epoch, len(history), step, seen / max(busy, 1e-9), peak.mb, history)
+    epochs_run = first_epoch + len(history)
+    return TrainResult(best.best_accuracy, best.best_epoch, epochs_run, step, seen / max(busy, 1e-9), peak.mb, history)
 
 
 def _loss(logits: Tensor, target: Inputs, settings: TrainSettings) -> Tensor:
@@ -165,18 +173,33 @@ def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Opti
     return float(loss.detach())
 
 
-def _resume_(directory, params, scheduler, steps_per_epoch, generator, inputs, labels, settings) -> int:
-    """Load `last.safetensors` if present; return the first epoch still to run (0 without a checkpoint)."""
-    last = load_checkpoint(directory / "last.safetensors") if directory else None
-    if last is None:
-        return 0
+def _rng_states(generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    """The shuffle generator's and torch's global states (dropout draws from the latter)."""
+    states = {"shuffle": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _resume_(directory: Optional[Path], params: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer,
+             scheduler, steps_per_epoch: int, generator: torch.Generator) -> tuple[int, Checkpoint]:
+    """(first epoch still to run, best so far): from `last` and `best.safetensors` if both fit `params`,
+    else (0, the current values). Restores the tensors, the optimizer, the schedule and the RNG states."""
+    fresh = Checkpoint(trainable_state(params), -1, -1.0, -1, -1.0)
+    last = load_checkpoint(directory / "last.safetensors", params) if directory else None
+    best = load_checkpoint(directory / "best.safetensors", params) if directory and last else None
+    if last is None or best is None:
+        return 0, fresh
     with torch.no_grad():
         for name, value in last.state.items():
             params[name].copy_(value)
+    load_optimizer_state_(optimizer, params, last.optimizer)
     with warnings.catch_warnings():  # stepping the schedule before any optimizer step is the point here
         warnings.simplefilter("ignore", UserWarning)
         for _ in range((last.epoch + 1) * steps_per_epoch):
             scheduler.step()
-    for _ in range(last.epoch + 1):  # the shuffles the finished epochs drew, so later epochs see the same order
-        torch.randperm(int(labels.shape[0]), generator=generator)
-    return last.epoch + 1
+    generator.set_state(last.rng["shuffle"])
+    torch.set_rng_state(last.rng["torch"])
+    if "cuda" in last.rng:
+        torch.cuda.set_rng_state(last.rng["cuda"], next(iter(params.values())).device)
+    return last.epoch + 1, best

@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 TOKEN = "serve-test-token-0123456789"
 
@@ -66,3 +67,52 @@ def test_serve_without_token_exits_with_a_clear_error(tmp_path):
         [sys.executable, "-m", "edged.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "EDGED_TOKEN is not set" in result.stderr
+
+
+def test_serve_raises_the_soft_open_file_limit_to_the_hard_one():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 2048:
+        pytest.skip(f"hard open-file limit {hard}: nothing to raise to")
+    code = "from edged.serve import raise_nofile_limit; import resource; raise_nofile_limit(); " \
+           "print(*resource.getrlimit(resource.RLIMIT_NOFILE))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+    assert result.stdout.split() == [str(hard), str(hard)]
+
+
+def test_tls_settings_must_come_as_a_pair_and_network_needs_tls(tmp_path):
+    from edged.errors import InvalidInput
+    from edged.serve import tls_files
+    from edged.settings import get_settings
+
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not checked here")
+    with pytest.raises(InvalidInput, match="EDGED_TLS_KEYFILE is not set"):
+        tls_files(get_settings(tls_certfile=cert))
+    with pytest.raises(InvalidInput, match="EDGED_ALLOW_PLAINTEXT=true"):
+        tls_files(get_settings(host="0.0.0.0"))
+    assert tls_files(get_settings(host="0.0.0.0", allow_plaintext=True)) == (None, None)
+    assert tls_files(get_settings(host="::1")) == (None, None)
+    assert tls_files(get_settings(host="0.0.0.0", tls_certfile=cert, tls_keyfile=cert)) == (str(cert), str(cert))
+
+
+def test_accept_errors_are_logged_once_a_minute_with_a_count(caplog):
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    from edged.serve import ACCEPT_ERROR, EdgedServer
+
+    server = EdgedServer(uvicorn.Config(app=None), threading.Event())  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level("WARNING", logger="edged.connections"):
+            for _ in range(2048):  # what asyncio reports in one loop turn when accept() hits EMFILE
+                server._loop_exception(loop, {"message": ACCEPT_ERROR, "exception": OSError(24, "Too many open files")})
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "edged.connections"]
+    assert len(lines) == 1 and "Too many open files" in lines[0] and "LimitNOFILE" in lines[0]

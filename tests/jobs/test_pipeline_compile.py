@@ -63,7 +63,8 @@ class CountingRaplZone:
 @pytest.fixture
 def rapl_client(tmp_path, settings):
     sysfs = tmp_path / "sys"
-    with CountingRaplZone(sysfs), TestClient(create_app(settings.model_copy(update={"sysfs_root": sysfs, "power_source": "rapl"}))) as c:
+    rapl_settings = settings.model_copy(update={"sysfs_root": sysfs, "power_source": "rapl"})
+    with CountingRaplZone(sysfs), TestClient(create_app(rapl_settings)) as c:
         yield c
 
 

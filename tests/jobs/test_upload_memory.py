@@ -1,5 +1,6 @@
-"""Upload bombs against a real `edged serve` (its fixture lives with the job tests): each is refused from its headers, or decoded within the decode
-memory budget, measured as the growth of the daemon's peak resident set (VmHWM, reset before each upload)."""
+"""Upload bombs against a real `edged serve` (its fixture lives with the job tests): each is refused from its
+headers, or decoded within the decode memory budget, measured as the growth of the daemon's peak resident set
+(VmHWM, reset before each upload)."""
 
 from __future__ import annotations
 

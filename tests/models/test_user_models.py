@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from edged.data.task import TaskData
 from edged.errors import InvalidInput, NotFound
 from edged.models import Classifier, load_model
+from edged.models.sources import ModelSources
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +110,30 @@ def test_weights_files_of_the_wrong_kind_are_rejected(tmp_path, tiny_backbones):
     torch.save({"model": tiny_backbones.small_cnn()}, pickled)  # a whole module: refused by weights_only
     with pytest.raises(InvalidInput, match="cannot read"):
         load_model(f"tiny_backbones:small_cnn={pickled}", num_classes=2)
+
+
+def test_with_a_jobs_sources_only_allowed_factories_and_weights_inside_the_models_dir_load(tmp_path, cnn_weights):
+    """What the worker enforces (a job queued before the operator narrowed the allow-list still cannot run)."""
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    save_file(cnn_weights, str(models_dir / "cnn.safetensors"))
+    save_file(cnn_weights, str(tmp_path / "outside.safetensors"))
+    sources = ModelSources(("tiny_backbones:small_cnn",), models_dir)
+    loaded = load_model("tiny_backbones:small_cnn=cnn.safetensors", num_classes=2, sources=sources)
+    assert torch.equal(loaded.model.backbone[0].weight, cnn_weights["0.weight"])
+    with pytest.raises(InvalidInput, match="EDGED_MODEL_FACTORIES"):
+        load_model("tiny_backbones:tabular_mlp", num_classes=2, kind="tabular", sources=sources)
+    with pytest.raises(InvalidInput, match="outside the models directory"):
+        load_model(f"tiny_backbones:small_cnn={tmp_path / 'outside.safetensors'}", num_classes=2, sources=sources)
+    with pytest.raises(InvalidInput, match="outside the models directory"):
+        load_model(str(tmp_path), num_classes=2, sources=sources)  # a directory outside, not a transformers dir
+
+
+@pytest.mark.parametrize(("entry", "allowed", "refused"), [
+    ("pkg.mod:make", ["pkg.mod:make"], ["pkg.mod:other", "pkg.modx:make", "pkg:make"]),
+    ("pkg", ["pkg:make", "pkg.sub:any", "pkg.sub.deep:f"], ["pkgx:make", "other.pkg:make"]),
+])
+def test_allow_list_entries_are_exact_specs_or_module_prefixes(tmp_path, entry, allowed, refused):
+    sources = ModelSources((entry,), tmp_path)
+    assert all(sources.allows_factory(*spec.split(":")) for spec in allowed)
+    assert not any(sources.allows_factory(*spec.split(":")) for spec in refused)

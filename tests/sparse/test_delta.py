@@ -25,7 +25,8 @@ def test_value_gradients_equal_the_dense_gradient_at_masked_entries(digits_input
         expected = dense[name].reshape(dense[name].shape[0], -1)[delta.rows, delta.cols]
         torch.testing.assert_close(delta.values.grad, expected, rtol=1e-4, atol=1e-6)
     # no dense weight gradient is produced for any frozen weight
-    assert all(p.grad is None or not p.requires_grad for n, p in model.named_parameters() if n.endswith("weight") and "head" not in n)
+    assert all(p.grad is None or not p.requires_grad
+               for n, p in model.named_parameters() if n.endswith("weight") and "head" not in n)
     assert all(not p.requires_grad for n, p in model.named_parameters() if "sparse_delta" not in n)
 
 

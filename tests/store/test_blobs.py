@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from edged.errors import InvalidInput, NotFound
+from edged.errors import Corrupt, InvalidInput, NotFound
 from edged.store.blobs import BlobStore
 
 
@@ -81,3 +81,37 @@ def test_writes_go_through_a_temp_file_renamed_into_place(tmp_path, monkeypatch)
     store.put_bytes(b"data")
     assert events.index("fsync") < events.index("replace") < len(events) - 1  # file fsync, rename, dir fsync
     assert events[-1] == "fsync"
+
+
+def _flip_a_byte(path, offset: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_reads_are_verified_against_the_digest(tmp_path):
+    store = BlobStore(tmp_path)
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    digest = store.put_bytes(data)
+    store.verify(digest)
+    with store.open(digest) as f:  # chunked reads: checked when the end is reached
+        assert b"".join(iter(lambda: f.read(4096), b"")) == data
+    _flip_a_byte(store.path(digest), offset=1024 * 1024)
+    for read in (lambda f: f.read(), lambda f: b"".join(iter(lambda: f.read(65536), b""))):
+        with store.open(digest) as f, pytest.raises(Corrupt) as corrupt:
+            read(f)
+        assert corrupt.value.status == 409 and corrupt.value.code == "corrupt"
+        assert f"!= {digest}" in corrupt.value.message
+        assert corrupt.value.detail["actual_sha256"] == hashlib.sha256(store.path(digest).read_bytes()).hexdigest()
+    assert not store.is_intact(digest)
+
+
+def test_storing_the_same_bytes_again_repairs_a_corrupt_or_missing_copy(tmp_path):
+    store = BlobStore(tmp_path)
+    digest = store.put_bytes(b"hello world")
+    _flip_a_byte(store.path(digest))
+    assert store.put_bytes(b"hello world") == digest and store.is_intact(digest)
+    os.remove(store.path(digest))
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"hello world")
+    assert store.put_file(source) == digest and store.path(digest).read_bytes() == b"hello world"

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from edged.errors import Conflict, InvalidInput, NotFound
+from edged.errors import Conflict, Corrupt, InvalidInput, NotFound
 from edged.store.datasets import delete_dataset, get_dataset, list_datasets, load_task, save_dataset
 from edged.store.db import utc_now
 
@@ -68,3 +68,16 @@ def test_finished_jobs_keep_their_row_when_the_dataset_goes(db, blobs):
     _job(db, "j1", row["id"], "succeeded")
     delete_dataset(db, blobs, row["id"])
     assert db["jobs"].get("j1")["dataset_id"] is None
+
+
+def test_a_corrupt_stored_dataset_is_reported_as_such_and_a_new_upload_repairs_it(db, blobs):
+    csv = b"f1,f2,label\n" + b"".join(b"%d,%d,%s\n" % (i, i % 3, b"ab"[i % 2:i % 2 + 1]) for i in range(20))
+    row = save_dataset(db, blobs, "t.csv", csv)
+    stored = blobs.path(row["blob"])
+    stored.write_bytes(stored.read_bytes().replace(b"17,2", b"71,2"))  # still a valid CSV, wrong data
+    with pytest.raises(Corrupt) as corrupt:
+        load_task(db, blobs, row["id"])
+    assert corrupt.value.message.startswith(f"stored dataset {row['id']} is corrupt: sha256 ")
+    assert f"!= {row['sha256']}; upload t.csv again" in corrupt.value.message
+    assert save_dataset(db, blobs, "t.csv", csv)["id"] == row["id"]  # the same bytes again
+    assert len(load_task(db, blobs, row["id"])) == 20 and blobs.is_intact(row["blob"])

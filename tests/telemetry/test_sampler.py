@@ -77,3 +77,16 @@ def test_schema_doc_names_every_column(db_path):
     documented = set(re.findall(r"^\| `(\w+)` \|", SCHEMA_MARKDOWN, flags=re.M))
     for table in ("telemetry_samples", "job_stage_telemetry"):
         assert set(db[table].columns_dict) <= documented, table
+
+
+def test_a_lasting_failure_is_logged_once_not_every_tick(db_path, caplog):
+    """A full or broken database must not flood the log of a board nobody watches (one traceback per second)."""
+    sampler = Sampler(db_path, PowerSource(), TelemetryConfig(power_source="none", active_interval_s=0.4, idle_interval_s=0.4))
+    sampler.sample_once()
+    open_db(db_path).execute("DROP TABLE telemetry_samples")  # every insert fails the same way from now on
+    with caplog.at_level("ERROR", logger="edged.telemetry.sampler"):
+        sampler.start()
+        time.sleep(2.2)  # about five ticks
+        sampler.stop()
+    failures = [r for r in caplog.records if "telemetry sample failed" in r.getMessage()]
+    assert len(failures) == 1

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from edged.api.deps import DbDep
+from edged.api.errors import error_responses
 from edged.errors import NotFound
 from edged.telemetry.jobs_view import recent_jobs
 
 router = APIRouter(tags=["dashboard"])
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-_ASSET_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(js|css|svg)$")
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}\.(js|css|svg)$")  # bounded: a long name is no file (ENAMETOOLONG)
 _MEDIA_TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
 
 
@@ -26,7 +27,8 @@ def dashboard_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/dashboard/assets/{name}", response_class=FileResponse, summary="The dashboard's scripts and styles")
+@router.get("/dashboard/assets/{name}", response_class=FileResponse, responses=error_responses(404),
+            summary="The dashboard's scripts and styles")
 def dashboard_asset(name: str) -> FileResponse:
     path = STATIC_DIR / name
     if not _ASSET_NAME.match(name) or not path.is_file():

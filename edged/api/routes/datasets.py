@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from edged.api.deps import BlobsDep, DbDep, DecodeGateDep, UploadLimitsDep
+from edged.api.errors import error_responses
 from edged.api.schemas import DatasetPublic
 from edged.data.formats import ACCEPTED
 from edged.errors import TooLarge
@@ -15,7 +16,8 @@ from edged.store import datasets
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, summary="Upload a labelled dataset")
+@router.post("", status_code=201, response_model=DatasetPublic, responses=error_responses(400, 413, 503, 507),
+             summary="Upload a labelled dataset")
 def upload_dataset(
     file: Annotated[UploadFile, File(description=f"the dataset file: {ACCEPTED}")],
     db: DbDep,
@@ -36,16 +38,17 @@ def upload_dataset(
 
 
 @router.get("", response_model=list[DatasetPublic], summary="List datasets, newest first")
-def list_datasets(db: DbDep) -> list[DatasetPublic]:
+async def list_datasets(db: DbDep) -> list[DatasetPublic]:
     return [DatasetPublic(**row) for row in datasets.list_datasets(db)]
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, summary="Show one dataset")
-def get_dataset(dataset_id: str, db: DbDep) -> DatasetPublic:
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404), summary="Show one dataset")
+async def get_dataset(dataset_id: str, db: DbDep) -> DatasetPublic:
     return DatasetPublic(**datasets.get_dataset(db, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset (409 while a job uses it)")
+@router.delete("/{dataset_id}", status_code=204, responses=error_responses(404, 409),
+               summary="Delete a dataset (409 while a job uses it)")
 def delete_dataset(dataset_id: str, db: DbDep, blobs: BlobsDep) -> Response:
     datasets.delete_dataset(db, blobs, dataset_id)
     return Response(status_code=204)

@@ -13,5 +13,5 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, summary="Is the daemon up and its database readable?")
-def healthz(db: DbDep) -> Health:
+async def healthz(db: DbDep) -> Health:
     return Health(status="ok", version=edged.__version__, schema_version=schema_version(db))

@@ -1,0 +1,50 @@
+"""The built-in text model (`minilm-l6`) and an image model, end to end through a real `edged serve`: every
+stage, the benchmark and the compiled artifacts included, for each kind of method."""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import pytest
+
+from jobs_helpers import AUTH, FAST_JOB, TEXT_JOB, Daemon, bbc_jsonl, digits_npz, wait_for
+from edged.jobs.records import FINAL_STATES
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    daemon = Daemon(tmp_path)
+    daemon.start()
+    yield daemon
+    daemon.stop(signal.SIGTERM)
+
+
+def _run_job(daemon: Daemon, job: dict) -> dict:
+    response = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, json=job, timeout=30)
+    assert response.status_code == 202, response.text
+    return wait_for(daemon.job(response.json()["id"]), lambda j: j["state"] in FINAL_STATES, timeout_s=240)
+
+
+def _upload(daemon: Daemon, name: str, data: bytes) -> str:
+    response = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, files={"file": (name, data)}, timeout=30)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_text_and_image_jobs_succeed_end_to_end(daemon):
+    text = _upload(daemon, "bbc.jsonl", bbc_jsonl(48))
+    compile_for = {"taskedge": "onnxruntime", "lora": "eager"}  # both exporters, on text inputs
+    jobs = [{**TEXT_JOB, "dataset": text, "method": method, "compile": compile_for.get(method, "none")}
+            for method in ("head", "taskedge", "lora", "full")]
+    jobs.append({**FAST_JOB, "dataset": _upload(daemon, "digits.npz", digits_npz(200)), "compile": "eager"})
+    for job in jobs:
+        done = _run_job(daemon, job)
+        assert done["state"] == "succeeded", (job, done["error"])
+        latency = done["metrics"]["latency"]
+        assert latency["dense"]["p50_ms"] > 0
+        if job["compile"] != "none":
+            assert latency["compiled"]["p50_ms"] > 0
+            assert done["metrics"]["compile"]["prediction_agreement"] >= 0.9
+        names = {a["name"] for a in daemon.get(f"/v1/jobs/{done['id']}/artifacts").json()}
+        assert {"delta.safetensors", "merged.safetensors"} <= names
