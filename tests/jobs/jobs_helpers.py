@@ -85,6 +85,8 @@ class Daemon:
                  "EDGED_MODEL_FACTORIES": MODEL.split(":")[0], **settings}
         self.env_file.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
         self.nofile = nofile
+        self.log_path = tmp_path / "serve.log"
+        self._log_offset = 0
         self.process: subprocess.Popen | None = None
 
     def _limit_nofile(self) -> None:
@@ -99,12 +101,16 @@ class Daemon:
         return [sys.executable, "-m", "edged.cli", "--env-file", str(self.env_file), "serve", "--port", str(self.port)], env
 
     def start(self, environment: dict[str, str] | None = None) -> None:
+        """Start it, its output going to `log_path` (a pipe nobody reads would fill up with the access log
+        and block the daemon's next log write: a frozen daemon, not a slow one)."""
         command, env = self.command(environment)
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        preexec_fn=self._limit_nofile if self.nofile else None)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=self._limit_nofile if self.nofile else None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.communicate()[0]
+            assert self.process.poll() is None, self.output()
             try:
                 httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify)
                 return
@@ -112,11 +118,18 @@ class Daemon:
                 time.sleep(0.2)
         raise AssertionError("edged serve did not start")
 
+    def output(self) -> str:
+        """What this run of the daemon printed so far."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
+
     def stop(self, sig: int) -> str:
+        """Send `sig`, wait for the exit, and return what this run printed."""
         assert self.process is not None
         self.process.send_signal(sig)
-        output, _ = self.process.communicate(timeout=30)
-        return output
+        self.process.wait(timeout=30)
+        return self.output()
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=30, verify=self.verify)  # a loaded 2-core box

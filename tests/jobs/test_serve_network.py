@@ -140,7 +140,7 @@ def test_sigterm_ends_sse_followers_with_an_end_event_at_once(tmp_path):
         started = time.monotonic()
         assert daemon.process is not None
         daemon.process.send_signal(signal.SIGTERM)
-        daemon.process.communicate(timeout=60)
+        daemon.process.wait(timeout=60)
         stop_s = time.monotonic() - started
         thread.join(timeout=10)
         follower.close()

@@ -60,16 +60,25 @@ def test_rows_are_tagged_with_the_running_job(db_path, insert_job):
 def test_thread_samples_faster_while_a_job_runs(db_path):
     config = TelemetryConfig(power_source="none", active_interval_s=0.05, idle_interval_s=30.0)
     sampler = Sampler(db_path, PowerSource(), config)
-    sampler.start()
-    time.sleep(0.3)  # idle: only the first sample
-    idle_count = open_db(db_path)["telemetry_samples"].count
-    sampler.set_active("job-9")  # wakes the thread at once
-    time.sleep(0.5)
-    sampler.stop()
     db = open_db(db_path)
-    active_count = db.execute("SELECT count(*) FROM telemetry_samples WHERE job_id = 'job-9'").fetchone()[0]
+    sampler.start()
+    _wait_until(lambda: db["telemetry_samples"].count >= 1)  # the first sample, at start
+    time.sleep(0.3)
+    idle_count = db["telemetry_samples"].count  # idle: the next one is 30 s away
+    sampler.set_active("job-9")  # wakes the thread at once
+    active = "SELECT count(*) FROM telemetry_samples WHERE job_id = 'job-9'"
+    # 4 samples long before the idle period could give 2: the thread follows the active interval (even on a
+    # loaded box, where a fixed sleep would count scheduling delays instead)
+    _wait_until(lambda: db.execute(active).fetchone()[0] >= 4)
+    sampler.stop()
     assert idle_count == 1
-    assert active_count >= 4
+
+
+def _wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def test_schema_doc_names_every_column(db_path):
