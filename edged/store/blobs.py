@@ -85,13 +85,13 @@ class BlobStore:
             os.remove(self.path(digest))
         except FileNotFoundError:
             return
-        _fsync_dir(self.path(digest).parent)
+        fsync_dir(self.path(digest).parent)
 
     def _write_atomically(self, digest: str, chunks: Iterable[bytes]) -> None:
         final = self.path(digest)
         if not final.parent.is_dir():
             final.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(final.parent.parent)
+            fsync_dir(final.parent.parent)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
         try:
             hasher = hashlib.sha256()
@@ -110,7 +110,7 @@ class BlobStore:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
 
 class VerifiedReader:
@@ -144,8 +144,8 @@ class VerifiedReader:
         self.close()
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in `directory` durable."""
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable (POSIX: the directory entry is data of the directory)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -21,6 +21,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from edged.store.blobs import fsync_dir
+
 log = logging.getLogger(__name__)
 
 DIGEST_KEY = "edged_tensors_sha256"
@@ -52,15 +54,6 @@ def save_tensors_atomic(path: Path, tensors: dict[str, Tensor], metadata: Option
     tmp.replace(path)
     fsync_dir(path.parent)
     return path
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (POSIX: the directory entry is data of the directory)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_tensors(path: Path) -> Optional[TensorFile]:

@@ -16,6 +16,8 @@ from typing import Any, Callable
 import httpx
 import numpy as np
 
+from edged.store.db import open_db
+
 MODEL = "edged_jobs_test_model:small_cnn"
 FAST_JOB = {"model": MODEL, "method": "taskedge", "epochs": 1, "batch_size": 32, "budget": 0.01,
             "lr": 0.03, "image_size": 16}
@@ -130,6 +132,14 @@ class Daemon:
         self.process.send_signal(sig)
         self.process.wait(timeout=30)
         return self.output()
+
+    def worker_pid(self, job_id: str) -> int | None:
+        """The job's worker process id as the manager recorded it (None before a worker started)."""
+        db = open_db(self.data_dir / "edged.db")
+        try:
+            return db.execute("SELECT worker_pid FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
+        finally:
+            db.close()
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=30, verify=self.verify)  # a loaded 2-core box

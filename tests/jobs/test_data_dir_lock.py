@@ -13,7 +13,6 @@ import httpx
 from jobs_helpers import AUTH, FAST_JOB, Daemon, digits_npz, wait_for
 
 from edged.jobs.records import FINAL_STATES
-from edged.store.db import open_db
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
@@ -24,13 +23,6 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
         files[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
     return files
 
-
-def _worker_pid(daemon: Daemon, job_id: str) -> int:
-    db = open_db(daemon.data_dir / "edged.db")
-    try:
-        return int(db.execute("SELECT worker_pid FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
-    finally:
-        db.close()
 
 
 def test_a_second_daemon_on_the_same_data_dir_refuses_and_touches_nothing(tmp_path):
@@ -43,7 +35,7 @@ def test_a_second_daemon_on_the_same_data_dir_refuses_and_touches_nothing(tmp_pa
         job_id = httpx.post(f"{first.url}/v1/jobs", headers=AUTH,
                             json={**FAST_JOB, "dataset": dataset["id"], "epochs": 4}).json()["id"]
         first.next_event(job_id, "epoch")  # the job is in train, its worker alive
-        worker = _worker_pid(first, job_id)
+        worker = first.worker_pid(job_id)
 
         # Freeze the first daemon and its worker, so any change to the directory is the second's.
         os.kill(first.process.pid, signal.SIGSTOP)

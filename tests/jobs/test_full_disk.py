@@ -11,15 +11,7 @@ import httpx
 from jobs_helpers import AUTH, FAST_JOB, Daemon, digits_npz, wait_for
 
 from edged.jobs.records import FINAL_STATES
-from edged.store.db import open_db
 
-
-def _worker_pid(daemon: Daemon, job_id: str) -> int:
-    db = open_db(daemon.data_dir / "edged.db")
-    try:
-        return int(db.execute("SELECT worker_pid FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
-    finally:
-        db.close()
 
 
 def _exited(pid: int) -> bool:
@@ -43,7 +35,7 @@ def test_a_disk_filling_mid_training_fails_the_job_with_enospc_and_uploads_get_5
         job_id = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH,
                             json={**FAST_JOB, "dataset": dataset["id"], "epochs": 200}).json()["id"]
         daemon.next_event(job_id, "epoch")  # in train, checkpointing each epoch
-        worker = _worker_pid(daemon, job_id)
+        worker = daemon.worker_pid(job_id)
         fill_until_full(small_data_dir / "filler")
 
         wait_for(lambda: {"exited": _exited(worker)}, lambda w: w["exited"], timeout_s=120)

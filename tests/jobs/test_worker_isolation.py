@@ -8,17 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from edged.store.db import open_db
 from jobs_helpers import AUTH, FAST_JOB, TOKEN, Daemon, digits_npz, wait_for
 from edged.jobs.records import FINAL_STATES
 
-
-def _worker_pid(daemon: Daemon, job_id: str) -> int | None:
-    db = open_db(daemon.data_dir / "edged.db")
-    try:
-        return db.execute("SELECT worker_pid FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
-    finally:
-        db.close()
 
 
 def _submit(daemon: Daemon, **body) -> httpx.Response:
@@ -33,7 +25,7 @@ def test_worker_environment_has_no_token_and_settings_come_from_the_daemon(tmp_p
         dataset = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH,
                              files={"file": ("digits.npz", digits_npz(1000))}).json()["id"]
         job_id = _submit(daemon, **{**FAST_JOB, "dataset": dataset, "epochs": 50}).json()["id"]
-        pid = wait_for(lambda: {"pid": _worker_pid(daemon, job_id)}, lambda row: row["pid"] is not None)["pid"]
+        pid = wait_for(lambda: {"pid": daemon.worker_pid(job_id)}, lambda row: row["pid"] is not None)["pid"]
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         assert b"edged.jobs.worker" in cmdline and TOKEN.encode() not in cmdline
