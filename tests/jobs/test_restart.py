@@ -23,6 +23,16 @@ def _state_in_db(daemon: Daemon, job_id: str) -> str:
         db.close()
 
 
+def _last_event_id(daemon: Daemon, job_id: str) -> int:
+    from edged.store.db import open_db
+
+    db = open_db(daemon.data_dir / "edged.db")
+    try:
+        return int(db.execute("SELECT coalesce(max(id), 0) FROM job_events WHERE job_id = ?", [job_id]).fetchone()[0])
+    finally:
+        db.close()
+
+
 def _events(daemon: Daemon, job_id: str) -> list[tuple[str, dict]]:
     events, kind = [], None
     with httpx.stream("GET", f"{daemon.url}/v1/jobs/{job_id}/events", headers=AUTH, timeout=60) as response:
@@ -43,14 +53,17 @@ def test_stopped_or_killed_daemon_resumes_the_running_job_on_the_next_start(tmp_
                               json={**FAST_JOB, "dataset": dataset["id"], "epochs": 12})  # long enough to outlast a stop
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
-        first = daemon.next_event(job_id, "epoch")  # epoch 0 finished and checkpointed
+        daemon.next_event(job_id, "epoch")  # epoch 0 finished and checkpointed
 
         # 1. a graceful stop (SIGTERM, as systemd sends) stops the worker and leaves the job queued
         assert "Application shutdown complete" in daemon.stop(signal.SIGTERM)
         assert _state_in_db(daemon, job_id) == "queued"
         assert (daemon.data_dir / "jobs" / job_id / "mask.safetensors").is_file()
         daemon.start()
-        second = daemon.next_event(job_id, "epoch", after=first["id"])
+        # the stopped worker may have announced one more epoch on its way out: wait for the new worker's
+        # claim, then for an epoch event after everything written so far
+        wait_for(daemon.job(job_id), lambda j: j["state"] == "running")
+        second = daemon.next_event(job_id, "epoch", after=_last_event_id(daemon, job_id))
         assert second["epoch"] >= 1  # resumed after the checkpointed epoch, not from scratch
 
         # 2. killed outright (as by a power cut): the job is found running and requeued at start-up
