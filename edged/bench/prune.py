@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from edged.adapt.config import AdaptConfig
-from edged.adapt.run import adapt
+from edged.pipeline.config import AdaptConfig
+from edged.pipeline.adapt import adapt
 from edged.bench.adapt import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edged.adapt.config import AdaptConfig
+from edged.pipeline.config import AdaptConfig
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
 from edged.calibrate import calibrate
@@ -80,7 +80,7 @@ def _prepare(method: str, model: Classifier, images: Tensor, labels: Tensor, bud
         calibration = calibrate(model, images, backbone_layers(model), micro_batch=images.shape[0], device=images.device)
         scores = entry.function(model, batches, ScoreConfig(calibration=calibration))
         return prepare_sparse(method, model, select_mask(model, scores, config))
-    return entry.function(model, batches, config)
+    return entry.function(model, batches, entry.options_for(config), None)
 
 
 def measure_method(method: str, shape: VitShape, batch: int, device: torch.device, steps: int, budget: float,
