@@ -10,7 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from edged.errors import InvalidInput
-from edged.export.inputs import ModelInputs
+from edged.compile.inputs import ModelInputs
 from edged.sparse.layers import PRUNABLE_TYPES, WeightLayer
 from edged.sparse.nm import check_2_4, nm_ineligible_reason
 

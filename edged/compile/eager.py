@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from edged.compile.base import CompiledModel, CompileReport, pruned_weights, two_four_layers
-from edged.export.inputs import ModelInputs, call_model
-from edged.export.program import check_program_2_4, export_program, load_program_module
+from edged.compile.inputs import ModelInputs, call_model
+from edged.compile.program import check_program_2_4, export_program, load_program_module
 
 
 def probe() -> tuple[bool, str]:

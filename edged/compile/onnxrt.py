@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from edged.compile.base import CompiledModel, CompileReport, pruned_weights, two_four_layers
-from edged.export.inputs import ModelInputs
-from edged.export.onnx import OnnxRunner, check_onnx_2_4, export_onnx, onnx_max_abs_diff
+from edged.compile.inputs import ModelInputs
+from edged.compile.onnx_export import OnnxRunner, check_onnx_2_4, export_onnx, onnx_max_abs_diff
 
 
 def probe() -> tuple[bool, str]:

@@ -40,16 +40,16 @@ from edged.compile.base import CompiledModel, CompileReport, two_four_layers
 from edged.compile.cuda_graph import GraphedRunner
 from edged.compile.cusparselt_lib import CompressedWeight, CusparseLtError, KernelConfig, SparseMatmulPlan, context
 from edged.compile.isolation import run_isolated, worker_main
-from edged.compile.timing import time_cuda
 from edged.errors import Unsupported
-from edged.export.inputs import ModelInputs, call_model, to_device
+from edged.measure.timing import time_cuda
+from edged.compile.inputs import ModelInputs, call_model, to_device
 
 DTYPE = torch.float16
 TOKEN_ALIGN = 8  # cuSPARSELt fp16: the dense operand's dimensions must be multiples of 8
 WEIGHT_ALIGN = 16  # cuSPARSELt fp16: the sparse weight's dimensions must be multiples of 16
 MIN_SPEEDUP = 1.02  # keep sparse only when it beats dense by more than timing noise
 PLAN_TIMEOUT_S = 600.0  # all shapes of one model, worker start-ups included
-GRAPH_REPEAT = 10  # calls per timed graph replay (see timing.py)
+GRAPH_REPEAT = 10  # calls per timed graph replay (see edged/measure/clocks.py)
 MAX_SWEEP_ALG = 64  # alg ids timed per shape (the H100 with cuSPARSELt 0.8 has 50)
 WORKER = "edged.compile.semi_structured"
 
@@ -359,7 +359,7 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
     Decisions are made at the example's batch size: compile with the batch you will serve.
     The artifact is the plan (JSON: per-layer choice, timings, kernel configs, versions) next to
     the torch.export program of the merged weights it applies to."""
-    from edged.export.program import export_program
+    from edged.compile.program import export_program
 
     program = export_program(model, example_inputs, out_dir / "model.pt2")
     gpu_model = copy.deepcopy(model).to("cuda", DTYPE).eval()

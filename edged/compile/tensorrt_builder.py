@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from edged.compile.base import CompiledModel, CompileReport, pruned_weights, two_four_layers
 from edged.errors import Unavailable, Unsupported
-from edged.export.inputs import ModelInputs, batch_size, to_device
-from edged.export.onnx import check_onnx_2_4, export_onnx, onnx_max_abs_diff
+from edged.compile.inputs import ModelInputs, batch_size, to_device
+from edged.compile.onnx_export import check_onnx_2_4, export_onnx, onnx_max_abs_diff
 
 SPARSITY_LINE = re.compile(
     r"\(Sparsity\) (Layers eligible for sparse math|TRT inference plan picked sparse implementation for layers): ?(.*)")

@@ -19,7 +19,7 @@ from edged.adapt.config import AdaptConfig
 from edged.compile.base import CompiledModel
 from edged.compile.registry import compile_model
 from edged.data.task import Inputs, TaskData, take
-from edged.export.inputs import call_model
+from edged.compile.inputs import call_model
 from edged.jobs import records
 from edged.store.blobs import BlobStore
 
