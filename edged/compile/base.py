@@ -65,8 +65,3 @@ def require_cpu(model: nn.Module) -> None:
                 f"compile expects the model on the CPU; {name!r} is on {param.device}",
                 detail={"accepted": "model.cpu() before compile_model(...)"},
             )
-
-
-def pruned_weights(layers: dict[str, WeightLayer]) -> dict[str, Tensor]:
-    """{weight name: weight} for the pattern checks of exported artifacts."""
-    return {name: layer.get_parameter("weight").detach() for name, layer in layers.items()}

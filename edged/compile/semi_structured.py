@@ -36,13 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edged.compile.base import CompiledModel, CompileReport, two_four_layers
+from edged.compile.base import CompiledModel, two_four_layers
 from edged.compile.cuda_graph import GraphedRunner
 from edged.compile.cusparselt_lib import CompressedWeight, CusparseLtError, KernelConfig, SparseMatmulPlan, context
+from edged.compile.inputs import ModelInputs, call_model, to_device
 from edged.compile.isolation import run_isolated, worker_main
+from edged.compile.recipe import export_checked, predictor
 from edged.errors import Unsupported
 from edged.measure.timing import time_cuda
-from edged.compile.inputs import ModelInputs, call_model, to_device
 
 DTYPE = torch.float16
 TOKEN_ALIGN = 8  # cuSPARSELt fp16: the dense operand's dimensions must be multiples of 8
@@ -359,9 +360,7 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
     Decisions are made at the example's batch size: compile with the batch you will serve.
     The artifact is the plan (JSON: per-layer choice, timings, kernel configs, versions) next to
     the torch.export program of the merged weights it applies to."""
-    from edged.compile.program import export_program
-
-    program = export_program(model, example_inputs, out_dir / "model.pt2")
+    exported = export_checked(model, example_inputs, out_dir / "model.pt2")
     gpu_model = copy.deepcopy(model).to("cuda", DTYPE).eval()
     inputs = to_device(example_inputs, "cuda", DTYPE)
     with torch.inference_mode():
@@ -369,22 +368,19 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
     choices, dense = sparsify_linears_(gpu_model, inputs)
     runner = GraphedRunner(lambda x: call_model(gpu_model, x))
     max_err = check_close(runner(inputs), dense_out, "the 2:4 model")
-
-    def predict(batch: ModelInputs) -> Tensor:
-        return runner(to_device(batch, "cuda", DTYPE)).float().cpu()
-
-    report = CompileReport(backend="cusparselt", dense=dense)
+    report = exported.report("cusparselt")
+    report.dense.update(dense)  # adds the 2:4 layers cuSPARSELt keeps dense, each with why
     report.sparse = {n: f"{c.describe()}: {c.reason}" for n, c in choices.items() if n not in dense}
-    report.details = {
+    report.details.update({
         "max_rel_err_vs_dense_fp16": max_err,
         "cuda_graph_fallbacks": runner.fallbacks,
         "device": probe()[1],
         "torch": torch.__version__,
         "choices": {n: asdict(c) for n, c in choices.items()},
-    }
+    })
     plan = out_dir / "cusparselt_plan.json"
-    plan.write_text(json.dumps({**report.as_dict(), "program": program.name}, indent=2, default=str))
-    return CompiledModel("cusparselt", plan, predict, report)
+    plan.write_text(json.dumps({**report.as_dict(), "program": exported.path.name}, indent=2, default=str))
+    return CompiledModel("cusparselt", plan, predictor(runner, "cuda", DTYPE), report)
 
 
 if __name__ == "__main__":  # a tuning worker (see isolation.run_isolated)
