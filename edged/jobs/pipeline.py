@@ -25,7 +25,7 @@ from edged.jobs.benchmark import benchmark_latency
 from edged.jobs.compile_stage import ValidationSplit, compile_merged, store_compiled_artifacts, validation_split
 from edged.jobs.progress import ProgressReporter
 from edged.jobs.stage_telemetry import JobTelemetry, open_job_power_source
-from edged.models.registry import load_model
+from edged.models.loader import load_model
 from edged.models.sources import ModelSources
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
