@@ -44,6 +44,7 @@ from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.recipe import export_checked, predictor
 from edged.errors import Unsupported
 from edged.measure.timing import time_cuda
+from edged.sparse.nm import nm_keep_mask
 
 DTYPE = torch.float16
 TOKEN_ALIGN = 8  # cuSPARSELt fp16: the dense operand's dimensions must be multiples of 8
@@ -164,8 +165,6 @@ def cuda_healthy() -> bool:
 
 def random_2_4_linear(out_f: int, in_f: int, bias: bool) -> nn.Linear:
     """fp16 CUDA Linear with random weights pruned to 2:4 (kernel speed does not depend on values)."""
-    from edged.sparse.nm import nm_keep_mask
-
     layer = nn.Linear(in_f, out_f, bias=bias).to("cuda", DTYPE).eval()
     with torch.no_grad():
         layer.weight.mul_(nm_keep_mask(layer.weight.abs()).to(DTYPE))  # (out, in)
