@@ -20,7 +20,7 @@ from edged.pipeline.adapt import adapt
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.data.bundled import bbc_news, mnist_5k
 from edged.data.task import TaskData
-from edged.models.registry import load_model
+from edged.models.loader import load_model
 
 
 @dataclass(frozen=True)

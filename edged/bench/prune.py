@@ -27,7 +27,7 @@ from edged.data.task import Inputs, num_samples
 from edged.devices import resolve_device
 from edged.methods.base import TaskBatches, backbone_layers
 from edged.methods.taskedge import importance
-from edged.models.registry import load_model
+from edged.models.loader import load_model
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.train.evaluate import accuracy
 

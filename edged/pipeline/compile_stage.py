@@ -11,7 +11,7 @@ from torch import nn
 
 from edged.compile.base import CompiledModel
 from edged.compile.registry import compile_model
-from edged.export.inputs import call_model
+from edged.compile.inputs import call_model
 from edged.pipeline.split import LabelledInputs
 from edged.train.evaluate import accuracy_of, batched_logits
 

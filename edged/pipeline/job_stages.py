@@ -11,7 +11,7 @@ import shutil
 
 import torch
 
-from edged.models.registry import load_model
+from edged.models.loader import load_model
 from edged.pipeline.benchmark import benchmark_latency
 from edged.pipeline.compile_stage import compile_merged, store_compiled_artifacts
 from edged.pipeline.metrics import job_metrics

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from suite_settings import TEST_TOKEN
+
 from edged.jobs.schemas import JobCreate
 from edged.jobs.validate import job_config
 from edged.pipeline.config import AdaptConfig, JobConfig, JobFields, ModelOptions
@@ -47,7 +49,7 @@ def test_every_job_field_reaches_the_config_the_worker_runs(tmp_path):
         "model", "dataset", "compile"}
     body = {name: _non_default(name, field.default) for name, field in JobFields.model_fields.items()}
     job = JobCreate.model_validate({**body, "model": "mobilenet_v2", "dataset": "d", "image_size": 64})
-    settings = get_settings(data_dir=tmp_path, token="t" * 32, device="cpu")
+    settings = get_settings(data_dir=tmp_path, token=TEST_TOKEN, device="cpu")
     config = job_config(job, settings, "image")
     stored = JobConfig.model_validate_json(config.model_dump_json())  # as the worker reads it back
     assert stored == config
@@ -56,7 +58,7 @@ def test_every_job_field_reaches_the_config_the_worker_runs(tmp_path):
 
 
 def test_memory_budget_defaults_to_the_daemons_setting(tmp_path):
-    settings = get_settings(data_dir=tmp_path, token="t" * 32, default_memory_budget_mb=123.0)
+    settings = get_settings(data_dir=tmp_path, token=TEST_TOKEN, default_memory_budget_mb=123.0)
     job = JobCreate(model="mobilenet_v2", dataset="d")
     assert job_config(job, settings, "image").adapt.memory_budget_mb == 123.0
 
