@@ -28,7 +28,9 @@ class JobFields(MethodOptions):
     method: str = Field("taskedge", description="a registered adaptation method or baseline")
     epochs: int = Field(3, ge=1, le=1000, description="training epochs")
     lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the method's)")
+    head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(
         None, gt=0.0, description="peak memory allowed for the calibration pass above the loaded model, in MiB "
         "(a job's default: EDGED_DEFAULT_MEMORY_BUDGET_MB)",
@@ -72,12 +74,10 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
 
     model_config = ConfigDict(extra="forbid")  # JobFields' rule (the method options ignore extras)
 
-    head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay")
     schedule: Literal["cosine", "onecycle"] = Field("cosine", description="warm-up + cosine, or one-cycle")
     warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps spent warming up")
     patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping early")
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     calibration_samples: int = Field(512, ge=1, description="training samples used for calibration/scoring")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")
