@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +38,9 @@ class Daemon:
     def __init__(self, tmp_path: Path, settings: dict[str, str] | None = None, nofile: int | None = None) -> None:
         self.port = free_port()
         settings = settings or {}
-        self.verify: str | bool = settings.get("EDGED_TLS_CERTFILE", True)
-        self.url = f"{'https' if 'EDGED_TLS_CERTFILE' in settings else 'http'}://127.0.0.1:{self.port}"
+        certificate = settings.get("EDGED_TLS_CERTFILE")
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=certificate) if certificate else True
+        self.url = f"{'https' if certificate else 'http'}://127.0.0.1:{self.port}"
         self.data_dir = tmp_path / "data"
         self.env_file = tmp_path / "edged.env"
         lines = {"EDGED_TOKEN": TEST_TOKEN, "EDGED_DATA_DIR": str(self.data_dir), "EDGED_SHUTDOWN_TIMEOUT_S": "5",

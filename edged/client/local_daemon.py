@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -28,9 +29,9 @@ def free_port() -> int:
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float,
-                       verify: Union[str, bool] = True) -> None:
+                       verify: Union[ssl.SSLContext, bool] = True) -> None:
     """Poll GET `url`/healthz until it answers 200; raises Unavailable if `process` exits first or
-    `timeout_s` passes. `verify` is httpx's: a CA file for a daemon serving TLS."""
+    `timeout_s` passes. `verify` is httpx's: the SSL context trusting a daemon that serves TLS."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
