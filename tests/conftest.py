@@ -1,6 +1,7 @@
 """Shared fixtures: settings on tmp_path, a migrated store, the real app under TestClient, auth
-headers, builders of real upload files (PNG/JPEG via Pillow, zip/tar via the standard library), and a
-small real file system (tmpfs) as the data directory, to fill up."""
+headers, a real `edged serve` process (tests/daemon.py), builders of real upload files (PNG/JPEG via
+Pillow, zip/tar via the standard library), and a small real file system (tmpfs) as the data
+directory, to fill up."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from edged.settings import Settings, get_settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 
+from daemon import Daemon
 from suite_settings import TEST_FACTORIES, TEST_TOKEN
 
 
@@ -93,6 +95,17 @@ def blobs(settings) -> BlobStore:
 def client(settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def daemon(tmp_path) -> Iterator[Daemon]:
+    """`edged serve` as a real process on loopback (tests/daemon.py), started on tmp_path; stopped afterwards."""
+    running = Daemon(tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """`edged bench api`: how the HTTP API answers while the daemon trains, under closed-loop load.
 
-It starts a real `edged serve` on loopback (edged.demo_daemon), uploads the bundled digits, and drives
+It starts a real `edged serve` on loopback (edged.client.LocalDaemon), uploads the bundled digits, and drives
 1, 10 and 50 concurrent closed-loop clients (each sends its next request when the last one is answered)
 over the GET routes for a fixed time: first idle, then while a job trains (MobileNetV2 on the digits,
 cancelled once measured), with SSE followers on that job. It prints requests/s, errors and
@@ -27,9 +27,10 @@ import httpx
 import numpy as np
 
 from edged.bench.report import format_table, machine_summary
-from edged.demo_client import EdgedClient
-from edged.demo_daemon import LocalDaemon
+from edged.cli.demo_data import mnist_upload
+from edged.client import EdgedClient, LocalDaemon
 from edged.errors import EdgedError
+from edged.jobs.states import FINAL_STATES
 
 # Route name -> path; {job} and {dataset} are filled in. The telemetry query asks for the last minute,
 # as the dashboard's refresh does.
@@ -156,7 +157,7 @@ def wait_for_training(client: EdgedClient, job_id: str) -> None:
     deadline = time.monotonic() + TRAIN_WAIT_S
     while time.monotonic() < deadline:
         job = client.get_job(job_id)
-        if job["state"] != "queued" and job["state"] != "running":
+        if job["state"] in FINAL_STATES:
             raise EdgedError(f"the benchmark's job ended {job['state']} before training: {job['error']}")
         if job["stage"] == "train":
             return
@@ -178,8 +179,6 @@ def run_phase(phase: str, daemon: LocalDaemon, paths: dict[str, str], levels: li
 
 
 def run_benchmark(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    from edged.demo_data import mnist_upload
-
     levels = [int(n) for n in args.clients.split(",")]
     worker = {"EDGED_WORKER_NICE": str(args.worker_nice), "EDGED_WORKER_THREADS": str(args.worker_threads)}
     with LocalDaemon(data_dir, settings=worker) as daemon:

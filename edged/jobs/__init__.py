@@ -6,5 +6,4 @@
 - `worker`:   the child process (`python -m edged.jobs.worker`), running `pipeline` on one job.
 - `progress`: the worker's progress callback: throttled events, cancel and stop checks.
 - `sse`:      a job's events as Server-Sent Events.
-- `client`:   `edged submit` / `edged status`, talking HTTP to the daemon.
 """

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from jobs_helpers import AUTH, FAST_JOB, Daemon, digits_npz, wait_for
+from daemon import AUTH, Daemon
+from jobs_helpers import FAST_JOB, digits_npz, wait_for
 
 from edged.jobs.records import FINAL_STATES
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
 from safetensors.torch import load_file
 
 from jobs_helpers import FAST_JOB, upload, wait_for
+from edged.client import parse_sse
 from edged.jobs.records import FINAL_STATES
 from edged.store.db import open_db
 
@@ -26,16 +26,10 @@ def _job(client, auth, job_id: str):
 
 def _sse_events(client, auth, job_id: str, last_event_id=None) -> list[tuple[str, dict]]:
     headers = {**auth, **({"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {})}
-    events, kind = [], None
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                events.append((kind, json.loads(line.removeprefix("data: "))))
-    return events
+        return list(parse_sse(response.iter_lines()))
 
 
 def test_job_succeeds_with_metrics_events_and_artifacts(client, auth):

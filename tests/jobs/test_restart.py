@@ -3,13 +3,13 @@ resumes from its work directory, and its dataset is intact. `edged serve` runs a
 
 from __future__ import annotations
 
-import json
 import signal
 
 import httpx
 import pytest
 
-from jobs_helpers import AUTH, FAST_JOB, Daemon, digits_npz, wait_for
+from daemon import AUTH, Daemon
+from jobs_helpers import FAST_JOB, digits_npz, wait_for
 from edged.jobs.records import FINAL_STATES
 
 
@@ -31,16 +31,6 @@ def _last_event_id(daemon: Daemon, job_id: str) -> int:
         return int(db.execute("SELECT coalesce(max(id), 0) FROM job_events WHERE job_id = ?", [job_id]).fetchone()[0])
     finally:
         db.close()
-
-
-def _events(daemon: Daemon, job_id: str) -> list[tuple[str, dict]]:
-    events, kind = [], None
-    with httpx.stream("GET", f"{daemon.url}/v1/jobs/{job_id}/events", headers=AUTH, timeout=60) as response:
-        for line in response.iter_lines():
-            kind = line.removeprefix("event: ") if line.startswith("event: ") else kind
-            if line.startswith("data: "):
-                events.append((kind, json.loads(line.removeprefix("data: "))))
-    return events
 
 
 def test_stopped_or_killed_daemon_resumes_the_running_job_on_the_next_start(tmp_path):
@@ -72,7 +62,7 @@ def test_stopped_or_killed_daemon_resumes_the_running_job_on_the_next_start(tmp_
         daemon.start()
         job = wait_for(daemon.job(job_id), lambda j: j["state"] in FINAL_STATES, timeout_s=60)
         assert job["state"] == "succeeded", job
-        _check_events(_events(daemon, job_id))
+        _check_events(daemon.events(job_id))
         assert daemon.get(f"/v1/datasets/{dataset['id']}").json()["sha256"] == dataset["sha256"]
     finally:
         daemon.stop(signal.SIGTERM)
@@ -175,7 +165,7 @@ def test_a_job_killed_after_epoch_1_resumes_to_the_result_of_an_uninterrupted_ru
         daemon.start()
         resumed = _finish(daemon, job_id)
         assert resumed["state"] == "succeeded", resumed
-        events = _events(daemon, job_id)
+        events = daemon.events(job_id)
         assert [kind for kind, _ in events].count("resumed") == 1
         resumed_epochs = [e["epoch"] for kind, e in events[_last_run(events):] if kind == "epoch"]
         assert resumed_epochs and min(resumed_epochs) >= 1  # it trained on, after a finished epoch
@@ -212,7 +202,7 @@ def test_torn_stage_files_are_detected_on_resume_and_their_stages_redone(tmp_pat
         daemon.start()
         job = _finish(daemon, job_id)
         assert job["state"] == "succeeded", job
-        events = _events(daemon, job_id)[_last_run(_events(daemon, job_id)):]
+        events = daemon.events(job_id)[_last_run(daemon.events(job_id)):]
         stages = [e["stage"] for kind, e in events if kind == "stage" and e["status"] == "started"]
         assert "score" in stages and "mask" in stages  # the torn mask was chosen again
         assert next(e["epoch"] for kind, e in events if kind == "epoch") == 0  # training started over

@@ -14,9 +14,9 @@ import time
 
 import httpx
 import pytest
-from jobs_helpers import AUTH, FAST_JOB, TOKEN, Daemon, upload
-
-from edged.demo_client import EdgedClient
+from daemon import AUTH, Daemon
+from jobs_helpers import FAST_JOB, upload
+from suite_settings import TEST_TOKEN
 
 IDLE_SOCKETS = 1100
 
@@ -79,7 +79,7 @@ def test_silent_trickling_and_stalled_connections_are_closed_in_time(tmp_path):
         answer, seconds = _raw_request(daemon.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", wait_s=15)
         assert answer.startswith(b"HTTP/1.1 408") and 0.9 < seconds < 6, (answer, seconds)
         # A Content-Length larger than the body: 408 with edged's error body, within the body timeout.
-        head = (f"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        head = (f"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TEST_TOKEN}\r\n"
                 "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000\r\n\r\n").encode()
         answer, seconds = _raw_request(daemon.port, head + b"--b\r\nContent-Disposition: form-data", wait_s=15)
         assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
@@ -125,7 +125,7 @@ def test_sigterm_ends_sse_followers_with_an_end_event_at_once(tmp_path):
         with httpx.Client(base_url=daemon.url, timeout=30) as client:
             dataset = upload(client, AUTH, count=300)
             job = client.post("/v1/jobs", headers=AUTH, json={**FAST_JOB, "dataset": dataset, "epochs": 200}).json()
-        follower = EdgedClient(daemon.url, TOKEN)
+        follower = daemon.client()
 
         def follow() -> None:
             for kind, data in follower.events(job["id"]):

@@ -8,7 +8,8 @@ import signal
 import httpx
 import pytest
 
-from jobs_helpers import AUTH, FAST_JOB, TEXT_JOB, Daemon, bbc_jsonl, digits_npz, wait_for
+from daemon import AUTH, Daemon
+from jobs_helpers import FAST_JOB, TEXT_JOB, bbc_jsonl, digits_npz, wait_for
 from edged.jobs.records import FINAL_STATES
 
 

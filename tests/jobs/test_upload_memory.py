@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from jobs_helpers import AUTH, Daemon
+from daemon import AUTH, Daemon
 
 MiB = 1024 * 1024
 

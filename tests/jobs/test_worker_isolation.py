@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from jobs_helpers import AUTH, FAST_JOB, TOKEN, Daemon, digits_npz, wait_for
+from daemon import AUTH, Daemon
+from jobs_helpers import FAST_JOB, digits_npz, wait_for
+from suite_settings import TEST_TOKEN
 from edged.jobs.records import FINAL_STATES
 
 
@@ -20,7 +22,7 @@ def _submit(daemon: Daemon, **body) -> httpx.Response:
 def test_worker_environment_has_no_token_and_settings_come_from_the_daemon(tmp_path):
     daemon = Daemon(tmp_path)
     # systemd's EnvironmentFile puts the token in the daemon's real environment: the worker must not inherit it.
-    daemon.start({"EDGED_TOKEN": TOKEN, "EDGED_TELEMETRY_RETENTION_ROWS": "4321"})
+    daemon.start({"EDGED_TOKEN": TEST_TOKEN, "EDGED_TELEMETRY_RETENTION_ROWS": "4321"})
     try:
         dataset = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH,
                              files={"file": ("digits.npz", digits_npz(1000))}).json()["id"]
@@ -28,12 +30,12 @@ def test_worker_environment_has_no_token_and_settings_come_from_the_daemon(tmp_p
         pid = wait_for(lambda: {"pid": daemon.worker_pid(job_id)}, lambda row: row["pid"] is not None)["pid"]
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        assert b"edged.jobs.worker" in cmdline and TOKEN.encode() not in cmdline
+        assert b"edged.jobs.worker" in cmdline and TEST_TOKEN.encode() not in cmdline
         assert [entry for entry in environ if entry.startswith(b"EDGED_")] == []
-        assert not any(TOKEN.encode() in entry for entry in environ)
+        assert not any(TEST_TOKEN.encode() in entry for entry in environ)
         settings_file = daemon.data_dir / "jobs" / job_id / "settings.json"
         written = json.loads(settings_file.read_text())
-        assert "token" not in written and TOKEN not in settings_file.read_text()
+        assert "token" not in written and TEST_TOKEN not in settings_file.read_text()
         assert written["telemetry_retention_rows"] == 4321 and written["model_factories"] == ["edged_jobs_test_model"]
         assert settings_file.stat().st_mode & 0o777 == 0o600
         httpx.post(f"{daemon.url}/v1/jobs/{job_id}/cancel", headers=AUTH)

@@ -4,60 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-
-TOKEN = "serve-test-token-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1.0)
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError("edged serve did not answer /healthz in time")
+from daemon import AUTH, Daemon
 
 
 def test_serve_answers_and_stops_gracefully(tmp_path):
-    port = _free_port()
-    env_file = tmp_path / "edged.env"
-    env_file.write_text(f"EDGED_TOKEN={TOKEN}\nEDGED_DATA_DIR={tmp_path / 'data'}\nEDGED_SHUTDOWN_TIMEOUT_S=3\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edged.cli", "--env-file", str(env_file), "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    daemon = Daemon(tmp_path, {"EDGED_SHUTDOWN_TIMEOUT_S": "3"})
+    daemon.start()
     try:
-        url = f"http://127.0.0.1:{port}"
-        assert _wait_healthy(url, process).json()["status"] == "ok"
-        upload = httpx.post(
-            f"{url}/v1/datasets",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            files={"file": ("d.csv", b"f,label\n1,a\n2,b\n")},
-        )
+        assert daemon.get("/healthz").json()["status"] == "ok"
+        upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, files={"file": ("d.csv", b"f,label\n1,a\n2,b\n")})
         assert upload.status_code == 201
         assert (tmp_path / "data" / "edged.db").is_file()
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=10)
     finally:
-        if process.poll() is None:
-            process.kill()
+        output = daemon.stop(signal.SIGTERM, timeout_s=10)
     # uvicorn re-raises the signal after its graceful shutdown, so the status is -SIGTERM (clean for systemd).
-    assert process.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output
+    assert daemon.process is not None and daemon.process.returncode in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in output
 
 
 def test_serve_without_token_exits_with_a_clear_error(tmp_path):

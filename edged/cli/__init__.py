@@ -1,4 +1,6 @@
-"""The `edged` command line.
+"""The `edged` command line: every subcommand's parser and flags here, their work in this package's
+modules (`jobs`: submit and status, `demo` and `demo_data`: the quick-start demo, `doctor`: the
+machine report) or elsewhere (`edged serve`: edged.serve, `edged bench`: edged.bench).
 
 To add a subcommand, write `_add_<name>(subparsers)` that builds its parser and sets `run=<function>`
 (taking the parsed args and returning an exit code), and append it to SUBCOMMANDS.
@@ -8,11 +10,17 @@ Errors from edged are printed as one line (no traceback) with exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from edged.cli.demo import DemoOptions, run_demo
+from edged.cli.doctor import diagnose, format_table
+from edged.cli.jobs import status, submit
 from edged.errors import EdgedError
 from edged.settings import Settings, get_settings
 from edged.store.lock import lock_data_dir
@@ -42,10 +50,6 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    import json
-
-    from edged.doctor import diagnose, format_table
-
     report = diagnose(_settings(args))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
@@ -60,10 +64,6 @@ def _add_doctor(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import os
-
-    from edged.demo import DemoOptions, run_demo
-
     options = DemoOptions(
         samples=args.samples, epochs=args.epochs, image_size=args.image_size, budget=args.budget,
         batch_size=args.batch_size, data_dir=args.data_dir, url=args.url,
@@ -77,8 +77,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    from edged.demo import DemoOptions
-
     defaults = DemoOptions()
     parser = subparsers.add_parser(
         "demo", help="start a daemon on loopback, upload MNIST digits, adapt MobileNetV2 with TaskEdge, show results"
@@ -97,8 +95,6 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from edged.jobs.client import submit
-
     fields = ("model", "method", "budget", "epochs", "lr", "batch_size", "memory_budget_mb", "sparsity", "compile",
               "seed", "image_size", "max_length")
     job = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
@@ -127,8 +123,6 @@ def _add_submit(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from edged.jobs.client import status
-
     return status(_settings(args), args.job, sys.stdout, url=args.url)
 
 
@@ -150,8 +144,6 @@ BENCHMARKS = {
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import importlib
-
     module = importlib.import_module(BENCHMARKS[args.benchmark][0])
     return int(module.main(args.bench_args) or 0)
 
@@ -195,7 +187,3 @@ def main(argv: Optional[list[str]] = None) -> int:
     except EdgedError as exc:
         print(f"edged: error: {exc.message}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

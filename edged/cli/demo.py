@@ -8,6 +8,7 @@ database and artifacts are. Exit status: 0 if the job succeeded, 1 if it failed 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -15,13 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
-from edged.demo_client import EdgedClient
-from edged.demo_daemon import LocalDaemon, default_demo_dir
+from edged.client import EdgedClient, LocalDaemon
 from edged.errors import InvalidInput
+from edged.jobs.states import FINAL_STATES, JobState
 
 MODEL = "mobilenet_v2"
 METHOD = "taskedge"
 CANCEL_WAIT_S = 10.0
+
+
+def default_demo_dir() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "edged-demo"
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ def run_demo(options: DemoOptions, out: Optional[TextIO] = None) -> int:
         client = EdgedClient(url, token)
         stack.callback(client.close)
         job = _run_job(client, options, printer)
-        if job["state"] == "succeeded":
+        if job["state"] == JobState.SUCCEEDED:
             out.write("\n" + result_table(job, options, time.monotonic() - started, printer.stages_seen) + "\n")
         else:
             out.write(f"\njob {job['id']} {job['state']}: {job['error']}\n")
@@ -156,11 +162,11 @@ def run_demo(options: DemoOptions, out: Optional[TextIO] = None) -> int:
         if options.url is None:
             printer.line("stopping the demo daemon")
     out.flush()
-    return 0 if job["state"] == "succeeded" else 1
+    return 0 if job["state"] == JobState.SUCCEEDED else 1
 
 
 def _run_job(client: EdgedClient, options: DemoOptions, printer: ProgressPrinter) -> dict[str, Any]:
-    from edged.demo_data import mnist_upload  # torch and the digits: only once the demo really runs
+    from edged.cli.demo_data import mnist_upload  # torch and the digits: only once the demo really runs
 
     printer.line(f"packing {options.samples} bundled MNIST digits as PNG class folders")
     archive = mnist_upload(options.samples)
@@ -179,7 +185,7 @@ def _run_job(client: EdgedClient, options: DemoOptions, printer: ProgressPrinter
         printer.line(f"interrupted: cancelling job {job['id']}")
         client.cancel_job(job["id"])
         deadline = time.monotonic() + CANCEL_WAIT_S  # the cancel lands between steps, before the daemon stops
-        while client.get_job(job["id"])["state"] in ("queued", "running") and time.monotonic() < deadline:
+        while client.get_job(job["id"])["state"] not in FINAL_STATES and time.monotonic() < deadline:
             time.sleep(0.2)
         raise
     return client.get_job(job["id"])

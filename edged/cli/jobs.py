@@ -1,5 +1,5 @@
 """`edged submit` and `edged status`: the daemon's HTTP API used the way a field device or an operator
-would (upload, start a job, follow its Server-Sent Events, show jobs), with httpx.
+would (upload, start a job, follow its Server-Sent Events, show jobs), through edged.client.
 
 The daemon is found at settings host/port (or --url) and answered with settings' token; its error
 bodies come back as the matching EdgedError, so the CLI prints one line.
@@ -7,20 +7,15 @@ bodies come back as the matching EdgedError, so the CLI prints one line.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-import httpx
-
 from edged import errors
-from edged.jobs.records import FINAL_STATES
+from edged.client import EdgedClient
+from edged.jobs.states import FINAL_STATES, JobState
 from edged.settings import Settings
 
-ERRORS_BY_STATUS = {cls.status: cls for cls in (errors.InvalidInput, errors.NotFound, errors.Conflict,
-                                                errors.TooLarge, errors.Unauthorized, errors.Unavailable)}
 STEP_PRINT_INTERVAL_S = 1.0
 TABLE_COLUMNS = ("id", "state", "stage", "progress", "model", "method", "created_at")
 
@@ -32,31 +27,11 @@ def daemon_url(settings: Settings, url: Optional[str] = None) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def open_client(settings: Settings, url: Optional[str] = None) -> httpx.Client:
+def open_client(settings: Settings, url: Optional[str] = None) -> EdgedClient:
     if settings.token is None:
         raise errors.InvalidInput("EDGED_TOKEN is not set: the daemon's token is needed to talk to it "
                                   "(set it in the environment or in the --env-file)")
-    return httpx.Client(base_url=daemon_url(settings, url), timeout=httpx.Timeout(30.0, read=None),
-                        headers={"Authorization": f"Bearer {settings.token.get_secret_value()}"})
-
-
-def checked(response: httpx.Response) -> Any:
-    """The JSON body of a 2xx response; otherwise the daemon's error raised as an EdgedError."""
-    if response.is_success:
-        return response.json()
-    try:
-        error = response.json()["error"]
-        message, detail = error["message"], error.get("detail")
-    except (ValueError, KeyError, TypeError):
-        message, detail = f"HTTP {response.status_code}: {response.text[:200]}", None
-    raise ERRORS_BY_STATUS.get(response.status_code, errors.EdgedError)(message, detail)
-
-
-def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return checked(client.request(method, path, **kwargs))
-    except httpx.TransportError as exc:
-        raise errors.Unavailable(f"cannot reach edged at {client.base_url}: {exc}; start it with `edged serve`") from exc
+    return EdgedClient(daemon_url(settings, url), settings.token.get_secret_value())
 
 
 def submit(settings: Settings, file: Path, job: dict[str, Any], follow: bool, out: TextIO,
@@ -66,22 +41,21 @@ def submit(settings: Settings, file: Path, job: dict[str, Any], follow: bool, ou
         raise errors.InvalidInput(f"{file} is not a file")
     with open_client(settings, url) as client:
         with open(file, "rb") as f:
-            dataset = _request(client, "POST", "/v1/datasets", files={"file": (file.name, f)},
-                               data={"name": name} if name else None)
+            dataset = client.upload_dataset(file.name, f, name)
         print(f"dataset {dataset['id']}: {dataset['num_samples']} {dataset['kind']} samples, "
               f"{len(dataset['classes'])} classes", file=out)
-        created = _request(client, "POST", "/v1/jobs", json={**job, "dataset": dataset["id"]})
+        created = client.create_job({**job, "dataset": dataset["id"]})
         print(f"job {created['id']}: {created['state']}", file=out)
         if not follow:
             return 0
         final = follow_job(client, created["id"], out)
-    return 0 if final == "succeeded" else 1
+    return 0 if final == JobState.SUCCEEDED else 1
 
 
-def follow_job(client: httpx.Client, job_id: str, out: TextIO) -> str:
+def follow_job(client: EdgedClient, job_id: str, out: TextIO) -> str:
     """Print a job's events as they come; returns its final state."""
     last_step = 0.0
-    for kind, data in _sse(client, f"/v1/jobs/{job_id}/events"):
+    for kind, data in client.events(job_id):
         if kind == "step":
             if time.monotonic() - last_step < STEP_PRINT_INTERVAL_S and data["step"] < data["total_steps"]:
                 continue
@@ -91,23 +65,7 @@ def follow_job(client: httpx.Client, job_id: str, out: TextIO) -> str:
             print(line, file=out, flush=True)
         if kind == "end":
             return data["state"]
-    return _request(client, "GET", f"/v1/jobs/{job_id}")["state"]
-
-
-def _sse(client: httpx.Client, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    try:
-        with client.stream("GET", path) as response:
-            if not response.is_success:
-                response.read()
-                checked(response)
-            kind = "message"
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    kind = line.removeprefix("event: ")
-                elif line.startswith("data: "):
-                    yield kind, json.loads(line.removeprefix("data: "))
-    except httpx.TransportError as exc:
-        raise errors.Unavailable(f"lost the event stream from {client.base_url}: {exc}") from exc
+    return client.get_job(job_id)["state"]
 
 
 def describe_event(kind: str, data: dict[str, Any]) -> Optional[str]:
@@ -130,12 +88,12 @@ def describe_event(kind: str, data: dict[str, Any]) -> Optional[str]:
 def status(settings: Settings, job_id: Optional[str], out: TextIO, url: Optional[str] = None) -> int:
     with open_client(settings, url) as client:
         if job_id is None:
-            print(jobs_table(_request(client, "GET", "/v1/jobs")), file=out)
+            print(jobs_table(client.list_jobs()), file=out)
             return 0
-        job = _request(client, "GET", f"/v1/jobs/{job_id}")
-        artifacts = _request(client, "GET", f"/v1/jobs/{job_id}/artifacts")
+        job = client.get_job(job_id)
+        artifacts = client.list_artifacts(job_id)
     print(job_details(job, artifacts), file=out)
-    return 0 if job["state"] not in FINAL_STATES or job["state"] == "succeeded" else 1
+    return 0 if job["state"] not in FINAL_STATES or job["state"] == JobState.SUCCEEDED else 1
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> str:

@@ -1,4 +1,5 @@
-"""A throw-away `edged serve` for the demo: loopback, a free port, a fresh token, its own log file."""
+"""A throw-away `edged serve` on loopback (a free port, a fresh token, its own log file) for `edged demo`
+and `edged bench api`, and the wait for a starting daemon to answer, which the tests' daemon shares."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Optional, Union
 
 import httpx
 
@@ -26,9 +28,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def default_demo_dir() -> Path:
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "edged-demo"
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float,
+                       verify: Union[ssl.SSLContext, bool] = True) -> None:
+    """Poll GET `url`/healthz until it answers 200; raises Unavailable if `process` exits first or
+    `timeout_s` passes. `verify` is httpx's: the SSL context trusting a daemon that serves TLS."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise Unavailable(f"edged serve exited with status {process.returncode} while starting")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0, verify=verify).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise Unavailable(f"edged serve did not answer {url}/healthz within {timeout_s:.0f} s")
 
 
 class LocalDaemon:
@@ -74,19 +88,10 @@ class LocalDaemon:
 
     def _wait_healthy(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise Unavailable(f"edged serve exited with status {self._process.returncode} while starting; "
-                                  f"its log ({self.log_path}) ends with:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise Unavailable(f"edged serve did not answer {self.url}/healthz within {START_TIMEOUT_S:.0f} s; "
-                          f"its log ({self.log_path}) ends with:\n{self.log_tail()}")
+        try:
+            wait_until_healthy(self.url, self._process, START_TIMEOUT_S)
+        except Unavailable as exc:
+            raise Unavailable(f"{exc.message}; its log ({self.log_path}) ends with:\n{self.log_tail()}") from None
 
     def stop(self) -> Optional[int]:
         """SIGTERM (graceful: the running job is stopped between steps), SIGKILL if it overstays."""

@@ -1,5 +1,6 @@
 """`edged demo` end to end through a real `edged serve` on loopback (tiny settings), its failure exit
-status with a job cancelled through the API, and the pieces it is made of (upload archive, SSE reader)."""
+status with a job cancelled through the API, and its upload archive. (Its SSE reader is edged.client's:
+tests/client.)"""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ import httpx
 import pytest
 import torch
 
+from daemon import Daemon
+from suite_settings import TEST_TOKEN
+
 from edged.cli import main
+from edged.cli.demo import DemoOptions, run_demo
+from edged.cli.demo_data import balanced_subset, png_class_zip
 from edged.data.bundled import mnist_5k
 from edged.data.formats import decode_upload
 from edged.data.upload_limits import UploadLimits
-from edged.demo import DemoOptions, run_demo
-from edged.demo_client import parse_sse
-from edged.demo_daemon import LocalDaemon
-from edged.demo_data import balanced_subset, png_class_zip
-from edged.jobs.sse import format_event
+from edged.jobs.states import JobState
 
 TINY = ["--samples", "200", "--epochs", "1", "--image-size", "32"]
 
@@ -38,7 +40,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     with sqlite3.connect(data_dir / "edged.db") as db:
         state, = db.execute("select state from jobs").fetchone()
         samples, = db.execute("select num_samples from datasets").fetchone()
-    assert (state, samples) == ("succeeded", 200)
+    assert (state, samples) == (JobState.SUCCEEDED, 200)
     assert list((data_dir / "jobs").glob("*/outputs/delta.safetensors"))
 
     url = re.search(r"edged is up at (http://127\.0\.0\.1:\d+)", out).group(1)
@@ -46,28 +48,26 @@ def test_demo_end_to_end(tmp_path, capsys):
         httpx.get(f"{url}/healthz", timeout=2.0)
 
 
-def _cancel_first_running_job(url: str, token: str, done: threading.Event) -> None:
+def _cancel_first_running_job(daemon: Daemon, done: threading.Event) -> None:
     """The operator's side: cancel the demo's job once it runs."""
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as operator:
+    with daemon.client() as operator:
         while not done.is_set():
-            running = [job for job in operator.get("/v1/jobs").json() if job["state"] == "running"]
+            running = [job for job in operator.list_jobs() if job["state"] == JobState.RUNNING]
             if running:
-                assert operator.post(f"/v1/jobs/{running[0]['id']}/cancel").status_code == 202
+                operator.cancel_job(running[0]["id"])
                 return
             time.sleep(0.2)
 
 
-def test_demo_exits_nonzero_when_the_job_does_not_succeed(tmp_path, capsys):
-    with LocalDaemon(tmp_path / "running") as daemon:
-        done = threading.Event()
-        canceller = threading.Thread(target=_cancel_first_running_job, args=(daemon.url, daemon.token, done))
-        canceller.start()
-        try:
-            options = DemoOptions(samples=100, epochs=3, image_size=32, url=daemon.url, token=daemon.token)
-            status = run_demo(options)
-        finally:
-            done.set()
-            canceller.join()
+def test_demo_exits_nonzero_when_the_job_does_not_succeed(daemon, capsys):
+    done = threading.Event()
+    canceller = threading.Thread(target=_cancel_first_running_job, args=(daemon, done))
+    canceller.start()
+    try:
+        status = run_demo(DemoOptions(samples=100, epochs=3, image_size=32, url=daemon.url, token=TEST_TOKEN))
+    finally:
+        done.set()
+        canceller.join()
     assert status == 1
     assert "cancelled" in capsys.readouterr().out
 
@@ -88,12 +88,3 @@ def test_upload_archive_decodes_to_the_same_digits():
     roundtrip = sorted((int(y), int(x.sum())) for x, y in zip(decoded.x.to(torch.int64), decoded.y))
     assert originals == roundtrip
 
-
-def test_parse_sse_reads_what_the_daemon_writes():
-    events = [{"id": 1, "ts": "t", "type": "stage", "stage": "train", "data": {"status": "started"}},
-              {"id": 2, "ts": "t", "type": "step", "stage": "train", "data": {"step": 3, "total_steps": 9}}]
-    end = 'event: end\ndata: {"state": "succeeded"}\n\n'
-    text = ": keep-alive\n\n" + "".join(format_event(e) for e in events) + end
-    parsed = list(parse_sse(iter(text.split("\n"))))
-    assert [kind for kind, _ in parsed] == ["stage", "step", "end"]
-    assert parsed[1][1]["step"] == 3 and parsed[2][1] == {"state": "succeeded"}

@@ -1,0 +1,42 @@
+"""`edged submit` and `edged status` against a real daemon (`edged serve` on loopback)."""
+
+from __future__ import annotations
+
+import re
+
+from jobs_helpers import FAST_JOB, MODEL, digits_npz
+
+from edged.cli import main
+
+
+def test_submit_follow_and_status(daemon, tmp_path, capsys):
+    data = tmp_path / "digits.npz"
+    data.write_bytes(digits_npz(300))
+    cli = ["--env-file", str(daemon.env_file)]
+    code = main([*cli, "submit", str(data), "--model", MODEL, "--epochs", "1", "--image-size", "16",
+                 "--budget", str(FAST_JOB["budget"]), "--lr", "0.03", "--follow", "--url", daemon.url])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "300 image samples, 10 classes" in out
+    for line in ("job queued", "job running", "calibrate", "step 8/8", "epoch 0", "export", "job succeeded"):
+        assert line in out, line
+    job_id = re.search(r"^job (\w+): queued$", out, re.MULTILINE)[1]
+
+    assert main([*cli, "status", "--url", daemon.url]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["ID", "STATE", "STAGE"]
+    assert job_id in table and "succeeded" in table and "100 %" in table
+
+    assert main([*cli, "status", job_id, "--url", daemon.url]) == 0
+    details = capsys.readouterr().out
+    assert "accuracy_after" in details and "artifact      merged.safetensors" in details
+
+    bad = main([*cli, "submit", str(data), "--model", MODEL, "--method", "nope", "--url", daemon.url])
+    assert bad == 2 and "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_status_without_a_daemon_says_how_to_start_one(tmp_path, capsys):
+    env_file = tmp_path / "edged.env"
+    env_file.write_text("EDGED_TOKEN=cli-test-token-0123456789\n")
+    assert main(["--env-file", str(env_file), "status", "--url", "http://127.0.0.1:9"]) == 2
+    assert "start it with `edged serve`" in capsys.readouterr().err
