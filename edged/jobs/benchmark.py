@@ -16,7 +16,7 @@ from torch import nn
 from edged.compile.base import CompiledModel
 from edged.data.task import Inputs
 from edged.export.inputs import batch_size, call_model, to_device
-from edged.telemetry.jobs_view import latency_metrics
+from edged.api.jobs_view import latency_metrics
 from edged.telemetry.latency import LatencyStats, measure_latency
 from edged.telemetry.reading import PowerSource
 

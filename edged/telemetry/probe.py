@@ -20,7 +20,7 @@ from torch import nn
 from edged.sparse.nm import nm_keep_mask
 from edged.store.db import migrate, open_db, utc_now
 from edged.telemetry.config import TelemetryConfig
-from edged.telemetry.jobs_view import latency_metrics
+from edged.api.jobs_view import latency_metrics
 from edged.telemetry.latency import measure_latency
 from edged.telemetry.sampler import Sampler
 from edged.telemetry.sources import open_power_source
