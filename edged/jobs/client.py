@@ -16,7 +16,7 @@ from typing import Any, Optional, TextIO
 import httpx
 
 from edged import errors
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 from edged.settings import Settings
 
 ERRORS_BY_STATUS = {cls.status: cls for cls in (errors.InvalidInput, errors.NotFound, errors.Conflict,

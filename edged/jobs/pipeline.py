@@ -25,6 +25,7 @@ from edged.jobs.benchmark import benchmark_latency
 from edged.jobs.compile_stage import ValidationSplit, compile_merged, store_compiled_artifacts, validation_split
 from edged.jobs.progress import ProgressReporter
 from edged.jobs.stage_telemetry import JobTelemetry, open_job_power_source
+from edged.jobs.states import JobState
 from edged.models.registry import load_model
 from edged.models.sources import ModelSources
 from edged.settings import Settings
@@ -43,7 +44,7 @@ def run_pipeline(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore
             metrics = _run_stages(ModelSources.from_settings(settings), db, blobs, job, job_dir, telemetry)
     finally:
         source.close()
-    records.finish_running(db, job["id"], records.SUCCEEDED, metrics=metrics)
+    records.finish_running(db, job["id"], JobState.SUCCEEDED, metrics=metrics)
     return metrics
 
 

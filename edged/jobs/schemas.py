@@ -10,8 +10,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from edged.adapt.config import AdaptConfig
-
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+from edged.jobs.states import FINAL_STATES, JobState
 
 
 def _adapt_field(name: str) -> Any:
@@ -44,7 +43,7 @@ class JobCreate(BaseModel):
 
 class JobPublic(BaseModel):
     id: str = Field(description="job id")
-    state: JobState = Field(description="queued, running, succeeded, failed, cancelled or interrupted")
+    state: JobState = Field(description=f"queued, then running, then one of the final states: {', '.join(FINAL_STATES)}")
     stage: Optional[str] = Field(description="the pipeline stage the job is in (or ended in)")
     progress: float = Field(ge=0.0, le=1.0, description="0..1")
     error: Optional[str] = Field(description="why the job failed, was cancelled or interrupted; null otherwise")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from jobs_helpers import AUTH, FAST_JOB, TEXT_JOB, Daemon, bbc_jsonl, digits_npz, wait_for
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from jobs_helpers import AUTH, FAST_JOB, TOKEN, Daemon, digits_npz, wait_for
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 
 
 

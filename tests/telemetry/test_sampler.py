@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from edged.jobs import records
 from edged.store.db import open_db
 from edged.telemetry.config import TelemetryConfig
 from edged.telemetry.reading import PowerSource
@@ -45,7 +46,7 @@ def test_retention_prunes_the_oldest_rows(db_path):
 
 def test_rows_are_tagged_with_the_running_job(db_path, insert_job):
     db = open_db(db_path)
-    sampler = Sampler(db_path, PowerSource(), TelemetryConfig(power_source="none"))
+    sampler = Sampler(db_path, PowerSource(), TelemetryConfig(power_source="none"), records.running_job_id)
     assert sampler.sample_once()["job_id"] is None
     insert_job(db, "job-1", "running", started_at="2026-01-01T00:00:00Z")
     assert sampler.sample_once()["job_id"] == "job-1"
