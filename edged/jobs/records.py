@@ -1,4 +1,5 @@
-"""Job rows, job events and artifacts in SQLite: the only SQL of the jobs package.
+"""Job rows, job events and artifacts in SQLite: the only SQL of the jobs package, and the only SQL on `jobs`
+anywhere (the sampler, /metrics, the dashboard and dataset deletion ask the functions here).
 
 Every state change is one conditional UPDATE (`... WHERE state = ?`), so the API, the manager and the
 worker, each on its own connection, never overwrite each other's decisions; a final state and its
@@ -10,8 +11,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any, Optional
 
 import sqlite_utils
