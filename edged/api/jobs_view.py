@@ -3,7 +3,7 @@
 The job pipeline writes `jobs.metrics` as a JSON object; the dashboard reads these keys when present:
 `accuracy_before`, `accuracy_after` (0..1), `trainable_fraction` (0..1) and `latency`, an object
 variant name -> `LatencyStats.as_dict()`, e.g. {"dense": {...}, "sparse_2_4": {...}}
-(`latency_metrics()` builds it).
+(`edged.measure.latency.latency_metrics()` builds it).
 """
 
 from __future__ import annotations
@@ -13,16 +13,10 @@ from typing import Any
 import sqlite_utils
 
 from edged.jobs import records
-from edged.telemetry.latency import LatencyStats
 from edged.telemetry.stages import stage_rows
 
 JOB_COLUMNS = ("id", "state", "stage", "progress", "model", "method", "error",
                "created_at", "started_at", "finished_at", "metrics")
-
-
-def latency_metrics(**variants: LatencyStats) -> dict[str, Any]:
-    """{"latency": {variant: stats}} to merge into jobs.metrics, e.g. latency_metrics(dense=a, sparse_2_4=b)."""
-    return {"latency": {name: stats.as_dict() for name, stats in variants.items()}}
 
 
 def recent_jobs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:

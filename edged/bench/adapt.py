@@ -15,12 +15,12 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from edged.adapt.config import AdaptConfig
-from edged.adapt.run import adapt
+from edged.pipeline.config import AdaptConfig
+from edged.pipeline.adapt import adapt
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.data.bundled import bbc_news, mnist_5k
 from edged.data.task import TaskData
-from edged.models.registry import load_model
+from edged.models.loader import load_model
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from edged.adapt.config import AdaptConfig
-from edged.adapt.run import adapt
+from edged.pipeline.config import AdaptConfig
+from edged.pipeline.adapt import adapt
 from edged.bench.adapt import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
@@ -27,7 +27,7 @@ from edged.data.task import Inputs, num_samples
 from edged.devices import resolve_device
 from edged.methods.base import TaskBatches, backbone_layers
 from edged.methods.taskedge import importance
-from edged.models.registry import load_model
+from edged.models.loader import load_model
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.train.evaluate import accuracy
 

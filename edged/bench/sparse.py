@@ -19,7 +19,7 @@ import copy
 import json
 import platform
 import sys
-from collections.abc import Callable
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
-from edged.compile.timing import time_cpu, time_cuda
-from edged.sparse.layers import weight_layers
-from edged.sparse.nm import nm_keep_mask, nm_ineligible_reason
+from edged.bench.sparse_gpu_probe import format_tables, run_probe
+from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_, tiny_vit_shape
+from edged.compile.semi_structured import probe, sparsify_linears_
+from edged.compile.onnx_export import OnnxRunner, export_onnx
+from edged.compile.program import load_program_module
+from edged.measure.clocks import graph_replay
+from edged.measure.energy import energy_per_item, gpu_power_source
+from edged.measure.timing import time_cpu, time_cuda
 
 GPU_BATCHES = (1, 8, 32, 128)
 CPU_BATCHES = (1, 4)
-ENERGY_SECONDS = 2.0  # long enough for several power readings
 PROBE_BUDGET_S = 420.0
 
 
@@ -43,56 +46,20 @@ def layer_shapes(s: VitShape) -> list[tuple[str, int, int]]:
             (f"proj {s.dim}->{s.dim}", s.dim, s.dim)]
 
 
-@torch.no_grad()
-def prune_by_magnitude_(model: nn.Module) -> int:
-    """2:4-prune every eligible Linear/Conv2d by |W| (speed does not depend on which 2 are kept)."""
-    count = 0
-    for layer in weight_layers(model).values():
-        if nm_ineligible_reason(layer) is None:
-            weight = layer.get_parameter("weight")
-            weight.mul_(nm_keep_mask(weight.abs()).to(weight.dtype))
-            count += 1
-    return count
-
-
 def _row(what: str, batch: int, dense: Any, sparse: Any, **extra: Any) -> dict[str, Any]:
     speedup = dense.p50_ms / sparse.p50_ms if dense is not None and sparse is not None else None
     return {"what": what, "batch": batch, "dense": dense.as_dict() if dense else None,
             "sparse": sparse.as_dict() if sparse else None, "speedup_p50": speedup, **extra}
 
 
-def energy_per_item(fn: Callable[[], Any], batch: int, source: Any) -> float | None:
-    """Joules per item over ~ENERGY_SECONDS of back-to-back calls (None without a power source)."""
-    if source is None:
-        return None
-    from edged.telemetry.energy import EnergyMeter
-
-    one = time_cuda(fn, batch, warmup=3, iters=5).mean_ms / 1000.0
-    calls = max(10, int(ENERGY_SECONDS / max(one, 1e-6)))
-    with EnergyMeter(source) as meter:
-        for _ in range(calls):
-            fn()
-    joules = meter.result.joules if meter.result else None
-    return joules / (calls * batch) if joules is not None else None
-
-
-def graphed(model: nn.Module, x: Tensor) -> Callable[[], Any]:
-    from edged.compile.timing import capture_graph
-
-    graph, _ = capture_graph(lambda: model(x))
-    return graph.replay
-
-
 def bench_model_gpu(what: str, model: nn.Module, example: Tensor, batch: int, iters: int, source: Any) -> dict:
     """Dense vs 2:4 (per-layer sparse-or-dense choice at this batch) model, both as CUDA graphs."""
-    from edged.compile.semi_structured import sparsify_linears_
-
     dense_model = model.to("cuda", torch.float16).eval()
     x = example.to("cuda", torch.float16)
     sparse_model = copy.deepcopy(dense_model)
     with torch.inference_mode():
         choices, kept_dense = sparsify_linears_(sparse_model, x)
-        dense_fn, sparse_fn = graphed(dense_model, x), graphed(sparse_model, x)
+        dense_fn, sparse_fn = graph_replay(partial(dense_model, x)), graph_replay(partial(sparse_model, x))
         dense = time_cuda(dense_fn, batch, iters=iters)
         sparse = time_cuda(sparse_fn, batch, iters=iters)
         energy = {"dense_j_per_item": energy_per_item(dense_fn, batch, source),
@@ -106,10 +73,6 @@ def bench_model_gpu(what: str, model: nn.Module, example: Tensor, batch: int, it
 
 def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str, list[dict]]:
     """CPU: dense per layer (no 2:4 kernels), and the encoder in eager PyTorch vs onnxruntime."""
-    import tempfile
-
-    from edged.export.onnx import OnnxRunner, export_onnx
-
     layers = []
     for batch in batches:
         for name, fan_in, fan_out in layer_shapes(shape):
@@ -129,22 +92,6 @@ def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str
                             time_cpu(partial(runner, x), batch, iters=iters),
                             sparse_unavailable="no 2:4 kernels on the CPU; 'sparse' column is onnxruntime"))
     return {"layers": layers, "end_to_end": e2e}
-
-
-def gpu_power_source() -> tuple[Any, str]:
-    """jtop (the board's input rail) or NVML (the GPU): sources that see GPU inference energy.
-    RAPL measures only the CPU package, so it is not used here."""
-    try:
-        from edged.telemetry.config import TelemetryConfig
-        from edged.telemetry.sources import open_power_source
-
-        source = open_power_source(TelemetryConfig())
-    except Exception as exc:  # energy is optional: never fail the benchmark over it
-        return None, f"no power source: {exc}"
-    if source.name not in ("jtop", "nvml"):
-        source.close()
-        return None, f"no GPU power source (found {source.name!r})"
-    return source, source.name
 
 
 def machine() -> dict[str, Any]:
@@ -168,8 +115,6 @@ def run_sparse_bench(
     """Run the benchmark; returns (and writes to `out` as JSON) machine, config and result rows.
 
     `adapted` = (model, example images batch of one) adds the adapted model end to end."""
-    from edged.compile.semi_structured import probe
-
     cuda_ok, why = probe()
     if device == "auto":
         device = "cuda" if cuda_ok else "cpu"
@@ -193,14 +138,10 @@ def run_sparse_bench(
 def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int,
                out: str | Path | None) -> dict:
     """ViT layers and encoder through the isolated probe; the adapted model (if any) in this process."""
-    import tempfile
-
-    from edged.bench.sparse_gpu_probe import run_probe
-
     with tempfile.TemporaryDirectory() as tmp:
-        probe = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
-                          compiled=True, shape=shape)
-    result: dict[str, Any] = {"probe": probe, "end_to_end": []}
+        probed = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
+                           compiled=True, shape=shape)
+    result: dict[str, Any] = {"probe": probed, "end_to_end": []}
     if adapted is not None:
         source, result["power_source"] = gpu_power_source()
         model, example = adapted
@@ -242,14 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     adapted = None
     if args.program:
-        from edged.export.program import load_program_module
-
         adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
     result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out)
     print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}\n")
     if result["device"] == "cuda":
-        from edged.bench.sparse_gpu_probe import format_tables
-
         print(format_tables(result["probe"]))
     else:
         print("per layer")

@@ -25,20 +25,23 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from edged.bench.vit import VIT_B16, VitEncoder, VitShape
+from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.semi_structured import (
     DTYPE, GRAPH_REPEAT, MAX_SWEEP_ALG, CutlassSparseLinear, LayerChoice, SemiSparseLinear, Shape, check_close,
     cuda_healthy, plan_layers, probe, random_2_4_linear, sparsify_linears_, torch_semi_structured_weight,
 )
-from edged.compile.timing import time_cuda
+from edged.measure.clocks import graph_replay
+from edged.measure.energy import energy_per_item, gpu_power_source
+from edged.measure.timing import time_cuda
 
 LAYER_VARIANTS = ("dense_graph", "dense_eager", "direct_eager", "direct_graph", "torch_eager", "cutlass_eager")
 TABLE_VARIANTS = (*LAYER_VARIANTS, "tuned_graph")  # tuned_graph comes from plan_layers
@@ -86,8 +89,6 @@ def vit_layers(s: VitShape) -> list[tuple[str, int, int]]:
 
 
 def _vit(shape: VitShape, batch: int) -> tuple[nn.Module, torch.Tensor]:
-    from edged.bench.sparse import prune_by_magnitude_
-
     torch.manual_seed(0)
     model = VitEncoder(shape)
     prune_by_magnitude_(model)
@@ -125,13 +126,11 @@ def e2e_case(case: dict[str, Any]) -> dict[str, Any]:
 
 def _energy(model: Any, images: torch.Tensor, batch: int) -> dict[str, Any]:
     """Joules per image over ~2 s of graph replays, from NVML or jtop where present."""
-    from edged.bench.sparse import energy_per_item, graphed, gpu_power_source
-
     source, why = gpu_power_source()
     if source is None:
         return {"energy_j_per_item": None, "power_source": why}
     try:
-        return {"energy_j_per_item": energy_per_item(graphed(model, images), batch, source), "power_source": why}
+        return {"energy_j_per_item": energy_per_item(graph_replay(partial(model, images)), batch, source), "power_source": why}
     finally:
         source.close()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edged.adapt.config import AdaptConfig
+from edged.pipeline.config import AdaptConfig
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
 from edged.calibrate import calibrate
 from edged.devices import resolve_device
+from edged.measure.clocks import cuda_event_ms, wall_clock_ms
 from edged.methods import get_method
 from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
 from edged.methods.sparse_delta import prepare_sparse, select_mask
@@ -80,7 +80,7 @@ def _prepare(method: str, model: Classifier, images: Tensor, labels: Tensor, bud
         calibration = calibrate(model, images, backbone_layers(model), micro_batch=images.shape[0], device=images.device)
         scores = entry.function(model, batches, ScoreConfig(calibration=calibration))
         return prepare_sparse(method, model, select_mask(model, scores, config))
-    return entry.function(model, batches, config)
+    return entry.function(model, batches, entry.options_for(config), None)
 
 
 def measure_method(method: str, shape: VitShape, batch: int, device: torch.device, steps: int, budget: float,
@@ -115,9 +115,7 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
     weights_mb = _sync_memory_mb(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(steps):
-        times.append(_timed(step, device))
+    times = cuda_event_ms(step, steps) if device.type == "cuda" else wall_clock_ms(step, steps)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
     result = {"method": method, "model": source, "trainable": adaptation.entries, "peak_mb": peak,
@@ -133,19 +131,6 @@ def _sync_memory_mb(device: torch.device) -> float:
         return 0.0
     torch.cuda.synchronize(device)
     return torch.cuda.memory_allocated(device) / 2**20
-
-
-def _timed(step, device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end)
-    started = time.perf_counter()
-    step()
-    return (time.perf_counter() - started) * 1000
 
 
 def run_train_step_bench(methods: list[str], shape: VitShape, batch: int, device: torch.device, steps: int,

@@ -3,7 +3,8 @@
 Every matmul is an nn.Linear, so pruning and the compile backends see all of them: qkv 768->2304,
 attention projection 768->768, MLP 768->3072 and 3072->768, on 197 tokens (196 patches + class)
 per 224x224 image. The patch embedding is a Linear on flattened 16x16x3 patches (768->768), the
-same arithmetic as ViT's stride-16 conv. Weights are random: this measures speed, not accuracy.
+same arithmetic as ViT's stride-16 conv. Weights are random: this measures speed, not accuracy;
+`prune_by_magnitude_` gives them the 2:4 pattern.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from edged.sparse.layers import weight_layers
+from edged.sparse.nm import nm_ineligible_reason, nm_keep_mask
 
 
 @dataclass(frozen=True)
@@ -80,3 +84,15 @@ class VitEncoder(nn.Module):
 def tiny_vit_shape() -> VitShape:
     """A few-thousand-parameter encoder with every Linear size a multiple of 16 (tests, CPU runs)."""
     return VitShape(dim=32, depth=1, heads=2, mlp=64, image=16, patch=4, classes=16)
+
+
+@torch.no_grad()
+def prune_by_magnitude_(model: nn.Module) -> int:
+    """2:4-prune every eligible Linear/Conv2d by |W| (speed does not depend on which 2 are kept)."""
+    count = 0
+    for layer in weight_layers(model).values():
+        if nm_ineligible_reason(layer) is None:
+            weight = layer.get_parameter("weight")
+            weight.mul_(nm_keep_mask(weight.abs()).to(weight.dtype))
+            count += 1
+    return count

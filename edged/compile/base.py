@@ -10,7 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from edged.errors import InvalidInput
-from edged.export.inputs import ModelInputs
+from edged.compile.inputs import ModelInputs
 from edged.sparse.layers import PRUNABLE_TYPES, WeightLayer
 from edged.sparse.nm import check_2_4, nm_ineligible_reason
 
@@ -65,8 +65,3 @@ def require_cpu(model: nn.Module) -> None:
                 f"compile expects the model on the CPU; {name!r} is on {param.device}",
                 detail={"accepted": "model.cpu() before compile_model(...)"},
             )
-
-
-def pruned_weights(layers: dict[str, WeightLayer]) -> dict[str, Tensor]:
-    """{weight name: weight} for the pattern checks of exported artifacts."""
-    return {name: layer.get_parameter("weight").detach() for name, layer in layers.items()}

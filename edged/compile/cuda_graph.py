@@ -13,8 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from edged.compile.timing import capture_graph
-from edged.export.inputs import ModelInputs, map_tensors
+from edged.measure.clocks import capture_graph
+from edged.compile.inputs import ModelInputs, map_tensors
 
 
 def _shape_key(inputs: ModelInputs) -> tuple:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from edged.compile.base import CompiledModel, CompileReport, pruned_weights, two_four_layers
-from edged.export.inputs import ModelInputs, call_model
-from edged.export.program import check_program_2_4, export_program, load_program_module
+from edged.compile.base import CompiledModel
+from edged.compile.inputs import ModelInputs, call_model
+from edged.compile.program import load_program_module
+from edged.compile.recipe import export_checked, predictor
 
 
 def probe() -> tuple[bool, str]:
@@ -17,17 +19,7 @@ def probe() -> tuple[bool, str]:
 
 
 def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> CompiledModel:
-    sparse, dense = two_four_layers(model)
-    path = export_program(model, example_inputs, out_dir / "model.pt2")
-    check = check_program_2_4(path, pruned_weights(sparse))
-    check.raise_if_failed()
-    program = load_program_module(path)
-
-    @torch.no_grad()
-    def predict(inputs: ModelInputs) -> torch.Tensor:
-        return call_model(program, inputs).float().cpu()
-
-    report = CompileReport(backend="eager", details={"pattern_check": check.as_dict()})
-    report.dense.update(dense)
-    report.dense.update({name: "eager PyTorch runs dense kernels; 2:4 pattern kept in the artifact" for name in sparse})
-    return CompiledModel("eager", path, predict, report)
+    exported = export_checked(model, example_inputs, out_dir / "model.pt2")
+    program = load_program_module(exported.path)
+    report = exported.report("eager", sparse_runs_dense="eager PyTorch runs dense kernels; 2:4 pattern kept in the artifact")
+    return CompiledModel("eager", exported.path, predictor(partial(call_model, program)), report)

@@ -15,7 +15,7 @@ from torch import nn
 
 from edged.compile.base import CompiledModel, require_cpu
 from edged.errors import InvalidInput, Unavailable
-from edged.export.inputs import ModelInputs, validate_inputs
+from edged.compile.inputs import ModelInputs, validate_inputs
 
 BACKENDS: dict[str, str] = {
     "tensorrt": "edged.compile.tensorrt_builder",

@@ -36,20 +36,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edged.compile.base import CompiledModel, CompileReport, two_four_layers
+from edged.compile.base import CompiledModel, two_four_layers
 from edged.compile.cuda_graph import GraphedRunner
 from edged.compile.cusparselt_lib import CompressedWeight, CusparseLtError, KernelConfig, SparseMatmulPlan, context
+from edged.compile.inputs import ModelInputs, call_model, to_device
 from edged.compile.isolation import run_isolated, worker_main
-from edged.compile.timing import time_cuda
+from edged.compile.recipe import export_checked, predictor
 from edged.errors import Unsupported
-from edged.export.inputs import ModelInputs, call_model, to_device
+from edged.measure.timing import time_cuda
+from edged.sparse.nm import nm_keep_mask
 
 DTYPE = torch.float16
 TOKEN_ALIGN = 8  # cuSPARSELt fp16: the dense operand's dimensions must be multiples of 8
 WEIGHT_ALIGN = 16  # cuSPARSELt fp16: the sparse weight's dimensions must be multiples of 16
 MIN_SPEEDUP = 1.02  # keep sparse only when it beats dense by more than timing noise
 PLAN_TIMEOUT_S = 600.0  # all shapes of one model, worker start-ups included
-GRAPH_REPEAT = 10  # calls per timed graph replay (see timing.py)
+GRAPH_REPEAT = 10  # calls per timed graph replay (see edged/measure/clocks.py)
 MAX_SWEEP_ALG = 64  # alg ids timed per shape (the H100 with cuSPARSELt 0.8 has 50)
 WORKER = "edged.compile.semi_structured"
 
@@ -163,8 +165,6 @@ def cuda_healthy() -> bool:
 
 def random_2_4_linear(out_f: int, in_f: int, bias: bool) -> nn.Linear:
     """fp16 CUDA Linear with random weights pruned to 2:4 (kernel speed does not depend on values)."""
-    from edged.sparse.nm import nm_keep_mask
-
     layer = nn.Linear(in_f, out_f, bias=bias).to("cuda", DTYPE).eval()
     with torch.no_grad():
         layer.weight.mul_(nm_keep_mask(layer.weight.abs()).to(DTYPE))  # (out, in)
@@ -359,9 +359,7 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
     Decisions are made at the example's batch size: compile with the batch you will serve.
     The artifact is the plan (JSON: per-layer choice, timings, kernel configs, versions) next to
     the torch.export program of the merged weights it applies to."""
-    from edged.export.program import export_program
-
-    program = export_program(model, example_inputs, out_dir / "model.pt2")
+    exported = export_checked(model, example_inputs, out_dir / "model.pt2")
     gpu_model = copy.deepcopy(model).to("cuda", DTYPE).eval()
     inputs = to_device(example_inputs, "cuda", DTYPE)
     with torch.inference_mode():
@@ -369,22 +367,19 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
     choices, dense = sparsify_linears_(gpu_model, inputs)
     runner = GraphedRunner(lambda x: call_model(gpu_model, x))
     max_err = check_close(runner(inputs), dense_out, "the 2:4 model")
-
-    def predict(batch: ModelInputs) -> Tensor:
-        return runner(to_device(batch, "cuda", DTYPE)).float().cpu()
-
-    report = CompileReport(backend="cusparselt", dense=dense)
+    report = exported.report("cusparselt")
+    report.dense.update(dense)  # adds the 2:4 layers cuSPARSELt keeps dense, each with why
     report.sparse = {n: f"{c.describe()}: {c.reason}" for n, c in choices.items() if n not in dense}
-    report.details = {
+    report.details.update({
         "max_rel_err_vs_dense_fp16": max_err,
         "cuda_graph_fallbacks": runner.fallbacks,
         "device": probe()[1],
         "torch": torch.__version__,
         "choices": {n: asdict(c) for n, c in choices.items()},
-    }
+    })
     plan = out_dir / "cusparselt_plan.json"
-    plan.write_text(json.dumps({**report.as_dict(), "program": program.name}, indent=2, default=str))
-    return CompiledModel("cusparselt", plan, predict, report)
+    plan.write_text(json.dumps({**report.as_dict(), "program": exported.path.name}, indent=2, default=str))
+    return CompiledModel("cusparselt", plan, predictor(runner, "cuda", DTYPE), report)
 
 
 if __name__ == "__main__":  # a tuning worker (see isolation.run_isolated)

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edged.compile.base import CompiledModel, CompileReport, pruned_weights, two_four_layers
+from edged.compile.base import CompiledModel
+from edged.compile.inputs import ModelInputs, batch_size
+from edged.compile.onnx_export import onnx_max_abs_diff
+from edged.compile.recipe import export_checked, predictor
 from edged.errors import Unavailable, Unsupported
-from edged.export.inputs import ModelInputs, batch_size, to_device
-from edged.export.onnx import check_onnx_2_4, export_onnx, onnx_max_abs_diff
 
 SPARSITY_LINE = re.compile(
     r"\(Sparsity\) (Layers eligible for sparse math|TRT inference plan picked sparse implementation for layers): ?(.*)")
@@ -192,29 +193,20 @@ class EngineRunner:
 
 
 def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path, max_batch: int = 128) -> CompiledModel:
-    sparse, dense = two_four_layers(model)
-    onnx_path = export_onnx(model, example_inputs, out_dir / "model.onnx")
-    check = check_onnx_2_4(onnx_path, pruned_weights(sparse))
-    check.raise_if_failed()
-    onnx_max_abs_diff(model, onnx_path, example_inputs)
+    exported = export_checked(model, example_inputs, out_dir / "model.onnx")
+    onnx_max_abs_diff(model, exported.path, example_inputs)
     engine_path = out_dir / "model.engine"
-    plan, log = build_engine(onnx_path, example_inputs, engine_path, max(max_batch, batch_size(example_inputs)))
+    plan, log = build_engine(exported.path, example_inputs, engine_path, max(max_batch, batch_size(example_inputs)))
     runner = EngineRunner(plan)
-
-    def predict(inputs: ModelInputs) -> Tensor:
-        return runner(to_device(inputs, "cuda")).float().cpu()
-
     found = sparsity_from_log(log)
-    tactics = sparse_tactic_layers(runner.engine)
-    report = CompileReport(backend="tensorrt", dense=dense)
+    report = exported.report("tensorrt")
     report.sparse = {name: "TensorRT picked a sparse implementation" for name in found["picked"]}
-    report.details = {
-        "pattern_check": check.as_dict(),
+    report.details.update({
         "eligible": found["eligible"],
         "picked": found["picked"],
-        "sparse_tactics": tactics,
+        "sparse_tactics": sparse_tactic_layers(runner.engine),
         "eligible_not_picked": [n for n in found["eligible"] if n not in found["picked"]],
-        "pruned_weights": sorted(sparse),
-    }
+        "pruned_weights": sorted(exported.sparse),
+    })
     (out_dir / "tensorrt_report.json").write_text(json.dumps(report.as_dict(), indent=2))
-    return CompiledModel("tensorrt", engine_path, predict, report)
+    return CompiledModel("tensorrt", engine_path, predictor(runner, "cuda"), report)

@@ -8,8 +8,7 @@ SSE readers need a few per second, not thousands); stage and epoch events are al
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 import sqlite_utils
@@ -18,14 +17,6 @@ from edged.jobs import records
 
 STEP_EVENT_INTERVAL_S = 0.25
 CANCEL_CHECK_INTERVAL_S = 0.5
-# Where each stage starts on the 0..1 progress scale; training fills TRAIN_SPAN by step.
-STAGE_PROGRESS = {
-    "validate": 0.0, "prepare": 0.03, "evaluate_before": 0.05, "dense_reference": 0.055, "calibrate": 0.06,
-    "prune": 0.07, "evaluate_pruned": 0.075, "score": 0.08, "mask": 0.09,
-    "prepare_method": 0.09, "train": 0.1, "merge": 0.9, "evaluate": 0.91, "export": 0.94, "compile": 0.96,
-    "record": 0.99,
-}
-TRAIN_SPAN = (0.1, 0.9)
 
 
 class JobStopped(Exception):
@@ -37,12 +28,14 @@ class JobStopped(Exception):
 
 
 class ProgressReporter:
-    """Callable given to `adapt(on_progress=...)`; also times the pipeline's own stages."""
+    """The pipeline's progress callback in a job. `stage_progress`: where each stage starts on the 0..1
+    scale; `train_span`: the part of it training fills, step by step (both from `edged.pipeline.stages`)."""
 
-    def __init__(self, db: sqlite_utils.Database, job_id: str, terminating: Callable[[], bool]) -> None:
+    def __init__(self, db: sqlite_utils.Database, job_id: str, terminating: Callable[[], bool],
+                 stage_progress: Mapping[str, float], train_span: tuple[float, float]) -> None:
         self.db, self.job_id, self.terminating = db, job_id, terminating
+        self.stage_progress, self.train_span = stage_progress, train_span
         self.stage_name: Optional[str] = None
-        self.stage_seconds: dict[str, float] = {}
         self._last_step_write = 0.0
         self._last_cancel_check = 0.0
 
@@ -55,15 +48,6 @@ class ProgressReporter:
         else:
             records.add_event(self.db, self.job_id, kind, _without_type(event), self.stage_name)
         self.check_stop()
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """A pipeline stage outside the core (validate, export, compile, record), reported like the core's."""
-        self({"type": "stage", "stage": name, "status": "started"})
-        start = time.perf_counter()
-        yield
-        self.stage_seconds[name] = round(time.perf_counter() - start, 3)
-        self({"type": "stage", "stage": name, "status": "finished", "seconds": self.stage_seconds[name]})
 
     def check_stop(self) -> None:
         """Raise JobStopped if the daemon is stopping this worker, or (checked at most every 0.5 s) on cancel."""
@@ -79,7 +63,7 @@ class ProgressReporter:
         name = event["stage"]
         if event["status"] == "started":
             self.stage_name = name
-            records.set_progress(self.db, self.job_id, STAGE_PROGRESS.get(name, 0.0), stage=name)
+            records.set_progress(self.db, self.job_id, self.stage_progress[name], stage=name)
         records.add_event(self.db, self.job_id, "stage", _without_type(event), name)
 
     def _on_step(self, event: dict[str, Any]) -> None:
@@ -88,7 +72,7 @@ class ProgressReporter:
         if now - self._last_step_write < STEP_EVENT_INTERVAL_S and not last:
             return
         self._last_step_write = now
-        low, high = TRAIN_SPAN
+        low, high = self.train_span
         records.set_progress(self.db, self.job_id, low + (high - low) * event["step"] / max(event["total_steps"], 1))
         records.add_event(self.db, self.job_id, "step", _without_type(event), self.stage_name)
 

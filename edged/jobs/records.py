@@ -19,16 +19,17 @@ import sqlite_utils
 
 from edged.errors import Conflict, Corrupt, NotFound
 from edged.jobs.states import ACTIVE_STATES, FINAL_STATES, JobState
+from edged.pipeline.config import JobConfig
 from edged.store.blobs import BlobStore
 from edged.store.db import utc_now
 
 
-def create_job(db: sqlite_utils.Database, model: str, dataset_id: str, method: str, config: dict[str, Any]) -> str:
+def create_job(db: sqlite_utils.Database, model: str, dataset_id: str, method: str, config: JobConfig) -> str:
     job_id = uuid.uuid4().hex
     with db.atomic():
         db.table("jobs").insert({
             "id": job_id, "state": JobState.QUEUED, "progress": 0.0, "model": model, "dataset_id": dataset_id,
-            "method": method, "config": json.dumps(config), "created_at": utc_now(),
+            "method": method, "config": config.model_dump_json(), "created_at": utc_now(),
         })
         add_event(db, job_id, "state", {"state": JobState.QUEUED})
     return job_id

@@ -1,44 +1,27 @@
 """Request and response bodies of /v1/jobs (the field names are the public contract).
 
-Training fields reuse AdaptConfig's own fields (defaults, bounds, descriptions): one source of truth.
+A job request is the job fields of the adaptation config (`edged.pipeline.config.JobFields`: defaults,
+bounds, descriptions and the method / 2:4 checks defined once there), the model's options, and what only
+a request names: the model, the dataset and the compile backend.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edged.adapt.config import AdaptConfig
 from edged.jobs.states import FINAL_STATES, JobState
+from edged.pipeline.config import JobFields, ModelOptions
 
 
-def _adapt_field(name: str) -> Any:
-    """AdaptConfig's own field (default, bounds, description), typed Any so the annotation stays readable."""
-    return AdaptConfig.model_fields[name]
-
-
-class JobCreate(BaseModel):
+class JobCreate(JobFields, ModelOptions):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="a registered model (GET /v1/models), a transformers directory, "
                        "or 'package.module:factory[=weights.safetensors]'")
     dataset: str = Field(description="id of an uploaded dataset (POST /v1/datasets)")
-    method: str = Field(_adapt_field("method").default, description="a registered adaptation method or baseline")
-    budget: float = _adapt_field("budget")
-    epochs: int = _adapt_field("epochs")
-    lr: Optional[float] = _adapt_field("lr")
-    batch_size: int = _adapt_field("batch_size")
-    memory_budget_mb: Optional[float] = Field(
-        None, gt=0.0, description="peak memory allowed for calibration, in MiB (default: EDGED_DEFAULT_MEMORY_BUDGET_MB)"
-    )
-    sparsity: Literal["none", "2:4"] = _adapt_field("sparsity")
-    dense_reference: bool = _adapt_field("dense_reference")
-    distill_weight: float = _adapt_field("distill_weight")
     compile: str = Field("none", description="compile backend for the adapted model ('auto', a backend name) or 'none'")
-    seed: int = _adapt_field("seed")
-    image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")
-    max_length: Optional[int] = Field(None, description="token limit of a text model (default: the model's)")
 
 
 class JobPublic(BaseModel):

@@ -13,16 +13,14 @@ from typing import Any, Optional
 import sqlite_utils
 from pydantic import ValidationError
 
-from edged.adapt.config import AdaptConfig
-from edged.adapt.run import check_config
 from edged.compile.registry import AUTO_ORDER
 from edged.data.preprocess import check_image_size
 from edged.errors import InvalidInput, NotFound, quoted
 from edged.jobs.schemas import JobCreate
-from edged.methods import all_methods
 from edged.models import user
 from edged.models.registry import list_models
 from edged.models.sources import FACTORIES_SETTING, MODELS_DIR_SETTING, ModelSources
+from edged.pipeline.config import AdaptConfig, JobConfig, JobFields, ModelOptions
 from edged.settings import Settings
 from edged.store.datasets import get_dataset
 
@@ -30,17 +28,17 @@ COMPILE_CHOICES = ("none", "auto", *AUTO_ORDER)
 OPTION_KINDS = {"image_size": "image", "max_length": "text"}  # preprocessing option -> models taking it
 
 
-def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tuple[JobCreate, dict[str, Any]]:
-    """(the request, the config the job runs with), or InvalidInput listing every reason."""
+def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tuple[JobCreate, JobConfig]:
+    """(the request, the config the job runs with), or InvalidInput listing every reason. The request's own
+    fields (the method and 2:4 checks among them) are checked by JobCreate; the model, the dataset and
+    whether their kinds fit, here."""
     reasons: list[dict[str, Any]] = []
     job: Optional[JobCreate] = None
     try:
         job = JobCreate.model_validate(body)
     except ValidationError as exc:
-        reasons += [_reason(e["loc"], e["msg"], e["type"]) for e in exc.errors()]
+        reasons += [_reason(e["loc"], _message(e), e["type"]) for e in exc.errors()]
     fields = body if isinstance(body, dict) else {}
-    _check_method(fields.get("method", "taskedge"), reasons)
-    _check_sparsity(fields.get("method", "taskedge"), fields.get("sparsity", "none"), reasons)
     _check_compile(fields.get("compile", "none"), reasons)
     model_kind = _model_kind(fields.get("model"), ModelSources.from_settings(settings), reasons)
     dataset_kind = _dataset_kind(db, fields.get("dataset"), reasons)
@@ -52,40 +50,24 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
     raise InvalidInput(f"job rejected: {summary}", detail=reasons)
 
 
-def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) -> dict[str, Any]:
-    """What the worker needs: the full AdaptConfig, the model's preprocessing options, the compile choice."""
-    adapt = AdaptConfig.model_validate({
-        "method": job.method, "budget": job.budget, "epochs": job.epochs, "lr": job.lr, "batch_size": job.batch_size,
-        "memory_budget_mb": job.memory_budget_mb or settings.default_memory_budget_mb, "sparsity": job.sparsity,
-        "dense_reference": job.dense_reference, "distill_weight": job.distill_weight, "seed": job.seed,
-        "device": settings.device,
-    })
-    options: dict[str, Any] = {k: v for k, v in (("image_size", job.image_size), ("max_length", job.max_length))
-                               if v is not None}
+def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) -> JobConfig:
+    """What the worker runs: the request's job fields with the daemon's device and default memory budget,
+    the model's options, the compile choice."""
+    fields = job.model_dump(include=set(JobFields.model_fields))
+    fields["memory_budget_mb"] = job.memory_budget_mb or settings.default_memory_budget_mb
+    options = job.model_dump(include=set(ModelOptions.model_fields), exclude_none=True)
     if user.is_factory_spec(job.model) and job.model not in _registered():
         options["kind"] = dataset_kind  # a user factory takes the dataset's kind (image or tabular)
-    return {"adapt": adapt.model_dump(), "model_options": options, "compile": job.compile}
+    return JobConfig(adapt=AdaptConfig(**fields, device=settings.device), model_options=options, compile=job.compile)
+
+
+def _message(error: Any) -> str:
+    """pydantic's message; a validator's own words without pydantic's 'Value error, ' in front."""
+    return str(error["ctx"]["error"]) if error["type"] == "value_error" and "error" in error.get("ctx", {}) else error["msg"]
 
 
 def _reason(loc: Any, msg: str, type_: str) -> dict[str, Any]:
     return {"loc": ["body", *loc] if isinstance(loc, (list, tuple)) else ["body", loc], "msg": msg, "type": type_}
-
-
-def _check_method(method: Any, reasons: list[dict[str, Any]]) -> None:
-    methods = all_methods()
-    if isinstance(method, str) and method not in methods:
-        reasons.append(_reason("method", f"unknown method {method!r}; accepted: {', '.join(methods)}", "unknown"))
-
-
-def _check_sparsity(method: Any, sparsity: Any, reasons: list[dict[str, Any]]) -> None:
-    """2:4 only with methods whose updates keep the pattern (the adaptation core's own rule)."""
-    if not isinstance(method, str) or method not in all_methods() or sparsity != "2:4":
-        return
-    try:
-        check_config(AdaptConfig(method=method, sparsity="2:4"))
-    except InvalidInput as exc:
-        accepted = ", ".join(exc.detail["accepted"]) if isinstance(exc.detail, dict) else ""
-        reasons.append(_reason("sparsity", f"{exc.message}; methods that keep it: {accepted}", "incompatible"))
 
 
 def _check_compile(backend: Any, reasons: list[dict[str, Any]]) -> None:

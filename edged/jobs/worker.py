@@ -100,7 +100,8 @@ def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
     # Heavy (torch): imported after the signal handler is set.
     import torch
 
-    from edged.jobs.pipeline import run_pipeline
+    from edged.jobs.execute import execute_job
+    from edged.pipeline.stages import STAGE_PROGRESS, TRAIN_SPAN
 
     torch.set_num_threads(settings.worker_threads or default_threads())
 
@@ -109,9 +110,9 @@ def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
         job = records.get_job(db, job_id)
         directory = job_dir(settings.data_dir, job_id)
         directory.mkdir(parents=True, exist_ok=True)
-        reporter = ProgressReporter(db, job_id, lambda: termination.requested)
+        reporter = ProgressReporter(db, job_id, lambda: termination.requested, STAGE_PROGRESS, TRAIN_SPAN)
         try:
-            run_pipeline(settings, db, BlobStore(settings.blobs_dir), job, directory, reporter)
+            execute_job(settings, db, BlobStore(settings.blobs_dir), job, directory, reporter)
         except JobStopped as stop:
             if not stop.cancelled:
                 log.info("job %s stopped by SIGTERM during %s; it stays resumable", job_id, reporter.stage_name)

@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from edged.adapt.config import AdaptConfig
+from edged.methods.options import MaskOptions
 from edged.methods.base import Adaptation, backbone_layers
 from edged.sparse.delta import attach_deltas_, merge_deltas_
 from edged.sparse.layers import count_weights
@@ -14,18 +14,18 @@ from edged.sparse.masks import budget_to_count, global_topk, nm_limited_scores, 
 
 
 def select_mask(
-    model: nn.Module, scores: dict[str, Tensor], config: AdaptConfig, allowed: Optional[dict[str, Tensor]] = None
+    model: nn.Module, scores: dict[str, Tensor], options: MaskOptions, allowed: Optional[dict[str, Tensor]] = None
 ) -> dict[str, Tensor]:
     """The trainable mask: budget or k, per-neuron or global, optional N:M limit, inside `allowed`."""
     if allowed is not None:
         scores = restrict_scores(scores, allowed)
-    nm = config.nm_pair()
+    nm = options.nm_pair()
     if nm is not None:
         scores = nm_limited_scores(scores, *nm)
-    if config.k is not None:
-        return per_neuron_topk(scores, k=config.k)
-    count = budget_to_count(config.budget, count_weights(backbone_layers(model)))
-    if config.allocation == "global":
+    if options.k is not None:
+        return per_neuron_topk(scores, k=options.k)
+    count = budget_to_count(options.budget, count_weights(backbone_layers(model)))
+    if options.allocation == "global":
         return global_topk(scores, count)
     return per_neuron_topk(scores, count=count)
 

@@ -1,20 +1,8 @@
-"""The base-model registry: built-in backbones registered next to their code, plus user models.
+"""The base-model registry: built-in backbones register themselves here, next to their code.
 
-`load_model(spec, num_classes)` accepts three kinds of spec:
-
-- a registered name: `mobilenet_v2`, `minilm-l6` (see `list_models()`);
-- `package.module:factory` or `package.module:factory=path/to/weights.safetensors` (or `.pt` /
-  `.pth`, a torch state dict): a Python callable returning a backbone module that maps inputs to
-  (N, D) features, with its weights loaded strictly from the file (without `=...`, the factory's own
-  weights are used). See `edged.models.user` for how D and the kind are found;
-- a path to a transformers directory (config.json + safetensors weights + tokenizer files): a text
-  encoder with mean pooling over non-padding tokens.
-
-Jobs pass `sources` (`edged.models.sources`): factories must be on the allow-list and paths inside the
-models directory. Without it (the operator's own code: benchmarks, tests) every spec is loaded.
-
-The result is a `Classifier` (backbone + a Linear head sized to the classes), a `preprocess`
-function turning a `TaskData` into model-ready tensors, and a `ModelInfo` describing it.
+A builder `build(options) -> Backbone` is registered with `@register(name, kind=..., ...)`;
+`list_models()` describes every registered model and whether it can be loaded on this machine.
+Loading by spec (registered names, user factories, transformers directories) is `edged.models.loader`.
 """
 
 from __future__ import annotations
@@ -24,18 +12,14 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
 from edged.data.task import Inputs, Kind, TaskData
-from edged.devices import resolve_device
-from edged.errors import InvalidInput, NotFound, Unavailable, quoted
-from edged.models.classifier import Classifier
+from edged.errors import InvalidInput, Unavailable
 from edged.models.sources import ModelSources
-from edged.sparse.layers import weight_layers
 
 
 @dataclass
@@ -71,13 +55,6 @@ class ModelInfo(BaseModel):
     )
     available: bool = Field(default=True, description="whether the packages this model needs are installed")
     reason: Optional[str] = Field(default=None, description="why the model is unavailable, with the fix")
-
-
-@dataclass
-class LoadedModel:
-    model: Classifier
-    preprocess: Callable[[TaskData], Inputs]  # -> model-ready tensors on CPU, samples on dim 0
-    info: ModelInfo
 
 
 _ENTRIES: dict[str, Entry] = {}
@@ -133,55 +110,6 @@ def list_models() -> list[ModelInfo]:
     return [_entry_info(_ENTRIES[name]) for name in registered_names()]
 
 
-def load_model(
-    spec: str,
-    num_classes: int,
-    device: Union[str, torch.device] = "cpu",
-    seed: Optional[int] = None,
-    sources: Optional[ModelSources] = None,
-    **options: Any,
-) -> LoadedModel:
-    """Load a backbone by spec (see the module docstring), attach a head of `num_classes` outputs.
-
-    `options` are preprocessing options (`image_size` for image models, `max_length` for text
-    models; `kind` for module:factory models). `seed` makes the head's initialisation independent
-    of the global torch RNG; without it the head draws from the global RNG (so `torch.manual_seed`
-    fixes it). `sources` restricts user factories and paths (see the module docstring). The model
-    is returned in eval mode on `device`.
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise InvalidInput(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    target = resolve_device(device)
-    backbone, info = _load_backbone(spec, options, sources)
-    weight_layers(backbone.module, prefix="backbone.")  # raises InvalidInput if nothing can be adapted
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    model = Classifier(backbone.module, backbone.feature_dim, num_classes, info.kind, generator=generator)
-    model = model.to(target).eval()
-    preprocess = _checked_preprocess(backbone.preprocess, info)
-    return LoadedModel(model=model, preprocess=preprocess, info=info)
-
-
-def _load_backbone(spec: str, options: Mapping[str, Any],
-                   sources: Optional[ModelSources]) -> tuple[Backbone, ModelInfo]:
-    from edged.models import text, user  # imported here: both import this module (registration)
-
-    if spec in _ENTRIES:
-        return _load_entry(_ENTRIES[spec], options)
-    if user.is_factory_spec(spec):
-        return user.load_factory(spec, options, sources)
-    directory = model_path(spec, sources)
-    if directory.is_dir():
-        return text.load_transformers_dir(directory, options)
-    raise NotFound(
-        f"no model {quoted(spec)}: not a registered name, a module:factory spec or a transformers directory",
-        detail={"registered": registered_names(), "accepted": ACCEPTED_SPECS},
-    )
-
-
-ACCEPTED_SPECS = ("a registered name (GET /v1/models), 'package.module:factory[=path/to/weights.safetensors]', "
-                  "or a directory with config.json, safetensors weights and tokenizer files")
-
-
 def model_path(given: str, sources: Optional[ModelSources]) -> Path:
     """The file or directory a spec names: inside the models directory when `sources` is given."""
     if sources is not None:
@@ -189,7 +117,9 @@ def model_path(given: str, sources: Optional[ModelSources]) -> Path:
     return Path(given).expanduser() if given.startswith("~/") else Path(given)
 
 
-def _load_entry(entry: Entry, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
+def load_registered(name: str, options: Mapping[str, Any]) -> tuple[Backbone, ModelInfo]:
+    """The registered model's backbone built with `options` over its defaults, and its description."""
+    entry = _ENTRIES[name]
     info = _entry_info(entry)
     if not info.available:
         raise Unavailable(f"model {entry.name!r} cannot be loaded: {info.reason}")
@@ -209,17 +139,3 @@ def merge_options(name: str, defaults: Mapping[str, int], given: Mapping[str, An
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"option {key} must be an integer, got {value!r}")
     return {**defaults, **given}
-
-
-def _checked_preprocess(preprocess: Callable[[TaskData], Inputs], info: ModelInfo) -> Callable[[TaskData], Inputs]:
-    """`preprocess` guarded so that a dataset of the wrong kind fails with a clear message."""
-
-    def checked(task: TaskData) -> Inputs:
-        if task.kind != info.kind:
-            raise InvalidInput(
-                f"model {info.name!r} takes {info.kind} data, the dataset is {task.kind}",
-                detail={"accepted": info.input},
-            )
-        return preprocess(task)
-
-    return checked

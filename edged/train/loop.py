@@ -97,11 +97,7 @@ def train(
     epoch with the optimizer state, the schedule and the RNG states where they were, so it ends as an
     uninterrupted run would. `epochs_run` counts the job's epochs, those of the interrupted runs included.
     """
-    groups = [
-        {"params": [p for n, p in params.items() if n not in head_names], "lr": settings.lr},
-        {"params": [p for n, p in params.items() if n in head_names], "lr": settings.head_lr},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
+    optimizer = _optimizer(params, head_names, settings)
     inputs, labels = train_data
     targets = labels if teacher_logits is None else {"y": labels, "teacher": teacher_logits}
     steps_per_epoch = -(-int(labels.shape[0]) // settings.batch_size)
@@ -131,14 +127,7 @@ def train(
             record = {"type": "epoch", "epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1),
                       "val_accuracy": val_acc, "samples_per_s": seen / max(busy, 1e-9)}
             history.append(record)
-            if val_acc > best.best_accuracy:
-                best = Checkpoint(trainable_state(params), epoch, val_acc, epoch, val_acc)
-                if settings.checkpoint_dir:
-                    save_checkpoint(settings.checkpoint_dir / "best.safetensors", best)
-            if settings.checkpoint_dir:
-                save_checkpoint(settings.checkpoint_dir / "last.safetensors", Checkpoint(
-                    dict(params), epoch, val_acc, best.best_epoch, best.best_accuracy,
-                    optimizer_state(optimizer, params), _rng_states(generator, device)))
+            best = _keep_epoch(settings.checkpoint_dir, params, optimizer, generator, device, epoch, val_acc, best)
             if on_progress:  # after the checkpoint: an epoch announced is an epoch a restart keeps
                 on_progress(record)
             if epoch - best.best_epoch >= settings.patience:
@@ -148,6 +137,31 @@ def train(
             params[name].copy_(value)
     epochs_run = first_epoch + len(history)
     return TrainResult(best.best_accuracy, best.best_epoch, epochs_run, step, seen / max(busy, 1e-9), peak.mb, history)
+
+
+def _optimizer(params: dict[str, nn.Parameter], head_names: set[str], settings: TrainSettings) -> torch.optim.AdamW:
+    """AdamW over the trainable tensors: the backbone part at `lr`, the head at `head_lr`."""
+    groups = [
+        {"params": [p for n, p in params.items() if n not in head_names], "lr": settings.lr},
+        {"params": [p for n, p in params.items() if n in head_names], "lr": settings.head_lr},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
+
+
+def _keep_epoch(directory: Optional[Path], params: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer,
+                generator: torch.Generator, device: torch.device, epoch: int, val_acc: float,
+                best: Checkpoint) -> Checkpoint:
+    """The best epoch so far (this one if it beat it), and in `directory` best.safetensors and
+    last.safetensors (the trainable tensors, optimizer and RNG states to resume after this epoch)."""
+    if val_acc > best.best_accuracy:
+        best = Checkpoint(trainable_state(params), epoch, val_acc, epoch, val_acc)
+        if directory:
+            save_checkpoint(directory / "best.safetensors", best)
+    if directory:
+        save_checkpoint(directory / "last.safetensors", Checkpoint(
+            dict(params), epoch, val_acc, best.best_epoch, best.best_accuracy,
+            optimizer_state(optimizer, params), _rng_states(generator, device)))
+    return best
 
 
 def _loss(logits: Tensor, target: Inputs, settings: TrainSettings) -> Tensor:

@@ -23,6 +23,7 @@ from edged.settings import get_settings
 from edged.store import datasets
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
+from edged.pipeline.config import AdaptConfig, JobConfig
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -37,7 +38,8 @@ def _seed_store(app_settings, tmp_path) -> None:
     try:
         rows = "f1,f2,label\n" + "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(20))
         dataset = datasets.save_dataset(db, blobs, "t.csv", rows.encode(), limits=app_settings.upload_limits())
-        job_id = records.create_job(db, "edged_jobs_test_model:small_cnn", dataset["id"], "taskedge", {"adapt": {}})
+        job_id = records.create_job(db, "edged_jobs_test_model:small_cnn", dataset["id"], "taskedge",
+                                   JobConfig(adapt=AdaptConfig()))
         assert records.claim_next(db)["id"] == job_id
         artifact = tmp_path / "delta.safetensors"
         artifact.write_bytes(b"not really safetensors")

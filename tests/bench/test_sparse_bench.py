@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from edged.bench.sparse import format_table, main, prune_by_magnitude_
+from edged.bench.sparse import format_table, main
 from edged.bench.sparse_gpu_probe import format_tables, layer_shapes_at, plan_entries, run_probe, tuned_rows
-from edged.bench.vit import VitEncoder, tiny_vit_shape
+from edged.bench.vit import VitEncoder, prune_by_magnitude_, tiny_vit_shape
 from edged.compile.semi_structured import choose, probe
 from edged.sparse.layers import weight_layers
 from edged.sparse.nm import group_nonzeros

@@ -1,34 +1,36 @@
+"""Pruned tiny models (from `tiny_model`) with example inputs, for the exporters and the backends."""
+
 import pytest
 import torch
 from torch import nn
 
-from edged.sparse.layers import weight_layers
-from edged.sparse.nm import prune_2_4_
+from tiny_model import TinyCNN, TinyMLP, TinyText, pruned_2_4
 
 
-class TinyMLP(nn.Module):
-    """Token MLP (B, T, 32) -> logits (B, 16): Linear sizes multiples of 16, plus an ineligible one."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(32, 64)
-        self.fc2 = nn.Linear(64, 32)
-        self.odd = nn.Linear(32, 16)
-        self.head = nn.Linear(16, 16)
-        self.odd_in = nn.Linear(6, 6)  # in=6: not 2:4-eligible
-
-    def forward(self, x):
-        h = self.fc2(torch.relu(self.fc1(x))).mean(1)  # (B, 32)
-        return self.head(torch.relu(self.odd(h))) + self.odd_in(h[:, :6]).sum(-1, keepdim=True)
+def _pruned_weights(model: nn.Module, pruned: list[str]) -> dict[str, torch.Tensor]:
+    weights = dict(model.named_parameters())
+    return {name: weights[name].detach().clone() for name in pruned}
 
 
 @pytest.fixture
 def pruned_mlp():
-    torch.manual_seed(0)
-    model = TinyMLP()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_((torch.rand_like(p) + 0.1) * torch.where(torch.rand_like(p) < 0.5, -1.0, 1.0))
-    layers = weight_layers(model)
-    report = prune_2_4_(model, {n: l.weight.abs() for n, l in layers.items()}, layers)
-    return model.eval(), report, torch.randn(4, 8, 32)
+    """(TinyMLP pruned to 2:4, its prune report, a (4, 8, 32) token batch)."""
+    model, report = pruned_2_4(TinyMLP())
+    return model, report, torch.randn(4, 8, 32)
+
+
+@pytest.fixture
+def cnn():
+    """(TinyCNN pruned to 2:4, {weight name: pruned weight}, a batch of 3 images of 8 x 8)."""
+    model, report = pruned_2_4(TinyCNN())
+    return model, _pruned_weights(model, report.pruned), torch.randn(3, 3, 8, 8)
+
+
+@pytest.fixture
+def text():
+    """(TinyText pruned to 2:4, {weight name: pruned weight}, token ids and a mask with padding)."""
+    model, report = pruned_2_4(TinyText())
+    ids = torch.randint(0, 64, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    return model, _pruned_weights(model, report.pruned), {"input_ids": ids, "attention_mask": mask}

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from edged.compile import compile_model
-from edged.export.inputs import call_model
+from edged.compile.inputs import call_model
 
 
 @pytest.mark.parametrize("backend", ["eager", "onnxruntime"])

@@ -7,7 +7,7 @@ from edged.compile import compile_model
 from edged.compile.semi_structured import probe as cusparselt_probe
 from edged.compile.isolation import run_isolated
 from edged.compile.tensorrt_builder import probe as tensorrt_probe
-from edged.export.inputs import call_model
+from edged.compile.inputs import call_model
 from edged.sparse.nm import check_2_4
 
 CUSPARSELT_OK, CUSPARSELT_WHY = cusparselt_probe()

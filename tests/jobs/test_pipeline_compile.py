@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from jobs_helpers import FAST_JOB, upload, wait_for
 from edged.api.app import create_app
 from edged.compile.registry import available_backends
-from edged.export.onnx import check_onnx_2_4
+from edged.compile.onnx_export import check_onnx_2_4
 from edged.jobs.states import FINAL_STATES
 from edged.sparse.nm import check_2_4
 from edged.store.db import open_db

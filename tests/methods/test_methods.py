@@ -5,11 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from tiny_model import tiny_classifier
-from edged.adapt.config import AdaptConfig
+from edged.pipeline.config import AdaptConfig
+from edged.data.preprocess import preprocess_images
 from edged.errors import InvalidInput
 from edged.methods import all_methods, get_method
 from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
 from edged.methods.sparse_delta import prepare_sparse, select_mask
+from edged.pipeline.adapt import adapt
+from edged.sparse.nm import check_2_4
 
 METHODS = all_methods()
 SPARSE = [name for name, m in METHODS.items() if m.kind == "sparse"]
@@ -57,7 +60,7 @@ def test_adapter_trains_and_merges_into_a_plain_model(name, digits_inputs):
     x, y = digits_inputs[0][:32], digits_inputs[1][:32]
     model = tiny_classifier().eval()
     config = AdaptConfig(method=name, budget=0.05, lora_rank=2)
-    adaptation = METHODS[name].function(model, TaskBatches(x, y, batch_size=16), config)
+    adaptation = METHODS[name].function(model, TaskBatches(x, y, batch_size=16), METHODS[name].options_for(config), None)
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert sum(p.numel() for p in adaptation.parameters) == adaptation.entries
     assert all(any(p is q for q in trainable) for p in adaptation.parameters)
@@ -74,3 +77,22 @@ def test_adapter_trains_and_merges_into_a_plain_model(name, digits_inputs):
     torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-5)
     plain = tiny_classifier()
     assert set(dict(model.named_parameters())) == set(dict(plain.named_parameters()))
+
+
+KEEPS_2_4 = [name for name, m in METHODS.items() if m.keeps_2_4]
+
+
+def test_the_registry_says_which_methods_keep_2_4():
+    assert {"taskedge", "magnitude", "fisher", "taso", "random", "head", "bn_bias"} == set(KEEPS_2_4)
+
+
+@pytest.mark.parametrize("name", KEEPS_2_4)
+def test_a_method_that_says_it_keeps_2_4_does(name, digits_task):
+    """The capability is checked by running it: prune, train, merge, and every pruned weight is still 2:4."""
+    config = AdaptConfig(method=name, sparsity="2:4", dense_reference=False, epochs=1, batch_size=32, budget=0.01,
+                         lr=3e-2, device="cpu")
+    result = adapt(tiny_classifier(), lambda task: preprocess_images(task.x, image_size=16), digits_task, config)
+    weights = dict(result.model.named_parameters())
+    assert result.pruning is not None and result.pruning.pruned
+    assert all(check_2_4(weights[weight].detach()) for weight in result.pruning.pruned)
+    assert result.metrics["sparsity"]["pattern_holds"]

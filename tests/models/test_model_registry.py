@@ -11,7 +11,12 @@ from edged.models import registry
 from edged.models.registry import Backbone, Entry
 from edged.sparse.layers import weight_layers
 
-REGISTERED = registry.registered_names()
+REGISTERED = registry.registered_names()  # parametrises the per-model tests; the expectations below are facts
+BUILT_INS = ["minilm-l6", "mobilenet_v2"]  # the models edged ships, sorted by name
+# backbone parameters, heads excluded: torchvision's MobileNetV2 (3,504,872) without its ImageNet classifier
+# Linear(1280, 1000) (1,281,000); BERT-style MiniLM, 6 layers of 384 (1,774,464 each), embeddings for
+# 30,522 tokens and 512 positions (11,918,592), pooler excluded
+BACKBONE_PARAMS = {"mobilenet_v2": 2_223_872, "minilm-l6": 22_565_376}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,8 @@ def tiny_task(kind: str) -> TaskData:
 
 def test_builtins_are_registered_and_listed():
     infos = {info.name: info for info in list_models()}
-    assert {"mobilenet_v2", "minilm-l6"} <= set(infos)
+    assert set(BUILT_INS) <= set(infos)
+    assert {name: infos[name].params for name in BUILT_INS} == BACKBONE_PARAMS
     assert infos["mobilenet_v2"].kind == "image" and infos["mobilenet_v2"].options == {"image_size": 64}
     assert infos["minilm-l6"].kind == "text" and infos["minilm-l6"].options == {"max_length": 128}
     assert all(isinstance(info, ModelInfo) and info.available and info.reason is None for info in infos.values())
@@ -96,7 +102,7 @@ def test_bad_load_requests_raise_clear_errors(spec, kwargs, error, words):
 def test_unknown_name_lists_the_registered_models():
     with pytest.raises(NotFound) as caught:
         load_model("resnet_9000", num_classes=2)
-    assert caught.value.detail["registered"] == REGISTERED
+    assert caught.value.detail["registered"] == BUILT_INS
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised when CUDA is absent")

@@ -1,8 +1,5 @@
 """User models: `module:factory=weights` with safetensors and torch state dicts, and every way it can go wrong."""
 
-import importlib
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -12,24 +9,19 @@ from edged.errors import InvalidInput, NotFound
 from edged.models import Classifier, load_model
 from edged.models.sources import ModelSources
 
-
-@pytest.fixture(autouse=True)
-def tiny_backbones(monkeypatch):
-    """The factories module, importable by name as a user's module would be."""
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    return importlib.import_module("tiny_backbones")
+import tiny_model  # the user factories, loaded below by spec (`tiny_model:small_cnn`) as an operator's module is
 
 
 @pytest.fixture
-def cnn_weights(tiny_backbones):
+def cnn_weights():
     torch.manual_seed(1)
-    return {k: v.clone() for k, v in tiny_backbones.small_cnn().state_dict().items()}
+    return {k: v.clone() for k, v in tiny_model.small_cnn().state_dict().items()}
 
 
 def test_factory_with_safetensors_loads_exact_weights_and_probes_feature_dim(tmp_path, cnn_weights):
     path = tmp_path / "cnn.safetensors"
     save_file(cnn_weights, str(path))
-    loaded = load_model(f"tiny_backbones:small_cnn={path}", num_classes=3, image_size=32)
+    loaded = load_model(f"tiny_model:small_cnn={path}", num_classes=3, image_size=32)
     assert isinstance(loaded.model, Classifier) and loaded.model.kind == "image"
     assert loaded.model.head.in_features == 32
     for name, tensor in loaded.model.backbone.state_dict().items():
@@ -47,13 +39,13 @@ def test_factory_with_safetensors_loads_exact_weights_and_probes_feature_dim(tmp
 def test_factory_with_torch_state_dict(tmp_path, cnn_weights, zip_format):
     path = tmp_path / "cnn.pt"
     torch.save(cnn_weights, path, _use_new_zipfile_serialization=zip_format)
-    loaded = load_model(f"tiny_backbones:small_cnn={path}", num_classes=2)
+    loaded = load_model(f"tiny_model:small_cnn={path}", num_classes=2)
     first_conv = loaded.model.backbone[0].weight
     assert torch.equal(first_conv, cnn_weights["0.weight"])
 
 
 def test_factory_without_weights_uses_its_own_and_declared_feature_dim():
-    loaded = load_model("tiny_backbones:declared_mlp", num_classes=4, kind="tabular")
+    loaded = load_model("tiny_model:declared_mlp", num_classes=4, kind="tabular")
     assert loaded.model.head.in_features == 24
     task = TaskData("tabular", torch.randn(5, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0]), list("abcd"))
     inputs = loaded.preprocess(task)
@@ -61,7 +53,7 @@ def test_factory_without_weights_uses_its_own_and_declared_feature_dim():
 
 
 def test_tabular_feature_dim_is_probed_from_first_linear():
-    loaded = load_model("tiny_backbones:tabular_mlp", num_classes=2, kind="tabular")
+    loaded = load_model("tiny_model:tabular_mlp", num_classes=2, kind="tabular")
     assert loaded.model.head.in_features == 16
     assert loaded.info.options == {}
 
@@ -70,15 +62,15 @@ def test_tabular_feature_dim_is_probed_from_first_linear():
     ("spec", "options", "error", "words"),
     [
         ("no_such_module_xyz:make", {}, NotFound, "cannot import module"),
-        ("tiny_backbones:missing", {}, NotFound, "no callable"),
-        ("tiny_backbones:not_a_module", {}, InvalidInput, "not a torch.nn.Module"),
-        ("tiny_backbones:broken", {}, InvalidInput, "factory exploded"),
-        ("tiny_backbones:no_layers", {}, InvalidInput, "no Linear or Conv2d"),
-        ("tiny_backbones:wrong_output", {}, InvalidInput, "not features shaped (N, D)"),
-        ("tiny_backbones:small_cnn", {"kind": "text"}, InvalidInput, "kind must be one of"),
-        ("tiny_backbones:small_cnn", {"max_length": 8}, InvalidInput, "does not take option"),
-        ("tiny_backbones:small_cnn", {"image_size": 4}, InvalidInput, "image_size"),
-        ("tiny_backbones:small_cnn=/nonexistent/w.safetensors", {}, NotFound, "not found"),
+        ("tiny_model:missing", {}, NotFound, "no callable"),
+        ("tiny_model:not_a_module", {}, InvalidInput, "not a torch.nn.Module"),
+        ("tiny_model:broken", {}, InvalidInput, "factory exploded"),
+        ("tiny_model:no_layers", {}, InvalidInput, "no Linear or Conv2d"),
+        ("tiny_model:wrong_output", {}, InvalidInput, "not features shaped (N, D)"),
+        ("tiny_model:small_cnn", {"kind": "text"}, InvalidInput, "kind must be one of"),
+        ("tiny_model:small_cnn", {"max_length": 8}, InvalidInput, "does not take option"),
+        ("tiny_model:small_cnn", {"image_size": 4}, InvalidInput, "image_size"),
+        ("tiny_model:small_cnn=/nonexistent/w.safetensors", {}, NotFound, "not found"),
     ],
 )
 def test_bad_factory_specs_raise_clear_errors(spec, options, error, words):
@@ -92,24 +84,24 @@ def test_weights_that_do_not_match_are_rejected_naming_the_keys(tmp_path, cnn_we
     path = tmp_path / "renamed.safetensors"
     save_file(renamed, str(path))
     with pytest.raises(InvalidInput) as caught:
-        load_model(f"tiny_backbones:small_cnn={path}", num_classes=2)
+        load_model(f"tiny_model:small_cnn={path}", num_classes=2)
     assert "0.weight" in caught.value.detail["missing"]
 
     reshaped = dict(cnn_weights, **{"5.weight": torch.zeros(32, 8)})
     save_file(reshaped, str(path))
     with pytest.raises(InvalidInput, match="do not fit"):
-        load_model(f"tiny_backbones:small_cnn={path}", num_classes=2)
+        load_model(f"tiny_model:small_cnn={path}", num_classes=2)
 
 
-def test_weights_files_of_the_wrong_kind_are_rejected(tmp_path, tiny_backbones):
+def test_weights_files_of_the_wrong_kind_are_rejected(tmp_path):
     text_file = tmp_path / "weights.bin"
     text_file.write_text("not weights")
     with pytest.raises(InvalidInput, match="unsupported weights file"):
-        load_model(f"tiny_backbones:small_cnn={text_file}", num_classes=2)
+        load_model(f"tiny_model:small_cnn={text_file}", num_classes=2)
     pickled = tmp_path / "object.pt"
-    torch.save({"model": tiny_backbones.small_cnn()}, pickled)  # a whole module: refused by weights_only
+    torch.save({"model": tiny_model.small_cnn()}, pickled)  # a whole module: refused by weights_only
     with pytest.raises(InvalidInput, match="cannot read"):
-        load_model(f"tiny_backbones:small_cnn={pickled}", num_classes=2)
+        load_model(f"tiny_model:small_cnn={pickled}", num_classes=2)
 
 
 def test_with_a_jobs_sources_only_allowed_factories_and_weights_inside_the_models_dir_load(tmp_path, cnn_weights):
@@ -118,13 +110,13 @@ def test_with_a_jobs_sources_only_allowed_factories_and_weights_inside_the_model
     models_dir.mkdir()
     save_file(cnn_weights, str(models_dir / "cnn.safetensors"))
     save_file(cnn_weights, str(tmp_path / "outside.safetensors"))
-    sources = ModelSources(("tiny_backbones:small_cnn",), models_dir)
-    loaded = load_model("tiny_backbones:small_cnn=cnn.safetensors", num_classes=2, sources=sources)
+    sources = ModelSources(("tiny_model:small_cnn",), models_dir)
+    loaded = load_model("tiny_model:small_cnn=cnn.safetensors", num_classes=2, sources=sources)
     assert torch.equal(loaded.model.backbone[0].weight, cnn_weights["0.weight"])
     with pytest.raises(InvalidInput, match="EDGED_MODEL_FACTORIES"):
-        load_model("tiny_backbones:tabular_mlp", num_classes=2, kind="tabular", sources=sources)
+        load_model("tiny_model:tabular_mlp", num_classes=2, kind="tabular", sources=sources)
     with pytest.raises(InvalidInput, match="outside the models directory"):
-        load_model(f"tiny_backbones:small_cnn={tmp_path / 'outside.safetensors'}", num_classes=2, sources=sources)
+        load_model(f"tiny_model:small_cnn={tmp_path / 'outside.safetensors'}", num_classes=2, sources=sources)
     with pytest.raises(InvalidInput, match="outside the models directory"):
         load_model(str(tmp_path), num_classes=2, sources=sources)  # a directory outside, not a transformers dir
 

@@ -6,29 +6,7 @@ from edged.errors import InvalidInput
 from edged.sparse.layers import weight_layers
 from edged.sparse.nm import check_2_4, group_nonzeros, nm_keep_mask, nm_violations, prune_2_4_
 
-
-def dense_nonzero_(model: nn.Module) -> nn.Module:
-    """Random weights with no zeros, so 'exactly 2 non-zeros per group' is a real test."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.rand_like(p) + 0.1)
-            p.mul_(torch.where(torch.rand_like(p) < 0.5, -1.0, 1.0))
-    return model
-
-
-class TinyCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)  # in=3: ineligible
-        self.conv = nn.Conv2d(16, 32, 3, padding=1)
-        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)  # grouped: ineligible
-        self.fc = nn.Linear(32, 16)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = self.depthwise(torch.relu(self.conv(torch.relu(self.stem(x)))))
-        return self.head(torch.relu(self.fc(x.mean((2, 3)))))
+from tiny_model import TinyCNN, dense_nonzero_
 
 
 def test_keep_mask_picks_top_two_per_group_of_linear_rows():

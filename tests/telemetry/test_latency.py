@@ -5,7 +5,7 @@ import torch
 
 from edged.errors import InvalidInput
 from edged.telemetry.config import TelemetryConfig
-from edged.telemetry.latency import measure_latency
+from edged.measure.latency import measure_latency
 from edged.telemetry.sources import open_named_source
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import nn
 
-from edged.adapt.config import AdaptConfig
+from edged.calibrate import CalibrationResult
 from edged.methods.base import Adaptation, TaskBatches, backbone_layers, freeze_
+from edged.methods.options import LowRankOptions
 from edged.methods.registry import register_adapter
 
 
-@register_adapter("lora", "LoRA (Hugging Face PEFT) on all Linear/Conv2d layers of the backbone, rank lora_rank")
-def prepare(model: nn.Module, batches: TaskBatches, config: AdaptConfig) -> Adaptation:
+@register_adapter("lora", "LoRA (Hugging Face PEFT) on all Linear/Conv2d layers of the backbone, rank lora_rank",
+                  options=LowRankOptions)
+def prepare(model: nn.Module, batches: TaskBatches, options: LowRankOptions,
+            calibration: Optional[CalibrationResult]) -> Adaptation:
     from peft import LoraConfig, inject_adapter_in_model
 
     freeze_(model)
@@ -22,7 +27,7 @@ def prepare(model: nn.Module, batches: TaskBatches, config: AdaptConfig) -> Adap
         for name, layer in layers.items()
         if not (isinstance(layer, nn.Conv2d) and layer.groups > 1)
     ]
-    lora_config = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0, target_modules=targets)
+    lora_config = LoraConfig(r=options.lora_rank, lora_alpha=2 * options.lora_rank, lora_dropout=0.0, target_modules=targets)
     inject_adapter_in_model(lora_config, backbone)
     params = [p for name, p in backbone.named_parameters() if "lora_" in name]
     for p in params:

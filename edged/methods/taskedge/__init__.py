@@ -20,7 +20,8 @@ def importance(model: nn.Module, calibration: CalibrationResult) -> dict[str, Te
     }
 
 
-@register_scorer("taskedge", "TaskEdge: |W| x input-feature L2 norm over the task data (one forward pass)")
+@register_scorer("taskedge", "TaskEdge: |W| x input-feature L2 norm over the task data (one forward pass)",
+                 needs_calibration=True)
 def score(model: nn.Module, batches: TaskBatches, config: ScoreConfig) -> dict[str, Tensor]:
     calibration = config.calibration
     if calibration is None:

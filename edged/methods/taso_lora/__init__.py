@@ -8,12 +8,14 @@ rows and cols split in proportion to the layer's shape.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from edged.adapt.config import AdaptConfig
+from edged.calibrate import CalibrationResult
 from edged.methods.base import Adaptation, ScoreConfig, TaskBatches, backbone_layers, freeze_, lowrank_adaptation
+from edged.methods.options import LowRankOptions
 from edged.methods.registry import register_adapter
 from edged.methods.taso import score as taso_score
 from edged.sparse.layers import count_weights
@@ -26,24 +28,26 @@ def _core(importance: Tensor, count: int) -> Tensor:
     return torch.sort(importance.double(), descending=True, stable=True).indices[:count].sort().values
 
 
-@register_adapter("taso_lora", "TASO sparse LoRA on importance-chosen core rows and columns, rank lora_rank")
-def prepare(model: nn.Module, batches: TaskBatches, config: AdaptConfig) -> Adaptation:
-    scores = taso_score(model, batches, ScoreConfig(seed=config.seed))
+@register_adapter("taso_lora", "TASO sparse LoRA on importance-chosen core rows and columns, rank lora_rank",
+                  options=LowRankOptions)
+def prepare(model: nn.Module, batches: TaskBatches, options: LowRankOptions,
+            calibration: Optional[CalibrationResult]) -> Adaptation:
+    scores = taso_score(model, batches, ScoreConfig(seed=options.seed))
     freeze_(model)
     layers = backbone_layers(model)
     total = count_weights(layers)
-    budget = budget_to_count(config.budget, total)
-    generator = torch.Generator().manual_seed(config.seed)
+    budget = budget_to_count(options.budget, total)
+    generator = torch.Generator().manual_seed(options.seed)
     deltas = {}
     for name, layer in layers.items():
         s = scores[name].reshape(scores[name].shape[0], -1)  # (out, fan_in)
         out, fan_in = s.shape
-        share = budget * s.numel() / total / config.lora_rank  # rows + cols this layer may hold
+        share = budget * s.numel() / total / options.lora_rank  # rows + cols this layer may hold
         n_rows = min(out, math.floor(share * out / (out + fan_in)))
         n_cols = min(fan_in, math.floor(share * fan_in / (out + fan_in)))
         if n_rows < 1 or n_cols < 1:
             continue
         rows, cols = _core(s.sum(1), n_rows), _core(s.sum(0), n_cols)
-        deltas[name] = LowRankDelta(layer.weight, config.lora_rank, rows=rows, cols=cols, generator=generator)
+        deltas[name] = LowRankDelta(layer.weight, options.lora_rank, rows=rows, cols=cols, generator=generator)
         attach_lowrank_(layer, deltas[name])
     return lowrank_adaptation("taso_lora", model, deltas)

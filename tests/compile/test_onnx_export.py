@@ -5,7 +5,7 @@ import torch
 from onnx import numpy_helper
 
 from edged.errors import InvalidInput, Unsupported
-from edged.export.onnx import OnnxRunner, check_onnx_2_4, export_onnx, onnx_max_abs_diff
+from edged.compile.onnx_export import OnnxRunner, check_onnx_2_4, export_onnx, onnx_max_abs_diff
 from edged.sparse.nm import group_nonzeros
 
 

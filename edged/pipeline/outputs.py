@@ -1,4 +1,6 @@
-"""The delta artifact: what an adaptation changed, as safetensors over the shared base model.
+"""The adaptation's outputs: the delta artifact, and the merged model's state dict (`merged.safetensors`).
+
+The delta is what an adaptation changed, as safetensors over the shared base model.
 
 For each changed tensor `name`:
 - sparse: `name::indices` (nnz,) int64 flat indices and `name::values` (nnz,) the NEW values there
@@ -19,6 +21,8 @@ from torch import Tensor, nn
 
 from edged import __version__
 from edged.errors import InvalidInput
+from edged.methods.base import Adaptation
+from edged.pipeline.config import AdaptConfig
 from edged.store.tensor_files import save_tensors_atomic
 
 
@@ -61,3 +65,17 @@ def apply_delta_(model: nn.Module, path: Path) -> int:
             target.view(-1)[tensors[f"{name}::indices"].to(target.device)] = value.to(target.dtype).to(target.device)
         touched.add(name)
     return len(touched)
+
+
+def write_outputs(model: nn.Module, adaptation: Adaptation, directory: Path, config: AdaptConfig,
+                  base_model: str) -> dict[str, Path]:
+    """The delta (with the head whole) and the merged model's state dict, written atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    changed = dict(adaptation.changed)
+    changed.update({name: None for name in model.state_dict() if name.startswith("head.")})
+    metadata = {"method": config.method, "budget": config.budget, "base_model": base_model,
+                "trainable_entries": adaptation.entries, "config": config.model_dump()}
+    delta = save_delta(directory / "delta.safetensors", model, changed, metadata)
+    merged = save_tensors_atomic(directory / "merged.safetensors", model.state_dict(),
+                                 {"base_model": base_model, "method": config.method})
+    return {"delta": delta, "merged": merged}

@@ -1,19 +1,22 @@
-"""Latency harness: p50/p95/p99, throughput and energy per inference of one callable.
+"""Latency of a model as a job reports it: p50/p95/p99, throughput and energy per inference.
 
-Each iteration is timed on its own (perf_counter around the call); on CUDA the device is
-synchronised before reading the clock, so the time covers the kernels, not only their launch.
+Each iteration is timed on its own with the host clock; on CUDA the device is synchronised before
+the clock is read, so the time covers the kernels, not only their launch. `latency_metrics` gives
+the shape a job's metrics hold: `{"latency": {variant: LatencyStats.as_dict()}}`.
 """
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-import numpy as np
+import torch
 
 from edged.errors import InvalidInput
+from edged.measure.clocks import device_sync, wall_clock_ms
+from edged.measure.timing import percentiles
 from edged.telemetry.energy import EnergyMeter
 from edged.telemetry.reading import PowerSource
 
@@ -37,24 +40,10 @@ class LatencyStats:
         return asdict(self)
 
 
-def _synchronizer(device: str) -> Callable[[], None]:
-    if device.startswith("cuda"):
-        import torch
-
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
-def _timed_loop(fn: Callable[[Any], Any], inputs: Sequence[Any], iters: int, sync: Callable[[], None]) -> list[float]:
-    times_ms = []
-    for i in range(iters):
-        x = inputs[i % len(inputs)]
-        sync()
-        t0 = time.perf_counter()
-        fn(x)
-        sync()
-        times_ms.append((time.perf_counter() - t0) * 1000.0)
-    return times_ms
+def _cycling(fn: Callable[[Any], Any], inputs: Sequence[Any]) -> Callable[[], Any]:
+    """A no-argument call of `fn` on inputs[0], inputs[1], ... round and round."""
+    each = itertools.cycle(inputs)
+    return lambda: fn(next(each))
 
 
 def measure_latency(
@@ -68,30 +57,28 @@ def measure_latency(
 ) -> LatencyStats:
     """Call `fn(inputs[i % len(inputs)])` `warmup` times untimed, then `iters` times timed.
 
-    Runs under torch.inference_mode() when torch is importable. With a power source the timed
-    loop is wrapped in an EnergyMeter; energy per inference is its joules / (iters * batch_size).
-    Short loops on a sampled (not counter) source give rough energy: use enough iters to span
-    several source intervals.
+    Runs under torch.inference_mode(). With a power source the timed loop is wrapped in an
+    EnergyMeter; energy per inference is its joules / (iters * batch_size). Short loops on a
+    sampled (not counter) source give rough energy: use enough iters to span several source intervals.
     """
     if not inputs or iters < 1 or warmup < 0 or batch_size < 1:
         raise InvalidInput(
             f"measure_latency needs >= 1 input, iters >= 1, warmup >= 0, batch_size >= 1; got "
             f"{len(inputs)} inputs, iters={iters}, warmup={warmup}, batch_size={batch_size}"
         )
-    sync = _synchronizer(device)
-    with _no_grad():
-        _timed_loop(fn, inputs, warmup, sync)
+    sync = device_sync(device)
+    with torch.inference_mode():
+        wall_clock_ms(_cycling(fn, inputs), warmup, sync)
         if power_source is None:
-            times_ms, meter = _timed_loop(fn, inputs, iters, sync), None
+            times_ms, meter = wall_clock_ms(_cycling(fn, inputs), iters, sync), None
         else:
             with EnergyMeter(power_source) as meter:
-                times_ms = _timed_loop(fn, inputs, iters, sync)
+                times_ms = wall_clock_ms(_cycling(fn, inputs), iters, sync)
     joules = meter.result.joules if meter is not None and meter.result is not None else None
-    p50, p95, p99 = np.percentile(np.asarray(times_ms), [50, 95, 99])
+    p50, p95, p99, mean = percentiles(times_ms)
     total_s = sum(times_ms) / 1000.0
     return LatencyStats(
-        p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99),
-        mean_ms=float(np.mean(times_ms)),
+        p50_ms=p50, p95_ms=p95, p99_ms=p99, mean_ms=mean,
         throughput_per_s=iters * batch_size / total_s if total_s > 0 else float("inf"),
         iters=iters, batch_size=batch_size,
         energy_per_inference_j=joules / (iters * batch_size) if joules is not None else None,
@@ -100,7 +87,6 @@ def measure_latency(
     )
 
 
-def _no_grad() -> Any:
-    import torch  # imported here so that `import edged.telemetry` stays light
-
-    return torch.inference_mode()
+def latency_metrics(**variants: LatencyStats) -> dict[str, Any]:
+    """{"latency": {variant: stats}} to merge into jobs.metrics, e.g. latency_metrics(dense=a, sparse_2_4=b)."""
+    return {"latency": {name: stats.as_dict() for name, stats in variants.items()}}

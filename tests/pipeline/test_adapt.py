@@ -4,9 +4,10 @@ import torch
 from safetensors.torch import load_file
 
 from tiny_model import tiny_classifier
-from edged.adapt.config import AdaptConfig
-from edged.adapt.delta_file import apply_delta_
-from edged.adapt.run import adapt, write_outputs
+from edged.pipeline.config import AdaptConfig
+from edged.pipeline.outputs import apply_delta_
+from edged.pipeline.adapt import adapt
+from edged.pipeline.outputs import write_outputs
 from edged.data.preprocess import preprocess_images
 from edged.data.task import TaskData
 from edged.errors import InvalidInput
@@ -45,7 +46,7 @@ def test_taskedge_adaptation_end_to_end(digits_task, tmp_path):
             keep[changed[name]] = False
         assert torch.equal(merged[name].detach().flatten()[keep], old.flatten()[keep])
     # the delta artifact on the base model reproduces the merged model exactly
-    paths = write_outputs(result, tmp_path, AdaptConfig(method="taskedge", budget=0.01), "tiny")
+    paths = write_outputs(result.model, result.adaptation, tmp_path, AdaptConfig(method="taskedge", budget=0.01), "tiny")
     fresh = tiny_classifier()
     apply_delta_(fresh, paths["delta"])
     for name, value in result.model.state_dict().items():
@@ -123,7 +124,7 @@ def test_2_4_adaptation_keeps_the_pattern_and_trains_only_kept_positions(digits_
     assert result.metrics["accuracy_after"] > result.metrics["accuracy_before"] + 0.3
     assert "prune" in result.metrics["stage_seconds"]
     # the delta carries the pruning zeros and the re-estimated BatchNorm statistics: it rebuilds the 2:4 model
-    paths = write_outputs(result, tmp_path, AdaptConfig(method="taskedge", sparsity="2:4"), "tiny")
+    paths = write_outputs(result.model, result.adaptation, tmp_path, AdaptConfig(method="taskedge", sparsity="2:4"), "tiny")
     fresh = tiny_classifier()
     apply_delta_(fresh, paths["delta"])
     for name, value in result.model.state_dict().items():
@@ -166,5 +167,5 @@ def test_the_dense_reference_changes_the_2_4_run_only_through_distillation(digit
 
 
 def test_2_4_with_a_dense_update_method_is_refused(digits_task):
-    with pytest.raises(InvalidInput, match="cannot be kept by method 'lora'"):
+    with pytest.raises(ValidationError, match="cannot be kept by method 'lora'"):
         _run(digits_task, method="lora", sparsity="2:4")

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from edged.export.inputs import ModelInputs, at_least_batch_2, dynamic_shapes, export_args, validate_inputs
-from edged.export.pattern import PatternCheck, weight_problem
+from edged.compile.inputs import ModelInputs, at_least_batch_2, dynamic_shapes, export_args, validate_inputs
+from edged.compile.pattern import PatternCheck, weight_problem
 
 
 @torch.no_grad()

@@ -15,9 +15,8 @@ from torch import nn
 
 from edged.compile.base import CompiledModel
 from edged.data.task import Inputs
-from edged.export.inputs import batch_size, call_model, to_device
-from edged.api.jobs_view import latency_metrics
-from edged.telemetry.latency import LatencyStats, measure_latency
+from edged.compile.inputs import batch_size, call_model, to_device
+from edged.measure.latency import LatencyStats, latency_metrics, measure_latency
 from edged.telemetry.reading import PowerSource
 
 WARMUP = 5

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from edged.export.program import check_program_2_4, export_program, load_program_module
-from edged.export.inputs import call_model
+from edged.compile.program import check_program_2_4, export_program, load_program_module
+from edged.compile.inputs import call_model
 
 
 @pytest.mark.parametrize("case", ["cnn", "text"])

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from edged.errors import InvalidInput, Unavailable, Unsupported
-from edged.export.inputs import (
+from edged.compile.inputs import (
     ModelInputs,
     at_least_batch_2,
     call_model,
@@ -25,7 +25,7 @@ from edged.export.inputs import (
     export_args,
     validate_inputs,
 )
-from edged.export.pattern import PatternCheck, weight_problem
+from edged.compile.pattern import PatternCheck, weight_problem
 
 OPSET = 18
 

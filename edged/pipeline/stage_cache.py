@@ -41,23 +41,25 @@ def cached_calibration(workdir: Optional[Path], compute: Callable[[], Calibratio
     return result, False
 
 
-def cached_masks(workdir: Optional[Path], compute: Callable[[], dict[str, Tensor]],
-                 weight_shapes: Mapping[str, torch.Size]) -> tuple[dict[str, Tensor], bool]:
-    """(masks by layer name, loaded_from_disk). A stored mask is used only if every name is one of the
+def load_masks(workdir: Optional[Path], weight_shapes: Mapping[str, torch.Size]) -> Optional[dict[str, Tensor]]:
+    """The stored masks by layer name, or None. A stored mask is used only if every name is one of the
     model's layers (`weight_shapes`: name -> weight shape) with that shape; it comes back in the model's
-    layer order, as `compute` made it (the file itself keeps its names sorted)."""
+    layer order, as the mask stage made it (the file itself keeps its names sorted)."""
     path = workdir / "mask.safetensors" if workdir else None
     stored = load_tensors(path) if path is not None else None
-    if stored is not None:
-        mismatched = {name: tuple(mask.shape) for name, mask in stored.tensors.items()
-                      if name not in weight_shapes or mask.shape != weight_shapes[name]}
-        if not mismatched:
-            return {name: stored.tensors[name].to(torch.bool) for name in weight_shapes if name in stored.tensors}, True
+    if stored is None:
+        return None
+    mismatched = {name: tuple(mask.shape) for name, mask in stored.tensors.items()
+                  if name not in weight_shapes or mask.shape != weight_shapes[name]}
+    if mismatched:
         log.warning("%s does not fit this model (%s); the mask is chosen again", path, mismatched)
-    masks = compute()
-    if path is not None:
-        save_tensors_atomic(path, {k: v.to(torch.uint8) for k, v in masks.items()}, {})
-    return masks, False
+        return None
+    return {name: stored.tensors[name].to(torch.bool) for name in weight_shapes if name in stored.tensors}
+
+
+def save_masks(workdir: Optional[Path], masks: dict[str, Tensor]) -> None:
+    if workdir is not None:
+        save_tensors_atomic(workdir / "mask.safetensors", {k: v.to(torch.uint8) for k, v in masks.items()}, {})
 
 
 def cached_dense_reference(

@@ -1,0 +1,158 @@
+"""The adaptation's stages, each `stage(run: AdaptRun) -> None`, in the order `edged.pipeline.stages` runs them:
+prepare -> evaluate_before -> [dense_reference] -> [calibrate] -> [prune -> evaluate_pruned] ->
+score -> mask | prepare_method -> train -> merge -> evaluate.
+
+With 2:4 the backbone is pruned by task importance (|W| * ||X||_2, the calibration pass), BatchNorm
+statistics are re-estimated on the task data (pruning shifts every activation), and the trainable mask is
+restricted to the kept positions, so training recovers what pruning cost without leaving the pattern.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from edged.calibrate import calibrate as calibration_pass
+from edged.methods.base import ScoreConfig, backbone_layers
+from edged.methods.options import MaskOptions
+from edged.methods.sparse_delta import prepare_sparse, select_mask
+from edged.methods.taskedge import importance
+from edged.pipeline.split import split_task
+from edged.pipeline.stage_cache import cached_calibration, load_masks, save_masks
+from edged.pipeline.state import AdaptRun, made
+from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
+from edged.train.evaluate import accuracy
+from edged.train.loop import TrainSettings, amp_dtype, train
+
+
+def prepare(run: AdaptRun) -> None:
+    """The run's RNG stream starts here, at its seed; the split, made once for every later stage (a dense
+    reference reuses its job's); the model on the device; the mask a sparse method already chose, when the
+    work dir of an interrupted run holds it (then the score stage is skipped)."""
+    config, model = run.config, made(run.model, "validate")
+    torch.manual_seed(config.seed)
+    if run.split is None:
+            run.split = split_task(made(run.task, "validate"), made(run.preprocess, "validate"), config.val_fraction,
+                               config.seed, config.calibration_samples, config.batch_size, run.device)
+    model.to(run.device)
+    run.amp_dtype = amp_dtype(run.device, config.amp)
+    if run.method.kind == "sparse":
+        run.masks = load_masks(run.workdir, _backbone_shapes(model))
+
+
+def _val_accuracy(run: AdaptRun) -> float:
+    val = made(run.split, "prepare").val
+    return accuracy(made(run.model, "validate"), val.inputs, val.labels, run.eval_batch, run.device, run.amp_dtype)
+
+
+def evaluate_before(run: AdaptRun) -> None:
+    run.accuracy_before = _val_accuracy(run)
+
+
+def calibrate(run: AdaptRun) -> None:
+    """||X_j||_2 of every backbone layer's inputs over the calibration subset, within the memory budget."""
+    model, calib = made(run.model, "validate"), made(run.split, "prepare").calib
+    run.calibration, _ = cached_calibration(run.workdir, lambda: calibration_pass(
+        model, calib.inputs, backbone_layers(model), run.config.memory_budget_mb, device=run.device))
+
+
+def prune(run: AdaptRun) -> None:
+    """2:4 by task importance (Wanda's metric), then BatchNorm statistics re-estimated on the task data."""
+    model = made(run.model, "validate")
+    run.pruning = prune_2_4_(model, importance(model, made(run.calibration, "calibrate")), backbone_layers(model))
+    run.recalibrated = recalibrate_batchnorm_(model, made(run.split, "prepare").calib)
+
+
+def evaluate_pruned(run: AdaptRun) -> None:
+    run.accuracy_pruned = _val_accuracy(run)
+
+
+def _backbone_shapes(model: nn.Module) -> dict[str, torch.Size]:
+    weights = dict(model.named_parameters())
+    return {name: weights[name].shape for name in backbone_layers(model)}  # layers are named by their weight
+
+
+def score(run: AdaptRun) -> None:
+    """Importance scores of a sparse method, shaped like each backbone weight."""
+    score_config = ScoreConfig(seed=run.config.seed, memory_budget_mb=run.config.memory_budget_mb,
+                               calibration=run.calibration)
+    run.scores = run.method.function(made(run.model, "validate"), made(run.split, "prepare").calib, score_config)
+
+
+def mask(run: AdaptRun) -> None:
+    """The budgeted trainable mask (inside the 2:4 kept positions when pruned), kept in the work dir (unless it
+    came from there), and its entries as the sparse-delta parameters training updates."""
+    model = made(run.model, "validate")
+    if run.masks is None:
+        options = run.method.options_for(run.config)
+        assert isinstance(options, MaskOptions)  # every sparse method reads MaskOptions (registry.register_scorer)
+        allowed = run.pruning.keep_masks if run.pruning else None
+        run.masks = select_mask(model, made(run.scores, "score"), options, allowed)
+        save_masks(run.workdir, run.masks)
+    run.adaptation = prepare_sparse(run.method.name, model, run.masks)
+
+
+def prepare_method(run: AdaptRun) -> None:
+    """An adapter's trainable part (head, LoRA, ...), prepared with its own options."""
+    options = run.method.options_for(run.config)
+    calibration = run.calibration if run.method.needs_calibration else None
+    run.adaptation = run.method.function(made(run.model, "validate"), made(run.split, "prepare").calib, options,
+                                         calibration)
+
+
+def train_stage(run: AdaptRun) -> Optional[int]:
+    """Trains the adaptation and the head; returns the samples this run trained on (its epochs only: a
+    resumed job's earlier epochs were counted by the run they ran in)."""
+    config, model, split = run.config, made(run.model, "validate"), made(run.split, "prepare")
+    adaptation = made(run.adaptation, "mask or prepare_method")
+    head_params = dict(model.get_submodule("head").named_parameters(prefix="head"))
+    for p in head_params.values():
+        p.requires_grad_(True)
+    params = trainable_by_name(model, adaptation.method, adaptation.parameters) | head_params
+    settings = TrainSettings(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or run.method.default_lr,
+        head_lr=config.head_lr, weight_decay=config.weight_decay, schedule=config.schedule,
+        warmup_fraction=config.warmup_fraction, patience=config.patience, seed=config.seed, amp=config.amp,
+        train_norm_layers=adaptation.train_norm_layers, distill_weight=config.distill_weight,
+        checkpoint_dir=run.workdir / "checkpoint" if run.workdir else None,
+    )
+    run.training = train(model, params, set(head_params), (split.train.inputs, split.train.labels),
+                         (split.val.inputs, split.val.labels), settings, run.device, run.on_progress,
+                         run.teacher_logits)
+    return len(split.train) * len(run.training.history)
+
+
+def trainable_by_name(model: nn.Module, method: str, parameters: list[nn.Parameter]) -> dict[str, nn.Parameter]:
+    """The adaptation's tensors keyed by their name in `model` (e.g. `backbone.0.sparse_delta.values`):
+    what checkpoints are keyed by, so each tensor comes back into its own layer whatever order the
+    method lists them in."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    unnamed = [tuple(p.shape) for p in parameters if id(p) not in names]
+    if unnamed:
+        raise RuntimeError(f"method {method!r} trains tensors that are not parameters of the model: {unnamed[:3]}")
+    return {names[id(p)]: p for p in parameters}
+
+
+def merge(run: AdaptRun) -> None:
+    """Folds the adaptation into plain dense layers; the delta also carries what pruning changed."""
+    adaptation = made(run.adaptation, "mask or prepare_method")
+    adaptation.merge_()
+    adaptation.changed.update({name: None for name in run.recalibrated if name not in adaptation.changed})
+    if run.pruning is not None:
+        _add_pruned_entries_(adaptation.changed, run.pruning.keep_masks)
+
+
+def _add_pruned_entries_(changed: dict[str, Optional[Tensor]], keep_masks: dict[str, Tensor]) -> None:
+    """The zeros pruning wrote belong to the task's delta too, next to the trained entries."""
+    for name, keep in keep_masks.items():
+        if name in changed and changed[name] is None:
+            continue  # already stored whole
+        pruned = (~keep).flatten().nonzero().flatten().to(torch.int64)
+        trained = changed.get(name)
+        changed[name] = pruned if trained is None else torch.cat([pruned, trained.to(pruned.device)]).unique()
+
+
+def evaluate(run: AdaptRun) -> None:
+    run.accuracy_after = _val_accuracy(run)

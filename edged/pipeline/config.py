@@ -1,0 +1,102 @@
+"""The job's config, defined once: the fields a job request may set, the whole adaptation config, and the
+typed JobConfig that the daemon stores and the worker reads back (JSON in `jobs.config`).
+
+Adding a job field means one line in `JobFields` (or `ModelOptions`) and the stage that reads it: the
+request schema (`edged.jobs.request.JobCreate`), the stored config and the worker all take it from here.
+Method options (k, allocation, nm, lora_rank) are declared by the methods themselves
+(`edged.methods.options`) and composed into AdaptConfig; a method is handed
+`entry.options.model_validate(config.model_dump())`, its own class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from edged.methods.options import MaskedLowRankOptions, MethodOptions
+from edged.methods.registry import all_methods, methods_keeping_2_4
+
+Sparsity = Literal["none", "2:4"]
+
+
+class JobFields(MethodOptions):
+    """The adaptation fields a job request may set (`budget` and `seed` are every method's options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("taskedge", description="a registered adaptation method or baseline")
+    epochs: int = Field(3, ge=1, le=1000, description="training epochs")
+    lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the method's)")
+    head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head")
+    batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
+    memory_budget_mb: Optional[float] = Field(
+        None, gt=0.0, description="peak memory allowed for the calibration pass above the loaded model, in MiB "
+        "(a job's default: EDGED_DEFAULT_MEMORY_BUDGET_MB)",
+    )
+    sparsity: Sparsity = Field("none", description="prune to 2:4 before training")
+    dense_reference: bool = Field(
+        True, description="with sparsity '2:4': first adapt the unpruned model the same way, so the metrics show "
+        "what 2:4 costs (accuracy_dense_adapted); doubles the training time",
+    )
+    distill_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="with sparsity '2:4' and the dense reference: share of the recovery loss "
+        "spent on matching the dense reference's outputs (knowledge distillation; 0 = labels only)",
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in all_methods():
+            raise ValueError(f"unknown method {value!r}; accepted: {', '.join(all_methods())}")
+        return value
+
+    @field_validator("sparsity")
+    @classmethod
+    def _kept_by_method(cls, value: str, info: ValidationInfo) -> str:
+        """2:4 only with methods whose updates keep the pattern (the registry says which)."""
+        method = info.data.get("method")  # absent when the method itself was refused
+        if value == "2:4" and method is not None and not all_methods()[method].keeps_2_4:
+            raise ValueError(f"sparsity '2:4' cannot be kept by method {method!r}: it writes dense updates into "
+                             f"pruned weights; methods that keep it: {', '.join(methods_keeping_2_4())}")
+        return value
+
+    @property
+    def prunes_2_4(self) -> bool:
+        return self.sparsity == "2:4"
+
+
+class AdaptConfig(JobFields, MaskedLowRankOptions):
+    """Everything one adaptation reads: the job fields, the method options, training and device settings.
+    A job request leaves the fields below (and the method options) at these defaults; the library and
+    `edged bench` may set them."""
+
+    model_config = ConfigDict(extra="forbid")  # JobFields' rule (the method options ignore extras)
+
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay")
+    schedule: Literal["cosine", "onecycle"] = Field("cosine", description="warm-up + cosine, or one-cycle")
+    warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps spent warming up")
+    patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping early")
+    calibration_samples: int = Field(512, ge=1, description="training samples used for calibration/scoring")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")
+
+
+class ModelOptions(BaseModel):
+    """How the model is built for the task: its preprocessing options."""
+
+    image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")
+    max_length: Optional[int] = Field(None, description="token limit of a text model (default: the model's)")
+
+
+class JobConfig(BaseModel):
+    """What the worker runs: stored as JSON in `jobs.config` at submission, read back by the worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapt: AdaptConfig
+    model_options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the model loader: image_size / max_length, and "
+        "`kind` (image or tabular) for a user factory, which takes the dataset's kind")
+    compile: str = Field("none", description="compile backend ('auto', a backend name) or 'none'")

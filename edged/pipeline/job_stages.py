@@ -1,0 +1,60 @@
+"""The stages only a job has, around the adaptation's: load its inputs (validate), store its outputs
+(export), compile and benchmark the adapted model, and assemble its metrics (record).
+
+A job hands its store in as callables on the JobRun (`load_task`, `store_artifact`): the pipeline never
+writes the jobs tables itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+from edged.models.loader import load_model
+from edged.pipeline.benchmark import benchmark_latency
+from edged.pipeline.compile_stage import compile_merged, store_compiled_artifacts
+from edged.pipeline.metrics import job_metrics
+from edged.pipeline.outputs import write_outputs
+from edged.pipeline.state import JobRun, made
+
+ARTIFACT_NAMES = {"delta": "delta.safetensors", "merged": "merged.safetensors"}
+OPAQUE = "application/octet-stream"
+
+
+def validate(run: JobRun) -> None:
+    """The job's dataset (read and verified from the store) and its model, built for the task's classes."""
+    task = made(run.load_task, "the job")()
+    loaded = load_model(run.model_spec, len(task.classes), seed=run.config.seed, sources=run.model_sources,
+                        **run.model_options)
+    run.task, run.model, run.preprocess, run.model_info = task, loaded.model, loaded.preprocess, loaded.info
+
+
+def export(run: JobRun) -> None:
+    """delta.safetensors and merged.safetensors, written in the job's directory and stored as its artifacts."""
+    workdir, store = made(run.workdir, "the job"), made(run.store_artifact, "the job")
+    paths = write_outputs(made(run.model, "validate"), made(run.adaptation, "mask or prepare_method"),
+                          workdir / "outputs", run.config, base_model=run.model_spec)
+    for key, path in paths.items():
+        store(ARTIFACT_NAMES[key], path, OPAQUE)
+
+
+def compile_stage(run: JobRun) -> None:
+    """The merged model through the job's compile backend; every file it writes becomes an artifact."""
+    out_dir = made(run.workdir, "the job") / "compiled"
+    shutil.rmtree(out_dir, ignore_errors=True)  # a resumed job compiles afresh, leaving no stale files
+    run.compiled, metrics = compile_merged(made(run.model, "validate"), made(run.split, "prepare").val,
+                                           run.compile_backend, out_dir, run.config.batch_size)
+    metrics["artifacts"] = store_compiled_artifacts(made(run.store_artifact, "the job"), out_dir)
+    run.compile_metrics = metrics
+
+
+def benchmark(run: JobRun) -> None:
+    """Latency and energy per inference of the merged model, and of the compiled one, on one validation batch."""
+    batch = made(run.split, "prepare").val.batch(run.config.batch_size)
+    run.latency = benchmark_latency(made(run.model, "validate"), run.compiled, batch, torch.device(run.device),
+                                    made(run.timer.source, "the job's timer"))
+
+
+def record(run: JobRun) -> None:
+    run.metrics = job_metrics(run)

@@ -1,0 +1,64 @@
+"""The job's metrics, assembled once from what the stages made (`jobs.metrics`, `adapt()`'s result)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from edged.methods.base import Adaptation, backbone_layers
+from edged.pipeline.state import AdaptRun, JobRun, made
+from edged.sparse.layers import count_weights
+from edged.sparse.nm import PruneReport, check_2_4
+
+
+def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
+    """Accuracy before/after, the budget used, memory, rate, the data's sizes, seconds per stage, and with
+    2:4 the `sparsity` block (what pruning cost and what training recovered)."""
+    model, split = made(run.model, "validate"), made(run.split, "prepare")
+    training, calibration = made(run.training, "train"), run.calibration
+    metrics: dict[str, Any] = {
+        "method": run.method.name, "accuracy_before": run.accuracy_before, "accuracy_after": run.accuracy_after,
+        "best_val_accuracy": training.best_accuracy,
+        **_budget_metrics(model, made(run.adaptation, "mask or prepare_method")),
+        "peak_memory_mb": training.peak_memory_mb,
+        "calibration_peak_memory_mb": calibration.peak_memory_mb if calibration else None,
+        "calibration_micro_batch": calibration.micro_batch if calibration else None,
+        "samples_per_s": training.samples_per_s, "epochs_run": training.epochs_run,
+        "train_samples": len(split.train), "val_samples": len(split.val),
+        "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
+    }
+    if run.pruning is not None:
+        metrics["sparsity"] = {
+            **run.pruning.summary(), "pattern_holds": _pattern_holds(model, run.pruning),
+            "accuracy_dense_adapted": run.accuracy_dense_adapted,  # None with dense_reference off
+            "accuracy_pruned_no_recovery": run.accuracy_pruned,  # 2:4 by |W|*||X|| + BatchNorm re-estimated
+            "accuracy_2_4_adapted": run.accuracy_after,
+        }
+    return metrics
+
+
+def job_metrics(run: JobRun) -> dict[str, Any]:
+    """adapt()'s metrics, the model's options, latency in the dashboard's shape, the 2:4 and compile results
+    at the top level (where the dashboard and the README's table read them)."""
+    metrics = {**adapt_metrics(run), **made(run.latency, "benchmark"),
+               "model_options": made(run.model_info, "validate").options}
+    if "sparsity" in metrics:
+        metrics["accuracy_2_4_adapted"] = metrics["sparsity"]["accuracy_2_4_adapted"]
+    if run.compile_metrics is not None:
+        metrics["compile"] = run.compile_metrics
+        metrics["accuracy_compiled"] = run.compile_metrics["accuracy"]
+        metrics["compiled_max_abs_logit_diff"] = run.compile_metrics["max_abs_logit_diff"]
+    return metrics
+
+
+def _pattern_holds(model: nn.Module, pruning: PruneReport) -> bool:
+    weights = dict(model.named_parameters())
+    return all(check_2_4(weights[name].detach()) for name in pruning.pruned)
+
+
+def _budget_metrics(model: nn.Module, adaptation: Adaptation) -> dict[str, Any]:
+    backbone_total = count_weights(backbone_layers(model))
+    return {"trainable_params": adaptation.entries, "trainable_fraction": adaptation.entries / backbone_total,
+            "backbone_weights": backbone_total,
+            "head_params": sum(p.numel() for p in model.get_submodule("head").parameters())}

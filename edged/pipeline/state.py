@@ -1,0 +1,87 @@
+"""What the stages of one adaptation hand each other (`AdaptRun`), and what a job's stages add (`JobRun`).
+
+Each stage reads the fields earlier stages made and sets its own; `made(value, stage)` states which stage
+a field comes from where a later one needs it. Weights pass between stages as the model itself: dense
+tensors keyed by parameter name, zeros where pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from edged.calibrate import CalibrationResult
+from edged.compile.base import CompiledModel
+from edged.data.task import Inputs, TaskData
+from edged.methods.base import Adaptation
+from edged.methods.registry import MethodEntry
+from edged.models.registry import ModelInfo
+from edged.models.sources import ModelSources
+from edged.pipeline.config import AdaptConfig
+from edged.pipeline.split import DataSplit
+from edged.pipeline.timer import ProgressCallback, StageTimer
+from edged.sparse.nm import PruneReport
+from edged.train.loop import TrainResult
+
+T = TypeVar("T")
+
+
+def made(value: Optional[T], stage: str) -> T:
+    """`value`, which stage `stage` makes; an error in the stage order if it has not run."""
+    if value is None:
+        raise RuntimeError(f"the {stage!r} stage has not run before a stage that needs its output")
+    return value
+
+
+@dataclass
+class AdaptRun:
+    config: AdaptConfig
+    method: MethodEntry
+    device: torch.device
+    timer: StageTimer
+    workdir: Optional[Path] = None  # stage outputs kept for resume (calibration, mask, checkpoints)
+    on_progress: Optional[ProgressCallback] = None
+    # the model and the task: given to adapt(), loaded by a job's validate stage
+    model: Optional[nn.Module] = None  # a Classifier whose head matches the task's classes
+    preprocess: Optional[Callable[[TaskData], Inputs]] = None
+    task: Optional[TaskData] = None
+    # made by the stages, in the order they run
+    split: Optional[DataSplit] = None
+    amp_dtype: Optional[torch.dtype] = None
+    accuracy_before: Optional[float] = None
+    accuracy_dense_adapted: Optional[float] = None
+    teacher_logits: Optional[Tensor] = None  # (N train, classes): the dense reference's, when distilling
+    calibration: Optional[CalibrationResult] = None
+    pruning: Optional[PruneReport] = None
+    recalibrated: list[str] = field(default_factory=list)  # BatchNorm buffers re-estimated after pruning
+    accuracy_pruned: Optional[float] = None
+    scores: Optional[dict[str, Tensor]] = None  # None also when the mask came from the work dir
+    masks: Optional[dict[str, Tensor]] = None
+    adaptation: Optional[Adaptation] = None
+    training: Optional[TrainResult] = None
+    accuracy_after: Optional[float] = None
+
+    @property
+    def eval_batch(self) -> int:
+        return max(self.config.batch_size, 64)
+
+
+@dataclass
+class JobRun(AdaptRun):
+    """A job's run: the adaptation's stages between loading the job's inputs and recording its metrics."""
+
+    model_spec: str = ""  # what `load_model` takes: a registered name, a directory or module:factory[=weights]
+    model_options: dict[str, Any] = field(default_factory=dict)  # load_model's keyword options
+    model_sources: Optional[ModelSources] = None  # where model files and factories may come from
+    compile_backend: str = "none"
+    load_task: Optional[Callable[[], TaskData]] = None  # the job's dataset, read and verified from the store
+    store_artifact: Optional[Callable[[str, Path, str], None]] = None  # (name, file, media type) as a job artifact
+    model_info: Optional[ModelInfo] = None
+    compiled: Optional[CompiledModel] = None
+    compile_metrics: Optional[dict[str, Any]] = None
+    latency: Optional[dict[str, Any]] = None
+    metrics: Optional[dict[str, Any]] = None
