@@ -25,6 +25,7 @@ from edged.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
 from edged.api.routes import dashboard, datasets, health, jobs, models, telemetry
 from edged.api.schemas import ErrorBody
 from edged.data.decode_budget import DecodeGate
+from edged.jobs import records
 from edged.jobs.manager import JobManager
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
@@ -74,7 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # reverse order at shutdown, before the process exits.
         #   - job manager (worker process, resume of interrupted jobs)
         #   - telemetry sampler
-        app.state.sampler = start_sampler(settings)
+        app.state.sampler = start_sampler(settings, records.running_job_id)
         services.callback(app.state.sampler.stop)
         app.state.jobs = JobManager(settings)
         app.state.jobs.start()

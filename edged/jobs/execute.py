@@ -14,6 +14,7 @@ from edged.data.task import TaskData
 from edged.errors import EdgedError, InvalidInput
 from edged.jobs import records
 from edged.jobs.progress import ProgressReporter
+from edged.jobs.states import JobState
 from edged.models.sources import ModelSources
 from edged.pipeline.config import JobConfig
 from edged.pipeline.job import run_job
@@ -52,7 +53,7 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
                           ModelSources.from_settings(settings), task, store_artifact, reporter, source, record)
     finally:
         source.close()
-    records.finish_running(db, job_id, records.SUCCEEDED, metrics=metrics)
+    records.finish_running(db, job_id, JobState.SUCCEEDED, metrics=metrics)
     return metrics
 
 

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import sqlite_utils
 
 from edged.jobs import records, retention
+from edged.jobs.states import JobState
 from edged.jobs.worker import (
     EXIT_DISK_FULL,
     EXIT_STOPPED,
@@ -114,7 +115,7 @@ class JobManager:
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                            env=worker_environment())
         except OSError as exc:
-            records.finish_running(db, job["id"], records.FAILED, error=f"the worker process could not start: {exc}")
+            records.finish_running(db, job["id"], JobState.FAILED, error=f"the worker process could not start: {exc}")
             return
         records.set_worker_pid(db, job["id"], process.pid)
         log.info("job %s: worker %d started", job["id"], process.pid)
@@ -143,7 +144,7 @@ class JobManager:
     def _settle(self, db: sqlite_utils.Database, job_id: str, code: int) -> None:
         """Record what the worker's exit means, unless the worker recorded a final state itself."""
         job = records.get_job(db, job_id)
-        if job["state"] != records.RUNNING:
+        if job["state"] != JobState.RUNNING:
             log.info("job %s: %s", job_id, job["state"])
             return
         if self._stopping.is_set():
@@ -154,7 +155,7 @@ class JobManager:
         if code == -signal.SIGKILL:
             reason += " (SIGKILL: often the kernel's out-of-memory killer; lower batch_size or memory_budget_mb)"
         reason += f"; its output is in {job_dir(self.settings.data_dir, job_id) / 'worker.log'}"
-        records.finish_running(db, job_id, records.FAILED, error=reason)
+        records.finish_running(db, job_id, JobState.FAILED, error=reason)
         log.warning("job %s failed: %s", job_id, reason)
 
 
@@ -183,7 +184,7 @@ def stop_process(process: subprocess.Popen, timeout_s: float) -> None:
 
 def recover_jobs(db: sqlite_utils.Database, settings: Settings) -> None:
     """Jobs found `running` at start-up lost their worker: resume them, or say why they cannot be."""
-    for job in records.jobs_in_state(db, records.RUNNING):
+    for job in records.jobs_in_state(db, JobState.RUNNING):
         _stop_orphan(job)
         reason = _unresumable_reason(db, settings, job)
         if reason is not None:

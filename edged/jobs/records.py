@@ -1,4 +1,5 @@
-"""Job rows, job events and artifacts in SQLite: the only SQL of the jobs package.
+"""Job rows, job events and artifacts in SQLite: the only SQL of the jobs package, and the only SQL on `jobs`
+anywhere (the sampler, /metrics, the dashboard and dataset deletion ask the functions here).
 
 Every state change is one conditional UPDATE (`... WHERE state = ?`), so the API, the manager and the
 worker, each on its own connection, never overwrite each other's decisions; a final state and its
@@ -10,29 +11,27 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Optional
 
 import sqlite_utils
 
 from edged.errors import Conflict, Corrupt, NotFound
+from edged.jobs.states import ACTIVE_STATES, FINAL_STATES, JobState
 from edged.pipeline.config import JobConfig
 from edged.store.blobs import BlobStore
 from edged.store.db import utc_now
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
-    "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 
 
 def create_job(db: sqlite_utils.Database, model: str, dataset_id: str, method: str, config: JobConfig) -> str:
     job_id = uuid.uuid4().hex
     with db.atomic():
         db.table("jobs").insert({
-            "id": job_id, "state": QUEUED, "progress": 0.0, "model": model, "dataset_id": dataset_id,
+            "id": job_id, "state": JobState.QUEUED, "progress": 0.0, "model": model, "dataset_id": dataset_id,
             "method": method, "config": config.model_dump_json(), "created_at": utc_now(),
         })
-        add_event(db, job_id, "state", {"state": QUEUED})
+        add_event(db, job_id, "state", {"state": JobState.QUEUED})
     return job_id
 
 
@@ -48,15 +47,15 @@ def list_jobs(db: sqlite_utils.Database, limit: int = 100) -> list[dict[str, Any
     return [_decoded(row) for row in rows]
 
 
-def jobs_in_state(db: sqlite_utils.Database, state: str) -> list[dict[str, Any]]:
+def jobs_in_state(db: sqlite_utils.Database, state: JobState) -> list[dict[str, Any]]:
     return [_decoded(row) for row in db.query("SELECT * FROM jobs WHERE state = ? ORDER BY rowid", [state])]
 
 
 def request_cancel(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
     """A queued job is cancelled at once; a running one is flagged for its worker (checked between steps)."""
-    if _finish(db, job_id, QUEUED, CANCELLED, error="cancelled before it started"):
+    if _finish(db, job_id, JobState.QUEUED, JobState.CANCELLED, error="cancelled before it started"):
         return get_job(db, job_id)
-    flagged = db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = ?", [job_id, RUNNING])
+    flagged = db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = ?", [job_id, JobState.RUNNING])
     job = get_job(db, job_id)
     if flagged.rowcount == 0:
         raise Conflict(f"job {job_id} is already {job['state']}; only queued or running jobs can be cancelled")
@@ -65,14 +64,14 @@ def request_cancel(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
 
 def claim_next(db: sqlite_utils.Database) -> Optional[dict[str, Any]]:
     """Move the oldest queued job to running and return it (None when nothing is queued)."""
-    queued = [row["id"] for row in db.query("SELECT id FROM jobs WHERE state = ? ORDER BY created_at, rowid", [QUEUED])]
+    queued = [row["id"] for row in db.query("SELECT id FROM jobs WHERE state = ? ORDER BY created_at, rowid", [JobState.QUEUED])]
     for job_id in queued:  # the first one not cancelled meanwhile
         with db.atomic():
             claimed = db.execute(
                 "UPDATE jobs SET state = ?, started_at = COALESCE(started_at, ?), worker_pid = NULL "
-                "WHERE id = ? AND state = ?", [RUNNING, utc_now(), job_id, QUEUED]).rowcount
+                "WHERE id = ? AND state = ?", [JobState.RUNNING, utc_now(), job_id, JobState.QUEUED]).rowcount
             if claimed:
-                add_event(db, job_id, "state", {"state": RUNNING})
+                add_event(db, job_id, "state", {"state": JobState.RUNNING})
         if claimed:
             return get_job(db, job_id)
     return None
@@ -85,7 +84,7 @@ def set_worker_pid(db: sqlite_utils.Database, job_id: str, pid: int) -> None:
 def set_progress(db: sqlite_utils.Database, job_id: str, progress: float, stage: Optional[str] = None) -> None:
     """Progress only moves forward (a resumed job repeats early stages but does not go back)."""
     db.execute("UPDATE jobs SET progress = MAX(progress, ?), stage = COALESCE(?, stage) WHERE id = ? AND state = ?",
-               [min(max(progress, 0.0), 1.0), stage, job_id, RUNNING])
+               [min(max(progress, 0.0), 1.0), stage, job_id, JobState.RUNNING])
 
 
 def cancel_requested(db: sqlite_utils.Database, job_id: str) -> bool:
@@ -93,14 +92,14 @@ def cancel_requested(db: sqlite_utils.Database, job_id: str) -> bool:
     return bool(row and row[0])
 
 
-def finish_running(db: sqlite_utils.Database, job_id: str, state: str, error: Optional[str] = None,
+def finish_running(db: sqlite_utils.Database, job_id: str, state: JobState, error: Optional[str] = None,
                    metrics: Optional[dict[str, Any]] = None) -> bool:
     """running -> succeeded/failed/cancelled/interrupted; False if the job was not running."""
-    return _finish(db, job_id, RUNNING, state, error, metrics)
+    return _finish(db, job_id, JobState.RUNNING, state, error, metrics)
 
 
 def interrupt(db: sqlite_utils.Database, job_id: str, reason: str) -> bool:
-    return _finish(db, job_id, RUNNING, INTERRUPTED, error=reason)
+    return _finish(db, job_id, JobState.RUNNING, JobState.INTERRUPTED, error=reason)
 
 
 CANCELLED_AT_STOP = "cancelled (the daemon stopped before the worker acted on the cancel)"
@@ -112,19 +111,19 @@ def requeue(db: sqlite_utils.Database, job_id: str, reason: str, event_type: str
     A job whose cancel was requested ends `cancelled` instead: the user's cancel outlives a stop or a
     restart that got there first. Returns whether the job was requeued.
     """
-    if _finish(db, job_id, RUNNING, CANCELLED, error=CANCELLED_AT_STOP, only_if_cancel_requested=True):
+    if _finish(db, job_id, JobState.RUNNING, JobState.CANCELLED, error=CANCELLED_AT_STOP, only_if_cancel_requested=True):
         return False
     with db.atomic():
         moved = db.execute("UPDATE jobs SET state = ?, worker_pid = NULL WHERE id = ? AND state = ?",
-                           [QUEUED, job_id, RUNNING]).rowcount
+                           [JobState.QUEUED, job_id, JobState.RUNNING]).rowcount
         if moved:
-            add_event(db, job_id, event_type, {"state": QUEUED, "reason": reason})
+            add_event(db, job_id, event_type, {"state": JobState.QUEUED, "reason": reason})
     return bool(moved)
 
 
-def _finish(db: sqlite_utils.Database, job_id: str, from_state: str, state: str, error: Optional[str] = None,
+def _finish(db: sqlite_utils.Database, job_id: str, from_state: JobState, state: JobState, error: Optional[str] = None,
             metrics: Optional[dict[str, Any]] = None, only_if_cancel_requested: bool = False) -> bool:
-    progress = "1.0" if state == SUCCEEDED else "progress"
+    progress = "1.0" if state == JobState.SUCCEEDED else "progress"
     condition = " AND cancel_requested = 1" if only_if_cancel_requested else ""
     with db.atomic():
         moved = db.execute(
@@ -146,13 +145,13 @@ def delete_finished_job(db: sqlite_utils.Database, job_id: str) -> list[str]:
     # connection wrote in between, while one that starts with its write waits for the busy timeout.
     blobs = {row["blob"] for row in db.query("SELECT blob FROM artifacts WHERE job_id = ?", [job_id])}
     with db.atomic():
-        deleted = db.execute(f"DELETE FROM jobs WHERE id = ? AND state IN ({', '.join('?' * len(FINAL_STATES))})",
+        deleted = db.execute(f"DELETE FROM jobs WHERE id = ? AND state IN ({_marks(FINAL_STATES)})",
                              [job_id, *FINAL_STATES]).rowcount
         if not deleted:
             job = get_job(db, job_id)  # NotFound if there is no such job
             raise Conflict(f"job {job_id} is {job['state']}; cancel it first (POST /v1/jobs/{job_id}/cancel), then "
                            f"delete it once it has ended", detail={"state": job["state"], "accepted": FINAL_STATES})
-        marks = ", ".join("?" * len(blobs))
+        marks = _marks(blobs)
         still_used = {row["blob"] for row in db.query(
             f"SELECT blob FROM artifacts WHERE blob IN ({marks}) UNION SELECT blob FROM datasets WHERE blob IN ({marks})",
             [*blobs, *blobs])} if blobs else set()
@@ -161,13 +160,35 @@ def delete_finished_job(db: sqlite_utils.Database, job_id: str) -> list[str]:
 
 def finished_before(db: sqlite_utils.Database, cutoff: str) -> list[str]:
     """Ids of jobs in a final state that finished before `cutoff` (a `utc_now()`-style timestamp)."""
-    marks = ", ".join("?" * len(FINAL_STATES))
     return [row["id"] for row in db.query(
-        f"SELECT id FROM jobs WHERE state IN ({marks}) AND finished_at < ? ORDER BY finished_at", [*FINAL_STATES, cutoff])]
+        f"SELECT id FROM jobs WHERE state IN ({_marks(FINAL_STATES)}) AND finished_at < ? ORDER BY finished_at",
+        [*FINAL_STATES, cutoff])]
 
 
 def job_ids(db: sqlite_utils.Database) -> set[str]:
     return {row["id"] for row in db.query("SELECT id FROM jobs")}
+
+
+def running_job_id(db: sqlite_utils.Database) -> Optional[str]:
+    """The running job (the first started, should there be several): what telemetry samples are tagged with."""
+    row = db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY started_at LIMIT 1", [JobState.RUNNING]).fetchone()
+    return row[0] if row else None
+
+
+def count_by_state(db: sqlite_utils.Database) -> dict[str, int]:
+    """How many jobs are in each state; every state is named, with 0 when no job is in it."""
+    counts = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    return {**{state.value: 0 for state in JobState}, **counts}
+
+
+def refuse_if_dataset_in_use(db: sqlite_utils.Database, dataset_id: str) -> None:
+    """Conflict while a queued or running job uses the dataset: it must not be deleted under them."""
+    active = [row["id"] for row in db.query(
+        f"SELECT id FROM jobs WHERE dataset_id = ? AND state IN ({_marks(ACTIVE_STATES)}) ORDER BY rowid",
+        [dataset_id, *ACTIVE_STATES])]
+    if active:
+        raise Conflict(f"dataset {dataset_id} is used by {len(active)} queued or running job(s); "
+                       "cancel them or wait for them to finish", detail={"jobs": active})
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -224,6 +245,11 @@ def verified_artifact_path(blobs: BlobStore, artifact: dict[str, Any]) -> Path:
                       f"{exc.detail['actual_sha256']} != {artifact['blob']}; run the job again to produce it anew",
                       detail={**exc.detail, "job": artifact["job_id"], "artifact": artifact["name"]}) from None
     return blobs.path(artifact["blob"])
+
+
+def _marks(values: Collection[Any]) -> str:
+    """One `?` per value, for `IN (...)`."""
+    return ", ".join("?" * len(values))
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

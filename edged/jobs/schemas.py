@@ -7,13 +7,12 @@ a request names: the model, the dataset and the compile backend.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edged.jobs.states import FINAL_STATES, JobState
 from edged.pipeline.config import JobFields, ModelOptions
-
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 class JobCreate(JobFields, ModelOptions):
@@ -27,7 +26,7 @@ class JobCreate(JobFields, ModelOptions):
 
 class JobPublic(BaseModel):
     id: str = Field(description="job id")
-    state: JobState = Field(description="queued, running, succeeded, failed, cancelled or interrupted")
+    state: JobState = Field(description=f"queued, then running, then one of the final states: {', '.join(FINAL_STATES)}")
     stage: Optional[str] = Field(description="the pipeline stage the job is in (or ended in)")
     progress: float = Field(ge=0.0, le=1.0, description="0..1")
     error: Optional[str] = Field(description="why the job failed, was cancelled or interrupted; null otherwise")

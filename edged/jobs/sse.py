@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.jobs import records
+from edged.jobs.states import FINAL_STATES
 from edged.store.db import open_db
 
 POLL_S = 0.25
@@ -53,8 +54,8 @@ async def job_event_stream(db_path: Path, job_id: str, stopping: threading.Event
             if events:
                 last_sent = time.monotonic()
                 continue  # there may be more than one page
-            if job["state"] in records.FINAL_STATES or stopping.is_set():
-                yield format_end(job, daemon_stopping=job["state"] not in records.FINAL_STATES)
+            if job["state"] in FINAL_STATES or stopping.is_set():
+                yield format_end(job, daemon_stopping=job["state"] not in FINAL_STATES)
                 return
             if time.monotonic() - last_sent >= KEEPALIVE_S:
                 yield ": keep-alive\n\n"

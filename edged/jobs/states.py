@@ -1,4 +1,4 @@
-"""The one list of job states. A job is `queued`, then `running`, then ends in one of FINAL_STATES.
+"""The one list of job states. A job is `queued`, then `running` (ACTIVE_STATES), then ends in one of FINAL_STATES.
 
 `JobState` is a `str` enum, so a state compares equal to its name as stored in SQLite and sent over HTTP.
 """
@@ -21,3 +21,4 @@ class JobState(str, Enum):
 
 
 FINAL_STATES: tuple[JobState, ...] = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED)
+ACTIVE_STATES: tuple[JobState, ...] = (JobState.QUEUED, JobState.RUNNING)

@@ -25,6 +25,7 @@ from typing import Optional
 from edged.errors import EdgedError
 from edged.jobs import records
 from edged.jobs.progress import JobStopped, ProgressReporter
+from edged.jobs.states import JobState
 from edged.jobs.worker_env import read_worker_settings
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
@@ -116,12 +117,12 @@ def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
             if not stop.cancelled:
                 log.info("job %s stopped by SIGTERM during %s; it stays resumable", job_id, reporter.stage_name)
                 return EXIT_STOPPED
-            records.finish_running(db, job_id, records.CANCELLED, error=f"cancelled {during(reporter.stage_name)}")
+            records.finish_running(db, job_id, JobState.CANCELLED, error=f"cancelled {during(reporter.stage_name)}")
         except Exception as exc:  # any failure of the job is the job's, reported in its row
             if not isinstance(exc, EdgedError):
                 with contextlib.suppress(OSError):  # worker.log may be on the very disk that is full
                     traceback.print_exc()
-            records.finish_running(db, job_id, records.FAILED, error=failure_reason(settings.data_dir, reporter.stage_name, exc))
+            records.finish_running(db, job_id, JobState.FAILED, error=failure_reason(settings.data_dir, reporter.stage_name, exc))
         return 0
     except Exception as exc:
         if not is_disk_full(exc):

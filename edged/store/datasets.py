@@ -19,12 +19,11 @@ import sqlite_utils
 from edged.data.formats import decode_as, detect_format
 from edged.data.task import TaskData
 from edged.data.upload_limits import UploadLimits
-from edged.errors import Conflict, Corrupt, InvalidInput, NotFound
+from edged.errors import Corrupt, InvalidInput, NotFound
 from edged.store.blobs import BlobStore, sha256_bytes
 from edged.store.db import utc_now
 from edged.store.space import disk_full, is_disk_full
 
-ACTIVE_JOB_STATES = ("queued", "running")
 MAX_NAME_LENGTH = 200
 # Unicode categories refused in names: control, format (e.g. bidi overrides), surrogate, private use, line breaks.
 REFUSED_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
@@ -132,22 +131,13 @@ def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 
 def delete_dataset(db: sqlite_utils.Database, blobs: BlobStore, dataset_id: str) -> None:
-    """Delete a dataset and its blob; Conflict while a queued or running job uses it."""
+    """Delete a dataset and its blob; finished jobs that used it keep their row, with `dataset_id` NULL.
+
+    Whether a queued or running job still needs it is the job queue's question, asked first by the
+    caller (`edged.jobs.records.refuse_if_dataset_in_use`).
+    """
     row = get_dataset(db, dataset_id)
     with db.atomic():
-        active = [
-            r["id"]
-            for r in db.query(
-                f"SELECT id FROM jobs WHERE dataset_id = ? AND state IN ({', '.join('?' * len(ACTIVE_JOB_STATES))})",
-                [dataset_id, *ACTIVE_JOB_STATES],
-            )
-        ]
-        if active:
-            raise Conflict(
-                f"dataset {dataset_id} is used by {len(active)} queued or running job(s); "
-                "cancel them or wait for them to finish",
-                detail={"jobs": active},
-            )
         db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
     blobs.delete(row["blob"])
 

@@ -1,4 +1,5 @@
-"""GET /metrics in the Prometheus text format, built at scrape time from the sampler and the database.
+"""GET /metrics in the Prometheus text format, built at scrape time from the sampler, the database and
+the job counts the caller read (`edged.jobs.records.count_by_state`).
 
 A fresh registry per scrape with one custom collector: no process-global metric objects, so
 several apps (tests) in one process never collide. Base units per Prometheus convention.
@@ -17,8 +18,6 @@ from prometheus_client.registry import Collector
 
 from edged.telemetry.sampler import Sampler
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-
 # telemetry_samples column -> (metric name, help, factor to base unit)
 _GAUGES = {
     "power_w": ("edged_power_watts", "Total power the source sees (board input, GPUs or CPU packages).", 1.0),
@@ -30,8 +29,8 @@ _GAUGES = {
 
 
 class _TelemetryCollector(Collector):
-    def __init__(self, db: sqlite_utils.Database, sampler: Optional[Sampler]) -> None:
-        self._db, self._sampler = db, sampler
+    def __init__(self, db: sqlite_utils.Database, sampler: Optional[Sampler], jobs_by_state: dict[str, int]) -> None:
+        self._db, self._sampler, self._jobs_by_state = db, sampler, jobs_by_state
 
     def _latest(self) -> Optional[dict[str, Any]]:
         if self._sampler is not None and self._sampler.latest is not None:
@@ -63,14 +62,14 @@ class _TelemetryCollector(Collector):
         yield self._jobs()
 
     def _jobs(self) -> Metric:
-        counts = dict(self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
         jobs = GaugeMetricFamily("edged_jobs", "Jobs by state.", labels=["state"])
-        for state in sorted(set(JOB_STATES) | set(counts)):
-            jobs.add_metric([state], counts.get(state, 0))
+        for state in sorted(self._jobs_by_state):
+            jobs.add_metric([state], self._jobs_by_state[state])
         return jobs
 
 
-def render_metrics(db: sqlite_utils.Database, sampler: Optional[Sampler]) -> bytes:
+def render_metrics(db: sqlite_utils.Database, sampler: Optional[Sampler], jobs_by_state: dict[str, int]) -> bytes:
+    """The exposition text; `jobs_by_state` names every state, 0 included, so each has its series."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_TelemetryCollector(db, sampler))
+    registry.register(_TelemetryCollector(db, sampler, jobs_by_state))
     return generate_latest(registry)

@@ -1,8 +1,8 @@
 """The daemon's sampler: a thread that reads the power source and appends to `telemetry_samples`.
 
 It samples every `active_interval_s` while a job runs and every `idle_interval_s` otherwise. A job
-counts as running when `set_active(job_id)` named one, or else when the `jobs` table has a row in
-state `running` (the worker is another process; the table is what both processes share). Each
+counts as running when `set_active(job_id)` named one, or else when `running_job(db)` finds one (the
+daemon passes the job queue's query: the worker is another process, the database is what both share). Each
 row carries the energy since the previous row, so the energy of any time range is a SUM. After
 each insert, rows beyond `retention_rows` are deleted, oldest first, so the database stays bounded.
 """
@@ -13,22 +13,31 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import sqlite_utils
 
+from edged.store.db import open_db
 from edged.telemetry.config import TelemetryConfig
 from edged.telemetry.energy import EnergyIntegrator
 from edged.telemetry.reading import PowerReading, PowerSource
 
 log = logging.getLogger(__name__)
 
+RunningJob = Callable[[sqlite_utils.Database], Optional[str]]
+
+
+def _no_job(db: sqlite_utils.Database) -> Optional[str]:
+    return None
+
 
 class Sampler:
-    def __init__(self, db_path: Union[str, Path], source: PowerSource, config: TelemetryConfig) -> None:
+    def __init__(self, db_path: Union[str, Path], source: PowerSource, config: TelemetryConfig,
+                 running_job: RunningJob = _no_job) -> None:
         self.source = source
         self.config = config
         self._db_path = db_path
+        self._running_job_in = running_job
         self._db: Optional[sqlite_utils.Database] = None
         self._explicit_job: Optional[str] = None
         self._integrator = EnergyIntegrator()
@@ -47,16 +56,13 @@ class Sampler:
 
     def _db_conn(self) -> sqlite_utils.Database:
         if self._db is None:
-            from edged.store.db import open_db
-
             self._db = open_db(self._db_path)
         return self._db
 
     def _running_job(self, db: sqlite_utils.Database) -> Optional[str]:
         if self._explicit_job is not None:
             return self._explicit_job
-        row = db.execute("SELECT id FROM jobs WHERE state = 'running' ORDER BY started_at LIMIT 1").fetchone()
-        return row[0] if row else None
+        return self._running_job_in(db)
 
     def _row(self, reading: PowerReading, job_id: Optional[str]) -> dict[str, Any]:
         self._integrator.add(reading)

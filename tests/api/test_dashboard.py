@@ -1,4 +1,4 @@
-"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright)."""
+"""The dashboard: its data route, and the page in a real headless Chromium (Debian's `chromium`, driven by Playwright)."""
 
 import json
 import shutil
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from edged.api.app import create_app
+from edged.api.jobs_view import JOB_COLUMNS
 from edged.settings import get_settings
 from edged.store.db import open_db, utc_now
 
@@ -19,7 +21,7 @@ TOKEN = "dashboard-test-token-0123456789"
 LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install chromium)")
 
 
 def _free_port() -> int:
@@ -70,6 +72,20 @@ def _seed(db) -> None:
     db["telemetry_samples"].insert_all(rows)
 
 
+def test_dashboard_data_lists_jobs_newest_first_with_metrics_and_stage_telemetry(tmp_path):
+    settings = get_settings(data_dir=tmp_path / "data", token=TOKEN, sysfs_root=tmp_path / "no-sys")
+    with TestClient(create_app(settings)) as client:
+        _seed(open_db(settings.db_path))
+        data = client.get("/dashboard/data", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    running, finished = data["jobs"]  # job-8c21 was submitted after job-7f3a
+    assert (running["id"], finished["id"]) == ("job-8c21", "job-7f3a")
+    assert set(finished) == {*JOB_COLUMNS, "stages"}  # no config, worker pid or dataset: what the page shows
+    assert finished["metrics"]["latency"]["sparse_2_4"]["p50_ms"] == 2.90 and running["metrics"] == {}
+    assert [s["stage"] for s in finished["stages"]] == ["calibrate", "train", "benchmark"]
+    assert sum(s["energy_j"] for s in finished["stages"]) == pytest.approx(1023.7) and running["stages"] == []
+
+
+@needs_chromium
 def test_dashboard_shows_a_finished_job_draws_charts_and_updates_live(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, settings = server
@@ -106,6 +122,7 @@ def test_dashboard_shows_a_finished_job_draws_charts_and_updates_live(server, tm
             browser.close()
 
 
+@needs_chromium
 def test_page_without_token_asks_for_one(server):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, _ = server

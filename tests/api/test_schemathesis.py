@@ -18,6 +18,7 @@ from schemathesis.checks import (
 from suite_settings import TEST_FACTORIES, TEST_TOKEN
 from edged.api.app import create_app, prepare_store
 from edged.jobs import records
+from edged.jobs.states import JobState
 from edged.settings import get_settings
 from edged.store import datasets
 from edged.store.blobs import BlobStore
@@ -43,7 +44,7 @@ def _seed_store(app_settings, tmp_path) -> None:
         artifact = tmp_path / "delta.safetensors"
         artifact.write_bytes(b"not really safetensors")
         records.add_artifact(db, blobs, job_id, "delta.safetensors", artifact)
-        records.finish_running(db, job_id, records.SUCCEEDED, metrics={"accuracy_after": 0.9})
+        records.finish_running(db, job_id, JobState.SUCCEEDED, metrics={"accuracy_after": 0.9})
     finally:
         db.close()
 

@@ -49,6 +49,16 @@ def test_range_metrics_and_job_filters(client, settings):
     assert job["stages"] == []
 
 
+def test_the_daemons_sampler_tags_its_samples_with_the_running_job(client, settings):
+    """The app hands its sampler the job queue's running job: a job's samples come back by its id."""
+    db = open_db(settings.db_path)
+    db["jobs"].insert({"id": "j-run", "state": "running", "model": "m", "method": "taskedge",
+                       "created_at": utc_now(), "started_at": utc_now()})  # as a worker's claim leaves it
+    assert client.app.state.sampler.sample_once()["job_id"] == "j-run"
+    body = client.get("/v1/telemetry?job_id=j-run", headers=AUTH).json()
+    assert body["count"] >= 1 and {s["job_id"] for s in body["samples"]} == {"j-run"}
+
+
 def test_long_ranges_are_bucketed_with_energy_preserved(client, settings):
     db = open_db(settings.db_path)
     _insert_samples(db, [{"ts": 2000.0 + i, "power_w": float(i % 2) * 10, "energy_j": 1.0} for i in range(100)])

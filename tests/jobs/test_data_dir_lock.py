@@ -13,7 +13,7 @@ import httpx
 from daemon import AUTH, Daemon
 from jobs_helpers import FAST_JOB, digits_npz, wait_for
 
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:

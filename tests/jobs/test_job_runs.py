@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from jobs_helpers import FAST_JOB, upload, wait_for
 from edged.client import parse_sse
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 from edged.store.db import open_db
 
 

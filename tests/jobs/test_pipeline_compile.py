@@ -20,7 +20,7 @@ from jobs_helpers import FAST_JOB, upload, wait_for
 from edged.api.app import create_app
 from edged.compile.registry import available_backends
 from edged.compile.onnx_export import check_onnx_2_4
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 from edged.sparse.nm import check_2_4
 from edged.store.db import open_db
 from edged.telemetry.stages import stage_rows

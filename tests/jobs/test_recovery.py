@@ -8,6 +8,7 @@ from jobs_helpers import FAST_JOB, digits_npz
 from edged.errors import Conflict
 from edged.jobs import records
 from edged.jobs.manager import MAX_RESUMES, recover_jobs
+from edged.jobs.states import JobState
 from edged.jobs.validate import checked_job
 from edged.store.datasets import get_dataset, save_dataset
 
@@ -56,6 +57,6 @@ def test_cancel_takes_a_queued_job_out_at_once_and_flags_a_running_one(db, blobs
     assert records.claim_next(db) is None  # a cancelled job is never started
     flagged = records.request_cancel(db, running)
     assert flagged["state"] == "running" and flagged["cancel_requested"] and records.cancel_requested(db, running)
-    assert records.finish_running(db, running, records.CANCELLED, error="cancelled during stage train")
+    assert records.finish_running(db, running, JobState.CANCELLED, error="cancelled during stage train")
     with pytest.raises(Conflict, match="already cancelled"):
         records.request_cancel(db, running)

@@ -10,7 +10,7 @@ import pytest
 
 from daemon import AUTH, Daemon
 from jobs_helpers import FAST_JOB, digits_npz, wait_for
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 
 
 def _state_in_db(daemon: Daemon, job_id: str) -> str:

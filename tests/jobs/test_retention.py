@@ -12,6 +12,7 @@ from edged.api.app import create_app
 from edged.errors import Conflict
 from edged.jobs import records
 from edged.jobs.retention import SECONDS_PER_DAY, delete_expired_jobs, delete_job
+from edged.jobs.states import FINAL_STATES, JobState
 from edged.jobs.validate import checked_job
 from edged.store.datasets import save_dataset
 from edged.store.db import utc_now
@@ -25,7 +26,7 @@ def test_delete_a_job_over_http(client, auth, db, blobs, settings):
     dataset = upload(client, auth, count=300)
     done = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset}).json()["id"]
     job = wait_for(lambda: client.get(f"/v1/jobs/{done}", headers=auth).json(),
-                   lambda j: j["state"] in records.FINAL_STATES, timeout_s=120)
+                   lambda j: j["state"] in FINAL_STATES, timeout_s=120)
     assert job["state"] == "succeeded", job
     artifacts = client.get(f"/v1/jobs/{done}/artifacts", headers=auth).json()
     work_dir = settings.data_dir / "jobs" / done
@@ -57,7 +58,7 @@ def _finished_job(db, blobs, settings, artifact_bytes: bytes) -> str:
     output = settings.data_dir / "jobs" / job_id / "delta.safetensors"
     output.write_bytes(artifact_bytes)
     records.add_artifact(db, blobs, job_id, "delta.safetensors", output)
-    assert records.finish_running(db, job_id, records.SUCCEEDED, metrics={})
+    assert records.finish_running(db, job_id, JobState.SUCCEEDED, metrics={})
     return job_id
 
 

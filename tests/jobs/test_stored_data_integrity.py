@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jobs_helpers import FAST_JOB, digits_npz, wait_for
 
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 
 
 def _flip_a_byte(path: Path) -> None:

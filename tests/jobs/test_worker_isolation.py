@@ -11,7 +11,7 @@ import httpx
 from daemon import AUTH, Daemon
 from jobs_helpers import FAST_JOB, digits_npz, wait_for
 from suite_settings import TEST_TOKEN
-from edged.jobs.records import FINAL_STATES
+from edged.jobs.states import FINAL_STATES
 
 
 

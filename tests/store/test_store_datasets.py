@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edged.errors import Conflict, Corrupt, InvalidInput, NotFound
+from edged.jobs import records
 from edged.store.datasets import delete_dataset, get_dataset, list_datasets, load_task, save_dataset
 from edged.store.db import utc_now
 
@@ -53,12 +54,18 @@ def _job(db, job_id, dataset_id, state):
     )
 
 
+def _delete_unless_in_use(db, blobs, dataset_id):
+    """What DELETE /v1/datasets/{id} does: the job queue refuses while a job needs the dataset, then the store deletes."""
+    records.refuse_if_dataset_in_use(db, dataset_id)
+    delete_dataset(db, blobs, dataset_id)
+
+
 @pytest.mark.parametrize("state", ["queued", "running"])
 def test_delete_is_refused_while_a_job_uses_the_dataset(db, blobs, state):
     row = save_dataset(db, blobs, "a.csv", b"f,label\n1,a\n2,b\n")
     _job(db, "j1", row["id"], state)
     with pytest.raises(Conflict) as caught:
-        delete_dataset(db, blobs, row["id"])
+        _delete_unless_in_use(db, blobs, row["id"])
     assert caught.value.detail == {"jobs": ["j1"]}
     assert get_dataset(db, row["id"]) and blobs.exists(row["blob"])
 
@@ -66,7 +73,7 @@ def test_delete_is_refused_while_a_job_uses_the_dataset(db, blobs, state):
 def test_finished_jobs_keep_their_row_when_the_dataset_goes(db, blobs):
     row = save_dataset(db, blobs, "a.csv", b"f,label\n1,a\n2,b\n")
     _job(db, "j1", row["id"], "succeeded")
-    delete_dataset(db, blobs, row["id"])
+    _delete_unless_in_use(db, blobs, row["id"])
     assert db["jobs"].get("j1")["dataset_id"] is None
 
 

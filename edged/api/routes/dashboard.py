@@ -12,8 +12,8 @@ from fastapi.responses import FileResponse
 
 from edged.api.deps import DbDep
 from edged.api.errors import error_responses
+from edged.api.jobs_view import recent_jobs
 from edged.errors import NotFound
-from edged.telemetry.jobs_view import recent_jobs
 
 router = APIRouter(tags=["dashboard"])
 

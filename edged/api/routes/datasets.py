@@ -11,6 +11,7 @@ from edged.api.errors import error_responses
 from edged.api.schemas import DatasetPublic
 from edged.data.formats import ACCEPTED
 from edged.errors import TooLarge
+from edged.jobs import records
 from edged.store import datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -50,5 +51,6 @@ async def get_dataset(dataset_id: str, db: DbDep) -> DatasetPublic:
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(404, 409),
                summary="Delete a dataset (409 while a job uses it)")
 def delete_dataset(dataset_id: str, db: DbDep, blobs: BlobsDep) -> Response:
+    records.refuse_if_dataset_in_use(db, dataset_id)
     datasets.delete_dataset(db, blobs, dataset_id)
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from edged.api.deps import DbDep
+from edged.jobs import records
 from edged.telemetry.prometheus import render_metrics
 from edged.telemetry.query import query_samples, parse_metrics
 from edged.telemetry.schema import SAMPLE_METRICS
@@ -56,4 +57,4 @@ def get_telemetry(
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response)
 def get_metrics(request: Request, db: DbDep) -> Response:
-    return Response(render_metrics(db, _sampler(request)), media_type=CONTENT_TYPE_LATEST)
+    return Response(render_metrics(db, _sampler(request), records.count_by_state(db)), media_type=CONTENT_TYPE_LATEST)

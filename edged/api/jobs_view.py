@@ -8,10 +8,12 @@ variant name -> `LatencyStats.as_dict()`, e.g. {"dense": {...}, "sparse_2_4": {.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import sqlite_utils
+
+from edged.jobs import records
+from edged.telemetry.stages import stage_rows
 
 JOB_COLUMNS = ("id", "state", "stage", "progress", "model", "method", "error",
                "created_at", "started_at", "finished_at", "metrics")
@@ -19,17 +21,5 @@ JOB_COLUMNS = ("id", "state", "stage", "progress", "model", "method", "error",
 
 def recent_jobs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
     """The newest `limit` jobs with `metrics` parsed and their `stages` telemetry attached."""
-    rows = [dict(r) for r in db.query(
-        f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", [limit]
-    )]
-    stages: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
-    if rows:
-        marks = ", ".join("?" for _ in rows)
-        for s in db.query(
-            f"SELECT * FROM job_stage_telemetry WHERE job_id IN ({marks}) ORDER BY started_at", list(stages)
-        ):
-            stages[s["job_id"]].append(dict(s))
-    for r in rows:
-        r["metrics"] = json.loads(r["metrics"] or "{}")
-        r["stages"] = stages[r["id"]]
-    return rows
+    return [{**{column: job[column] for column in JOB_COLUMNS}, "stages": stage_rows(db, job["id"])}
+            for job in records.list_jobs(db, limit)]
