@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import sqlite_utils
 
@@ -22,10 +22,9 @@ from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.datasets import load_task
 from edged.telemetry.config import TelemetryConfig
-from edged.telemetry.energy import StageMeasurement
 from edged.telemetry.reading import PowerSource
 from edged.telemetry.sources import open_named_source, open_power_source
-from edged.telemetry.stages import record_stage
+from edged.telemetry.stages import stage_recorder
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +44,10 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
 
     source = open_job_power_source(settings)
 
-    def record(stage: str, measurement: StageMeasurement, started_at: float, items: Optional[int]) -> None:
-        record_stage(db, job_id, stage, measurement, source.name, items, started_at)
-
     try:
         metrics = run_job(JobConfig.model_validate(job["config"]), job["model"], job_dir,
-                          ModelSources.from_settings(settings), task, store_artifact, reporter, source, record)
+                          ModelSources.from_settings(settings), task, store_artifact, reporter, source,
+                          stage_recorder(db, job_id, source.name))
     finally:
         source.close()
     records.finish_running(db, job_id, JobState.SUCCEEDED, metrics=metrics)

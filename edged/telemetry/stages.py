@@ -1,31 +1,17 @@
 """Per-job, per-stage telemetry rows (`job_stage_telemetry`): wall time, energy, peak memory, rate.
 
-Use around a pipeline stage:
-
-    with recorded_stage(db, job_id, "train", source) as stage:
-        ... train ...
-        stage.items = samples_seen          # optional: gives items_per_s
-
-A stage that raises still gets its row (what it cost before failing), then the error propagates.
+The pipeline's StageTimer measures each stage and hands the measurement to `stage_recorder(db, job_id,
+source_name)`, which writes the stage's row as the stage ends (also when it raised).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import sqlite_utils
 
-from edged.telemetry.energy import EnergyMeter, StageMeasurement
-from edged.telemetry.reading import PowerSource
-
-
-@dataclass
-class StageItems:
-    items: Optional[int] = None  # set by the stage: samples (or batches) it processed
+from edged.telemetry.energy import StageMeasurement
 
 
 def record_stage(
@@ -55,19 +41,14 @@ def record_stage(
     return row
 
 
-@contextmanager
-def recorded_stage(
-    db: sqlite_utils.Database, job_id: str, stage: str, source: PowerSource, interval_s: float = 0.2
-) -> Iterator[StageItems]:
-    counted = StageItems()
-    started_at = time.time()
-    meter = EnergyMeter(source, interval_s=interval_s)
-    try:
-        with meter:
-            yield counted
-    finally:
-        assert meter.result is not None
-        record_stage(db, job_id, stage, meter.result, source.name, counted.items, started_at)
+def stage_recorder(db: sqlite_utils.Database, job_id: str,
+                   source_name: str) -> Callable[[str, StageMeasurement, float, Optional[int]], None]:
+    """`record(stage, measurement, started_at, items)`: writes the stage's row of job `job_id`."""
+
+    def record(stage: str, measurement: StageMeasurement, started_at: float, items: Optional[int]) -> None:
+        record_stage(db, job_id, stage, measurement, source_name, items, started_at)
+
+    return record
 
 
 def stage_rows(db: sqlite_utils.Database, job_id: str) -> list[dict[str, Any]]:
