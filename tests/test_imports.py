@@ -111,3 +111,11 @@ def test_cycle_finder_finds_a_known_cycle():
 def test_no_import_cycles_inside_edged():
     cycles = [c for c in strongly_connected(import_graph()) if len(c) > 1]
     assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_every_source_folder_is_a_package():
+    """setuptools finds only folders with an __init__.py: a folder without one is left out of an installed edged."""
+    root = Path(__file__).resolve().parents[1] / "edged"
+    missing = [str(d.relative_to(root)) for d in root.rglob("*") if d.is_dir() and d.name != "__pycache__"
+               and any(d.glob("*.py")) and not (d / "__init__.py").exists()]
+    assert missing == []

@@ -97,3 +97,13 @@ def test_the_metrics_keys_in_the_readme_are_the_ones_a_job_writes(real_job_metri
     documented = set(re.findall(r"`(\w+)`", paragraph))
     assert documented - _keys(real_job_metrics) == set(), "README names metrics keys a job does not write"
     assert set(real_job_metrics) - documented == set(), "a job writes metrics keys the README does not name"
+
+
+def test_the_code_map_names_every_package_and_only_paths_that_exist():
+    repo = Path(__file__).resolve().parents[1]
+    table = README.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`((?:edged|deploy|systemd|docker)/[^`]*)`", table))
+    assert [path for path in named if not (repo / path).exists()] == []
+    packages = {f"{p.relative_to(repo).as_posix()}/" for p in (repo / "edged").iterdir()
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages - named == set(), "packages missing from the README's code map"
