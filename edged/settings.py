@@ -108,6 +108,18 @@ class Settings(BaseSettings):
         0, ge=0, description="CPU threads torch uses in the job worker; 0: one fewer than the cores (at "
         "least one), leaving a core for the API.",
     )
+    predict_threads: int = Field(
+        1, ge=1, description="CPU threads torch uses for predictions in the daemon (the job worker has its own).",
+    )
+    predict_batch_limit: int = Field(
+        32, ge=1, le=4096, description="Most samples one micro-batch of predictions on a task gathers.",
+    )
+    predict_max_wait_ms: float = Field(
+        5.0, ge=0.0, le=1000.0, description="Longest a prediction waits for others of its task to share its batch.",
+    )
+    task_cache_mb: float = Field(
+        256.0, gt=0.0, description="Task deltas kept parsed on the serving device (LRU beyond this), in MiB.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Logging level of the daemon."
     )

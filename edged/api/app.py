@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 import edged
 from edged.api.errors import install_error_handlers
 from edged.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
-from edged.api.routes import dashboard, datasets, health, jobs, models, telemetry
+from edged.api.routes import dashboard, datasets, health, jobs, models, tasks, telemetry
 from edged.api.schemas import ErrorBody
 from edged.data.decode_budget import DecodeGate
 from edged.jobs import records
@@ -31,6 +31,7 @@ from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import migrate, open_db
 from edged.store.pool import ConnectionPool
+from edged.tasks.server import TaskServer
 from edged.telemetry.service import start_sampler
 
 ROUTERS: list[APIRouter] = [
@@ -38,6 +39,7 @@ ROUTERS: list[APIRouter] = [
     datasets.router,
     jobs.router,
     models.router,
+    tasks.router,
     telemetry.router,
     dashboard.router,
 ]
@@ -77,6 +79,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         #   - telemetry sampler
         app.state.sampler = start_sampler(settings, records.running_job_id)
         services.callback(app.state.sampler.stop)
+        app.state.tasks = TaskServer(settings, app.state.blobs)  # the inference thread of published tasks
+        app.state.tasks.start()
+        services.callback(app.state.tasks.stop)
         app.state.jobs = JobManager(settings)
         app.state.jobs.start()
         services.callback(app.state.jobs.stop)  # stops first: the worker, then the sampler

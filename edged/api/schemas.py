@@ -34,3 +34,32 @@ class ErrorContent(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorContent
+
+
+class TaskPublic(BaseModel):
+    id: str = Field(description="task id, used in /v1/tasks/{id}/predict")
+    job_id: Optional[str] = Field(description="the job that adapted it (null once that job is deleted)")
+    base_model: str = Field(description="the base model spec its delta applies to")
+    kind: Literal["image", "text", "tabular"] = Field(description="what inputs it takes")
+    model_options: dict[str, object] = Field(description="the base's loader options (image_size, max_length, kind)")
+    seed: int = Field(description="the base's seed (a user factory's initialisation)")
+    method: str = Field(description="the adaptation method")
+    classes: list[str] = Field(description="class names; logit i is classes[i]")
+    delta_blob: str = Field(description="SHA-256 of its delta (the job's delta.safetensors)")
+    delta_bytes: int = Field(description="size of the delta file in bytes")
+    created_at: str = Field(description="when it was published, ISO 8601 UTC")
+
+
+class ClassProbability(BaseModel):
+    class_: str = Field(alias="class", description="class name")
+    index: int = Field(description="class index (logit position)")
+    probability: float = Field(description="softmax probability")
+
+
+class PredictResponse(BaseModel):
+    task: str = Field(description="the task id")
+    predictions: list[list[ClassProbability]] = Field(description="per sample, its top-k classes, most likely first")
+    latency_ms: float = Field(description="from the request's arrival at the task server to its answer")
+    switch_ms: float = Field(description="time the task switch before this micro-batch took (0: already active)")
+    batch_requests: int = Field(description="requests that shared this micro-batch")
+    logits: Optional[list[list[float]]] = Field(None, description="raw logits per sample, with ?logits=true")

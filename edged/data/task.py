@@ -28,12 +28,15 @@ class TaskData:
     x: images as uint8 (N, C, H, W) or float (N, C, H, W) in [0, 1], C in {1, 3};
        tabular as float (N, F); text as a list of N strings.
     y: int64 (N,).
+    labelled: False for samples to predict (the task's classes, placeholder labels that nothing reads):
+       only their inputs are validated.
     """
 
     kind: Kind
     x: Union[Tensor, list[str]]
     y: Tensor
     classes: list[str]
+    labelled: bool = True
 
     def __post_init__(self) -> None:
         validate_task(self)
@@ -46,7 +49,7 @@ class TaskData:
             x: Union[Tensor, list[str]] = [self.x[i] for i in indices.tolist()]
         else:
             x = self.x[indices]
-        return TaskData(self.kind, x, self.y[indices], self.classes)
+        return TaskData(self.kind, x, self.y[indices], self.classes, self.labelled)
 
     def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple["TaskData", "TaskData"]:
         """Deterministic stratified train/validation split: same data and seed, same split."""
@@ -72,7 +75,15 @@ class TaskData:
 
 
 def validate_task(task: TaskData) -> None:
-    """Raise InvalidInput naming the first thing wrong with a dataset."""
+    """Raise InvalidInput naming the first thing wrong with a dataset (with unlabelled samples, their inputs)."""
+    if task.labelled:
+        _validate_labels(task)
+    elif len(task.x) != task.y.shape[0]:
+        raise InvalidInput(f"{len(task.x)} samples but {task.y.shape[0]} placeholder labels")
+    _validate_inputs(task)
+
+
+def _validate_labels(task: TaskData) -> None:
     y = task.y
     if not isinstance(y, Tensor) or y.dim() != 1 or y.dtype != torch.int64:
         raise InvalidInput("labels must be a 1-d int64 tensor", detail={"got": _describe(y)})
@@ -95,6 +106,9 @@ def validate_task(task: TaskData) -> None:
         )
     if len(torch.unique(y)) < 2:
         raise InvalidInput("all samples carry the same label; classification needs at least 2 classes")
+
+
+def _validate_inputs(task: TaskData) -> None:
     if task.kind == "text":
         if not isinstance(task.x, list) or not all(isinstance(s, str) for s in task.x):
             raise InvalidInput("text datasets need x to be a list of strings")

@@ -18,9 +18,11 @@ from edged.jobs.states import JobState
 from edged.models.sources import ModelSources
 from edged.pipeline.config import JobConfig
 from edged.pipeline.job import run_job
+from edged.pipeline.job_stages import ARTIFACT_NAMES
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
-from edged.store.datasets import load_task
+from edged.store.datasets import get_dataset, load_task
+from edged.tasks import records as tasks
 from edged.telemetry.config import TelemetryConfig
 from edged.telemetry.reading import PowerSource
 from edged.telemetry.sources import open_named_source, open_power_source
@@ -45,13 +47,24 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
     source = open_job_power_source(settings)
 
     try:
-        metrics = run_job(JobConfig.model_validate(job["config"]), job["model"], job_dir,
+        config = JobConfig.model_validate(job["config"])
+        metrics = run_job(config, job["model"], job_dir,
                           ModelSources.from_settings(settings), task, store_artifact, reporter, source,
                           stage_recorder(db, job_id, source.name))
     finally:
         source.close()
+    if config.publish:
+        metrics["task_id"] = publish_job_task(db, records.get_job(db, job_id))
     records.finish_running(db, job_id, JobState.SUCCEEDED, metrics=metrics)
     return metrics
+
+
+def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any]) -> str:
+    """The job's task: its delta artifact (the blob it shares), its dataset's classes and kind. Published before
+    the job is marked succeeded, keyed by the job, so a restart in between publishes the same task again."""
+    delta = next(a for a in records.list_artifacts(db, job["id"]) if a["name"] == ARTIFACT_NAMES["delta"])
+    dataset = get_dataset(db, job["dataset_id"])
+    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"])
 
 
 def open_job_power_source(settings: Settings) -> PowerSource:

@@ -22,6 +22,8 @@ class JobCreate(JobFields, ModelOptions):
                        "or 'package.module:factory[=weights.safetensors]'")
     dataset: str = Field(description="id of an uploaded dataset (POST /v1/datasets)")
     compile: str = Field("none", description="compile backend for the adapted model ('auto', a backend name) or 'none'")
+    publish: bool = Field(True, description="publish the adapted model as a task to predict with (GET /v1/tasks) "
+                          "when the job succeeds")
 
 
 class JobPublic(BaseModel):

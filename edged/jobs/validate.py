@@ -58,7 +58,8 @@ def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) 
     options = job.model_dump(include=set(ModelOptions.model_fields), exclude_none=True)
     if user.is_factory_spec(job.model) and job.model not in _registered():
         options["kind"] = dataset_kind  # a user factory takes the dataset's kind (image or tabular)
-    return JobConfig(adapt=AdaptConfig(**fields, device=settings.device), model_options=options, compile=job.compile)
+    return JobConfig(adapt=AdaptConfig(**fields, device=settings.device), model_options=options, compile=job.compile,
+                     publish=job.publish)
 
 
 def _message(error: Any) -> str:

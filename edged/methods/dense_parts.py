@@ -22,8 +22,9 @@ def dense_adaptation(
     for p in params.values():
         p.requires_grad_(True)
     changed: dict[str, Optional[Tensor]] = {name: None for name in params}
-    if train_norm_layers:  # running statistics change too, so they belong to the delta
-        changed.update({f"{prefix}{name}": None for name, _ in backbone.named_buffers() if "running_" in name})
+    if train_norm_layers:  # running statistics (and their batch count) change too, so they belong to the delta
+        changed.update({f"{prefix}{name}": None for name, _ in backbone.named_buffers()
+                        if "running_" in name or name.endswith("num_batches_tracked")})
     return Adaptation(
         method=method,
         parameters=list(params.values()),

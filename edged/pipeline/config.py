@@ -100,3 +100,4 @@ class JobConfig(BaseModel):
         default_factory=dict, description="keyword options of the model loader: image_size / max_length, and "
         "`kind` (image or tabular) for a user factory, which takes the dataset's kind")
     compile: str = Field("none", description="compile backend ('auto', a backend name) or 'none'")
+    publish: bool = Field(True, description="publish the adapted model as a task (GET /v1/tasks) when the job succeeds")

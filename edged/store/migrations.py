@@ -21,6 +21,7 @@ from typing import Callable
 
 import sqlite_utils
 
+from edged.tasks.schema import m003_task_tables
 from edged.telemetry.schema import m002_telemetry_tables
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -90,4 +91,5 @@ def m001_core_tables(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Migration] = [
     m001_core_tables,
     m002_telemetry_tables,  # telemetry_samples, job_stage_telemetry: see edged/telemetry/schema.py
+    m003_task_tables,  # tasks, task_switches: see edged/tasks/schema.py
 ]

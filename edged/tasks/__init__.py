@@ -1,0 +1,9 @@
+"""Published tasks on the device: every adapted task served from one resident base model per base, switched
+by writing its delta into the base's weights in place (O(nnz), never a model load).
+
+- `records`:  the `tasks` and `task_switches` tables (all their SQL).
+- `delta`:    a task's delta, parsed once from its `delta.safetensors` (sparse entries, dense tensors, head).
+- `resident`: the resident base model and its in-place task switch, restoring what the last task changed.
+- `server`:   the one inference thread: micro-batched predicts per task, the delta cache, switch records.
+- `inputs`:   predict request bodies (image files, an .npz, texts) as model inputs, with clear 4xx errors.
+"""

@@ -1,0 +1,76 @@
+"""The `tasks` and `task_switches` tables: all their SQL.
+
+A task is published from a succeeded job (one task per job): its base model (spec, loader options, seed),
+its class names and its delta, a blob shared with the job's `delta.safetensors` artifact. A task outlives
+its job: deleting the job leaves the task and its blob.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Optional
+
+import sqlite_utils
+
+from edged.errors import NotFound
+from edged.store.db import utc_now
+
+SWITCH_ROWS_KEPT = 10_000  # task_switches keeps the newest rows only
+
+
+def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[str], kind: str, delta_blob: str,
+                 delta_bytes: int) -> str:
+    """The task of succeeded job `job` (a jobs row); publishing the same job again replaces its task row."""
+    config = job["config"]
+    existing = list(db.query("SELECT id FROM tasks WHERE job_id = ?", [job["id"]]))
+    task_id = existing[0]["id"] if existing else uuid.uuid4().hex
+    db.table("tasks").insert({
+        "id": task_id, "job_id": job["id"], "base_model": job["model"], "kind": kind,
+        "model_options": json.dumps(config["model_options"]), "seed": config["adapt"]["seed"],
+        "method": job["method"], "classes": json.dumps(classes), "delta_blob": delta_blob,
+        "delta_bytes": delta_bytes, "created_at": utc_now(),
+    }, replace=True)
+    return task_id
+
+
+def get_task(db: sqlite_utils.Database, task_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM tasks WHERE id = ?", [task_id]))
+    if not rows:
+        raise NotFound(f"no task with id {task_id!r}; GET /v1/tasks lists them")
+    return _parsed(rows[0])
+
+
+def list_tasks(db: sqlite_utils.Database, limit: int = 1000) -> list[dict[str, Any]]:
+    return [_parsed(row) for row in db.query("SELECT * FROM tasks ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                                             [limit])]
+
+
+def delete_task(db: sqlite_utils.Database, task_id: str) -> list[str]:
+    """Delete the task's row; returns its delta blob when no other row references it (for the caller to remove)."""
+    task = get_task(db, task_id)
+    blob = task["delta_blob"]
+    with db.atomic():
+        db.execute("DELETE FROM tasks WHERE id = ?", [task_id])
+        used = list(db.query("SELECT blob FROM artifacts WHERE blob = ? UNION SELECT delta_blob FROM tasks "
+                             "WHERE delta_blob = ?", [blob, blob]))
+    return [] if used else [blob]
+
+
+def record_switches(db: sqlite_utils.Database, switches: list[dict[str, Any]]) -> None:
+    """Append task switches ({at, base, from_task, to_task, seconds, bytes_moved, cache}); keep the newest rows."""
+    if not switches:
+        return
+    with db.atomic():
+        db.table("task_switches").insert_all(switches)
+        db.execute("DELETE FROM task_switches WHERE id <= (SELECT max(id) FROM task_switches) - ?", [SWITCH_ROWS_KEPT])
+
+
+def transition_counts(db: sqlite_utils.Database) -> list[tuple[Optional[str], str, int]]:
+    """(from task, to task, count) over the kept switch rows: what prefetch learns from after a restart."""
+    return [(r["from_task"], r["to_task"], r["n"]) for r in db.query(
+        "SELECT from_task, to_task, count(*) AS n FROM task_switches GROUP BY from_task, to_task")]
+
+
+def _parsed(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "classes": json.loads(row["classes"]), "model_options": json.loads(row["model_options"])}

@@ -1,0 +1,43 @@
+"""The task tables' schema (migration 3), apart from their queries so that the migrations import no store code.
+
+- tasks: one published task per succeeded job (`job_id`, set NULL when the job is deleted: a task outlives
+  it); `base_model`, `model_options` (JSON) and `seed` name the resident base it runs on; `classes` JSON list;
+  `delta_blob` the sha256 of its delta (shared with the job's artifact), `delta_bytes` its size.
+- task_switches: one row per switch of a resident base (`at` Unix s, `seconds` on the device, `bytes_moved`,
+  `cache` hot / cold / prefetched); the newest rows are kept.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+
+def m003_task_tables(db: sqlite_utils.Database) -> None:
+    """Migration 3: `tasks` (published tasks) and `task_switches` (each switch of a resident base)."""
+    db.execute(
+        """CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            job_id TEXT UNIQUE REFERENCES jobs(id) ON DELETE SET NULL,
+            base_model TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            model_options TEXT NOT NULL DEFAULT '{}',
+            seed INTEGER NOT NULL,
+            method TEXT NOT NULL,
+            classes TEXT NOT NULL,
+            delta_blob TEXT NOT NULL,
+            delta_bytes INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE task_switches (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            base TEXT NOT NULL,
+            from_task TEXT,
+            to_task TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            bytes_moved INTEGER NOT NULL,
+            cache TEXT NOT NULL
+        )"""
+    )

@@ -1,0 +1,229 @@
+"""The task server: one inference thread owns every resident base, so a request never sees a half-applied task.
+
+Requests queue up; the thread takes the oldest, gathers the queued requests of the same task until the
+micro-batch holds `predict_batch_limit` samples or `predict_max_wait_ms` has passed, activates the task on
+its base (a delta switch: O(nnz)), runs one forward, and answers each request with its top-k. Each switch is
+recorded (buffered, written in batches so SQLite stays off the switch path); when the queue is idle, the
+likeliest next task after the active one (first-order transition counts) is loaded into the delta cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import torch
+
+from edged.devices import resolve_device
+from edged.errors import EdgedError, Unavailable
+from edged.models.loader import load_model
+from edged.models.sources import ModelSources
+from edged.settings import Settings
+from edged.store.blobs import BlobStore
+from edged.store.db import open_db
+from edged.tasks import records
+from edged.tasks.batch import answer, model_inputs, run_forward
+from edged.tasks.cache import DeltaCache
+from edged.tasks.delta import TaskDelta, parse_delta
+from edged.tasks.inputs import Samples
+from edged.tasks.resident import ResidentModel
+
+log = logging.getLogger(__name__)
+SWITCH_FLUSH_S = 1.0
+
+
+@dataclass
+class PendingPredict:
+    task: dict[str, Any]  # the tasks row
+    samples: Samples
+    top_k: int
+    with_logits: bool
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+Control = Callable[[], None]  # run on the inference thread, between micro-batches
+
+
+def base_key(task: dict[str, Any]) -> str:
+    """Tasks share a resident base when they adapted the same model, built with the same options and seed."""
+    return json.dumps([task["base_model"], task["model_options"], task["seed"]], sort_keys=True)
+
+
+class TaskServer:
+    def __init__(self, settings: Settings, blobs: BlobStore) -> None:
+        self.settings, self.blobs = settings, blobs
+        self.device = resolve_device(settings.device)
+        self.cache = DeltaCache(int(settings.task_cache_mb * 2**20))
+        self.switches = 0
+        self._queue: queue.Queue[Union[PendingPredict, Control, None]] = queue.Queue()
+        self._held: list[PendingPredict] = []  # taken from the queue for another task's micro-batch
+        self._bases: dict[str, ResidentModel] = {}
+        self._rows: dict[str, dict[str, Any]] = {}  # tasks seen, for prefetch
+        self._transitions: Counter[tuple[Optional[str], str]] = Counter()
+        self._last_task: Optional[str] = None
+        self._switch_log: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="edged-task-server", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+
+    def submit(self, task: dict[str, Any], samples: Samples, top_k: int, with_logits: bool) -> Future:
+        pending = PendingPredict(task, samples, top_k, with_logits)
+        self._queue.put(pending)
+        return pending.future
+
+    def forget(self, task_id: str) -> Future:
+        """Free a deleted task: out of the cache, and out of its base's weights if active there."""
+        done: Future = Future()
+
+        def drop() -> None:
+            self.cache.drop(task_id)
+            self._rows.pop(task_id, None)
+            for resident in self._bases.values():
+                if resident.active == task_id:
+                    resident.deactivate_()
+            done.set_result(None)
+
+        self._queue.put(drop)
+        return done
+
+    def stats(self) -> dict[str, Any]:
+        s = self.cache.stats
+        return {"bases": len(self._bases), "switches": self.switches,
+                "cache": {"entries": len(self.cache), "bytes": self.cache.bytes, "budget_bytes": self.cache.budget_bytes,
+                          "hits": s.hits, "misses": s.misses},
+                "prefetch": {"loaded": s.prefetched, "used": s.prefetch_used,
+                             "accuracy": s.prefetch_used / s.prefetched if s.prefetched else None}}
+
+    def _run(self) -> None:
+        torch.set_num_threads(self.settings.predict_threads)
+        db = open_db(self.settings.db_path)
+        self._transitions.update({(a, b): n for a, b, n in records.transition_counts(db)})
+        try:
+            while True:
+                item = self._held.pop(0) if self._held else self._queue.get()
+                if item is None:
+                    break
+                if isinstance(item, PendingPredict):
+                    self._serve(self._gather(item))
+                else:
+                    item()
+                self._flush_switches(db, force=False)
+                if self._queue.empty() and not self._held:
+                    self._prefetch()
+        finally:
+            self._flush_switches(db, force=True)
+            db.close()
+
+    def _gather(self, first: PendingPredict) -> list[PendingPredict]:
+        """`first` and the queued requests of its task, within the batch limit and the wait."""
+        batch, samples = [first], len(first.samples)
+        deadline = first.enqueued + self.settings.predict_max_wait_ms / 1000
+        while samples < self.settings.predict_batch_limit:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if isinstance(item, PendingPredict) and item.task["id"] == first.task["id"] \
+                    and samples + len(item.samples) <= self.settings.predict_batch_limit:
+                batch.append(item)
+                samples += len(item.samples)
+            elif isinstance(item, PendingPredict):
+                self._held.append(item)
+            else:
+                self._queue.put(item)  # a control or the stop: after this batch
+                break
+        return batch
+
+    def _serve(self, batch: list[PendingPredict]) -> None:
+        task = batch[0].task
+        try:
+            resident = self._resident(task)
+            delta, found = self.cache.get(task["id"])
+            if delta is None:
+                delta = self._load_delta(task)
+                self.cache.put(task["id"], delta)
+            previous = resident.active
+            cost = resident.activate_(task["id"], delta)
+        except Exception as exc:  # the whole batch shares the failure: the task could not be activated
+            for pending in batch:
+                pending.future.set_exception(exc if isinstance(exc, EdgedError) else _unavailable(task, exc))
+            return
+        if cost.bytes_moved:
+            self._note_switch(task, previous, cost.seconds, cost.bytes_moved, found)
+        inputs = {}
+        for pending in batch:
+            try:
+                inputs[id(pending)] = model_inputs(resident.preprocess, pending.samples, task["classes"])
+            except EdgedError as exc:
+                pending.future.set_exception(exc)
+        ready = [p for p in batch if id(p) in inputs]
+        for pending, logits in zip(ready, run_forward(resident, [inputs[id(p)] for p in ready])):
+            if isinstance(logits, BaseException):
+                pending.future.set_exception(logits)
+            else:
+                pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits,
+                                                 time.perf_counter() - pending.enqueued, cost.seconds, len(ready)))
+
+    def _resident(self, task: dict[str, Any]) -> ResidentModel:
+        key = base_key(task)
+        if key not in self._bases:
+            loaded = load_model(task["base_model"], 2, device=self.device, seed=task["seed"],
+                                sources=ModelSources.from_settings(self.settings), **task["model_options"])
+            self._bases[key] = ResidentModel(loaded.model, loaded.preprocess, self.device)
+        return self._bases[key]
+
+    def _load_delta(self, task: dict[str, Any]) -> TaskDelta:
+        with self.blobs.open(task["delta_blob"]) as stored:  # verified against its digest as it is read
+            data = stored.read()
+        return parse_delta(data, f"the delta of task {task['id']}").to(self.device)
+
+    def _note_switch(self, task: dict[str, Any], previous: Optional[str], seconds: float, moved: int,
+                     found: str) -> None:
+        self.switches += 1
+        self._rows[task["id"]] = task
+        self._transitions[(self._last_task, task["id"])] += 1
+        self._last_task = task["id"]
+        self._switch_log.append({"at": time.time(), "base": base_key(task), "from_task": previous,
+                                 "to_task": task["id"], "seconds": seconds, "bytes_moved": moved, "cache": found})
+
+    def _flush_switches(self, db: Any, force: bool) -> None:
+        if self._switch_log and (force or time.monotonic() - self._last_flush >= SWITCH_FLUSH_S):
+            try:
+                records.record_switches(db, self._switch_log)
+            except Exception:  # a full disk or a locked database costs the switch log, never a prediction
+                log.exception("could not record %d task switches", len(self._switch_log))
+            self._switch_log, self._last_flush = [], time.monotonic()
+
+    def _prefetch(self) -> None:
+        """Load the task most often switched to after the active one, if it is not cached."""
+        followers = [(n, to) for (frm, to), n in self._transitions.items() if frm == self._last_task and to in self._rows]
+        if not followers:
+            return
+        _, likely = max(followers)
+        if likely in self.cache:
+            return
+        try:
+            self.cache.put(likely, self._load_delta(self._rows[likely]), prefetched=True)
+        except EdgedError as exc:
+            log.warning("prefetch of task %s failed: %s", likely, exc.message)
+
+
+def _unavailable(task: dict[str, Any], exc: Exception) -> EdgedError:
+    log.error("task %s could not be activated", task["id"], exc_info=exc)
+    return Unavailable(f"task {task['id']} could not be activated on its base model {task['base_model']!r}: "
+                        f"{type(exc).__name__}: {exc}")

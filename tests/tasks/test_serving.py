@@ -1,0 +1,178 @@
+"""Published tasks served by a real `edged serve`: two jobs publish two tasks on one resident base, each task
+predicts what its job's merged model predicts, switches under concurrent predicts never mix tasks, a
+deleted task is freed, and bad inputs get a 4xx that says what is accepted."""
+
+from __future__ import annotations
+
+import io
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load as load_safetensors
+
+from daemon import AUTH, TEST_MODEL_DIR, Daemon
+from jobs_helpers import FAST_JOB, MODEL, wait_for
+from edged.data.bundled import mnist_5k
+from edged.data.task import TaskData
+from edged.models.loader import load_model
+
+PREDICT_IMAGES = 8
+
+
+def _npz(x: np.ndarray, y: np.ndarray | None = None, **extra: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=x, **({"y": y} if y is not None else {}), **extra)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A daemon with two published tasks on the test base: the ten digits, and even/odd ("parity")."""
+    daemon = Daemon(tmp_path_factory.mktemp("serving"))
+    daemon.start()
+    digits = mnist_5k()
+    index = np.random.default_rng(0).permutation(len(digits))[:300]
+    x, y = digits.x.numpy()[index, 0], digits.y.numpy()[index]
+    names = {}
+    try:
+        for name, labels in (("digits", y), ("parity", y % 2)):
+            upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
+                                files={"file": (f"{name}.npz", _npz(x, labels))})
+            assert upload.status_code == 201, upload.text
+            job = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
+                             json={**FAST_JOB, "dataset": upload.json()["id"]})
+            assert job.status_code == 202, job.text
+            names[name] = job.json()["id"]
+        jobs = {name: wait_for(daemon.job(job_id), lambda j: j["state"] in ("succeeded", "failed"), timeout_s=240)
+                for name, job_id in names.items()}
+        assert all(j["state"] == "succeeded" for j in jobs.values()), jobs
+        yield daemon, jobs, digits.x.numpy()[5000 - PREDICT_IMAGES:, 0]  # digits no job trained on
+    finally:
+        daemon.stop()
+
+
+def _predict(daemon: Daemon, task_id: str, x: np.ndarray, **params) -> httpx.Response:
+    return httpx.post(f"{daemon.url}/v1/tasks/{task_id}/predict", headers=AUTH, timeout=60, params=params,
+                      files={"file": ("x.npz", _npz(x))})
+
+
+def _merged_logits(daemon: Daemon, job: dict, x: np.ndarray) -> torch.Tensor:
+    """The job's merged.safetensors, loaded here the documented way, on the same preprocessed inputs."""
+    merged = httpx.get(f"{daemon.url}/v1/jobs/{job['id']}/artifacts/merged.safetensors", headers=AUTH, timeout=60)
+    state = load_safetensors(merged.content)
+    sys.path.insert(0, str(TEST_MODEL_DIR))
+    try:
+        loaded = load_model(MODEL, state["head.weight"].shape[0], seed=job["config"]["adapt"]["seed"],
+                            **job["config"]["model_options"])
+    finally:
+        sys.path.remove(str(TEST_MODEL_DIR))
+    loaded.model.load_state_dict(state)
+    classes = [str(i) for i in range(state["head.weight"].shape[0])]
+    inputs = loaded.preprocess(TaskData("image", torch.from_numpy(x)[:, None], torch.zeros(len(x), dtype=torch.int64),
+                                        classes, labelled=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the daemon predicts with EDGED_PREDICT_THREADS=1: the same kernels, the same sums
+    try:
+        with torch.no_grad():
+            return loaded.model.eval()(inputs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_jobs_publish_two_tasks_whose_predictions_are_their_merged_models(served):
+    daemon, jobs, x = served
+    tasks = {t["job_id"]: t for t in daemon.get("/v1/tasks").json()}
+    assert set(tasks) == {job["id"] for job in jobs.values()}
+    for name, job in jobs.items():
+        task = tasks[job["id"]]
+        assert job["metrics"]["task_id"] == task["id"] and task["base_model"] == MODEL
+        assert task["classes"] == ([str(i) for i in range(10)] if name == "digits" else ["0", "1"])
+        response = _predict(daemon, task["id"], x, logits="true", top_k=2)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        logits = torch.tensor(body["logits"])
+        assert torch.equal(logits, _merged_logits(daemon, job, x)), name  # bit for bit, CPU fp32
+        assert len(body["predictions"]) == PREDICT_IMAGES and all(len(p) == 2 for p in body["predictions"])
+        best = body["predictions"][0][0]
+        assert best["index"] == int(logits[0].argmax()) and best["class"] == task["classes"][best["index"]]
+        assert best["probability"] == pytest.approx(float(torch.softmax(logits[0], 0).max()))
+    assert daemon.get("/v1/serving").json()["bases"] == 1  # both tasks on one resident base
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_files_predict_like_the_same_pixels_in_an_npz(served):
+    daemon, jobs, x = served
+    task_id = jobs["digits"]["metrics"]["task_id"]
+    files = [("file", (f"{i}.png", _png(image))) for i, image in enumerate(x[:3])]
+    as_files = httpx.post(f"{daemon.url}/v1/tasks/{task_id}/predict", headers=AUTH, files=files, timeout=60,
+                          params={"logits": "true"})
+    assert as_files.status_code == 200, as_files.text
+    as_npz = _predict(daemon, task_id, x[:3], logits="true")
+    assert torch.equal(torch.tensor(as_files.json()["logits"]), torch.tensor(as_npz.json()["logits"]))
+
+
+def test_alternating_switches_under_concurrent_predicts_never_mix_tasks(served):
+    daemon, jobs, x = served
+    ids = {name: job["metrics"]["task_id"] for name, job in jobs.items()}
+    expected = {name: _predict(daemon, ids[name], x[:1], logits="true").json()["logits"][0] for name in ids}
+    before = daemon.get("/v1/serving").json()["switches"]
+    order = ["digits", "parity"] * 500  # 1,000 requests, each a switch when served alone
+
+    def ask(name: str) -> tuple[str, dict]:
+        with httpx.Client(headers=AUTH, timeout=120) as client:
+            response = client.post(f"{daemon.url}/v1/tasks/{ids[name]}/predict", params={"logits": "true"},
+                                   files={"file": ("x.npz", _npz(x[:1]))})
+        assert response.status_code == 200, response.text
+        return name, response.json()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(ask, order))
+    for name, body in answers:
+        assert body["task"] == ids[name] and len(body["logits"][0]) == len(expected[name])
+        assert body["logits"][0] == pytest.approx(expected[name], abs=1e-5)  # its own task, never the other's
+    serving = daemon.get("/v1/serving").json()
+    assert serving["switches"] - before >= 100  # the tasks really alternated on the one base
+    assert serving["cache"]["hits"] >= serving["switches"] - 2  # after the first load, every switch was cached
+
+
+def test_bad_inputs_get_a_4xx_that_says_what_is_accepted(served):
+    daemon, jobs, x = served
+    task_id = jobs["digits"]["metrics"]["task_id"]
+    url = f"{daemon.url}/v1/tasks/{task_id}/predict"
+    cases = [
+        (httpx.post(url, headers=AUTH, json={"texts": ["a digit"]}), 422, "takes image"),
+        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", _npz(x[:0]))}), 422, "no inputs"),
+        (httpx.post(url, headers=AUTH, files={"file": ("a.png", b"not a png")}), 422, "not a readable image"),
+        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", _npz(x.astype(np.float64)))}), 422, "uint8"),
+        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", _npz(x[:, :, :, None, None]))}), 422, "uint8"),
+        (httpx.post(url, content=b"raw", headers={**AUTH, "Content-Type": "text/plain"}), 422,
+         "not accepted"),
+        (httpx.post(f"{daemon.url}/v1/tasks/nope/predict", headers=AUTH, json={"texts": ["x"]}), 404, "no task"),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, response.text
+        assert words in response.json()["error"]["message"], response.text
+
+
+def test_a_deleted_task_is_freed(served):
+    daemon, jobs, x = served
+    task_id = jobs["parity"]["metrics"]["task_id"]
+    assert _predict(daemon, task_id, x[:1]).status_code == 200  # active and cached
+    entries = daemon.get("/v1/serving").json()["cache"]["entries"]
+    assert httpx.delete(f"{daemon.url}/v1/tasks/{task_id}", headers=AUTH, timeout=30).status_code == 204
+    assert daemon.get(f"/v1/tasks/{task_id}").status_code == 404
+    assert _predict(daemon, task_id, x[:1]).status_code == 404
+    assert daemon.get("/v1/serving").json()["cache"]["entries"] == entries - 1
+    # its delta blob stays: the job's delta.safetensors artifact still names it
+    artifact = httpx.get(f"{daemon.url}/v1/jobs/{jobs['parity']['id']}/artifacts/delta.safetensors", headers=AUTH)
+    assert artifact.status_code == 200
