@@ -1,5 +1,5 @@
 """The `edged` command line: every subcommand's parser and flags here, their work in this package's
-modules (`jobs`: submit and status, `demo` and `demo_data`: the quick-start demo, `doctor`: the
+modules (`jobs`: submit and status, `tasks`: tasks and predict, `demo` and `demo_data`: the quick-start demo, `doctor`: the
 machine report) or elsewhere (`edged serve`: edged.serve, `edged bench`: edged.bench).
 
 To add a subcommand, write `_add_<name>(subparsers)` that builds its parser and sets `run=<function>`
@@ -15,13 +15,17 @@ import json
 import logging
 import os
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 from edged.cli.demo import DemoOptions, run_demo
 from edged.cli.doctor import diagnose, format_table
 from edged.cli.jobs import status, submit
+from edged.cli.tasks import list_tasks, predict
 from edged.errors import EdgedError
+from edged.jobs.schemas import JobCreate
 from edged.settings import Settings, get_settings
 from edged.store.lock import lock_data_dir
 
@@ -95,28 +99,37 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    fields = ("model", "method", "budget", "epochs", "lr", "batch_size", "memory_budget_mb", "sparsity", "compile",
-              "seed", "image_size", "max_length")
-    job = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    job = {name: getattr(args, name) for name in JOB_FLAGS if getattr(args, name) is not None}
     return submit(_settings(args), args.file, job, args.follow, sys.stdout, url=args.url, name=args.name)
+
+
+# Every field of a job request except the dataset (the uploaded file) is a flag of `edged submit`, read from the
+# request schema itself: a new job field is a new flag with no edit here.
+JOB_FLAGS = [name for name in JobCreate.model_fields if name != "dataset"]
+
+
+def _add_job_flag(parser: argparse.ArgumentParser, name: str) -> None:
+    field = JobCreate.model_fields[name]
+    flag = "--" + name.replace("_", "-")
+    kind: typing.Any = field.annotation
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[X] -> X
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    default = "" if field.is_required() or field.default is None else f" (default: {field.default})"
+    text = f"{field.description}{default}".replace("%", "%%")  # argparse formats help with %
+    if kind is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif typing.get_origin(kind) is Literal:
+        parser.add_argument(flag, choices=typing.get_args(kind), help=text)
+    else:
+        parser.add_argument(flag, type=kind, required=field.is_required(), help=text)
 
 
 def _add_submit(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("submit", help="upload a dataset to the daemon and start a job on it")
     parser.add_argument("file", type=Path, help="the dataset: .npz, .jsonl, .csv, .zip or .tar (see README)")
-    parser.add_argument("--model", required=True, help="a registered model (GET /v1/models) or a module:factory spec")
     parser.add_argument("--name", help="a name for the dataset (default: the file name)")
-    parser.add_argument("--method", help="adaptation method (default: taskedge)")
-    parser.add_argument("--budget", type=float, help="trainable fraction of the backbone weights (default: 0.001)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 3)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the method's)")
-    parser.add_argument("--batch-size", type=int, help="training batch size (default: 32)")
-    parser.add_argument("--memory-budget-mb", type=float, help="calibration memory budget in MiB")
-    parser.add_argument("--sparsity", choices=["none", "2:4"], help="prune to 2:4 before training (default: none)")
-    parser.add_argument("--compile", help="compile backend or 'none' (default: none)")
-    parser.add_argument("--seed", type=int, help="random seed (default: 0)")
-    parser.add_argument("--image-size", type=int, help="input resolution of an image model")
-    parser.add_argument("--max-length", type=int, help="token limit of a text model")
+    for name in JOB_FLAGS:
+        _add_job_flag(parser, name)
     parser.add_argument("--follow", action="store_true", help="stream the job's progress until it ends")
     parser.add_argument("--url", help="the daemon's URL (default: http://EDGED_HOST:EDGED_PORT)")
     parser.set_defaults(run=_submit)
@@ -131,6 +144,31 @@ def _add_status(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("job", nargs="?", help="a job id (default: a table of all jobs)")
     parser.add_argument("--url", help="the daemon's URL (default: http://EDGED_HOST:EDGED_PORT)")
     parser.set_defaults(run=_status)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    return list_tasks(_settings(args), args.task, sys.stdout, url=args.url)
+
+
+def _add_tasks(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tasks", help="list the daemon's published tasks, or show one")
+    parser.add_argument("task", nargs="?", help="a task id (default: a table of all tasks)")
+    parser.add_argument("--url", help="the daemon's URL (default: http://EDGED_HOST:EDGED_PORT)")
+    parser.set_defaults(run=_tasks)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    return predict(_settings(args), args.task, args.files, args.text, args.top_k, sys.stdout, url=args.url)
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="top-k classes of images, an .npz or texts on a published task")
+    parser.add_argument("task", help="a task id (`edged tasks` lists them)")
+    parser.add_argument("files", nargs="*", type=Path, help="image files (PNG, JPEG, ...) or one .npz with 'x'")
+    parser.add_argument("--text", action="append", help="a text to classify (repeat for more), for a text task")
+    parser.add_argument("--top-k", type=int, default=3, help="classes shown per input (default: 3)")
+    parser.add_argument("--url", help="the daemon's URL (default: http://EDGED_HOST:EDGED_PORT)")
+    parser.set_defaults(run=_predict)
 
 
 BENCHMARKS = {
@@ -165,6 +203,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
     _add_submit,
     _add_status,
+    _add_tasks,
+    _add_predict,
     _add_bench,
 ]
 

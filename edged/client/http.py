@@ -96,6 +96,21 @@ class EdgedClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/tasks")
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/tasks/{task_id}")
+
+    def predict(self, task_id: str, files: Optional[list[tuple[str, bytes]]] = None,
+                texts: Optional[list[str]] = None, top_k: int = 3) -> dict[str, Any]:
+        """POST /v1/tasks/{id}/predict: image files / one .npz (multipart `file`), or texts (JSON)."""
+        params = {"top_k": top_k}
+        if texts is not None:
+            return self._request("POST", f"/v1/tasks/{task_id}/predict", params=params, json={"texts": texts})
+        return self._request("POST", f"/v1/tasks/{task_id}/predict", params=params,
+                             files=[("file", (name, content)) for name, content in files or []])
+
     def list_artifacts(self, job_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/v1/jobs/{job_id}/artifacts")
 

@@ -1,4 +1,5 @@
-"""`edged submit` and `edged status` against a real daemon (`edged serve` on loopback)."""
+"""`edged submit`, `edged status`, `edged tasks` and `edged predict` against a real daemon (`edged serve` on
+loopback)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def test_submit_follow_and_status(daemon, tmp_path, capsys):
     data.write_bytes(digits_npz(300))
     cli = ["--env-file", str(daemon.env_file)]
     code = main([*cli, "submit", str(data), "--model", MODEL, "--epochs", "1", "--image-size", "16",
-                 "--budget", str(FAST_JOB["budget"]), "--lr", "0.03", "--follow", "--url", daemon.url])
+                 "--budget", str(FAST_JOB["budget"]), "--lr", "0.03", "--head-lr", "0.02", "--follow",
+                 "--url", daemon.url])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "300 image samples, 10 classes" in out
@@ -33,6 +35,20 @@ def test_submit_follow_and_status(daemon, tmp_path, capsys):
 
     bad = main([*cli, "submit", str(data), "--model", MODEL, "--method", "nope", "--url", daemon.url])
     assert bad == 2 and "unknown method 'nope'" in capsys.readouterr().err
+
+    # every job field is a flag of its own (read from the request schema): --head-lr reached the worker's config
+    assert daemon.get(f"/v1/jobs/{job_id}").json()["config"]["adapt"]["head_lr"] == 0.02
+    # the job published a task, listed by `edged tasks` and asked by `edged predict`
+    assert main([*cli, "tasks", "--url", daemon.url]) == 0
+    tasks = capsys.readouterr().out
+    task_id = daemon.get("/v1/tasks").json()[0]["id"]
+    assert task_id in tasks and "10 classes" in tasks
+    sample = tmp_path / "x.npz"
+    sample.write_bytes(digits_npz(2, seed=1))
+    assert main([*cli, "predict", task_id, str(sample), "--top-k", "2", "--url", daemon.url]) == 0
+    answer = capsys.readouterr().out.splitlines()
+    assert len(answer) == 3 and answer[0].startswith("#0: ") and answer[0].count(" %") == 2
+    assert answer[-1].startswith("latency ")
 
 
 def test_status_without_a_daemon_says_how_to_start_one(tmp_path, capsys):
