@@ -17,6 +17,7 @@ from edged.errors import NotFound
 from edged.store.db import utc_now
 
 SWITCH_ROWS_KEPT = 10_000  # task_switches keeps the newest rows only
+MINUTES_KEPT_S = 7 * 86_400  # task_minutes keeps a week
 
 
 def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[str], kind: str, delta_blob: str,
@@ -64,6 +65,25 @@ def record_switches(db: sqlite_utils.Database, switches: list[dict[str, Any]]) -
     with db.atomic():
         db.table("task_switches").insert_all(switches)
         db.execute("DELETE FROM task_switches WHERE id <= (SELECT max(id) FROM task_switches) - ?", [SWITCH_ROWS_KEPT])
+
+
+def record_minutes(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
+    """Upsert per-task minute rows (a minute still filling is rewritten at each flush); drop those past a week."""
+    if not rows:
+        return
+    with db.atomic():
+        db.table("task_minutes").upsert_all(rows, pk=("task_id", "minute"))
+        db.execute("DELETE FROM task_minutes WHERE minute < ?", [rows[-1]["minute"] - MINUTES_KEPT_S])
+
+
+def serving_totals(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Per task: requests, samples and switches over the kept minutes, and the latest minute's percentiles."""
+    return list(db.query(
+        """SELECT m.task_id, sum(m.requests) AS requests, sum(m.samples) AS samples, sum(m.switches) AS switches,
+                  (SELECT p50_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p50_ms,
+                  (SELECT p95_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p95_ms,
+                  (SELECT p99_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p99_ms
+           FROM task_minutes m GROUP BY m.task_id ORDER BY m.task_id"""))
 
 
 def transition_counts(db: sqlite_utils.Database) -> list[tuple[Optional[str], str, int]]:

@@ -5,6 +5,8 @@
   `delta_blob` the sha256 of its delta (shared with the job's artifact), `delta_bytes` its size.
 - task_switches: one row per switch of a resident base (`at` Unix s, `seconds` on the device, `bytes_moved`,
   `cache` hot / cold / prefetched); the newest rows are kept.
+- task_minutes: predictions per task and minute (`minute` Unix s at its start): requests, samples, latency
+  percentiles in ms, switches to the task and their mean ms; rows older than the retention are deleted.
 """
 
 from __future__ import annotations
@@ -39,5 +41,19 @@ def m003_task_tables(db: sqlite_utils.Database) -> None:
             seconds REAL NOT NULL,
             bytes_moved INTEGER NOT NULL,
             cache TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE task_minutes (
+            task_id TEXT NOT NULL,
+            minute INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            samples INTEGER NOT NULL,
+            p50_ms REAL NOT NULL,
+            p95_ms REAL NOT NULL,
+            p99_ms REAL NOT NULL,
+            switches INTEGER NOT NULL,
+            switch_ms_mean REAL,
+            PRIMARY KEY (task_id, minute)
         )"""
     )

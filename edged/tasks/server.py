@@ -34,6 +34,7 @@ from edged.tasks.cache import DeltaCache
 from edged.tasks.delta import TaskDelta, parse_delta
 from edged.tasks.inputs import Samples
 from edged.tasks.resident import ResidentModel
+from edged.tasks.serving_stats import ServingStats
 
 log = logging.getLogger(__name__)
 SWITCH_FLUSH_S = 1.0
@@ -70,6 +71,7 @@ class TaskServer:
         self._transitions: Counter[tuple[Optional[str], str]] = Counter()
         self._last_task: Optional[str] = None
         self._switch_log: list[dict[str, Any]] = []
+        self._stats = ServingStats()
         self._last_flush = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="edged-task-server", daemon=True)
 
@@ -176,8 +178,10 @@ class TaskServer:
             if isinstance(logits, BaseException):
                 pending.future.set_exception(logits)
             else:
-                pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits,
-                                                 time.perf_counter() - pending.enqueued, cost.seconds, len(ready)))
+                seconds = time.perf_counter() - pending.enqueued
+                pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits, seconds,
+                                                 cost.seconds, len(ready)))
+                self._stats.request(task["id"], len(pending.samples), seconds)
 
     def _resident(self, task: dict[str, Any]) -> ResidentModel:
         key = base_key(task)
@@ -198,15 +202,18 @@ class TaskServer:
         self._rows[task["id"]] = task
         self._transitions[(self._last_task, task["id"])] += 1
         self._last_task = task["id"]
+        self._stats.switch(task["id"], seconds)
         self._switch_log.append({"at": time.time(), "base": base_key(task), "from_task": previous,
                                  "to_task": task["id"], "seconds": seconds, "bytes_moved": moved, "cache": found})
 
     def _flush_switches(self, db: Any, force: bool) -> None:
-        if self._switch_log and (force or time.monotonic() - self._last_flush >= SWITCH_FLUSH_S):
+        """The switch log and the per-minute statistics into SQLite, at most once a second (off the switch path)."""
+        if force or time.monotonic() - self._last_flush >= SWITCH_FLUSH_S:
             try:
                 records.record_switches(db, self._switch_log)
-            except Exception:  # a full disk or a locked database costs the switch log, never a prediction
-                log.exception("could not record %d task switches", len(self._switch_log))
+                records.record_minutes(db, self._stats.rows())
+            except Exception:  # a full disk or a locked database costs these records, never a prediction
+                log.exception("could not record %d task switches and the serving statistics", len(self._switch_log))
             self._switch_log, self._last_flush = [], time.monotonic()
 
     def _prefetch(self) -> None:

@@ -1,5 +1,6 @@
-"""GET /metrics in the Prometheus text format, built at scrape time from the sampler, the database and
-the job counts the caller read (`edged.jobs.records.count_by_state`).
+"""GET /metrics in the Prometheus text format, built at scrape time from the sampler, the database, the job
+counts the caller read (`edged.jobs.records.count_by_state`) and the task server's serving figures
+(`edged.tasks.records.serving_totals` and `TaskServer.stats()`).
 
 A fresh registry per scrape with one custom collector: no process-global metric objects, so
 several apps (tests) in one process never collide. Base units per Prometheus convention.
@@ -29,8 +30,10 @@ _GAUGES = {
 
 
 class _TelemetryCollector(Collector):
-    def __init__(self, db: sqlite_utils.Database, sampler: Optional[Sampler], jobs_by_state: dict[str, int]) -> None:
+    def __init__(self, db: sqlite_utils.Database, sampler: Optional[Sampler], jobs_by_state: dict[str, int],
+                 tasks: list[dict[str, Any]], serving: dict[str, Any]) -> None:
         self._db, self._sampler, self._jobs_by_state = db, sampler, jobs_by_state
+        self._tasks, self._serving = tasks, serving
 
     def _latest(self) -> Optional[dict[str, Any]]:
         if self._sampler is not None and self._sampler.latest is not None:
@@ -60,6 +63,7 @@ class _TelemetryCollector(Collector):
             stamp.add_metric([], latest["ts"])
         yield stamp
         yield self._jobs()
+        yield from self._task_metrics()
 
     def _jobs(self) -> Metric:
         jobs = GaugeMetricFamily("edged_jobs", "Jobs by state.", labels=["state"])
@@ -68,8 +72,32 @@ class _TelemetryCollector(Collector):
         return jobs
 
 
-def render_metrics(db: sqlite_utils.Database, sampler: Optional[Sampler], jobs_by_state: dict[str, int]) -> bytes:
+    def _task_metrics(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("edged_task_requests", "Predict requests per task (kept minutes).", labels=["task"])
+        samples = CounterMetricFamily("edged_task_samples", "Samples predicted per task (kept minutes).", labels=["task"])
+        switches = CounterMetricFamily("edged_task_switches", "Switches of a resident base to the task.", labels=["task"])
+        latency = GaugeMetricFamily("edged_task_latency_seconds", "Predict latency in the task's latest minute.",
+                                    labels=["task", "quantile"])
+        for row in self._tasks:
+            requests.add_metric([row["task_id"]], row["requests"])
+            samples.add_metric([row["task_id"]], row["samples"])
+            switches.add_metric([row["task_id"]], row["switches"])
+            for quantile in ("p50", "p95", "p99"):
+                latency.add_metric([row["task_id"], f"0.{quantile[1:]}"], row[f"{quantile}_ms"] / 1000)
+        yield from (requests, samples, switches, latency)
+        cache = self._serving.get("cache", {})
+        lookups = CounterMetricFamily("edged_task_cache_lookups", "Delta cache lookups by result.", labels=["result"])
+        lookups.add_metric(["hit"], cache.get("hits", 0))
+        lookups.add_metric(["miss"], cache.get("misses", 0))
+        yield lookups
+        resident = GaugeMetricFamily("edged_task_cache_bytes", "Bytes of task deltas in the cache.")
+        resident.add_metric([], cache.get("bytes", 0))
+        yield resident
+
+
+def render_metrics(db: sqlite_utils.Database, sampler: Optional[Sampler], jobs_by_state: dict[str, int],
+                   tasks: Optional[list[dict[str, Any]]] = None, serving: Optional[dict[str, Any]] = None) -> bytes:
     """The exposition text; `jobs_by_state` names every state, 0 included, so each has its series."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_TelemetryCollector(db, sampler, jobs_by_state))
+    registry.register(_TelemetryCollector(db, sampler, jobs_by_state, tasks or [], serving or {}))
     return generate_latest(registry)

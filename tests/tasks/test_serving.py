@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -20,6 +21,7 @@ from jobs_helpers import FAST_JOB, MODEL, wait_for
 from edged.data.bundled import mnist_5k
 from edged.data.task import TaskData
 from edged.models.loader import load_model
+from edged.store.db import open_db
 
 PREDICT_IMAGES = 8
 
@@ -143,6 +145,26 @@ def test_alternating_switches_under_concurrent_predicts_never_mix_tasks(served):
     serving = daemon.get("/v1/serving").json()
     assert serving["switches"] - before >= 100  # the tasks really alternated on the one base
     assert serving["cache"]["hits"] >= serving["switches"] - 2  # after the first load, every switch was cached
+
+
+def test_serving_is_recorded_per_task_in_sqlite_and_on_metrics(served):
+    daemon, jobs, x = served
+    task_id = jobs["digits"]["metrics"]["task_id"]
+    time.sleep(1.1)  # the inference thread writes its records at most once a second, after a batch
+    assert _predict(daemon, task_id, x[:2]).status_code == 200
+    db = open_db(daemon.data_dir / "edged.db")
+    try:
+        minutes = list(db.query("SELECT * FROM task_minutes WHERE task_id = ?", [task_id]))
+        switches = db.execute("SELECT count(*), sum(bytes_moved) FROM task_switches WHERE to_task = ?",
+                              [task_id]).fetchone()
+    finally:
+        db.close()
+    assert sum(m["requests"] for m in minutes) >= 2 and all(0 < m["p50_ms"] <= m["p99_ms"] for m in minutes)
+    assert switches[0] >= 1 and switches[1] > 0
+    metrics = daemon.get("/metrics").text
+    assert f'edged_task_requests_total{{task="{task_id}"}}' in metrics
+    assert f'edged_task_latency_seconds{{quantile="0.99",task="{task_id}"}}' in metrics
+    assert 'edged_task_cache_lookups_total{result="hit"}' in metrics
 
 
 def test_bad_inputs_get_a_4xx_that_says_what_is_accepted(served):

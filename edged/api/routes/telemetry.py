@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from edged.api.deps import DbDep
 from edged.jobs import records
+from edged.tasks import records as tasks
 from edged.telemetry.prometheus import render_metrics
 from edged.telemetry.query import query_samples, parse_metrics
 from edged.telemetry.schema import SAMPLE_METRICS
@@ -57,4 +58,6 @@ def get_telemetry(
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response)
 def get_metrics(request: Request, db: DbDep) -> Response:
-    return Response(render_metrics(db, _sampler(request), records.count_by_state(db)), media_type=CONTENT_TYPE_LATEST)
+    server = getattr(request.app.state, "tasks", None)  # absent before the lifespan started it
+    return Response(render_metrics(db, _sampler(request), records.count_by_state(db), tasks.serving_totals(db),
+                                   server.stats() if server else None), media_type=CONTENT_TYPE_LATEST)
