@@ -76,7 +76,8 @@ def _keys(value: object) -> set[str]:
 
 @pytest.fixture
 def real_job_metrics(client, auth, uploads, digits_task, monkeypatch, test_model_module) -> dict:
-    """The metrics of a real 2:4 job compiled with onnxruntime (the job with the most keys), run by a worker."""
+    """The metrics of a real 2:4 job compiled with onnxruntime and aligned (the job with the most keys), run by a
+    worker."""
     from jobs_helpers import FAST_JOB, wait_for  # on sys.path through test_model_module
 
     monkeypatch.setenv("PYTHONPATH", str(JOB_TESTS))  # the worker process imports the test model from there
@@ -84,7 +85,7 @@ def real_job_metrics(client, auth, uploads, digits_task, monkeypatch, test_model
     npz = uploads.npz(x=digits_task.x.numpy()[:300, 0], y=digits_task.y.numpy()[:300])
     dataset = client.post("/v1/datasets", headers=auth, files={"file": ("digits.npz", npz)}).json()["id"]
     submitted = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset, "sparsity": "2:4",
-                                                           "compile": "onnxruntime"})
+                                                           "compile": "onnxruntime", "align_strength": 1.0})
     assert submitted.status_code == 202, submitted.text
     job = wait_for(lambda: client.get(f"/v1/jobs/{submitted.json()['id']}", headers=auth).json(),
                    lambda j: j["state"] in FINAL_STATES, timeout_s=180)

@@ -44,6 +44,7 @@ class TaskPublic(BaseModel):
     model_options: dict[str, object] = Field(description="the base's loader options (image_size, max_length, kind)")
     seed: int = Field(description="the base's seed (a user factory's initialisation)")
     method: str = Field(description="the adaptation method")
+    sparsity: Literal["none", "2:4"] = Field(description="whether its base weights were pruned to 2:4")
     classes: list[str] = Field(description="class names; logit i is classes[i]")
     delta_blob: str = Field(description="SHA-256 of its delta (the job's delta.safetensors)")
     delta_bytes: int = Field(description="size of the delta file in bytes")

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+import torch
+from torch import Tensor
 
 from edged.data.task import TaskData
 from edged.errors import EdgedError, InvalidInput
@@ -22,7 +24,9 @@ from edged.pipeline.job_stages import ARTIFACT_NAMES
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.datasets import get_dataset, load_task
+from edged.sparse.blocks import blocks_of, union_blocks
 from edged.tasks import records as tasks
+from edged.tasks.delta import parse_delta
 from edged.telemetry.config import TelemetryConfig
 from edged.telemetry.reading import PowerSource
 from edged.telemetry.sources import open_named_source, open_power_source
@@ -50,13 +54,27 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
         config = JobConfig.model_validate(job["config"])
         metrics = run_job(config, job["model"], job_dir,
                           ModelSources.from_settings(settings), task, store_artifact, reporter, source,
-                          stage_recorder(db, job_id, source.name))
+                          stage_recorder(db, job_id, source.name), lambda shapes: blocks_in_use(db, blobs, job, shapes))
     finally:
         source.close()
     if config.publish:
         metrics["task_id"] = publish_job_task(db, records.get_job(db, job_id))
     records.finish_running(db, job_id, JobState.SUCCEEDED, metrics=metrics)
     return metrics
+
+
+def blocks_in_use(db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, Any],
+                  shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
+    """Layer -> the blocks the published tasks on this job's base (same model, options, seed and sparsity) use."""
+    config = job["config"]
+    used = []
+    for task in tasks.tasks_on_base(db, job["model"], config["model_options"], config["adapt"]["seed"],
+                                    config["adapt"]["sparsity"]):
+        with blobs.open(task["delta_blob"]) as stored:
+            delta = parse_delta(stored.read(), f"the delta of task {task['id']}")
+        used.append({name: blocks_of(shapes[name], indices) for name, (indices, _) in delta.sparse.items()
+                     if name in shapes})
+    return union_blocks(used)
 
 
 def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from edged.calibrate import CalibrationResult
 from edged.data.task import Inputs, TaskData
@@ -39,15 +39,18 @@ def adapt(
     config: AdaptConfig,
     on_progress: Optional[ProgressCallback] = None,
     workdir: Optional[Path] = None,
+    aligned_blocks: Optional[dict[str, Tensor]] = None,
 ) -> AdaptResult:
     """Adapt `model` (a Classifier whose head matches the task's classes) to `task`, in place.
 
     `on_progress` gets every stage's started/finished event and training's step and epoch events; with a
     `workdir`, stage outputs are kept there and a second call on it resumes where the first one stopped.
+    `aligned_blocks` (layer -> blocks earlier tasks use, `edged.sparse.blocks`) with `config.align_strength`
+    steers the mask toward those blocks.
     """
     device = resolve_device(config.device)
     run = AdaptRun(config, get_method(config.method), device, StageTimer(on_progress), workdir, on_progress,
-                   model, preprocess, task)
+                   model, preprocess, task, aligned_blocks=aligned_blocks)
     run_stages(run, ADAPT_STAGES)
     return AdaptResult(model, made(run.adaptation, "mask or prepare_method"), adapt_metrics(run), run.calibration,
                        made(run.training, "train").history, run.pruning)

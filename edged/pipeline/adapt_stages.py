@@ -22,6 +22,7 @@ from edged.methods.taskedge import importance
 from edged.pipeline.split import split_task
 from edged.pipeline.stage_cache import cached_calibration, load_masks, save_masks
 from edged.pipeline.state import AdaptRun, made
+from edged.sparse.blocks import aligned_scores
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.train.evaluate import accuracy
 from edged.train.loop import TrainSettings, amp_dtype, train
@@ -89,7 +90,10 @@ def mask(run: AdaptRun) -> None:
         options = run.method.options_for(run.config)
         assert isinstance(options, MaskOptions)  # every sparse method reads MaskOptions (registry.register_scorer)
         allowed = run.pruning.keep_masks if run.pruning else None
-        run.masks = select_mask(model, made(run.scores, "score"), options, allowed)
+        scores = made(run.scores, "score")
+        if run.aligned_blocks and run.config.align_strength > 0:
+            scores = aligned_scores(scores, run.aligned_blocks, run.config.align_strength)
+        run.masks = select_mask(model, scores, options, allowed)
         save_masks(run.workdir, run.masks)
     run.adaptation = prepare_sparse(run.method.name, model, run.masks)
 

@@ -36,6 +36,10 @@ class JobFields(MethodOptions):
         "(a job's default: EDGED_DEFAULT_MEMORY_BUDGET_MB)",
     )
     sparsity: Sparsity = Field("none", description="prune to 2:4 before training")
+    align_strength: float = Field(
+        0.0, ge=0.0, le=10.0, description="prefer the 16-wide row blocks that earlier tasks on the same base use: an "
+        "entry in such a block scores (1 + align_strength) times its importance, so tasks share blocks (0: off)",
+    )
     dense_reference: bool = Field(
         True, description="with sparsity '2:4': first adapt the unpruned model the same way, so the metrics show "
         "what 2:4 costs (accuracy_dense_adapted); doubles the training time",

@@ -11,6 +11,7 @@ import shutil
 
 import torch
 
+from edged.methods.base import backbone_layers
 from edged.models.loader import load_model
 from edged.pipeline.benchmark import benchmark_latency
 from edged.pipeline.compile_stage import compile_merged, store_compiled_artifacts
@@ -28,6 +29,9 @@ def validate(run: JobRun) -> None:
     loaded = load_model(run.model_spec, len(task.classes), seed=run.config.seed, sources=run.model_sources,
                         **run.model_options)
     run.task, run.model, run.preprocess, run.model_info = task, loaded.model, loaded.preprocess, loaded.info
+    if run.config.align_strength > 0 and run.load_aligned_blocks is not None:
+        weights = dict(loaded.model.named_parameters())
+        run.aligned_blocks = run.load_aligned_blocks({name: weights[name].shape for name in backbone_layers(loaded.model)})
 
 
 def export(run: JobRun) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from edged.methods.base import Adaptation, backbone_layers
 from edged.pipeline.state import AdaptRun, JobRun, made
 from edged.sparse.layers import count_weights
+from edged.sparse.blocks import blocks_of_mask, count_blocks, union_blocks
 from edged.sparse.nm import PruneReport, check_2_4
 
 
@@ -28,6 +29,8 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "train_samples": len(split.train), "val_samples": len(split.val),
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
     }
+    if run.aligned_blocks is not None and run.masks is not None:
+        metrics["alignment"] = alignment_metrics(run.masks, run.aligned_blocks)
     if run.pruning is not None:
         metrics["sparsity"] = {
             **run.pruning.summary(), "pattern_holds": _pattern_holds(model, run.pruning),
@@ -50,6 +53,15 @@ def job_metrics(run: JobRun) -> dict[str, Any]:
         metrics["accuracy_compiled"] = run.compile_metrics["accuracy"]
         metrics["compiled_max_abs_logit_diff"] = run.compile_metrics["max_abs_logit_diff"]
     return metrics
+
+
+def alignment_metrics(masks: dict[str, Tensor], used: dict[str, Tensor]) -> dict[str, Any]:
+    """The task's blocks, how many of them earlier tasks already use, and the union's growth."""
+    mine = {name: blocks_of_mask(mask) for name, mask in masks.items()}
+    shared = sum(int((blocks & used[name]).sum()) for name, blocks in mine.items() if name in used)
+    before = count_blocks(used)
+    return {"blocks": count_blocks(mine), "shared_blocks": shared, "union_blocks_before": before,
+            "union_blocks_after": count_blocks(union_blocks([used, mine]))}
 
 
 def _pattern_holds(model: nn.Module, pruning: PruneReport) -> bool:

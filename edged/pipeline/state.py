@@ -59,6 +59,7 @@ class AdaptRun:
     pruning: Optional[PruneReport] = None
     recalibrated: list[str] = field(default_factory=list)  # BatchNorm buffers re-estimated after pruning
     accuracy_pruned: Optional[float] = None
+    aligned_blocks: Optional[dict[str, Tensor]] = None  # layer -> (out, blocks) bool: what earlier tasks use
     scores: Optional[dict[str, Tensor]] = None  # None also when the mask came from the work dir
     masks: Optional[dict[str, Tensor]] = None
     adaptation: Optional[Adaptation] = None
@@ -79,6 +80,8 @@ class JobRun(AdaptRun):
     model_sources: Optional[ModelSources] = None  # where model files and factories may come from
     compile_backend: str = "none"
     load_task: Optional[Callable[[], TaskData]] = None  # the job's dataset, read and verified from the store
+    # layer name -> weight shape, to the blocks the base's published tasks use (edged.sparse.blocks)
+    load_aligned_blocks: Optional[Callable[[dict[str, torch.Size]], dict[str, Tensor]]] = None
     store_artifact: Optional[Callable[[str, Path, str], None]] = None  # (name, file, media type) as a job artifact
     model_info: Optional[ModelInfo] = None
     compiled: Optional[CompiledModel] = None

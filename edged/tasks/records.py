@@ -29,10 +29,18 @@ def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[s
     db.table("tasks").insert({
         "id": task_id, "job_id": job["id"], "base_model": job["model"], "kind": kind,
         "model_options": json.dumps(config["model_options"]), "seed": config["adapt"]["seed"],
-        "method": job["method"], "classes": json.dumps(classes), "delta_blob": delta_blob,
-        "delta_bytes": delta_bytes, "created_at": utc_now(),
+        "method": job["method"], "sparsity": config["adapt"]["sparsity"], "classes": json.dumps(classes),
+        "delta_blob": delta_blob, "delta_bytes": delta_bytes, "created_at": utc_now(),
     }, replace=True)
     return task_id
+
+
+def tasks_on_base(db: sqlite_utils.Database, base_model: str, model_options: dict[str, Any], seed: int,
+                  sparsity: str) -> list[dict[str, Any]]:
+    """The tasks that share a resident base with a job of these settings (and its sparsity)."""
+    return [_parsed(row) for row in db.query(
+        "SELECT * FROM tasks WHERE base_model = ? AND model_options = ? AND seed = ? AND sparsity = ? ORDER BY created_at",
+        [base_model, json.dumps(model_options), seed, sparsity])]
 
 
 def get_task(db: sqlite_utils.Database, task_id: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The task tables' schema (migration 3), apart from their queries so that the migrations import no store code.
 
 - tasks: one published task per succeeded job (`job_id`, set NULL when the job is deleted: a task outlives
-  it); `base_model`, `model_options` (JSON) and `seed` name the resident base it runs on; `classes` JSON list;
-  `delta_blob` the sha256 of its delta (shared with the job's artifact), `delta_bytes` its size.
+  it); `base_model`, `model_options` (JSON) and `seed` name the resident base it runs on; `sparsity` none or
+  2:4; `classes` JSON list; `delta_blob` the sha256 of its delta (shared with the job's artifact), `delta_bytes` its size.
 - task_switches: one row per switch of a resident base (`at` Unix s, `seconds` on the device, `bytes_moved`,
   `cache` hot / cold / prefetched); the newest rows are kept.
 - task_minutes: predictions per task and minute (`minute` Unix s at its start): requests, samples, latency
@@ -25,6 +25,7 @@ def m003_task_tables(db: sqlite_utils.Database) -> None:
             model_options TEXT NOT NULL DEFAULT '{}',
             seed INTEGER NOT NULL,
             method TEXT NOT NULL,
+            sparsity TEXT NOT NULL,
             classes TEXT NOT NULL,
             delta_blob TEXT NOT NULL,
             delta_bytes INTEGER NOT NULL,

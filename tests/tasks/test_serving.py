@@ -167,6 +167,25 @@ def test_serving_is_recorded_per_task_in_sqlite_and_on_metrics(served):
     assert 'edged_task_cache_lookups_total{result="hit"}' in metrics
 
 
+def test_a_job_aligned_to_the_bases_tasks_shares_their_blocks(served):
+    daemon, jobs, x = served
+    digits = mnist_5k()
+    index = np.random.default_rng(1).permutation(len(digits))[:300]
+    labels = (digits.y.numpy()[index] >= 5).astype(np.int64)  # a third task: small vs large digits
+    upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
+                        files={"file": ("halves.npz", _npz(digits.x.numpy()[index, 0], labels))})
+    submitted = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
+                           json={**FAST_JOB, "dataset": upload.json()["id"], "align_strength": 4.0})
+    assert submitted.status_code == 202, submitted.text
+    job = wait_for(daemon.job(submitted.json()["id"]), lambda j: j["state"] in ("succeeded", "failed"), timeout_s=240)
+    assert job["state"] == "succeeded", job
+    alignment = job["metrics"]["alignment"]
+    assert alignment["union_blocks_before"] > 0  # the two published tasks' blocks
+    assert 0 < alignment["shared_blocks"] <= alignment["blocks"]
+    grown = alignment["union_blocks_after"] - alignment["union_blocks_before"]
+    assert grown == alignment["blocks"] - alignment["shared_blocks"]
+
+
 def test_bad_inputs_get_a_4xx_that_says_what_is_accepted(served):
     daemon, jobs, x = served
     task_id = jobs["digits"]["metrics"]["task_id"]
