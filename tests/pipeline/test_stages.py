@@ -46,7 +46,7 @@ def _non_default(name: str, value: object) -> object:
 def test_every_job_field_reaches_the_config_the_worker_runs(tmp_path):
     """Adding a job field is one line in JobFields: the request schema and the stored config follow."""
     assert set(JobCreate.model_fields) == set(JobFields.model_fields) | set(ModelOptions.model_fields) | {
-        "model", "dataset", "compile"}
+        "model", "dataset", "compile", "publish"}
     body = {name: _non_default(name, field.default) for name, field in JobFields.model_fields.items()}
     job = JobCreate.model_validate({**body, "model": "mobilenet_v2", "dataset": "d", "image_size": 64})
     settings = get_settings(data_dir=tmp_path, token=TEST_TOKEN, device="cpu")
