@@ -6,7 +6,7 @@ from edged.telemetry.sources import SOURCES, describe_power_source, open_named_s
 
 
 def test_unknown_source_name_lists_accepted_names():
-    with pytest.raises(InvalidInput, match="auto, jtop, nvml, rapl, none"):
+    with pytest.raises(InvalidInput, match="auto, jtop, ina3221, nvml, rapl, none"):
         open_named_source("tegrastats", TelemetryConfig())
 
 
