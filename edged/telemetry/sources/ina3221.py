@@ -98,7 +98,7 @@ def find_rails(sysfs_root: str) -> list[Rail]:
 class Ina3221Source(PowerSource):
     """power_w is the board input rail (VDD_IN) where one is labelled (Orin NX / Nano), else the sum of
     the known rails (AGX Orin). The total is None when a rail it needs could not be read, rather than
-    a smaller number; `rails` holds every rail that could be read, in W."""
+    a smaller number; a reading's `rails` holds every rail that could be read, in W."""
 
     name = "ina3221"
 
