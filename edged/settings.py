@@ -124,8 +124,8 @@ class Settings(BaseSettings):
         "info", description="Logging level of the daemon."
     )
     sysfs_root: Path = Field(Path("/sys"), description="Root of the sysfs tree power sensors are read from.")
-    power_source: Literal["auto", "jtop", "nvml", "rapl", "none"] = Field(
-        "auto", description="Power source for telemetry: auto picks the first present of jtop, nvml, rapl."
+    power_source: Literal["auto", "jtop", "ina3221", "nvml", "rapl", "none"] = Field(
+        "auto", description="Power source for telemetry: auto picks the first present of jtop, ina3221, nvml, rapl."
     )
     telemetry_interval_s: float = Field(
         1.0, ge=0.5, description="Seconds between telemetry samples (>= 0.5: jtop samples no faster)."

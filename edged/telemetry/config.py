@@ -14,8 +14,8 @@ from edged.errors import InvalidInput
 
 @dataclass(frozen=True)
 class TelemetryConfig:
-    power_source: str = "auto"  # auto | jtop | nvml | rapl | none
-    sysfs_root: str = "/sys"  # RAPL is looked up under <root>/class/powercap
+    power_source: str = "auto"  # auto | jtop | ina3221 | nvml | rapl | none
+    sysfs_root: str = "/sys"  # RAPL under <root>/class/powercap, INA3221 under <root>/class/hwmon
     active_interval_s: float = 1.0  # sampler period while a job runs
     idle_interval_s: float = 5.0  # sampler period with no job running (never faster than active)
     retention_rows: int = 100_000  # oldest telemetry_samples rows beyond this are pruned

@@ -28,7 +28,7 @@ CHECKS = {
 }
 # The `auto` choices as the README documents them: the first present, in these orders.
 COMPILE_ORDER = ["tensorrt", "cusparselt", "onnxruntime", "eager"]
-POWER_ORDER = ["jtop", "nvml", "rapl", "none"]
+POWER_ORDER = ["jtop", "ina3221", "nvml", "rapl", "none"]
 MIB = 2**20
 
 

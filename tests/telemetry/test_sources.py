@@ -6,7 +6,7 @@ from edged.telemetry.sources import SOURCES, describe_power_source, open_named_s
 
 
 def test_unknown_source_name_lists_accepted_names():
-    with pytest.raises(InvalidInput, match="auto, jtop, nvml, rapl, none"):
+    with pytest.raises(InvalidInput, match="auto, jtop, ina3221, nvml, rapl, none"):
         open_named_source("tegrastats", TelemetryConfig())
 
 
@@ -38,10 +38,11 @@ def test_explicit_unavailable_source_is_reported_not_selected(tmp_path):
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
-def test_every_source_reads_without_raising_where_it_opens(name, fake_rapl):
+def test_every_source_reads_without_raising_where_it_opens(name, fake_rapl, fake_ina3221):
     from edged.errors import Unavailable
 
     fake_rapl.add_zone("intel-rapl:0", "package-0", 0)
+    fake_ina3221.add_board(fake_ina3221.ORIN_NX)  # the same sysfs root
     try:
         source = open_named_source(name, TelemetryConfig(sysfs_root=str(fake_rapl.root)))
     except Unavailable as e:

@@ -18,8 +18,10 @@ from edged.telemetry.reading import PowerSource
 log = logging.getLogger(__name__)
 
 # Preference order for `auto`: the board's own input rail beats a GPU-only counter beats CPU-only.
+# jtop and ina3221 read the same Jetson monitors; jtop first, as it also reports GPU load and temperatures.
 SOURCES = {
     "jtop": "edged.telemetry.sources.jtop",
+    "ina3221": "edged.telemetry.sources.ina3221",
     "nvml": "edged.telemetry.sources.nvml",
     "rapl": "edged.telemetry.sources.rapl",
     "none": "edged.telemetry.sources.none",
