@@ -30,13 +30,13 @@ def energy_per_item(fn: Callable[[], Any], batch: int, source: Optional[PowerSou
 
 
 def gpu_power_source() -> tuple[Optional[PowerSource], str]:
-    """jtop (the board's input rail) or NVML (the GPU): sources that see GPU inference energy.
+    """jtop or ina3221 (the board's input rail) or NVML (the GPU): sources that see GPU inference energy.
     RAPL measures only the CPU package, so it is not used here. Returns (source or None, its name or why not)."""
     try:
         source = open_power_source(TelemetryConfig())
     except Exception as exc:  # energy is optional: never fail the benchmark over it
         return None, f"no power source: {exc}"
-    if source.name not in ("jtop", "nvml"):
+    if source.name not in ("jtop", "ina3221", "nvml"):
         source.close()
         return None, f"no GPU power source (found {source.name!r})"
     return source, source.name

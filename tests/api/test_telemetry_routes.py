@@ -91,7 +91,7 @@ def test_the_daemon_samples_and_metrics_parse_as_prometheus(client, settings):
         if body["count"]:
             break
         time.sleep(0.05)
-    assert body["count"] >= 1 and body["source"] in ("jtop", "nvml", "rapl", "none")
+    assert body["count"] >= 1 and body["source"] in ("jtop", "ina3221", "nvml", "rapl", "none")
     resp = client.get("/metrics", headers=AUTH)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(resp.text)}

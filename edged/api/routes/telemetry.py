@@ -20,7 +20,7 @@ router = APIRouter(tags=["telemetry"])
 
 
 class TelemetryPublic(BaseModel):
-    source: Optional[str] = Field(description="power source the daemon samples: jtop, nvml, rapl, none")
+    source: Optional[str] = Field(description="power source the daemon samples: jtop, ina3221, nvml, rapl, none")
     since: float = Field(description="start of the range, Unix seconds")
     until: float = Field(description="end of the range, Unix seconds")
     job_id: Optional[str] = Field(description="the job the samples were filtered to, or null")
