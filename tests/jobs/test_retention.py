@@ -24,10 +24,12 @@ def _count(db, table: str, job_id: str) -> int:
 
 def test_delete_a_job_over_http(client, auth, db, blobs, settings):
     dataset = upload(client, auth, count=300)
-    done = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset}).json()["id"]
+    # unpublished: nothing but the job names its artifacts (a published task keeps its delta: the next test)
+    done = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset, "publish": False}).json()["id"]
     job = wait_for(lambda: client.get(f"/v1/jobs/{done}", headers=auth).json(),
                    lambda j: j["state"] in FINAL_STATES, timeout_s=120)
     assert job["state"] == "succeeded", job
+    assert "task_id" not in job["metrics"] and client.get("/v1/tasks", headers=auth).json() == []
     artifacts = client.get(f"/v1/jobs/{done}/artifacts", headers=auth).json()
     work_dir = settings.data_dir / "jobs" / done
     assert artifacts and work_dir.is_dir() and _count(db, "job_stage_telemetry", done) > 0
@@ -47,6 +49,24 @@ def test_delete_a_job_over_http(client, auth, db, blobs, settings):
     assert client.get(f"/v1/datasets/{dataset}", headers=auth).status_code == 200  # the dataset stays
     wait_for(lambda: client.get(f"/v1/jobs/{running}", headers=auth).json(), lambda j: j["state"] == "cancelled")
     assert client.delete(f"/v1/jobs/{running}", headers=auth).status_code == 204
+
+
+def test_a_published_task_outlives_its_job_and_its_delta_goes_with_the_task(client, auth, blobs):
+    dataset = upload(client, auth, count=300)
+    done = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset}).json()["id"]
+    job = wait_for(lambda: client.get(f"/v1/jobs/{done}", headers=auth).json(),
+                   lambda j: j["state"] in FINAL_STATES, timeout_s=120)
+    assert job["state"] == "succeeded", job
+    artifacts = {a["name"]: a["sha256"] for a in client.get(f"/v1/jobs/{done}/artifacts", headers=auth).json()}
+    task = client.get(f"/v1/tasks/{job['metrics']['task_id']}", headers=auth).json()
+    assert task["delta_blob"] == artifacts["delta.safetensors"]
+    assert client.delete(f"/v1/jobs/{done}", headers=auth).status_code == 204
+    kept = client.get(f"/v1/tasks/{task['id']}", headers=auth).json()
+    assert kept["job_id"] is None and blobs.exists(task["delta_blob"])  # the task still predicts from it
+    assert not blobs.exists(artifacts["merged.safetensors"])
+    assert client.delete(f"/v1/tasks/{task['id']}", headers=auth).status_code == 204
+    assert not blobs.exists(task["delta_blob"])
+
 
 
 def _finished_job(db, blobs, settings, artifact_bytes: bytes) -> str:
