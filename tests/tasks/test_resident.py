@@ -81,3 +81,24 @@ def test_the_cache_evicts_the_least_recently_used_past_its_budget(two_tasks):
     assert "parity" not in cache and "digits" in cache
     assert cache.get("parity") == (None, "cold")
     assert (cache.stats.hits, cache.stats.misses, cache.stats.prefetched, cache.stats.prefetch_used) == (2, 1, 1, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+def test_on_cuda_a_task_is_its_merged_model_and_the_base_comes_back(two_tasks):
+    tasks, x = two_tasks
+    device = torch.device("cuda")
+    base = tiny_classifier(2).eval().to(device)
+    original = {name: t.clone() for name, t in base.state_dict().items() if not name.startswith("head.")}
+    resident = ResidentModel(base, _preprocess, device)
+    for name in ("digits", "parity", "digits"):
+        merged, delta = tasks[name]
+        cost = resident.activate_(name, delta.to(device))
+        assert cost.bytes_moved > 0
+        expected = merged.to(device)(x.to(device)).float().cpu()
+        torch.testing.assert_close(resident.logits(x), expected, rtol=1e-3, atol=1e-3)  # fp16-level tolerance
+        merged.cpu()
+    resident.deactivate_()
+    for name, value in base.state_dict().items():
+        if not name.startswith("head."):
+            assert torch.equal(value, original[name]), name
