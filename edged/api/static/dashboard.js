@@ -105,15 +105,17 @@ function renderTelemetry(t, source) {
         "no temperature in this window (only a power source reports one)");
 }
 
-let timer = null;
+let timer = null, latest = 0;
 
 async function refresh() {
   clearTimeout(timer);
+  const mine = ++latest;  // a click or a new window while a poll is in flight: only the newest renders and re-arms
   let busy = false;
   try {
     const query = new URLSearchParams({window_s: $("window").value});
     if (selectedJob) query.set("job", selectedJob);
     const data = await getJSON(`/dashboard/data?${query}`);
+    if (mine !== latest) return;
     busy = data.jobs.some((j) => j.state === "running" || j.state === "queued");
     $("source").textContent = data.source || "not sampling";
     renderJobs(data.jobs, data.training && data.training.job_id);
@@ -122,6 +124,7 @@ async function refresh() {
     $("updated").textContent = new Date().toLocaleTimeString();
     document.body.dataset.loaded = "1";
   } catch (e) {
+    if (mine !== latest) return;
     $("updated").textContent = `failed: ${e.message}`;
     if (e.status === 404 && selectedJob) {  // the selected job was deleted: draw the newest again
       selectedJob = null;
