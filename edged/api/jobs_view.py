@@ -1,4 +1,5 @@
-"""What the dashboard shows of each job: its row, its metrics JSON parsed, its per-stage telemetry.
+"""What the dashboard shows of each job: its row, its metrics JSON parsed, its per-stage telemetry, and
+for one job its training curve (train loss and validation accuracy per epoch, from its `epoch` events).
 
 The job pipeline writes `jobs.metrics` as a JSON object; the dashboard reads these keys when present:
 `accuracy_before`, `accuracy_after` (0..1), `trainable_fraction` (0..1) and `latency`, an object
@@ -23,3 +24,14 @@ def recent_jobs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, An
     """The newest `limit` jobs with `metrics` parsed and their `stages` telemetry attached."""
     return [{**{column: job[column] for column in JOB_COLUMNS}, "stages": stage_rows(db, job["id"])}
             for job in records.list_jobs(db, limit)]
+
+
+EPOCH_LIMIT = 1000  # a job's last epochs the curve draws; bounds the response of a very long run
+
+
+def training_curve(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
+    """{"job_id", "epochs": [{"epoch", "train_loss", "val_accuracy"}]} oldest first; NotFound for an unknown job."""
+    records.get_job(db, job_id)
+    epochs = [{"epoch": event["epoch"], "train_loss": event.get("train_loss"), "val_accuracy": event.get("val_accuracy")}
+              for event in records.epoch_events(db, job_id, EPOCH_LIMIT)]
+    return {"job_id": job_id, "epochs": epochs}

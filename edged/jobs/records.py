@@ -256,3 +256,10 @@ def _marks(values: Collection[Any]) -> str:
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"] or "{}"),
             "cancel_requested": bool(row["cancel_requested"])}
+
+
+def epoch_events(db: sqlite_utils.Database, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The `data` of a job's last `limit` `epoch` events, oldest first (what the dashboard's epoch charts draw)."""
+    rows = db.query("SELECT data FROM job_events WHERE job_id = ? AND type = 'epoch' ORDER BY id DESC LIMIT ?",
+                    [job_id, limit])
+    return [json.loads(row["data"]) for row in rows][::-1]

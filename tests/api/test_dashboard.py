@@ -1,4 +1,5 @@
-"""The dashboard: its data route, and the page in a real headless Chromium (Debian's `chromium`, driven by Playwright)."""
+"""The dashboard: its data route (seeded rows, and a real job run by a worker on a machine without a power
+source), and the page in a real headless Chromium (Debian's `chromium`, driven by Playwright)."""
 
 import json
 import shutil
@@ -13,8 +14,12 @@ from fastapi.testclient import TestClient
 
 from edged.api.app import create_app
 from edged.api.jobs_view import JOB_COLUMNS
+from edged.client import parse_sse
+from edged.jobs.states import FINAL_STATES
 from edged.settings import get_settings
 from edged.store.db import open_db, utc_now
+
+from suite_settings import TEST_FACTORIES
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TOKEN = "dashboard-test-token-0123456789"
@@ -32,8 +37,9 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
-    """edged served by uvicorn on a free local port, in a thread; yields (base_url, settings)."""
-    settings = get_settings(data_dir=tmp_path / "data", token=TOKEN, sysfs_root=tmp_path / "no-sys")
+    """edged served by uvicorn on a free local port, in a thread, sampling host statistics only (no power
+    source, as on a board without one); yields (base_url, settings)."""
+    settings = get_settings(data_dir=tmp_path / "data", token=TOKEN, sysfs_root=tmp_path / "no-sys", power_source="none")
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -53,8 +59,14 @@ def _latency(p50: float) -> dict:
             "energy_per_inference_j": None, "energy_method": None, "device": "cpu"}
 
 
+# job-7f3a's epochs as the training loop reports them (epoch from 0, mean train loss, validation accuracy 0..1)
+EPOCHS = [(0, 1.912, 0.4125), (1, 0.8731, 0.7375), (2, 0.5208, 0.8625), (3, 0.4417, 0.8875)]
+TEMPS = [48.0 + i / 4 for i in range(120)]  # 48 .. 77.75 degC over the ten minutes
+
+
 def _seed(db) -> None:
-    """A finished job with real-looking numbers, its stage telemetry, and ten minutes of power samples."""
+    """A finished job with real-looking numbers, its epochs and stage telemetry, the running job's first
+    epoch, and ten minutes of samples: power, utilisation, memory and temperature."""
     metrics = {"accuracy_before": 0.713, "accuracy_after": 0.889, "trainable_fraction": 0.00085,
                "latency": {"dense": _latency(4.20), "sparse_2_4": _latency(2.90)}}
     db["jobs"].insert({"id": "job-7f3a", "state": "succeeded", "stage": "benchmark", "progress": 1.0,
@@ -68,8 +80,15 @@ def _seed(db) -> None:
     now = time.time()
     watts = [60.0 + (180.0 if 40 < i < 100 else 0.0) + (i % 7) for i in range(120)]  # idle, a job, idle
     rows = [{"ts": now - 600 + 5 * i, "job_id": "job-7f3a" if 40 < i < 100 else None, "source": "nvml",
-             "power_w": w, "energy_j": 5 * w, "rails": json.dumps({"gpu0": w})} for i, w in enumerate(watts)]
+             "power_w": w, "energy_j": 5 * w, "rails": json.dumps({"gpu0": w}), "cpu_util_pct": 12.0 + i % 5,
+             "gpu_util_pct": 95.0 if 40 < i < 100 else 0.0, "mem_used_mb": 3100.0 + i, "temp_c": TEMPS[i]}
+            for i, w in enumerate(watts)]
     db["telemetry_samples"].insert_all(rows)
+    for epoch, loss, accuracy in EPOCHS:
+        db["job_events"].insert({"job_id": "job-7f3a", "ts": now, "type": "epoch", "stage": "train", "data": json.dumps(
+            {"epoch": epoch, "train_loss": loss, "val_accuracy": accuracy, "samples_per_s": 310.0})})
+    db["job_events"].insert({"job_id": "job-8c21", "ts": now, "type": "epoch", "stage": "train", "data": json.dumps(
+        {"epoch": 0, "train_loss": 2.2, "val_accuracy": 0.31, "samples_per_s": 120.0})})
 
 
 def test_dashboard_data_lists_jobs_newest_first_with_metrics_and_stage_telemetry(tmp_path):
@@ -83,6 +102,59 @@ def test_dashboard_data_lists_jobs_newest_first_with_metrics_and_stage_telemetry
     assert finished["metrics"]["latency"]["sparse_2_4"]["p50_ms"] == 2.90 and running["metrics"] == {}
     assert [s["stage"] for s in finished["stages"]] == ["calibrate", "train", "benchmark"]
     assert sum(s["energy_j"] for s in finished["stages"]) == pytest.approx(1023.7) and running["stages"] == []
+    assert data["training"] == {"job_id": "job-8c21", "epochs": [{"epoch": 0, "train_loss": 2.2, "val_accuracy": 0.31}]}
+    sampled = [s["temp_c"] for s in data["telemetry"]["samples"]]  # with the daemon's own rows (no sensor: None)
+    assert [t for t in sampled if t is not None] == TEMPS  # the last 15 min, as stored
+    assert data["telemetry"]["bucket_s"] is None
+
+
+def test_dashboard_data_draws_a_chosen_job_and_bounds_its_window(tmp_path):
+    settings = get_settings(data_dir=tmp_path / "data", token=TOKEN, sysfs_root=tmp_path / "no-sys")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(settings)) as client:
+        _seed(open_db(settings.db_path))
+        chosen = client.get("/dashboard/data", params={"job": "job-7f3a", "window_s": 302.5}, headers=auth).json()
+        assert [(e["epoch"], e["train_loss"], e["val_accuracy"]) for e in chosen["training"]["epochs"]] == EPOCHS
+        sampled = [s["temp_c"] for s in chosen["telemetry"]["samples"] if s["temp_c"] is not None]
+        assert sampled == TEMPS[-60:]  # seeded every 5 s: the rows of the last 300 s
+        unknown = client.get("/dashboard/data", params={"job": "job-gone"}, headers=auth)
+        assert unknown.status_code == 404 and "job-gone" in unknown.json()["error"]["message"]
+        too_long = client.get("/dashboard/data", params={"window_s": 8 * 86400}, headers=auth)
+        assert too_long.status_code == 422
+
+
+def test_dashboard_data_of_a_real_job_without_a_power_source(tmp_path, monkeypatch, uploads, digits_task,
+                                                            test_model_module):
+    """A worker trains three epochs while the sampler reads only host statistics (power source `none`):
+    the route returns the epochs the job reported and CPU and memory series, with no power."""
+    from jobs_helpers import FAST_JOB, wait_for  # on sys.path through test_model_module
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "jobs"))  # the worker imports the test model
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    settings = get_settings(data_dir=tmp_path / "data", token=TOKEN, model_factories=TEST_FACTORIES,
+                            power_source="none", telemetry_interval_s=0.5)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(settings)) as client:
+        npz = uploads.npz(x=digits_task.x.numpy()[:300, 0], y=digits_task.y.numpy()[:300])
+        dataset = client.post("/v1/datasets", headers=auth, files={"file": ("digits.npz", npz)}).json()["id"]
+        submitted = client.post("/v1/jobs", headers=auth, json={**FAST_JOB, "dataset": dataset, "epochs": 3})
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["id"]
+        job = wait_for(lambda: client.get(f"/v1/jobs/{job_id}", headers=auth).json(),
+                       lambda j: j["state"] in FINAL_STATES, timeout_s=180)
+        assert job["state"] == "succeeded", job
+        # Two host samples make a line; the idle sampler ticks every 5 s (a job this short may fall between ticks).
+        data = wait_for(lambda: client.get("/dashboard/data", headers=auth).json(),
+                        lambda d: len(d["telemetry"]["samples"]) >= 2, timeout_s=15)
+        with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth) as response:
+            reported = [event for kind, event in parse_sse(response.iter_lines()) if kind == "epoch"]
+    assert data["source"] == "none" and data["training"]["job_id"] == job_id
+    assert len(data["training"]["epochs"]) == job["metrics"]["epochs_run"] == 3
+    assert data["training"]["epochs"] == [{key: e[key] for key in ("epoch", "train_loss", "val_accuracy")}
+                                          for e in reported]
+    samples = data["telemetry"]["samples"]
+    assert all(s["cpu_util_pct"] is not None and s["mem_used_mb"] > 0 for s in samples)
+    assert all(s["power_w"] is None and s["energy_j"] is None for s in samples)
 
 
 @needs_chromium
@@ -109,6 +181,7 @@ def test_dashboard_shows_a_finished_job_draws_charts_and_updates_live(server, tm
             assert page.locator("#latency-chart svg rect.bar").count() == 2
             assert "4.2 ms dense" in page.locator("#latency-chart").inner_text()
             assert "2.9 ms sparse_2_4" in page.locator("#latency-chart").inner_text()
+            _check_epochs_and_host_charts(page)
 
             db["jobs"].update("job-8c21", {"progress": 0.75})  # a running job: the page polls every 2 s
             page.wait_for_function(
@@ -118,6 +191,60 @@ def test_dashboard_shows_a_finished_job_draws_charts_and_updates_live(server, tm
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
             assert failed == []  # every asset served locally, nothing fetched from elsewhere
+        finally:
+            browser.close()
+
+
+def _vertices(page, selector: str) -> int:
+    return sum(page.get_attribute(selector, "d").count(c) for c in "ML")
+
+
+def _check_epochs_and_host_charts(page) -> None:
+    """The newest job's epochs are drawn; clicking a row draws that job's, point for point as stored. Host
+    series from the seeded rows (the daemon's own `none` rows have no GPU or temperature values)."""
+    assert page.inner_text("#training-job") == "job-8c21"
+    assert page.locator("#loss-chart circle.point").count() == 1
+    page.click("tr[data-job='job-7f3a']")
+    page.wait_for_function("document.querySelector('#training-job').textContent === 'job-7f3a'", timeout=8000)
+    assert "selected" in page.get_attribute("tr[data-job='job-7f3a']", "class")
+    losses = page.eval_on_selector_all("#loss-chart circle.point", "els => els.map(e => [+e.dataset.x, +e.dataset.y])")
+    assert losses == [[epoch, loss] for epoch, loss, _ in EPOCHS]
+    accuracies = page.eval_on_selector_all("#accuracy-chart circle.point", "els => els.map(e => +e.dataset.y)")
+    assert accuracies == pytest.approx([100 * accuracy for _, _, accuracy in EPOCHS])
+    assert page.locator("#loss-chart path.series.loss").count() == 1
+    assert _vertices(page, "#util-chart path.series.gpu") == len(TEMPS)  # every seeded row, none of the daemon's
+    assert page.locator("#util-chart path.series.cpu").count() == 1
+    assert page.locator("#memory-chart path.series.memory").count() == 1
+    assert _vertices(page, "#temp-chart path.series.temp") == len(TEMPS)
+    assert page.locator("#temp-chart text.tick", has_text="80").count() == 1  # axis up to the 77.75 degC peak
+
+
+@needs_chromium
+def test_page_on_a_machine_without_a_power_source_draws_host_statistics(server, tmp_path):
+    """No seeded rows: only what the daemon's sampler read. CPU and memory are drawn; power, GPU, temperature
+    and epochs say that there is nothing to draw."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, settings = server
+    db = open_db(settings.db_path)
+    deadline = time.time() + 15  # the idle sampler ticks at start, then every 5 s; a line needs two
+    while db["telemetry_samples"].count < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900},
+                                    extra_http_headers={"Authorization": f"Bearer {TOKEN}"})
+            page.goto(f"{base}/dashboard")
+            page.wait_for_selector("body[data-loaded='1']", timeout=15000)
+            assert page.inner_text("#source") == "none"
+            assert _vertices(page, "#util-chart path.series.cpu") >= 2
+            assert _vertices(page, "#memory-chart path.series.memory") >= 2
+            assert page.text_content("#util-chart .legend.missing") == "GPU: no data"  # SVG text: no inner_text
+            assert "no temperature" in page.inner_text("#temp-chart")
+            assert "no power source" in page.inner_text("#power-chart")
+            assert "no power source" in page.inner_text("#energy-chart")
+            assert "no epoch" in page.inner_text("#loss-chart") and page.inner_text("#training-job") == "–"
+            page.screenshot(path=str(tmp_path / "no-power.png"), full_page=True)
         finally:
             browser.close()
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from edged.api.deps import DbDep
 from edged.api.errors import error_responses
-from edged.api.jobs_view import recent_jobs
+from edged.api.jobs_view import recent_jobs, training_curve
 from edged.errors import NotFound
+from edged.telemetry.query import query_samples
 
 router = APIRouter(tags=["dashboard"])
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _ASSET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}\.(js|css|svg)$")  # bounded: a long name is no file (ENAMETOOLONG)
 _MEDIA_TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
+# The over-time charts: power and energy where a power source exists, host statistics wherever psutil runs.
+CHART_METRICS = ["power_w", "energy_j", "cpu_util_pct", "gpu_util_pct", "mem_used_mb", "temp_c"]
+CHART_POINTS = 600  # a longer window is averaged into this many buckets
 
 
 @router.get("/dashboard", response_class=FileResponse, summary="The dashboard page (HTML)")
@@ -36,11 +40,22 @@ def dashboard_asset(name: str) -> FileResponse:
     return FileResponse(path, media_type=_MEDIA_TYPES[name.rsplit(".", 1)[1]])
 
 
-@router.get("/dashboard/data", summary="Jobs (state, progress, metrics, stage telemetry) for the dashboard")
-def dashboard_data(request: Request, db: DbDep) -> dict[str, Any]:
+@router.get("/dashboard/data", responses=error_responses(404),
+            summary="Jobs, one job's training curve, and telemetry over a window, for the dashboard")
+def dashboard_data(
+    request: Request,
+    db: DbDep,
+    job: Annotated[Optional[str], Query(max_length=100, description="the job whose epochs to draw; default the newest")] = None,
+    window_s: Annotated[float, Query(gt=0, le=7 * 86400, description="telemetry over the last this many seconds")] = 900,
+) -> dict[str, Any]:
     sampler = getattr(request.app.state, "sampler", None)
+    now = time.time()
+    jobs = recent_jobs(db)
+    selected = job or (jobs[0]["id"] if jobs else None)
     return {
-        "now": time.time(),
+        "now": now,
         "source": sampler.source.name if sampler else None,
-        "jobs": recent_jobs(db),
+        "jobs": jobs,
+        "training": training_curve(db, selected) if selected else None,
+        "telemetry": query_samples(db, since=now - window_s, until=now, metrics=CHART_METRICS, max_points=CHART_POINTS),
     }

@@ -29,35 +29,72 @@ function fmt(v) {
   return v.toPrecision(2);
 }
 
-// points: [{x: unix seconds, y: number|null}]; draws into `host` (an element), replacing its content.
-function lineChart(host, points, opts) {
-  const W = host.clientWidth || 560, H = opts.height || 200, M = {l: 52, r: 12, t: 14, b: 28};
+const timeOfDay = (x) => new Date(x * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
+const hasValue = (p) => p.y !== null && p.y !== undefined;
+
+// Where the x axis is labelled: the ends and the middle of a time range, or whole numbers (epochs).
+function xTicks(x0, x1, integerX) {
+  if (!integerX) return [x0, (x0 + x1) / 2, x1];
+  return niceTicks(x0, x1, Math.min(5, Math.max(x1 - x0, 1)))
+    .filter((v) => v >= x0 - 1e-9 && v <= x1 + 1e-9 && Math.abs(v - Math.round(v)) < 1e-9);
+}
+
+// series: [{name, points: [{x, y|null}], cls}]; opts: {unit, label, empty, height, markers, integerX, xFormat}.
+// x is Unix seconds unless opts.xFormat says otherwise. A series without values is not drawn (the legend
+// says "no data"); when no series has values the chart shows opts.empty. With opts.markers every point is
+// a circle carrying its value (data-x, data-y), and one point is enough to draw.
+function lineChart(host, series, opts) {
+  const W = host.clientWidth || 560, H = opts.height || 200, M = {l: 52, r: 12, t: 18, b: 28};
   const svg = svgEl("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": opts.label});
-  const pts = points.filter((p) => p.y !== null && p.y !== undefined);
   host.replaceChildren(svg);
-  if (pts.length < 2) {
-    svg.appendChild(svgEl("text", {x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty"}, "no data yet"));
+  const drawn = series.map((s) => ({...s, pts: s.points.filter(hasValue)}))
+    .filter((s) => s.pts.length >= (opts.markers ? 1 : 2));
+  if (!drawn.length) {
+    svg.appendChild(svgEl("text", {x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty"}, opts.empty || "no data yet"));
     return svg;
   }
-  const x0 = pts[0].x, x1 = pts[pts.length - 1].x;
-  const ys = pts.map((p) => p.y);
+  const all = drawn.flatMap((s) => s.pts);
+  const xs = all.map((p) => p.x), ys = all.map((p) => p.y);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs);
   const yTicks = niceTicks(Math.min(0, ...ys), Math.max(...ys), 4);
   const y0 = yTicks[0], y1 = yTicks[yTicks.length - 1];
-  const sx = (x) => M.l + (x - x0) / Math.max(x1 - x0, 1e-9) * (W - M.l - M.r);
+  const pad = x1 > x0 ? 0 : 1;  // a single x (one epoch) sits in the middle
+  const sx = (x) => M.l + (x - x0 + pad) / (x1 - x0 + 2 * pad) * (W - M.l - M.r);
   const sy = (y) => H - M.b - (y - y0) / Math.max(y1 - y0, 1e-9) * (H - M.t - M.b);
   for (const t of yTicks) {
     svg.appendChild(svgEl("line", {x1: M.l, x2: W - M.r, y1: sy(t), y2: sy(t), class: "grid"}));
     svg.appendChild(svgEl("text", {x: M.l - 6, y: sy(t) + 4, "text-anchor": "end", class: "tick"}, fmt(t)));
   }
-  for (const frac of [0, 0.5, 1]) {
-    const x = x0 + frac * (x1 - x0);
-    const label = new Date(x * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
-    svg.appendChild(svgEl("text", {x: sx(x), y: H - 8, "text-anchor": frac === 0 ? "start" : frac === 1 ? "end" : "middle", class: "tick"}, label));
+  const xFormat = opts.xFormat || timeOfDay;
+  for (const x of xTicks(x0, x1, opts.integerX)) {
+    const anchor = pad || (x > x0 && x < x1) ? "middle" : x === x0 ? "start" : "end";
+    svg.appendChild(svgEl("text", {x: sx(x), y: H - 8, "text-anchor": anchor, class: "tick"}, xFormat(x)));
   }
-  const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join("");
-  svg.appendChild(svgEl("path", {d, class: "series " + (opts.cls || ""), fill: "none"}));
-  svg.appendChild(svgEl("text", {x: M.l, y: 10, class: "unit"}, opts.unit || ""));
+  for (const s of drawn) {
+    const d = s.pts.map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join("");
+    svg.appendChild(svgEl("path", {d, class: "series " + (s.cls || ""), fill: "none", "data-series": s.name}));
+    if (opts.markers) {
+      for (const p of s.pts) {
+        const dot = svgEl("circle", {cx: sx(p.x), cy: sy(p.y), r: 3, class: "point " + (s.cls || ""), "data-x": p.x, "data-y": p.y});
+        dot.appendChild(svgEl("title", {}, `${s.name} at ${xFormat(p.x)}: ${fmt(p.y)} ${opts.unit || ""}`));
+        svg.appendChild(dot);
+      }
+    }
+  }
+  svg.appendChild(svgEl("text", {x: M.l, y: 11, class: "unit"}, opts.unit || ""));
+  if (series.length > 1) legend(svg, W - M.r, series, drawn);
   return svg;
+}
+
+function legend(svg, right, series, drawn) {
+  let x = right;
+  for (const s of [...series].reverse()) {
+    const has = drawn.some((d) => d.name === s.name);
+    const label = svgEl("text", {x, y: 11, "text-anchor": "end", class: `legend ${s.cls || ""}${has ? "" : " missing"}`},
+                        has ? s.name : `${s.name}: no data`);
+    svg.appendChild(label);
+    x -= 6.5 * label.textContent.length + 14;  // about one 11 px character each
+  }
 }
 
 // groups: [{label, values: {seriesName: number|null}}]; series: ordered names (one colour each).

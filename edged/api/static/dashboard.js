@@ -1,4 +1,4 @@
-// The edged dashboard: polls /dashboard/data and /v1/telemetry, renders jobs and charts.
+// The edged dashboard: polls /dashboard/data, renders jobs, the selected job's epochs and telemetry charts.
 // Polls every 2 s while a job is queued or running, every 10 s otherwise.
 "use strict";
 
@@ -23,7 +23,7 @@ async function getJSON(url) {
     $("token-form").classList.add("shown");
     throw new Error("unauthorized");
   }
-  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+  if (!resp.ok) throw Object.assign(new Error(`${url}: HTTP ${resp.status}`), {status: resp.status});
   return resp.json();
 }
 
@@ -36,9 +36,14 @@ function cell(row, content) {
   row.appendChild(td);
 }
 
-function jobRow(job) {
+// The job whose epochs are drawn, chosen by clicking its row; null: the newest job.
+let selectedJob = null;
+
+function jobRow(job, drawnJob) {
   const tr = document.createElement("tr");
   tr.dataset.job = job.id;
+  tr.classList.toggle("selected", job.id === drawnJob);
+  tr.addEventListener("click", () => { selectedJob = job.id; refresh(); });
   const m = job.metrics || {};
   cell(tr, job.id);
   const state = document.createElement("span");
@@ -60,8 +65,8 @@ function jobRow(job) {
   return tr;
 }
 
-function renderJobs(jobs) {
-  $("jobs").querySelector("tbody").replaceChildren(...jobs.map(jobRow));
+function renderJobs(jobs, drawnJob) {
+  $("jobs").querySelector("tbody").replaceChildren(...jobs.map((job) => jobRow(job, drawnJob)));
   const withLatency = jobs.filter((j) => j.metrics && j.metrics.latency);
   const variants = [...new Set(withLatency.flatMap((j) => Object.keys(j.metrics.latency)))]
     .sort((a, b) => (a === "dense" ? -1 : b === "dense" ? 1 : a.localeCompare(b)));
@@ -72,30 +77,59 @@ function renderJobs(jobs) {
   edgedCharts.barChart($("latency-chart"), groups, variants, {unit: "ms", label: "latency p50 per job"});
 }
 
-function renderTelemetry(t) {
-  const power = t.samples.map((s) => ({x: s.ts, y: s.power_w}));
-  let total = 0;
-  const energy = t.samples.map((s) => ({x: s.ts, y: s.energy_j === null ? null : (total += s.energy_j)}));
-  edgedCharts.lineChart($("power-chart"), power, {unit: "W", label: "power over time"});
-  edgedCharts.lineChart($("energy-chart"), energy, {unit: "J", cls: "energy", label: "energy over time"});
+function renderTraining(training) {
+  $("training-job").textContent = training ? training.job_id : "–";
+  const epochs = training ? training.epochs : [];
+  const curve = (key, scale) => epochs.map((e) => ({x: e.epoch, y: e[key] === null ? null : e[key] * scale}));
+  const perEpoch = {markers: true, integerX: true, xFormat: (x) => `epoch ${x}`, empty: "no epoch finished yet"};
+  edgedCharts.lineChart($("loss-chart"), [{name: "train loss", points: curve("train_loss", 1), cls: "loss"}],
+                        {...perEpoch, unit: "loss", label: "train loss per epoch"});
+  edgedCharts.lineChart($("accuracy-chart"), [{name: "validation accuracy", points: curve("val_accuracy", 100), cls: "accuracy"}],
+                        {...perEpoch, unit: "%", label: "validation accuracy per epoch"});
 }
 
-let timer = null;
+function renderTelemetry(t, source) {
+  const series = (metric) => t.samples.map((s) => ({x: s.ts, y: s[metric]}));
+  let total = 0;
+  const energy = t.samples.map((s) => ({x: s.ts, y: s.energy_j === null ? null : (total += s.energy_j)}));
+  const noPower = source === "none" ? "no power source on this machine (see edged doctor)" : "no data yet";
+  const chart = (id, lines, unit, label, empty) => edgedCharts.lineChart($(id), lines, {unit, label, empty});
+  chart("power-chart", [{name: "power", points: series("power_w")}], "W", "power over time", noPower);
+  chart("energy-chart", [{name: "energy", points: energy, cls: "energy"}], "J", "energy over time", noPower);
+  chart("util-chart", [{name: "CPU", points: series("cpu_util_pct"), cls: "cpu"},
+                       {name: "GPU", points: series("gpu_util_pct"), cls: "gpu"}],
+        "%", "CPU and GPU utilisation over time", "no utilisation sampled in this window");
+  chart("memory-chart", [{name: "memory", points: series("mem_used_mb"), cls: "memory"}],
+        "MiB", "memory used over time", "no memory use sampled in this window");
+  chart("temp-chart", [{name: "temperature", points: series("temp_c"), cls: "temp"}], "°C", "temperature over time",
+        "no temperature in this window (only a power source reports one)");
+}
+
+let timer = null, latest = 0;
 
 async function refresh() {
   clearTimeout(timer);
+  const mine = ++latest;  // a click or a new window while a poll is in flight: only the newest renders and re-arms
   let busy = false;
   try {
-    const data = await getJSON("/dashboard/data");
+    const query = new URLSearchParams({window_s: $("window").value});
+    if (selectedJob) query.set("job", selectedJob);
+    const data = await getJSON(`/dashboard/data?${query}`);
+    if (mine !== latest) return;
     busy = data.jobs.some((j) => j.state === "running" || j.state === "queued");
     $("source").textContent = data.source || "not sampling";
-    renderJobs(data.jobs);
-    const since = data.now - Number($("window").value);
-    renderTelemetry(await getJSON(`/v1/telemetry?since=${since}&metrics=power_w,energy_j&max_points=600`));
+    renderJobs(data.jobs, data.training && data.training.job_id);
+    renderTraining(data.training);
+    renderTelemetry(data.telemetry, data.source);
     $("updated").textContent = new Date().toLocaleTimeString();
     document.body.dataset.loaded = "1";
   } catch (e) {
+    if (mine !== latest) return;
     $("updated").textContent = `failed: ${e.message}`;
+    if (e.status === 404 && selectedJob) {  // the selected job was deleted: draw the newest again
+      selectedJob = null;
+      busy = true;
+    }
   }
   timer = setTimeout(refresh, busy ? FAST_MS : SLOW_MS);
 }
