@@ -14,6 +14,7 @@ from typing import Any
 import sqlite_utils
 
 from edged.jobs import records
+from edged.tasks import records as task_records
 from edged.telemetry.stages import stage_rows
 
 JOB_COLUMNS = ("id", "state", "stage", "progress", "model", "method", "error",
@@ -35,3 +36,12 @@ def training_curve(db: sqlite_utils.Database, job_id: str) -> dict[str, Any]:
     epochs = [{"epoch": event["epoch"], "train_loss": event.get("train_loss"), "val_accuracy": event.get("val_accuracy")}
               for event in records.epoch_events(db, job_id, EPOCH_LIMIT)]
     return {"job_id": job_id, "epochs": epochs}
+
+
+def published_tasks(db: sqlite_utils.Database, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest tasks with their serving totals (requests, samples, switches, the latest minute's latency)."""
+    totals = {row["task_id"]: row for row in task_records.serving_totals(db)}
+    empty = {"requests": 0, "samples": 0, "switches": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
+    return [{"id": t["id"], "base_model": t["base_model"], "method": t["method"], "classes": len(t["classes"]),
+             "created_at": t["created_at"], **{k: v for k, v in totals.get(t["id"], empty).items() if k != "task_id"}}
+            for t in task_records.list_tasks(db, limit)]

@@ -250,6 +250,41 @@ def test_page_on_a_machine_without_a_power_source_draws_host_statistics(server, 
 
 
 @needs_chromium
+def test_the_tasks_panel_shows_each_tasks_requests_latency_and_switches(server, tmp_path):
+    """Two published tasks and their serving minutes, as the task server writes them: the panel's rows carry
+    the stored totals and the latest minute's latency."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, settings = server
+    db = open_db(settings.db_path)
+    minute = int(time.time() // 60 * 60)
+    for task_id, classes, minutes in [("task-digits", 10, [(minute - 60, 40, 3.1, 9.5, 7), (minute, 25, 2.4, 6.0, 5)]),
+                                      ("task-parity", 2, [])]:
+        db["tasks"].insert({"id": task_id, "job_id": None, "base_model": "mobilenet_v2", "kind": "image",
+                            "model_options": "{}", "seed": 0, "method": "taskedge", "sparsity": "none",
+                            "classes": json.dumps([str(i) for i in range(classes)]), "delta_blob": "0" * 64,
+                            "delta_bytes": 123, "created_at": utc_now()})
+        for at, requests, p50, p99, switches in minutes:
+            db["task_minutes"].insert({"task_id": task_id, "minute": at, "requests": requests, "samples": 2 * requests,
+                                       "p50_ms": p50, "p95_ms": p99 * 0.9, "p99_ms": p99, "switches": switches,
+                                       "switch_ms_mean": 0.05})
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900},
+                                    extra_http_headers={"Authorization": f"Bearer {TOKEN}"})
+            page.goto(f"{base}/dashboard")
+            page.wait_for_selector("body[data-loaded='1']", timeout=15000)
+            digits = [c.inner_text() for c in page.locator("tr[data-task='task-digits'] td").all()]
+            assert digits == ["task-digits", "mobilenet_v2 / taskedge", "10", "65", "130", "2.4 ms / 6.0 ms", "12"]
+            parity = [c.inner_text() for c in page.locator("tr[data-task='task-parity'] td").all()]
+            assert parity[2:] == ["2", "0", "0", "– / –", "0"]
+            assert "0 switches; delta cache 0 hits / 0 misses" in page.inner_text("#serving")
+            page.screenshot(path=str(tmp_path / "tasks.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+@needs_chromium
 def test_page_without_token_asks_for_one(server):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, _ = server

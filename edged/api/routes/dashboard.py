@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 
 from edged.api.deps import DbDep
 from edged.api.errors import error_responses
-from edged.api.jobs_view import recent_jobs, training_curve
+from edged.api.jobs_view import published_tasks, recent_jobs, training_curve
 from edged.errors import NotFound
 from edged.telemetry.query import query_samples
 
@@ -41,7 +41,7 @@ def dashboard_asset(name: str) -> FileResponse:
 
 
 @router.get("/dashboard/data", responses=error_responses(404),
-            summary="Jobs, one job's training curve, and telemetry over a window, for the dashboard")
+            summary="Jobs, one job's training curve, telemetry over a window, and the published tasks, for the dashboard")
 def dashboard_data(
     request: Request,
     db: DbDep,
@@ -49,6 +49,7 @@ def dashboard_data(
     window_s: Annotated[float, Query(gt=0, le=7 * 86400, description="telemetry over the last this many seconds")] = 900,
 ) -> dict[str, Any]:
     sampler = getattr(request.app.state, "sampler", None)
+    server = getattr(request.app.state, "tasks", None)  # the task server, once the lifespan started it
     now = time.time()
     jobs = recent_jobs(db)
     selected = job or (jobs[0]["id"] if jobs else None)
@@ -58,4 +59,6 @@ def dashboard_data(
         "jobs": jobs,
         "training": training_curve(db, selected) if selected else None,
         "telemetry": query_samples(db, since=now - window_s, until=now, metrics=CHART_METRICS, max_points=CHART_POINTS),
+        "tasks": published_tasks(db),
+        "serving": server.stats() if server else None,
     }

@@ -77,6 +77,28 @@ function renderJobs(jobs, drawnJob) {
   edgedCharts.barChart($("latency-chart"), groups, variants, {unit: "ms", label: "latency p50 per job"});
 }
 
+const ms = (v) => (v === null || v === undefined ? "–" : `${v.toFixed(1)} ms`);
+
+function renderTasks(tasks, serving) {
+  $("tasks").querySelector("tbody").replaceChildren(...(tasks || []).map((task) => {
+    const tr = document.createElement("tr");
+    tr.dataset.task = task.id;
+    cell(tr, task.id);
+    cell(tr, `${task.base_model} / ${task.method}`);
+    cell(tr, String(task.classes));
+    cell(tr, String(task.requests));
+    cell(tr, String(task.samples));
+    cell(tr, `${ms(task.p50_ms)} / ${ms(task.p99_ms)}`);
+    cell(tr, String(task.switches));
+    return tr;
+  }));
+  if (serving) {
+    const c = serving.cache, p = serving.prefetch;
+    $("serving").textContent = `(${serving.bases} resident base(s), ${serving.switches} switches; delta cache ` +
+      `${c.hits} hits / ${c.misses} misses, ${c.entries} deltas; prefetch ${p.used} of ${p.loaded} used)`;
+  }
+}
+
 function renderTraining(training) {
   $("training-job").textContent = training ? training.job_id : "–";
   const epochs = training ? training.epochs : [];
@@ -120,6 +142,7 @@ async function refresh() {
     $("source").textContent = data.source || "not sampling";
     renderJobs(data.jobs, data.training && data.training.job_id);
     renderTraining(data.training);
+    renderTasks(data.tasks, data.serving);
     renderTelemetry(data.telemetry, data.source);
     $("updated").textContent = new Date().toLocaleTimeString();
     document.body.dataset.loaded = "1";
