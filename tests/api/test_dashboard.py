@@ -3,6 +3,9 @@ source), and the page in a real headless Chromium (Debian's `chromium`, driven b
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 import socket
 import threading
 import time
@@ -219,16 +222,10 @@ def _check_epochs_and_host_charts(page) -> None:
     assert page.locator("#temp-chart text.tick", has_text="80").count() == 1  # axis up to the 77.75 degC peak
 
 
-@needs_chromium
-def test_page_on_a_machine_without_a_power_source_draws_host_statistics(server, tmp_path):
-    """No seeded rows: only what the daemon's sampler read. CPU and memory are drawn; power, GPU, temperature
-    and epochs say that there is nothing to draw."""
+@contextmanager
+def _dashboard(base: str) -> Iterator[Any]:
+    """The dashboard page in headless Chromium, with the token, once its first data has been drawn."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    base, settings = server
-    db = open_db(settings.db_path)
-    deadline = time.time() + 15  # the idle sampler ticks at start, then every 5 s; a line needs two
-    while db["telemetry_samples"].count < 2 and time.time() < deadline:
-        time.sleep(0.2)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
         try:
@@ -236,24 +233,36 @@ def test_page_on_a_machine_without_a_power_source_draws_host_statistics(server, 
                                     extra_http_headers={"Authorization": f"Bearer {TOKEN}"})
             page.goto(f"{base}/dashboard")
             page.wait_for_selector("body[data-loaded='1']", timeout=15000)
-            assert page.inner_text("#source") == "none"
-            assert _vertices(page, "#util-chart path.series.cpu") >= 2
-            assert _vertices(page, "#memory-chart path.series.memory") >= 2
-            assert page.text_content("#util-chart .legend.missing") == "GPU: no data"  # SVG text: no inner_text
-            assert "no temperature" in page.inner_text("#temp-chart")
-            assert "no power source" in page.inner_text("#power-chart")
-            assert "no power source" in page.inner_text("#energy-chart")
-            assert "no epoch" in page.inner_text("#loss-chart") and page.inner_text("#training-job") == "–"
-            page.screenshot(path=str(tmp_path / "no-power.png"), full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+@needs_chromium
+def test_page_on_a_machine_without_a_power_source_draws_host_statistics(server, tmp_path):
+    """No seeded rows: only what the daemon's sampler read. CPU and memory are drawn; power, GPU, temperature
+    and epochs say that there is nothing to draw."""
+    base, settings = server
+    db = open_db(settings.db_path)
+    deadline = time.time() + 15  # the idle sampler ticks at start, then every 5 s; a line needs two
+    while db["telemetry_samples"].count < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    with _dashboard(base) as page:
+        assert page.inner_text("#source") == "none"
+        assert _vertices(page, "#util-chart path.series.cpu") >= 2
+        assert _vertices(page, "#memory-chart path.series.memory") >= 2
+        assert page.text_content("#util-chart .legend.missing") == "GPU: no data"  # SVG text: no inner_text
+        assert "no temperature" in page.inner_text("#temp-chart")
+        assert "no power source" in page.inner_text("#power-chart")
+        assert "no power source" in page.inner_text("#energy-chart")
+        assert "no epoch" in page.inner_text("#loss-chart") and page.inner_text("#training-job") == "–"
+        page.screenshot(path=str(tmp_path / "no-power.png"), full_page=True)
 
 
 @needs_chromium
 def test_the_tasks_panel_shows_each_tasks_requests_latency_and_switches(server, tmp_path):
     """Two published tasks and their serving minutes, as the task server writes them: the panel's rows carry
     the stored totals and the latest minute's latency."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     base, settings = server
     db = open_db(settings.db_path)
     minute = int(time.time() // 60 * 60)
@@ -267,21 +276,13 @@ def test_the_tasks_panel_shows_each_tasks_requests_latency_and_switches(server, 
             db["task_minutes"].insert({"task_id": task_id, "minute": at, "requests": requests, "samples": 2 * requests,
                                        "p50_ms": p50, "p95_ms": p99 * 0.9, "p99_ms": p99, "switches": switches,
                                        "switch_ms_mean": 0.05})
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900},
-                                    extra_http_headers={"Authorization": f"Bearer {TOKEN}"})
-            page.goto(f"{base}/dashboard")
-            page.wait_for_selector("body[data-loaded='1']", timeout=15000)
-            digits = [c.inner_text() for c in page.locator("tr[data-task='task-digits'] td").all()]
-            assert digits == ["task-digits", "mobilenet_v2 / taskedge", "10", "65", "130", "2.4 ms / 6.0 ms", "12"]
-            parity = [c.inner_text() for c in page.locator("tr[data-task='task-parity'] td").all()]
-            assert parity[2:] == ["2", "0", "0", "– / –", "0"]
-            assert "0 switches; delta cache 0 hits / 0 misses" in page.inner_text("#serving")
-            page.screenshot(path=str(tmp_path / "tasks.png"), full_page=True)
-        finally:
-            browser.close()
+    with _dashboard(base) as page:
+        digits = [c.inner_text() for c in page.locator("tr[data-task='task-digits'] td").all()]
+        assert digits == ["task-digits", "mobilenet_v2 / taskedge", "10", "65", "130", "2.4 ms / 6.0 ms", "12"]
+        parity = [c.inner_text() for c in page.locator("tr[data-task='task-parity'] td").all()]
+        assert parity[2:] == ["2", "0", "0", "– / –", "0"]
+        assert "0 switches; delta cache 0 hits / 0 misses" in page.inner_text("#serving")
+        page.screenshot(path=str(tmp_path / "tasks.png"), full_page=True)
 
 
 @needs_chromium
