@@ -39,7 +39,7 @@ def aligned_scores(scores: dict[str, Tensor], used: dict[str, Tensor], strength:
             out[name] = score
             continue
         flat = score.reshape(score.shape[0], -1)  # (out, fan_in)
-        in_used = used[name].repeat_interleave(BLOCK, dim=1)[:, : flat.shape[1]]  # (out, fan_in)
+        in_used = used[name].to(flat.device).repeat_interleave(BLOCK, dim=1)[:, : flat.shape[1]]  # (out, fan_in)
         out[name] = (flat * (1 + strength * in_used.to(flat.dtype))).reshape(score.shape)
     return out
 
