@@ -11,11 +11,8 @@ a delta cache smaller than all tasks with the task server's first-order prefetch
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,16 +21,16 @@ import torch
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.switch_rows import (CachedSwitch, Switch, edged_rows, full_file_row, full_host_row, markov_trace,
                                      peft_rows, read_delta, time_trace, uniform_trace)
+from edged.bench.switch_storm import lock_storm, server_storm
 from edged.bench.switch_tasks import SwitchSetup, cpu_setup, state_bytes, vit_setup
 from edged.devices import resolve_device
-from edged.measure.timing import percentiles
 from edged.tasks.resident import ResidentModel
 
 COLUMNS = [("row", "row"), ("trace", "trace"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
            ("bytes_per_switch", "bytes/switch"), ("resident_x_model", "memory, N tasks (x model)"),
            ("hit_rate", "cache hits"), ("prefetch_accuracy", "prefetch acc.")]
 STORM_COLUMNS = [("phase", "predict on one task"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-                 ("switches_per_s", "switches/s")]
+                 ("p99_vs_steady", "p99 / steady p99"), ("switches_per_s", "switches/s")]
 
 
 def _row(label: str, trace: str, timing: dict[str, Any], resident_bytes: float, model: int, **extra: Any) -> dict:
@@ -83,64 +80,23 @@ def baseline_table(setup: SwitchSetup, traces: dict[str, list[int]], workdir: Pa
     return rows
 
 
-def predict_storm(setup: SwitchSetup, resident: ResidentModel, predicts: int, seed: int) -> list[dict]:
-    """Predict latency on task 0 alone, then while another thread switches between the other tasks as fast as it
-    can. Both hold one lock, as the task server's one inference thread does: a predict first switches back to
-    task 0 (a no-op when nothing moved it), so storm latency includes waiting for a switch and the switch back."""
-    hot = [read_delta(setup, t).to(setup.device) for t in range(len(setup.tasks))]
-    lock, stop = threading.Lock(), threading.Event()
-    switched = [0]
-
-    def predict_ms() -> float:
-        start = time.perf_counter()
-        with lock:
-            resident.activate_("0", hot[0])
-            resident.logits(setup.sample)  # logits come back to the CPU: the device is done
-        return (time.perf_counter() - start) * 1000.0
-
-    def storm() -> None:
-        rng = random.Random(seed)
-        while not stop.is_set():
-            with lock:
-                task = rng.randrange(1, len(hot))
-                resident.activate_(str(task), hot[task])
-            switched[0] += 1
-            time.sleep(0)  # let the predicting thread take the lock
-
-    rows = []
-    for phase in ("steady state", "switch storm"):
-        thread = threading.Thread(target=storm, daemon=True) if phase == "switch storm" else None
-        for _ in range(5):
-            predict_ms()
-        switched[0], started = 0, time.perf_counter()
-        stop.clear()
-        if thread is not None:
-            thread.start()
-        times = [predict_ms() for _ in range(predicts)]
-        stop.set()
-        if thread is not None:
-            thread.join()
-        p50, _, p99, _ = percentiles(times)
-        rows.append({"phase": phase, "p50_ms": p50, "p99_ms": p99, "predicts": predicts,
-                     "switches_per_s": switched[0] / (time.perf_counter() - started)})
-    return rows
-
-
 def run_switch_bench(setup: SwitchSetup, switches: int, predicts: int, cache_fraction: float, checkpoints: int,
                      workdir: Path, seed: int) -> dict:
     count, model = len(setup.tasks), state_bytes(setup.model)
     traces = {"uniform": uniform_trace(count, switches, seed), "markov": markov_trace(count, switches, seed)}
     resident = ResidentModel(setup.model, setup.preprocess, setup.device)
     rows = edged_table(setup, resident, traces, cache_fraction)
-    storm = predict_storm(setup, resident, predicts, seed)
+    storm = lock_storm(setup, resident, predicts, seed)
     resident.deactivate_()
+    if setup.base is not None:
+        storm += server_storm(setup, workdir, predicts, seed)
     rows += baseline_table(setup, traces, workdir, checkpoints)
     deltas = [read_delta(setup, t).nbytes for t in range(count)]
     memory = {"tasks": count, "model_bytes": model, "deltas_bytes": sum(deltas), "delta_bytes_mean": sum(deltas) / count,
               "ratio": (model + sum(deltas)) / model, "separate_models_ratio": count}
     return {"device": str(setup.device), "source": setup.source, "tasks": [t.name for t in setup.tasks],
             "switches_per_trace": switches, "seed": seed, "machine": machine_summary(), "rows": rows,
-            "memory": memory, "storm": storm, "storm_p99_ratio": storm[1]["p99_ms"] / storm[0]["p99_ms"]}
+            "memory": memory, "storm": storm}
 
 
 def print_report(result: dict, argv: list[str]) -> None:
@@ -152,7 +108,6 @@ def print_report(result: dict, argv: list[str]) -> None:
           f"{memory['deltas_bytes'] / 2**20:.2f} MiB = {memory['ratio']:.4f}x one model "
           f"(separate models: {memory['separate_models_ratio']}x)\n")
     print(format_table(result["storm"], STORM_COLUMNS))
-    print(f"predict p99 in the storm / steady: {result['storm_p99_ratio']:.2f}x")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -167,11 +122,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="the prefetch rows' cache budget, as a share of all tasks' delta bytes")
     parser.add_argument("--full-checkpoints", type=int, default=4,
                         help="distinct fine-tuned state dicts the full-weight rows cycle through")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads torch uses (default on the CPU: 1, the daemon's predict_threads default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keeps the adapted tasks between runs (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/switch.json"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads or device.type == "cpu":
+        torch.set_num_threads(args.threads or 1)
     with tempfile.TemporaryDirectory(prefix="edged-switch-") as scratch:
         workdir = args.workdir or Path(scratch)
         if device.type == "cuda":

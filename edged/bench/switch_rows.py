@@ -68,7 +68,7 @@ def time_trace(switch: Switch, trace: list[int], device: torch.device, warmup: i
         if after is not None:
             after(task)
     p50, _, p99, _ = percentiles(times_ms)
-    return {"p50_ms": p50, "p99_ms": p99, "bytes_per_switch": sum(moved) / len(moved), "switches": len(times_ms)}
+    return {"p50_ms": p50, "p99_ms": p99, "bytes_per_switch": round(sum(moved) / len(moved)), "switches": len(times_ms)}
 
 
 def _fit_head_(model: nn.Module, state: dict[str, Tensor]) -> None:

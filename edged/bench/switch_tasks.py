@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import torch
 from safetensors.torch import save_file
@@ -66,6 +66,7 @@ DIGIT_TASKS = [
 @dataclass
 class TaskFiles:
     name: str
+    classes: list[str]
     delta: Path  # delta.safetensors
     merged: Path  # merged.safetensors: the whole fine-tuned state dict
 
@@ -78,6 +79,8 @@ class SwitchSetup:
     tasks: list[TaskFiles]
     sample: Tensor  # (1, ...) one model-ready input, for the predicts
     source: str  # what the model and the tasks are
+    base: Optional[dict[str, Any]] = None  # base_model, model_options, seed: how the task server loads the base
+    raw_sample: Optional[Tensor] = None  # (C, H, W) uint8: the sample as a predict request sends it
 
 
 def _digit_data(task: DigitTask, samples: int, seed: int) -> TaskData:
@@ -90,7 +93,7 @@ def _digit_data(task: DigitTask, samples: int, seed: int) -> TaskData:
 
 def cpu_setup(workdir: Path, count: int, samples: int, image_size: int, seed: int) -> SwitchSetup:
     """`count` real tasks on MobileNetV2, adapted here unless the work directory already holds them."""
-    options = {"image_size": image_size}
+    options: dict[str, Any] = {"image_size": image_size}
     tasks = []
     for spec in DIGIT_TASKS[:count]:
         directory = workdir / f"{spec.name}-{samples}s-{image_size}px-seed{seed}"
@@ -102,12 +105,15 @@ def cpu_setup(workdir: Path, count: int, samples: int, image_size: int, seed: in
             print(f"adapting {spec.name} ({len(data)} samples, {len(data.classes)} classes)", flush=True)
             result = adapt(loaded.model, loaded.preprocess, data, config)
             write_outputs(result.model, result.adaptation, directory, config, "mobilenet_v2")
-        tasks.append(TaskFiles(spec.name, directory / "delta.safetensors", directory / "merged.safetensors"))
+        classes = spec.grouping(torch.arange(10))[1]
+        tasks.append(TaskFiles(spec.name, classes, directory / "delta.safetensors", directory / "merged.safetensors"))
     base = load_model("mobilenet_v2", 2, seed=seed, **options)
-    sample = base.preprocess(_digit_data(DIGIT_TASKS[0], 16, seed))
-    assert isinstance(sample, Tensor)  # images preprocess to one tensor
+    images = _digit_data(DIGIT_TASKS[0], 16, seed)
+    sample = base.preprocess(images)
+    assert isinstance(sample, Tensor) and isinstance(images.x, Tensor)  # images preprocess to one tensor
     return SwitchSetup(base.model.eval(), base.preprocess, torch.device("cpu"), tasks, sample[:1],
-                       f"MobileNetV2 {image_size} px, taskedge 0.1 %, {samples} samples, 1 epoch")
+                       f"MobileNetV2 {image_size} px, taskedge 0.1 %, {samples} samples, 1 epoch",
+                       {"base_model": "mobilenet_v2", "model_options": options, "seed": seed}, images.x[0])
 
 
 def _linear_weights(model: nn.Module) -> dict[str, nn.Linear]:
@@ -160,7 +166,8 @@ def vit_setup(workdir: Path, count: int, full_checkpoints: int, device: torch.de
         save_file(delta, str(directory / "delta.safetensors"))
         if index < full_checkpoints:
             save_file(_merged(model, delta), str(directory / "merged.safetensors"))
-        tasks.append(TaskFiles(f"task{index}", directory / "delta.safetensors", directory / "merged.safetensors"))
+        tasks.append(TaskFiles(f"task{index}", [str(c) for c in range(classes)], directory / "delta.safetensors",
+                               directory / "merged.safetensors"))
     sample = torch.randn(1, 3, VIT_B16.image, VIT_B16.image, device=device)
     return SwitchSetup(model.to(device).eval(), _vit_preprocess, device, tasks, sample,
                        f"ViT-B/16 ({source}), per-neuron top-K 0.1 % of every Linear, random values")
