@@ -1,0 +1,149 @@
+"""`edged bench switch`: how fast the resident model moves between tasks, every way there is to do it, over a
+uniform random and a Markov-skewed trace of task switches; p50/p99 per switch, bytes moved per switch, memory
+with all tasks resident, cache hit rate and prefetch accuracy, and predict latency during a switch storm.
+
+CPU (default): real tasks adapted on MobileNetV2 from the bundled digit sets. CUDA: ViT-B/16 with 50 tasks of
+real delta shape (see `edged.bench.switch_tasks`). Rows: full-weight reload from a safetensors file, full-weight
+copy from host memory, PEFT LoRA `set_adapter` and `hotswap_adapter`, edged cold / warm / hot, and edged through
+a delta cache smaller than all tasks with the task server's first-order prefetch off and on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from edged.bench.report import format_table, machine_summary, write_json
+from edged.bench.switch_rows import (CachedSwitch, Switch, edged_rows, full_file_row, full_host_row, markov_trace,
+                                     peft_rows, read_delta, time_trace, uniform_trace)
+from edged.bench.switch_storm import lock_storm, server_storm
+from edged.bench.switch_tasks import SwitchSetup, cpu_setup, state_bytes, vit_setup
+from edged.devices import resolve_device
+from edged.tasks.resident import ResidentModel
+
+COLUMNS = [("row", "row"), ("trace", "trace"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+           ("bytes_per_switch", "bytes/switch"), ("resident_x_model", "memory, N tasks (x model)"),
+           ("hit_rate", "cache hits"), ("prefetch_accuracy", "prefetch acc.")]
+STORM_COLUMNS = [("phase", "predict on one task"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+                 ("p99_vs_steady", "p99 / steady p99"), ("switches_per_s", "switches/s")]
+
+
+def _row(label: str, trace: str, timing: dict[str, Any], resident_bytes: float, model: int, **extra: Any) -> dict:
+    return {"row": label, "trace": trace, **timing, "resident_x_model": resident_bytes / model, **extra}
+
+
+def edged_table(setup: SwitchSetup, resident: ResidentModel, traces: dict[str, list[int]],
+                cache_fraction: float) -> list[dict]:
+    """The edged rows on each trace: cold, warm, hot, and through a smaller cache with prefetch off / on."""
+    model = state_bytes(setup.model)
+    deltas = [read_delta(setup, t).nbytes for t in range(len(setup.tasks))]
+    budget = int(cache_fraction * sum(deltas))
+    warm = "edged warm (host memory, pinned)" if setup.device.type == "cuda" else "edged warm (= hot on the CPU)"
+    labels = {"cold": ("edged cold (parse the delta file)", model + max(deltas)),
+              "warm": (warm, model + sum(deltas)), "hot": ("edged hot (device cache)", model + sum(deltas))}
+    rows = []
+    for trace_name, trace in traces.items():
+        for key, switch in edged_rows(setup, resident).items():
+            label, memory = labels[key]
+            rows.append(_row(label, trace_name, time_trace(switch, trace, setup.device), memory, model))
+        for prefetch in (False, True):
+            cached = CachedSwitch(setup, resident, budget, prefetch)
+            timing = time_trace(cached.switch, trace, setup.device, after=cached.after)
+            label = f"edged cache {cache_fraction:.0%} of tasks, prefetch {'on' if prefetch else 'off'}"
+            rows.append(_row(label, trace_name, timing, model + budget, model, **cached.stats()))
+    return rows
+
+
+def baseline_table(setup: SwitchSetup, traces: dict[str, list[int]], workdir: Path, checkpoints: int) -> list[dict]:
+    """PEFT LoRA and full-weight switching. Runs last: the full-weight rows overwrite the base's weights."""
+    model, count = state_bytes(setup.model), len(setup.tasks)
+    peft, adapter = peft_rows(setup, workdir)
+    rows: list[dict] = []
+    for trace_name, trace in traces.items():
+        rows.append(_row("PEFT LoRA set_adapter (r=8)", trace_name, time_trace(peft["set_adapter"], trace, setup.device),
+                         model + count * adapter, model))
+        rows.append(_row("PEFT LoRA hotswap_adapter (r=8)", trace_name, time_trace(peft["hotswap"], trace, setup.device),
+                         model + adapter, model))
+    del peft
+    host = "pinned host memory" if setup.device.type == "cuda" else "host memory"
+    full: list[tuple[str, Switch, int]] = [
+        ("full reload (safetensors file)", full_file_row(setup, checkpoints), model),
+        (f"full copy ({host})", full_host_row(setup, checkpoints), model * (1 + count))]
+    for label, switch, memory in full:
+        for trace_name, trace in traces.items():
+            rows.append(_row(label, trace_name, time_trace(switch, trace, setup.device), memory, model))
+    return rows
+
+
+def run_switch_bench(setup: SwitchSetup, switches: int, predicts: int, cache_fraction: float, checkpoints: int,
+                     workdir: Path, seed: int) -> dict:
+    count, model = len(setup.tasks), state_bytes(setup.model)
+    traces = {"uniform": uniform_trace(count, switches, seed), "markov": markov_trace(count, switches, seed)}
+    resident = ResidentModel(setup.model, setup.preprocess, setup.device)
+    rows = edged_table(setup, resident, traces, cache_fraction)
+    storm = lock_storm(setup, resident, predicts, seed)
+    resident.deactivate_()
+    if setup.base is not None:
+        storm += server_storm(setup, workdir, predicts, seed)
+    rows += baseline_table(setup, traces, workdir, checkpoints)
+    deltas = [read_delta(setup, t).nbytes for t in range(count)]
+    memory = {"tasks": count, "model_bytes": model, "deltas_bytes": sum(deltas), "delta_bytes_mean": sum(deltas) / count,
+              "ratio": (model + sum(deltas)) / model, "separate_models_ratio": count}
+    return {"device": str(setup.device), "source": setup.source, "tasks": [t.name for t in setup.tasks],
+            "switches_per_trace": switches, "seed": seed, "machine": machine_summary(), "rows": rows,
+            "memory": memory, "storm": storm}
+
+
+def print_report(result: dict, argv: list[str]) -> None:
+    memory = result["memory"]
+    print(f"\n$ edged bench switch {' '.join(argv)}\n{result['source']}; {memory['tasks']} tasks; "
+          f"{result['switches_per_trace']} switches per trace; {result['machine']}")
+    print(format_table(result["rows"], COLUMNS))
+    print(f"\nmemory with {memory['tasks']} tasks resident: model {memory['model_bytes'] / 2**20:.1f} MiB + deltas "
+          f"{memory['deltas_bytes'] / 2**20:.2f} MiB = {memory['ratio']:.4f}x one model "
+          f"(separate models: {memory['separate_models_ratio']}x)\n")
+    print(format_table(result["storm"], STORM_COLUMNS))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="edged bench switch", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu: MobileNetV2 digit tasks; cuda: ViT-B/16")
+    parser.add_argument("--tasks", type=int, help="number of tasks (default: 7 on the CPU, 50 on CUDA)")
+    parser.add_argument("--samples", type=int, default=300, help="CPU: training samples per task")
+    parser.add_argument("--image-size", type=int, default=64, help="CPU: MobileNetV2 input size")
+    parser.add_argument("--switches", type=int, default=300, help="switches per trace")
+    parser.add_argument("--predicts", type=int, default=200, help="predicts timed per storm phase")
+    parser.add_argument("--cache-fraction", type=float, default=0.5,
+                        help="the prefetch rows' cache budget, as a share of all tasks' delta bytes")
+    parser.add_argument("--full-checkpoints", type=int, default=4,
+                        help="distinct fine-tuned state dicts the full-weight rows cycle through")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads torch uses (default on the CPU: 1, the daemon's predict_threads default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, help="keeps the adapted tasks between runs (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/switch.json"))
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    if args.threads or device.type == "cpu":
+        torch.set_num_threads(args.threads or 1)
+    with tempfile.TemporaryDirectory(prefix="edged-switch-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        if device.type == "cuda":
+            setup = vit_setup(workdir, args.tasks or 50, args.full_checkpoints, device, args.seed)
+        else:
+            setup = cpu_setup(workdir, args.tasks or 7, args.samples, args.image_size, args.seed)
+        result = run_switch_bench(setup, args.switches, args.predicts, args.cache_fraction,
+                                  args.full_checkpoints, workdir, args.seed)
+    print_report(result, sys.argv[1:] if argv is None else argv)
+    write_json(args.out, result)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
