@@ -38,6 +38,7 @@ from edged.tasks.serving_stats import ServingStats
 
 log = logging.getLogger(__name__)
 SWITCH_FLUSH_S = 1.0
+_IDLE = object()  # what _next returns when the wait for a request ended so that pending records get written
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TaskServer:
         self._switch_log: list[dict[str, Any]] = []
         self._stats = ServingStats()
         self._last_flush = time.monotonic()
+        self._unflushed = False  # records taken since the last flush: written within SWITCH_FLUSH_S, even when idle
         self._thread = threading.Thread(target=self._run, name="edged-task-server", daemon=True)
 
     def start(self) -> None:
@@ -117,10 +119,12 @@ class TaskServer:
         self._transitions.update({(a, b): n for a, b, n in records.transition_counts(db)})
         try:
             while True:
-                item = self._held.pop(0) if self._held else self._queue.get()
+                item = self._next()
                 if item is None:
                     break
-                if isinstance(item, PendingPredict):
+                if item is _IDLE:
+                    pass
+                elif isinstance(item, PendingPredict):
                     self._serve(self._gather(item))
                 else:
                     item()
@@ -130,6 +134,17 @@ class TaskServer:
         finally:
             self._flush_switches(db, force=True)
             db.close()
+
+    def _next(self) -> Union[PendingPredict, Control, None, object]:
+        """The next request or control; `_IDLE` when records wait to be flushed and nothing came in time."""
+        if self._held:
+            return self._held.pop(0)
+        if not self._unflushed:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=max(0.0, self._last_flush + SWITCH_FLUSH_S - time.monotonic()))
+        except queue.Empty:
+            return _IDLE
 
     def _gather(self, first: PendingPredict) -> list[PendingPredict]:
         """`first` and the queued requests of its task, within the batch limit and the wait."""
@@ -182,6 +197,7 @@ class TaskServer:
                 pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits, seconds,
                                                  cost.seconds, len(ready)))
                 self._stats.request(task["id"], len(pending.samples), seconds)
+                self._unflushed = True
 
     def _resident(self, task: dict[str, Any]) -> ResidentModel:
         key = base_key(task)
@@ -203,6 +219,7 @@ class TaskServer:
         self._transitions[(self._last_task, task["id"])] += 1
         self._last_task = task["id"]
         self._stats.switch(task["id"], seconds)
+        self._unflushed = True
         self._switch_log.append({"at": time.time(), "base": base_key(task), "from_task": previous,
                                  "to_task": task["id"], "seconds": seconds, "bytes_moved": moved, "cache": found})
 
@@ -214,7 +231,7 @@ class TaskServer:
                 records.record_minutes(db, self._stats.rows())
             except Exception:  # a full disk or a locked database costs these records, never a prediction
                 log.exception("could not record %d task switches and the serving statistics", len(self._switch_log))
-            self._switch_log, self._last_flush = [], time.monotonic()
+            self._switch_log, self._last_flush, self._unflushed = [], time.monotonic(), False
 
     def _prefetch(self) -> None:
         """Load the task most often switched to after the active one, if it is not cached."""
