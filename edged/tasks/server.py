@@ -38,7 +38,6 @@ from edged.tasks.serving_stats import ServingStats
 
 log = logging.getLogger(__name__)
 SWITCH_FLUSH_S = 1.0
-_IDLE = object()  # what _next returns when the wait for a request ended so that pending records get written
 
 
 @dataclass
@@ -122,9 +121,7 @@ class TaskServer:
                 item = self._next()
                 if item is None:
                     break
-                if item is _IDLE:
-                    pass
-                elif isinstance(item, PendingPredict):
+                if isinstance(item, PendingPredict):
                     self._serve(self._gather(item))
                 else:
                     item()
@@ -135,8 +132,8 @@ class TaskServer:
             self._flush_switches(db, force=True)
             db.close()
 
-    def _next(self) -> Union[PendingPredict, Control, None, object]:
-        """The next request or control; `_IDLE` when records wait to be flushed and nothing came in time."""
+    def _next(self) -> Union[PendingPredict, Control, None]:
+        """The next request or control; a no-op control when records wait to be flushed and nothing came in time."""
         if self._held:
             return self._held.pop(0)
         if not self._unflushed:
@@ -144,7 +141,7 @@ class TaskServer:
         try:
             return self._queue.get(timeout=max(0.0, self._last_flush + SWITCH_FLUSH_S - time.monotonic()))
         except queue.Empty:
-            return _IDLE
+            return _idle
 
     def _gather(self, first: PendingPredict) -> list[PendingPredict]:
         """`first` and the queued requests of its task, within the batch limit and the wait."""
@@ -245,6 +242,10 @@ class TaskServer:
             self.cache.put(likely, self._load_delta(self._rows[likely]), prefetched=True)
         except EdgedError as exc:
             log.warning("prefetch of task %s failed: %s", likely, exc.message)
+
+
+def _idle() -> None:
+    """Nothing to do: the wait for a request ended so that the records waiting are written."""
 
 
 def _unavailable(task: dict[str, Any], exc: Exception) -> EdgedError:
