@@ -41,7 +41,7 @@ def edged_table(setup: SwitchSetup, resident: ResidentModel, traces: dict[str, l
                 cache_fraction: float) -> list[dict]:
     """The edged rows on each trace: cold, warm, hot, and through a smaller cache with prefetch off / on."""
     model = state_bytes(setup.model)
-    deltas = [read_delta(setup, t).nbytes for t in range(len(setup.tasks))]
+    deltas = [read_delta(setup, resident, t).nbytes for t in range(len(setup.tasks))]
     budget = int(cache_fraction * sum(deltas))
     warm = "edged warm (host memory, pinned)" if setup.device.type == "cuda" else "edged warm (= hot on the CPU)"
     labels = {"cold": ("edged cold (parse the delta file)", model + max(deltas)),
@@ -91,7 +91,7 @@ def run_switch_bench(setup: SwitchSetup, switches: int, predicts: int, cache_fra
     if setup.base is not None:
         storm += server_storm(setup, workdir, predicts, seed)
     rows += baseline_table(setup, traces, workdir, checkpoints)
-    deltas = [read_delta(setup, t).nbytes for t in range(count)]
+    deltas = [read_delta(setup, resident, t).nbytes for t in range(count)]
     memory = {"tasks": count, "model_bytes": model, "deltas_bytes": sum(deltas), "delta_bytes_mean": sum(deltas) / count,
               "ratio": (model + sum(deltas)) / model, "separate_models_ratio": count}
     return {"device": str(setup.device), "source": setup.source, "tasks": [t.name for t in setup.tasks],

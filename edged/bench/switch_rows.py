@@ -26,7 +26,8 @@ from edged.bench.switch_tasks import SwitchSetup
 from edged.measure.clocks import device_sync
 from edged.measure.timing import percentiles
 from edged.tasks.cache import DeltaCache
-from edged.tasks.delta import TaskDelta, parse_delta
+from edged.tasks.delta import parse_delta
+from edged.tasks.flat import PlacedDelta
 from edged.tasks.resident import ResidentModel
 
 Switch = Callable[[int], int]  # task index -> bytes moved
@@ -105,27 +106,23 @@ def full_host_row(setup: SwitchSetup, checkpoints: int) -> Switch:
     return switch
 
 
-def read_delta(setup: SwitchSetup, task: int) -> TaskDelta:
+def read_delta(setup: SwitchSetup, resident: ResidentModel, task: int) -> PlacedDelta:
+    """What the task server does on a cache miss: parse the delta file, place it in the base, move it over."""
     path = setup.tasks[task].delta
-    return parse_delta(path.read_bytes(), str(path))
-
-
-def _pinned(delta: TaskDelta) -> TaskDelta:
-    return TaskDelta({n: (i.pin_memory(), v.pin_memory()) for n, (i, v) in delta.sparse.items()},
-                     {n: t.pin_memory() for n, t in delta.dense.items()}, delta.head)
+    return resident.place(parse_delta(path.read_bytes(), str(path)), str(path))
 
 
 def edged_rows(setup: SwitchSetup, resident: ResidentModel) -> dict[str, Switch]:
     """cold: the delta parsed from its file's bytes each switch; warm: parsed, in host memory (pinned on CUDA),
     copied to the device each switch (on the CPU the same as hot); hot: in the device cache."""
     device, count = setup.device, len(setup.tasks)
-    host = [read_delta(setup, t) for t in range(count)]
+    on_device = [read_delta(setup, resident, t) for t in range(count)]
+    host = [d.to(torch.device("cpu")) for d in on_device]
     if device.type == "cuda":
-        host = [_pinned(d) for d in host]
-    on_device = [d.to(device) for d in host]
+        host = [d.pinned() for d in host]
 
     def cold(task: int) -> int:
-        return resident.activate_(str(task), read_delta(setup, task).to(device)).bytes_moved
+        return resident.activate_(str(task), read_delta(setup, resident, task)).bytes_moved
 
     def warm(task: int) -> int:
         return resident.activate_(str(task), host[task].to(device)).bytes_moved
@@ -149,7 +146,7 @@ class CachedSwitch:
     def switch(self, task: int) -> int:
         delta, _ = self.cache.get(str(task))
         if delta is None:
-            delta = read_delta(self.setup, task).to(self.setup.device)
+            delta = read_delta(self.setup, self.resident, task)
             self.cache.put(str(task), delta)
         return self.resident.activate_(str(task), delta).bytes_moved
 
@@ -161,7 +158,7 @@ class CachedSwitch:
         if self.prefetch and followers:
             likely = max(followers)[1]
             if str(likely) not in self.cache:
-                self.cache.put(str(likely), read_delta(self.setup, likely).to(self.setup.device), prefetched=True)
+                self.cache.put(str(likely), read_delta(self.setup, self.resident, likely), prefetched=True)
 
     def stats(self) -> dict[str, Optional[float]]:
         s = self.cache.stats

@@ -68,7 +68,7 @@ def _phases(predict_ms: Callable[[], float], storm_step: Callable[[random.Random
 
 def lock_storm(setup: SwitchSetup, resident: ResidentModel, predicts: int, seed: int,
                think_ms: float = 1.0) -> list[dict]:
-    hot = [read_delta(setup, t).to(setup.device) for t in range(len(setup.tasks))]
+    hot = [read_delta(setup, resident, t) for t in range(len(setup.tasks))]
     lock = threading.Lock()
 
     def predict_ms() -> float:

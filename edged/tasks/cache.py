@@ -1,5 +1,6 @@
-"""The delta cache: parsed task deltas on the serving device, least recently used evicted past a byte budget,
-with the hit, miss and prefetch counts that tell whether it and the prefetcher earn their memory."""
+"""The delta cache: task deltas placed in their base's flat buffers on the serving device, least recently used
+evicted past a byte budget, with the hit, miss and prefetch counts that tell whether it and the prefetcher earn
+their memory."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
-from edged.tasks.delta import TaskDelta
+from edged.tasks.flat import PlacedDelta
 
 
 @dataclass
@@ -22,10 +23,10 @@ class DeltaCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self.stats = CacheStats()
-        self._entries: OrderedDict[str, tuple[TaskDelta, bool]] = OrderedDict()  # task -> (delta, prefetched, unused)
+        self._entries: OrderedDict[str, tuple[PlacedDelta, bool]] = OrderedDict()  # task -> (delta, prefetched, unused)
         self.bytes = 0
 
-    def get(self, task_id: str) -> tuple[Optional[TaskDelta], str]:
+    def get(self, task_id: str) -> tuple[Optional[PlacedDelta], str]:
         """(the delta or None, how it was found: "hot", "prefetched" or "cold")."""
         entry = self._entries.get(task_id)
         if entry is None:
@@ -40,7 +41,7 @@ class DeltaCache:
             return delta, "prefetched"
         return delta, "hot"
 
-    def put(self, task_id: str, delta: TaskDelta, prefetched: bool = False) -> None:
+    def put(self, task_id: str, delta: PlacedDelta, prefetched: bool = False) -> None:
         self.drop(task_id)
         self._entries[task_id] = (delta, prefetched)
         self.bytes += delta.nbytes

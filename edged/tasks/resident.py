@@ -1,6 +1,8 @@
 """The resident base model of one base: every task on it is activated by writing its delta into the base's
 weights in place, after restoring the entries the previous task changed, so a switch costs O(nnz of the
-two tasks) and the base is never reloaded. The head is swapped as a module (tasks differ in classes).
+two tasks) and the base is never reloaded. The backbone lives in flat buffers (`edged.tasks.flat`), so a
+switch is a few indexing kernels whatever the number of layers. The head is swapped as a module (tasks
+differ in classes).
 
 Not thread-safe by itself: the task server's one inference thread is its only user, so a forward never
 sees a half-applied task.
@@ -10,17 +12,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 from edged.data.task import Inputs, TaskData, to_device
-from edged.errors import InvalidInput
 from edged.models.classifier import Classifier
 from edged.tasks.delta import TaskDelta
-
-Saved = Union[tuple[Tensor, Tensor], Tensor]  # (flat indices, old values) or the whole old tensor
+from edged.tasks.flat import FlatWeights, PlacedDelta, backbone_tensors
 
 
 @dataclass
@@ -35,30 +35,33 @@ class ResidentModel:
     preprocess: Callable[[TaskData], Inputs]
     device: torch.device
     active: Optional[str] = None  # the task id whose delta is in the weights
-    _saved: dict[str, Saved] = field(default_factory=dict)  # what the active task overwrote
-    _tensors: dict[str, Tensor] = field(default_factory=dict)  # state-dict name -> tensor, built once
+    # what the active task overwrote: (flat buffer, (nnz,) indices, (nnz,) old values), and whole tensors
+    _saved: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
+    _saved_whole: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    flat: FlatWeights = field(init=False)
 
     def __post_init__(self) -> None:
-        # the backbone's parameters and buffers keep their identity; looking them up per switch would cost
-        # a state_dict() walk of the whole model
-        self._tensors = {name: t for name, t in self.model.state_dict().items() if not name.startswith("head.")}
+        self.flat = FlatWeights(backbone_tensors(self.model))
+
+    def place(self, delta: TaskDelta, source: str) -> PlacedDelta:
+        """`delta` (parsed on the CPU) placed into this base's flat buffers, on this base's device."""
+        return self.flat.place(delta, source).to(self.device)
 
     @torch.no_grad()
-    def activate_(self, task_id: str, delta: TaskDelta) -> SwitchCost:
+    def activate_(self, task_id: str, delta: PlacedDelta) -> SwitchCost:
         """Make `task_id` the model: restore the base where the active task wrote, then write `delta`."""
         if task_id == self.active:
             return SwitchCost(0.0, 0)
         start = time.perf_counter()
-        state = self._tensors
-        moved = self._restore_(state)
-        for name, (indices, values) in delta.sparse.items():
-            flat = _target(state, name).view(-1)
-            self._saved[name] = (indices, flat.index_select(0, indices))  # a copy: ~10x cheaper than flat[indices]
-            flat[indices] = values.to(flat.dtype)
+        moved = self._restore_()
+        for dtype, (indices, values) in delta.writes.items():
+            flat = self.flat.buffers[dtype]
+            self._saved.append((flat, indices, flat.index_select(0, indices)))  # a copy of what gets overwritten
+            flat.index_put_((indices,), values)
             moved += indices.numel() * indices.element_size() + values.numel() * values.element_size()
-        for name, value in delta.dense.items():
-            target = _target(state, name)
-            self._saved[name] = target.clone()
+        for name, value in delta.whole.items():
+            target = self.flat.whole[name]
+            self._saved_whole.append((target, target.clone()))
             target.copy_(value)
             moved += value.numel() * value.element_size()
         self.model.head = delta.head
@@ -71,19 +74,18 @@ class ResidentModel:
     @torch.no_grad()
     def deactivate_(self) -> int:
         """Back to the base's own weights (a deleted task leaves nothing behind); returns bytes written."""
-        return self._restore_(self._tensors)
+        return self._restore_()
 
-    def _restore_(self, state: dict[str, Tensor]) -> int:
+    def _restore_(self) -> int:
         moved = 0
-        for name, saved in self._saved.items():
-            if isinstance(saved, tuple):
-                indices, values = saved
-                state[name].view(-1)[indices] = values
-                moved += values.numel() * values.element_size()
-            else:
-                state[name].copy_(saved)
-                moved += saved.numel() * saved.element_size()
+        for flat, indices, values in self._saved:
+            flat.index_put_((indices,), values)
+            moved += values.numel() * values.element_size()
+        for target, value in self._saved_whole:
+            target.copy_(value)
+            moved += value.numel() * value.element_size()
         self._saved.clear()
+        self._saved_whole.clear()
         self.active = None
         return moved
 
@@ -91,9 +93,3 @@ class ResidentModel:
     def logits(self, inputs: Inputs) -> Tensor:
         """(N, classes) float32 logits of the active task on the CPU."""
         return self.model(to_device(inputs, self.device)).float().cpu()
-
-
-def _target(state: dict[str, Tensor], name: str) -> Tensor:
-    if name not in state:
-        raise InvalidInput(f"the task's delta names {name!r}, which its base model does not have")
-    return state[name]

@@ -31,7 +31,8 @@ from edged.store.db import open_db
 from edged.tasks import records
 from edged.tasks.batch import answer, model_inputs, run_forward
 from edged.tasks.cache import DeltaCache
-from edged.tasks.delta import TaskDelta, parse_delta
+from edged.tasks.delta import parse_delta
+from edged.tasks.flat import PlacedDelta
 from edged.tasks.inputs import Samples
 from edged.tasks.resident import ResidentModel
 from edged.tasks.serving_stats import ServingStats
@@ -204,10 +205,11 @@ class TaskServer:
             self._bases[key] = ResidentModel(loaded.model, loaded.preprocess, self.device)
         return self._bases[key]
 
-    def _load_delta(self, task: dict[str, Any]) -> TaskDelta:
+    def _load_delta(self, task: dict[str, Any]) -> PlacedDelta:
         with self.blobs.open(task["delta_blob"]) as stored:  # verified against its digest as it is read
             data = stored.read()
-        return parse_delta(data, f"the delta of task {task['id']}").to(self.device)
+        source = f"the delta of task {task['id']}"
+        return self._resident(task).place(parse_delta(data, source), source)
 
     def _note_switch(self, task: dict[str, Any], previous: Optional[str], seconds: float, moved: int,
                      found: str) -> None:

@@ -43,12 +43,12 @@ def test_each_task_on_the_resident_base_is_its_merged_model_bit_for_bit(two_task
     resident = ResidentModel(base, _preprocess, torch.device("cpu"))
     for name in ("digits", "parity", "digits", "parity"):
         merged, delta = tasks[name]
-        cost = resident.activate_(name, delta)
+        cost = resident.activate_(name, resident.place(delta, name))
         assert cost.bytes_moved > 0 and cost.seconds >= 0
         assert torch.equal(resident.logits(x), merged(x))
         for key, value in merged.state_dict().items():
             assert torch.equal(base.state_dict()[key], value), key
-    assert resident.activate_("parity", tasks["parity"][1]).bytes_moved == 0  # already active: nothing moves
+    assert resident.activate_("parity", resident.place(tasks["parity"][1], "parity")).bytes_moved == 0  # active
     resident.deactivate_()
     for name, value in base.state_dict().items():
         if not name.startswith("head."):
@@ -58,11 +58,12 @@ def test_each_task_on_the_resident_base_is_its_merged_model_bit_for_bit(two_task
 def test_a_switch_moves_the_entries_of_the_two_tasks_not_the_model(two_tasks):
     tasks, _ = two_tasks
     resident = ResidentModel(tiny_classifier(2).eval(), _preprocess, torch.device("cpu"))
-    resident.activate_("digits", tasks["digits"][1])
-    moved = resident.activate_("parity", tasks["parity"][1]).bytes_moved
+    digits = resident.place(tasks["digits"][1], "digits")
+    resident.activate_("digits", digits)
+    moved = resident.activate_("parity", resident.place(tasks["parity"][1], "parity")).bytes_moved
     model_bytes = sum(t.numel() * t.element_size() for t in resident.model.state_dict().values())
     assert moved < model_bytes  # restoring digits' entries + writing parity's, not a reload
-    assert tasks["digits"][1].nbytes < model_bytes
+    assert digits.nbytes < model_bytes
 
 
 def test_a_file_that_is_not_a_delta_is_refused():
@@ -72,7 +73,8 @@ def test_a_file_that_is_not_a_delta_is_refused():
 
 def test_the_cache_evicts_the_least_recently_used_past_its_budget(two_tasks):
     tasks, _ = two_tasks
-    digits, parity = tasks["digits"][1], tasks["parity"][1]
+    resident = ResidentModel(tiny_classifier(2).eval(), _preprocess, torch.device("cpu"))
+    digits, parity = (resident.place(tasks[name][1], name) for name in ("digits", "parity"))
     cache = DeltaCache(budget_bytes=2 * digits.nbytes + parity.nbytes - 1)  # room for two of the three
     cache.put("digits", digits)
     cache.put("parity", parity, prefetched=True)
@@ -93,7 +95,7 @@ def test_on_cuda_a_task_is_its_merged_model_and_the_base_comes_back(two_tasks):
     resident = ResidentModel(base, _preprocess, device)
     for name in ("digits", "parity", "digits"):
         merged, delta = tasks[name]
-        cost = resident.activate_(name, delta.to(device))
+        cost = resident.activate_(name, resident.place(delta, name))
         assert cost.bytes_moved > 0
         expected = merged.to(device)(x.to(device)).float().cpu()
         torch.testing.assert_close(resident.logits(x), expected, rtol=1e-3, atol=1e-3)  # fp16-level tolerance

@@ -1,0 +1,133 @@
+"""The resident base's backbone in one flat buffer per dtype, and task deltas placed into it.
+
+Every floating parameter and buffer of the backbone becomes a view into its dtype's flat buffer, so a task's
+delta, however many layers it touches, is one (nnz,) list of flat indices and one (nnz,) list of values per
+buffer (one buffer for an fp32 or fp16 model). A switch is then three indexing kernels per buffer (restore,
+save, write) instead of a Python loop over layers: on the GPU the launch overhead of ~50 layers x 3 ops was
+the whole cost of a switch.
+
+Indices are int32 while the buffer has fewer than 2**31 elements: 4 bytes of the 8 a cached fp32 entry costs,
+which is what keeps 50 resident tasks near the memory of one model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from edged.errors import Corrupt, InvalidInput
+from edged.tasks.delta import TaskDelta
+
+
+@dataclass(frozen=True)
+class Slot:
+    dtype: torch.dtype  # which flat buffer
+    offset: int  # first element in it
+    shape: torch.Size
+
+    @property
+    def numel(self) -> int:
+        return self.shape.numel()
+
+
+class FlatWeights:
+    """Rebinds `tensors` (state-dict name -> parameter or buffer, as `state_dict(keep_vars=True)` gives them)
+    to views of one contiguous buffer per floating dtype. Tied tensors (one object under two names) share a slot.
+    Integer buffers (BatchNorm's num_batches_tracked) stay where they are and are copied whole."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self.slots: dict[str, Slot] = {}
+        self.whole: dict[str, Tensor] = {}
+        by_object: dict[int, Slot] = {}
+        sizes: dict[torch.dtype, int] = {}
+        placed: list[tuple[Tensor, Slot]] = []
+        for name, tensor in tensors.items():
+            if not tensor.is_floating_point():
+                self.whole[name] = tensor
+            elif id(tensor) in by_object:
+                self.slots[name] = by_object[id(tensor)]
+            else:
+                slot = Slot(tensor.dtype, sizes.get(tensor.dtype, 0), tensor.shape)
+                sizes[tensor.dtype] = slot.offset + slot.numel
+                self.slots[name] = by_object[id(tensor)] = slot
+                placed.append((tensor, slot))
+        device = placed[0][0].device if placed else torch.device("cpu")
+        self.buffers = {dtype: torch.empty(size, dtype=dtype, device=device) for dtype, size in sizes.items()}
+        with torch.no_grad():
+            for tensor, slot in placed:
+                view = self.buffers[slot.dtype][slot.offset:slot.offset + slot.numel]
+                view.copy_(tensor.reshape(-1))
+                tensor.data = view.view(slot.shape)  # the module keeps its tensor object; its storage moves
+
+    def place(self, delta: TaskDelta, source: str) -> "PlacedDelta":
+        """`delta` as flat indices and values per buffer; Corrupt naming `source` if it does not fit the base."""
+        parts: dict[torch.dtype, list[tuple[Tensor, Tensor]]] = {dtype: [] for dtype in self.buffers}
+        whole: dict[str, Tensor] = {}
+        for name, (indices, values) in delta.sparse.items():
+            slot = self._slot(name, source)
+            if indices.shape != values.shape or indices.dim() != 1:
+                raise Corrupt(f"{source}: {name} has {tuple(indices.shape)} indices for {tuple(values.shape)} values")
+            if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= slot.numel):
+                raise Corrupt(f"{source}: {name} has indices outside its {slot.numel} entries")
+            parts[slot.dtype].append((indices.to(torch.int64) + slot.offset, values.to(slot.dtype)))
+        for name, value in delta.dense.items():
+            if name in self.whole:
+                whole[name] = _checked_shape(value, self.whole[name].shape, name, source)
+                continue
+            slot = self._slot(name, source)
+            value = _checked_shape(value, slot.shape, name, source)
+            parts[slot.dtype].append((torch.arange(slot.offset, slot.offset + slot.numel), value.reshape(-1)))
+        writes = {}
+        for dtype, pieces in parts.items():
+            if pieces:
+                indices = torch.cat([i for i, _ in pieces])
+                small = self.buffers[dtype].numel() < 2**31
+                writes[dtype] = (indices.to(torch.int32) if small else indices, torch.cat([v for _, v in pieces]))
+        return PlacedDelta(writes, whole, delta.head)
+
+    def _slot(self, name: str, source: str) -> Slot:
+        if name not in self.slots:
+            raise Corrupt(f"{source} names {name!r}, which its base model does not have "
+                          f"(a delta fits only the base model its job adapted)")
+        return self.slots[name]
+
+
+@dataclass
+class PlacedDelta:
+    """A task's delta in a base's flat buffers: what the delta cache holds and a switch writes."""
+
+    writes: dict[torch.dtype, tuple[Tensor, Tensor]]  # buffer dtype -> ((nnz,) flat indices, (nnz,) new values)
+    whole: dict[str, Tensor]  # integer buffers, copied whole
+    head: nn.Linear  # (classes, features) weight and (classes,) bias
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a switch to this task writes into the base (indices + values + whole tensors + head)."""
+        written = sum(i.numel() * i.element_size() + v.numel() * v.element_size() for i, v in self.writes.values())
+        whole = sum(t.numel() * t.element_size() for t in self.whole.values())
+        return written + whole + sum(p.numel() * p.element_size() for p in self.head.parameters())
+
+    def to(self, device: torch.device) -> "PlacedDelta":
+        return PlacedDelta({d: (i.to(device), v.to(device)) for d, (i, v) in self.writes.items()},
+                           {n: t.to(device) for n, t in self.whole.items()}, self.head.to(device))
+
+    def pinned(self) -> "PlacedDelta":
+        """In page-locked host memory, so a copy to the GPU is one DMA (the warm tier of a CUDA cache)."""
+        return PlacedDelta({d: (i.pin_memory(), v.pin_memory()) for d, (i, v) in self.writes.items()},
+                           {n: t.pin_memory() for n, t in self.whole.items()}, self.head)
+
+
+def _checked_shape(value: Tensor, shape: torch.Size, name: str, source: str) -> Tensor:
+    if value.shape != shape:
+        raise Corrupt(f"{source}: {name} is {tuple(value.shape)}, its base's is {tuple(shape)}")
+    return value
+
+
+def backbone_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The model's parameters and persistent buffers by state-dict name, the head's left out (tasks swap it)."""
+    tensors = {name: t for name, t in model.state_dict(keep_vars=True).items() if not name.startswith("head.")}
+    if not tensors:
+        raise InvalidInput("the resident model has no backbone parameters to write a task's delta into")
+    return tensors

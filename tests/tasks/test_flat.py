@@ -1,0 +1,79 @@
+"""The resident base's flat buffers: the model is unchanged by the move, a delta is placed once into flat
+indices, and a delta that does not fit its base is refused before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tiny_model import tiny_classifier
+from edged.errors import Corrupt
+from edged.tasks.delta import TaskDelta
+from edged.tasks.flat import FlatWeights, backbone_tensors
+from edged.tasks.resident import ResidentModel
+
+
+def _head(classes: int = 2, features: int = 64) -> nn.Linear:
+    return nn.Linear(features, classes).requires_grad_(False)
+
+
+def test_the_moved_model_computes_what_it_did_and_its_tensors_are_views_of_one_buffer():
+    model = tiny_classifier(3).eval()
+    x = torch.randn(4, 3, 16, 16)
+    before = model(x)
+    flat = FlatWeights(backbone_tensors(model))
+    assert torch.equal(model(x), before)
+    (buffer,) = flat.buffers.values()  # one fp32 buffer holds every floating backbone tensor
+    start, end = buffer.data_ptr(), buffer.data_ptr() + buffer.numel() * buffer.element_size()
+    floating = [t for name, t in model.state_dict().items() if not name.startswith("head.") and t.is_floating_point()]
+    assert all(start <= t.data_ptr() < end for t in floating)
+    assert buffer.numel() == sum(t.numel() for t in floating)
+
+
+def test_a_delta_writes_the_named_entries_and_nothing_else():
+    model = tiny_classifier(2).eval()
+    names = [n for n, t in model.state_dict().items() if not n.startswith("head.") and t.dim() > 1]
+    name = names[1]
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    resident = ResidentModel(model, lambda task: task.x, torch.device("cpu"))
+    indices, values = torch.tensor([0, 5, 7]), torch.tensor([1.5, -2.0, 3.25])
+    placed = resident.place(TaskDelta({name: (indices, values)}, {}, _head()), "a delta")
+    resident.activate_("t", placed)
+    after = model.state_dict()
+    assert torch.equal(after[name].reshape(-1)[indices], values)
+    changed = [n for n in before if not n.startswith("head.") and not torch.equal(before[n], after[n])]
+    assert changed == [name]
+    resident.deactivate_()
+    assert all(torch.equal(before[n], model.state_dict()[n]) for n in before if not n.startswith("head."))
+
+
+def test_tied_tensors_share_one_slot():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    flat = FlatWeights(dict(model.state_dict(keep_vars=True)))
+    assert flat.slots["0.weight"] == flat.slots["2.weight"]
+    (buffer,) = flat.buffers.values()
+    assert buffer.numel() == 4 * 4 + 4  # stored once
+
+
+@pytest.mark.parametrize("sparse, dense, message", [
+    ({"backbone.nope.weight": (torch.tensor([0]), torch.tensor([1.0]))}, {}, "does not have"),
+    ("OUT_OF_RANGE", {}, "outside its"),
+    ("NEGATIVE", {}, "outside its"),
+    ({}, "WRONG_SHAPE", "its base's is"),
+])
+def test_a_delta_that_does_not_fit_its_base_is_refused_and_the_base_is_untouched(sparse, dense, message):
+    model = tiny_classifier(2).eval()
+    name, tensor = next((n, t) for n, t in model.state_dict().items() if t.dim() > 1)
+    if sparse == "OUT_OF_RANGE":
+        sparse = {name: (torch.tensor([tensor.numel()]), torch.tensor([1.0]))}
+    if sparse == "NEGATIVE":
+        sparse = {name: (torch.tensor([-1]), torch.tensor([1.0]))}
+    if dense == "WRONG_SHAPE":
+        dense = {name: torch.zeros(3)}
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    resident = ResidentModel(model, lambda task: task.x, torch.device("cpu"))
+    with pytest.raises(Corrupt, match=message):
+        resident.place(TaskDelta(sparse, dense, _head()), "the delta of task t")
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
