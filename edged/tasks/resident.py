@@ -54,11 +54,11 @@ class ResidentModel:
             return SwitchCost(0.0, 0)
         start = time.perf_counter()
         moved = self._restore_()
-        for dtype, (indices, values) in delta.writes.items():
-            flat = self.flat.buffers[dtype]
+        for dtype, (encoded, values) in delta.writes.items():
+            flat, indices = self.flat.buffers[dtype], encoded.decode()
             self._saved.append((flat, indices, flat.index_select(0, indices)))  # a copy of what gets overwritten
             flat.index_put_((indices,), values)
-            moved += indices.numel() * indices.element_size() + values.numel() * values.element_size()
+            moved += encoded.nbytes + values.numel() * values.element_size()
         for name, value in delta.whole.items():
             target = self.flat.whole[name]
             self._saved_whole.append((target, target.clone()))

@@ -10,7 +10,7 @@ from torch import nn
 from tiny_model import tiny_classifier
 from edged.errors import Corrupt
 from edged.tasks.delta import TaskDelta
-from edged.tasks.flat import FlatWeights, backbone_tensors
+from edged.tasks.flat import FlatIndices, FlatWeights, backbone_tensors
 from edged.tasks.resident import ResidentModel
 
 
@@ -77,3 +77,15 @@ def test_a_delta_that_does_not_fit_its_base_is_refused_and_the_base_is_untouched
     with pytest.raises(Corrupt, match=message):
         resident.place(TaskDelta(sparse, dense, _head()), "the delta of task t")
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
+
+
+@pytest.mark.parametrize("indices, stored", [
+    ([3, 10, 10, 30_000, 60_000], torch.int16),  # gaps fit: 2 bytes an entry
+    ([5, 100_000], torch.int32),  # a gap past int16: the indices themselves
+    ([], torch.int32),
+])
+def test_flat_indices_decode_to_what_was_encoded(indices, stored):
+    encoded = FlatIndices.encode(torch.tensor(indices, dtype=torch.int64), buffer_numel=200_000)
+    assert encoded.stored.dtype == stored
+    assert encoded.decode().tolist() == indices
+    assert encoded.nbytes == len(indices) * torch.tensor([], dtype=stored).element_size()
