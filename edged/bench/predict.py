@@ -116,7 +116,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     result = {"machine": machine_summary(), "task": setup.source, "threads": args.threads, "rows": rows,
               "command": "edged bench predict " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"\npredict latency on one task ({setup.source}), {args.threads} thread(s), {args.predicts} predicts each")
-    print(format_table(rows, COLUMNS))
+    print(format_table([{**r, "max_abs_logit_diff": f"{r['max_abs_logit_diff']:.1e}"} for r in rows], COLUMNS))
     write_json(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
