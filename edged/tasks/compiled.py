@@ -51,14 +51,14 @@ def serving_route(task: dict[str, Any]) -> Route:
         return Route(EAGER)
     if compiled not in RUNS_ARTIFACT:
         return Route(EAGER, ON_RESIDENT_BASE.get(compiled, f"no runtime for {compiled!r} artifacts: served eager"))
-    usable, why = _runtime(compiled)
+    usable, why = runtime_probe(compiled)
     if not usable:
         return Route(EAGER, f"{compiled} cannot run here ({why}): served eager on the resident base")
     return Route(compiled)
 
 
 @functools.lru_cache(maxsize=None)
-def _runtime(backend: str) -> tuple[bool, str]:
+def runtime_probe(backend: str) -> tuple[bool, str]:
     """The backend's own probe (imports, a GPU for TensorRT), once per process: it does not change while serving."""
     try:
         probe: Callable[[], tuple[bool, str]] = importlib.import_module(BACKENDS[backend]).probe

@@ -10,7 +10,7 @@ import torch
 from edged.compile.onnx_export import OnnxRunner, export_onnx
 from edged.errors import Corrupt, Unavailable
 from edged.store.blobs import BlobStore
-from edged.tasks.compiled import CompiledCache, _runtime, load_runner, serving_route
+from edged.tasks.compiled import CompiledCache, runtime_probe, load_runner, serving_route
 from tiny_model import tiny_classifier
 
 INPUTS = torch.rand(5, 3, 16, 16)  # tiny_classifier takes 16 x 16 images
@@ -94,14 +94,14 @@ def test_the_route_names_the_backend_that_answers():
     sparse = serving_route({"id": "c", "compiled_backend": "cusparselt"})
     assert sparse.backend == "eager" and "resident base" in sparse.reason
     engine = serving_route({"id": "d", "compiled_backend": "tensorrt"})
-    usable, why = _runtime("tensorrt")
+    usable, why = runtime_probe("tensorrt")
     assert engine.backend == ("tensorrt" if usable else "eager")
     if not usable:
         assert why in engine.reason and "served eager" in engine.reason
 
 
 def test_without_tensorrt_an_engine_task_is_refused_clearly(tmp_path, exported):
-    if _runtime("tensorrt")[0]:
+    if runtime_probe("tensorrt")[0]:
         pytest.skip("TensorRT runs here: the engine path is tested with a real engine (tests/compile, marker tensorrt)")
     blobs = BlobStore(tmp_path / "blobs")
     path, _ = exported[0]

@@ -21,6 +21,8 @@ from edged.data.bundled import mnist_5k
 from edged.data.task import TaskData
 from edged.models.loader import load_model
 from edged.store.blobs import BlobStore
+from edged.store.db import open_db
+from edged.tasks.compiled import runtime_probe
 from test_serving import _npz, _predict
 
 CONCURRENT = 24
@@ -100,6 +102,29 @@ def test_the_eager_task_says_so(served):
     assert task["compiled_backend"] is None and task["serving_backend"] == "eager"
     body = _predict(daemon, task_id, x[:2]).json()
     assert body["backend"] == "eager" and body["backend_reason"] is None
+
+
+def test_without_tensorrt_an_engine_task_serves_eager_and_says_why(served):
+    """A task published where TensorRT built its engine, served from a data directory on a machine without
+    TensorRT: its row names an engine blob that is not even stored, so any attempt to load it would fail."""
+    if runtime_probe("tensorrt")[0]:
+        pytest.skip("TensorRT runs here")
+    daemon, jobs, x = served
+    eager = daemon.get(f"/v1/tasks/{jobs['eager']['metrics']['task_id']}").json()
+    db = open_db(daemon.data_dir / "edged.db")
+    try:
+        row = dict(next(db.query("SELECT * FROM tasks WHERE id = ?", [eager["id"]])))
+        db.table("tasks").insert({**row, "id": "engine-task", "job_id": None, "compiled_backend": "tensorrt",
+                                  "compiled_artifact": "model.engine", "compiled_blob": "0" * 64})
+    finally:
+        db.close()
+    task = daemon.get("/v1/tasks/engine-task").json()
+    assert task["serving_backend"] == "eager" and "tensorrt cannot run here" in task["serving_backend_reason"]
+    for _ in range(2):
+        body = _predict(daemon, "engine-task", x[:4], logits="true").json()
+        assert body["backend"] == "eager" and body["backend_reason"] == task["serving_backend_reason"]
+    assert body["logits"] == _predict(daemon, eager["id"], x[:4], logits="true").json()["logits"]  # the same delta
+    assert daemon.output().count("task engine-task: tensorrt cannot run here") == 1  # warned once, not per predict
 
 
 def test_concurrent_predicts_on_the_compiled_task_share_micro_batches_and_are_each_right(served):
