@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,7 +60,12 @@ def serving_route(task: dict[str, Any]) -> Route:
 
 @functools.lru_cache(maxsize=None)
 def runtime_probe(backend: str) -> tuple[bool, str]:
-    """The backend's own probe (imports, a GPU for TensorRT), once per process: it does not change while serving."""
+    """Whether the backend's runtime is here, once per process (it does not change while serving): onnxruntime
+    found (not imported: the API asks this on its event loop), else the backend's own probe (TensorRT's runtime
+    and a GPU)."""
+    if backend == "onnxruntime":
+        found = importlib.util.find_spec("onnxruntime") is not None
+        return found, "onnxruntime is installed" if found else "onnxruntime is not installed (pip install onnxruntime)"
     try:
         probe: Callable[[], tuple[bool, str]] = importlib.import_module(BACKENDS[backend]).probe
         return probe()

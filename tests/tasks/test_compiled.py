@@ -10,7 +10,7 @@ import torch
 from edged.compile.onnx_export import OnnxRunner, export_onnx
 from edged.errors import Corrupt, Unavailable
 from edged.store.blobs import BlobStore
-from edged.tasks.compiled import CompiledCache, runtime_probe, load_runner, serving_route
+from edged.tasks.compiled import CompiledCache, load_runner, runtime_probe, serving_route
 from tiny_model import tiny_classifier
 
 INPUTS = torch.rand(5, 3, 16, 16)  # tiny_classifier takes 16 x 16 images
