@@ -25,7 +25,7 @@ from torch import Tensor
 
 from edged.compile.registry import BACKENDS
 from edged.data.task import Inputs
-from edged.errors import Corrupt, EdgedError, NotFound, Unavailable
+from edged.errors import Corrupt, NotFound, Unavailable
 from edged.store.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,14 @@ class CompiledRunner:
     run: Callable[[Inputs], Tensor]  # inputs -> (N, classes) logits, CPU float32
 
     def logits(self, inputs: Inputs) -> Tensor:
-        """(N, classes) float32 on the CPU. A runtime's own exceptions (onnxruntime's are not RuntimeErrors)
-        become RuntimeError, which the micro-batch turns into the request's 422, as it does torch's."""
+        """(N, classes) float32 on the CPU. Every failure (onnxruntime's exceptions are not RuntimeErrors, the
+        runners raise EdgedErrors) becomes RuntimeError, which the micro-batch retries request by request and
+        answers as that request's 422, as it does torch's: nothing escapes into the inference thread."""
         try:
             return self.run(inputs)
-        except EdgedError:
-            raise
         except Exception as exc:
-            raise RuntimeError(f"{self.backend}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise RuntimeError(f"{self.backend}: {message.splitlines()[0]}") from exc
 
 
 def load_runner(task: dict[str, Any], blobs: BlobStore, threads: int) -> CompiledRunner:

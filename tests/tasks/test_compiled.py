@@ -59,6 +59,8 @@ def test_a_session_answers_what_its_onnx_file_and_its_model_do(tmp_path, exporte
             assert torch.allclose(got, model(INPUTS), atol=1e-4)  # and the model it was exported from
     with pytest.raises(RuntimeError, match="onnxruntime"):  # a shape the graph refuses: the request's 422 upstream
         runner.logits(torch.rand(2, 3, 16))
+    with pytest.raises(RuntimeError, match="inputs lack"):  # and edged's own errors too, never into the thread
+        runner.logits({"input_ids": torch.zeros(2, 4, dtype=torch.int64)})
 
 
 def test_an_artifact_larger_than_the_budget_answers_but_is_not_kept(tmp_path, exported):
