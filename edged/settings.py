@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     task_cache_mb: float = Field(
         256.0, gt=0.0, description="Task deltas kept parsed on the serving device (LRU beyond this), in MiB.",
     )
+    compiled_cache_mb: float = Field(
+        512.0, gt=0.0, description="Tasks' compiled artifacts kept loaded for predictions (onnxruntime sessions, "
+        "TensorRT engines; counted by artifact size, LRU beyond this), in MiB.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Logging level of the daemon."
     )

@@ -49,6 +49,13 @@ class TaskPublic(BaseModel):
     delta_blob: str = Field(description="SHA-256 of its delta (the job's delta.safetensors)")
     delta_bytes: int = Field(description="size of the delta file in bytes")
     created_at: str = Field(description="when it was published, ISO 8601 UTC")
+    compiled_backend: Optional[str] = Field(None, description="the compile backend its job ran (null: none)")
+    compiled_artifact: Optional[str] = Field(None, description="the compiled artifact's name, e.g. model.onnx")
+    compiled_blob: Optional[str] = Field(None, description="SHA-256 of the compiled artifact (the job's artifact)")
+    serving_backend: Literal["eager", "onnxruntime", "tensorrt"] = Field(
+        "eager", description="what answers its predictions here: its compiled artifact, or the resident base (eager)")
+    serving_backend_reason: Optional[str] = Field(
+        None, description="why the resident base answers although its job compiled an artifact (null otherwise)")
 
 
 class ClassProbability(BaseModel):
@@ -63,4 +70,8 @@ class PredictResponse(BaseModel):
     latency_ms: float = Field(description="from the request's arrival at the task server to its answer")
     switch_ms: float = Field(description="time the task switch before this micro-batch took (0: already active)")
     batch_requests: int = Field(description="requests that shared this micro-batch")
+    backend: Literal["eager", "onnxruntime", "tensorrt"] = Field(
+        description="what answered: the task's compiled artifact, or the resident base with its delta (eager)")
+    backend_reason: Optional[str] = Field(
+        None, description="why eager answered although the task's job compiled an artifact (null otherwise)")
     logits: Optional[list[list[float]]] = Field(None, description="raw logits per sample, with ?logits=true")

@@ -180,6 +180,7 @@ BENCHMARKS = {
     "prune": ("edged.bench.prune", "2:4 accuracy: dense-adapted, one-shot by |W| and by task importance, with recovery"),
     "align": ("edged.bench.align", "masks aligned across tasks on one base: accuracy and the union of blocks, vs unaligned"),
     "switch": ("edged.bench.switch", "task switching: full weights vs PEFT LoRA vs edged deltas (cold/warm/hot, prefetch)"),
+    "predict": ("edged.bench.predict", "predict latency on one task through the task server: eager vs its onnxruntime artifact"),
 }
 
 

@@ -10,7 +10,7 @@ from edged import errors
 from edged.cli.jobs import open_client
 from edged.settings import Settings
 
-TABLE_COLUMNS = ("id", "base_model", "kind", "method", "classes", "delta_bytes", "created_at")
+TABLE_COLUMNS = ("id", "base_model", "kind", "method", "classes", "delta_bytes", "serving_backend", "created_at")
 
 
 def list_tasks(settings: Settings, task_id: Optional[str], out: TextIO, url: Optional[str] = None) -> int:
@@ -55,5 +55,7 @@ def predict(settings: Settings, task_id: str, files: list[Path], texts: Optional
     for name, top in zip(names if files else [t[:40] for t in texts or []], body["predictions"]):
         print(f"{name}: " + ", ".join(f"{p['class']} {100 * p['probability']:.1f} %" for p in top), file=out)
     print(f"latency {body['latency_ms']:.1f} ms (switch {body['switch_ms']:.3f} ms, "
-          f"{body['batch_requests']} request(s) in the micro-batch)", file=out)
+          f"{body['batch_requests']} request(s) in the micro-batch, answered by {body['backend']})", file=out)
+    if body.get("backend_reason"):
+        print(f"  ({body['backend_reason']})", file=out)
     return 0

@@ -162,7 +162,11 @@ class EngineRunner:
         _require_tensorrt()
         self.logger, _ = _capturing_logger()
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        engine = self.runtime.deserialize_cuda_engine(plan)
+        if engine is None:  # TensorRT returns None (and logs why) for a plan of another version or GPU
+            raise Unsupported(f"TensorRT {trt.__version__} cannot deserialize this engine ({len(plan)} bytes): it was "
+                              "built by another TensorRT version or for another GPU; compile the job again here")
+        self.engine = engine
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

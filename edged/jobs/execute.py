@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import sqlite_utils
 import torch
@@ -58,7 +58,7 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
     finally:
         source.close()
     if config.publish:
-        metrics["task_id"] = publish_job_task(db, records.get_job(db, job_id))
+        metrics["task_id"] = publish_job_task(db, records.get_job(db, job_id), metrics.get("compile"))
     records.finish_running(db, job_id, JobState.SUCCEEDED, metrics=metrics)
     return metrics
 
@@ -77,12 +77,18 @@ def blocks_in_use(db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, An
     return union_blocks(used)
 
 
-def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any]) -> str:
-    """The job's task: its delta artifact (the blob it shares), its dataset's classes and kind. Published before
-    the job is marked succeeded, keyed by the job, so a restart in between publishes the same task again."""
-    delta = next(a for a in records.list_artifacts(db, job["id"]) if a["name"] == ARTIFACT_NAMES["delta"])
+def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any], compile_metrics: Optional[dict[str, Any]]) -> str:
+    """The job's task: its delta artifact (the blob it shares), its dataset's classes and kind, and the compiled
+    artifact when the job compiled one (`metrics.compile`). Published before the job is marked succeeded, keyed by
+    the job, so a restart in between publishes the same task again."""
+    artifacts = {a["name"]: a for a in records.list_artifacts(db, job["id"])}
+    delta = artifacts[ARTIFACT_NAMES["delta"]]
+    compiled = None
+    if compile_metrics is not None and compile_metrics["artifact"] in artifacts:
+        compiled = {"backend": compile_metrics["backend"], "artifact": compile_metrics["artifact"],
+                    "blob": artifacts[compile_metrics["artifact"]]["blob"]}
     dataset = get_dataset(db, job["dataset_id"])
-    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"])
+    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"], compiled)
 
 
 def open_job_power_source(settings: Settings) -> PowerSource:

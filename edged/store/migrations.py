@@ -21,7 +21,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from edged.tasks.schema import m003_task_tables
+from edged.tasks.schema import m003_task_tables, m_tasks_compiled_artifact
 from edged.telemetry.schema import m002_telemetry_tables
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -92,4 +92,5 @@ MIGRATIONS: list[Migration] = [
     m001_core_tables,
     m002_telemetry_tables,  # telemetry_samples, job_stage_telemetry: see edged/telemetry/schema.py
     m003_task_tables,  # tasks, task_switches: see edged/tasks/schema.py
+    m_tasks_compiled_artifact,  # tasks.compiled_backend/_artifact/_blob (issue 11): see edged/tasks/schema.py
 ]

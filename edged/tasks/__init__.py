@@ -5,5 +5,7 @@ by writing its delta into the base's weights in place (O(nnz), never a model loa
 - `delta`:    a task's delta, parsed once from its `delta.safetensors` (sparse entries, dense tensors, head).
 - `resident`: the resident base model and its in-place task switch, restoring what the last task changed.
 - `server`:   the one inference thread: micro-batched predicts per task, the delta cache, switch records.
+- `compiled`: a task's compiled artifact (onnxruntime session, TensorRT engine) as its predictions' backend, kept
+              in an LRU within a byte budget, and which backend answers each task.
 - `inputs`:   predict request bodies (image files, an .npz, texts) as model inputs, with clear 4xx errors.
 """

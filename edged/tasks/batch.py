@@ -1,9 +1,10 @@
-"""One micro-batch on a resident base: each request's samples preprocessed exactly as the task's training data
-was, one forward over the requests that can share it, and each request's answer (top-k, latency)."""
+"""One micro-batch on a resident base or a task's compiled artifact: each request's samples preprocessed exactly as
+the task's training data was, one forward over the requests that can share it, and each request's answer (top-k,
+latency, the backend that answered)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Callable, Protocol, Union
 
 import torch
 from torch import Tensor
@@ -11,7 +12,7 @@ from torch import Tensor
 from edged.data.task import Inputs, TaskData, num_samples
 from edged.errors import InvalidInput
 from edged.tasks.inputs import Samples
-from edged.tasks.resident import ResidentModel
+from edged.tasks.compiled import Route
 
 
 def model_inputs(preprocess: Callable[[TaskData], Inputs], samples: Samples, classes: list[str]) -> Inputs:
@@ -27,7 +28,13 @@ def model_inputs(preprocess: Callable[[TaskData], Inputs], samples: Samples, cla
     return preprocess(TaskData(samples.kind, samples.x, labels, classes, labelled=False))  # type: ignore[arg-type]
 
 
-def run_forward(resident: ResidentModel, requests: list[Inputs]) -> list[Union[Tensor, BaseException]]:
+class Forward(Protocol):
+    """What a micro-batch runs: the resident base with the task active, or the task's compiled artifact."""
+
+    def logits(self, inputs: Inputs) -> Tensor: ...  # (N, classes) float32 on the CPU
+
+
+def run_forward(resident: Forward, requests: list[Inputs]) -> list[Union[Tensor, BaseException]]:
     """(N_i, classes) logits per request: one forward over all image / tabular requests together; text
     requests (padded to their own longest text) and a batch that fails run one request at a time, so one
     bad request fails alone."""
@@ -41,7 +48,7 @@ def run_forward(resident: ResidentModel, requests: list[Inputs]) -> list[Union[T
     return [_one(resident, x) for x in requests]
 
 
-def _one(resident: ResidentModel, inputs: Inputs) -> Union[Tensor, BaseException]:
+def _one(resident: Forward, inputs: Inputs) -> Union[Tensor, BaseException]:
     try:
         return resident.logits(inputs)
     except RuntimeError as exc:  # a shape the model cannot take: the request's fault
@@ -49,8 +56,8 @@ def _one(resident: ResidentModel, inputs: Inputs) -> Union[Tensor, BaseException
 
 
 def answer(task: dict[str, Any], logits: Tensor, top_k: int, with_logits: bool, seconds: float,
-           switch_seconds: float, batch_requests: int) -> dict[str, Any]:
-    """The predict response: top-k classes with probabilities per sample, and where the time went."""
+           switch_seconds: float, batch_requests: int, route: Route) -> dict[str, Any]:
+    """The predict response: top-k classes with probabilities per sample, where the time went, what answered."""
     probabilities = torch.softmax(logits, dim=-1)  # (N, classes)
     k = min(top_k, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=-1)
@@ -58,7 +65,8 @@ def answer(task: dict[str, Any], logits: Tensor, top_k: int, with_logits: bool, 
                     for i, p in zip(row_indices.tolist(), row_values.tolist())]
                    for row_values, row_indices in zip(values, indices)]
     body: dict[str, Any] = {"task": task["id"], "predictions": predictions, "latency_ms": seconds * 1000,
-                            "switch_ms": switch_seconds * 1000, "batch_requests": batch_requests}
+                            "switch_ms": switch_seconds * 1000, "batch_requests": batch_requests,
+                            "backend": route.backend, "backend_reason": route.reason}
     if with_logits:
         body["logits"] = logits.tolist()
     return body

@@ -21,9 +21,11 @@ MINUTES_KEPT_S = 7 * 86_400  # task_minutes keeps a week
 
 
 def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[str], kind: str, delta_blob: str,
-                 delta_bytes: int) -> str:
-    """The task of succeeded job `job` (a jobs row); publishing the same job again replaces its task row."""
+                 delta_bytes: int, compiled: Optional[dict[str, str]] = None) -> str:
+    """The task of succeeded job `job` (a jobs row); publishing the same job again replaces its task row.
+    `compiled`: the job's compiled artifact ({backend, artifact, blob}), which predictions then run through."""
     config = job["config"]
+    compiled = compiled or {}
     existing = list(db.query("SELECT id FROM tasks WHERE job_id = ?", [job["id"]]))
     task_id = existing[0]["id"] if existing else uuid.uuid4().hex
     db.table("tasks").insert({
@@ -31,6 +33,8 @@ def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[s
         "model_options": json.dumps(config["model_options"]), "seed": config["adapt"]["seed"],
         "method": job["method"], "sparsity": config["adapt"]["sparsity"], "classes": json.dumps(classes),
         "delta_blob": delta_blob, "delta_bytes": delta_bytes, "created_at": utc_now(),
+        "compiled_backend": compiled.get("backend"), "compiled_artifact": compiled.get("artifact"),
+        "compiled_blob": compiled.get("blob"),
     }, replace=True)
     return task_id
 
@@ -56,14 +60,16 @@ def list_tasks(db: sqlite_utils.Database, limit: int = 1000) -> list[dict[str, A
 
 
 def delete_task(db: sqlite_utils.Database, task_id: str) -> list[str]:
-    """Delete the task's row; returns its delta blob when no other row references it (for the caller to remove)."""
+    """Delete the task's row; returns its delta and compiled blobs that no other row references (for the caller
+    to remove)."""
     task = get_task(db, task_id)
-    blob = task["delta_blob"]
+    blobs = [b for b in (task["delta_blob"], task.get("compiled_blob")) if b]
     with db.atomic():
         db.execute("DELETE FROM tasks WHERE id = ?", [task_id])
-        used = list(db.query("SELECT blob FROM artifacts WHERE blob = ? UNION SELECT delta_blob FROM tasks "
-                             "WHERE delta_blob = ?", [blob, blob]))
-    return [] if used else [blob]
+        used = {row["blob"] for blob in blobs for row in db.query(
+            "SELECT blob FROM artifacts WHERE blob = ? UNION SELECT delta_blob FROM tasks WHERE delta_blob = ? "
+            "UNION SELECT compiled_blob FROM tasks WHERE compiled_blob = ?", [blob, blob, blob])}
+    return [blob for blob in blobs if blob not in used]
 
 
 def record_switches(db: sqlite_utils.Database, switches: list[dict[str, Any]]) -> None:

@@ -7,6 +7,9 @@
   `cache` hot / cold / prefetched); the newest rows are kept.
 - task_minutes: predictions per task and minute (`minute` Unix s at its start): requests, samples, latency
   percentiles in ms, switches to the task and their mean ms; rows older than the retention are deleted.
+- tasks' compiled artifact (migration `m_tasks_compiled_artifact`): `compiled_backend` (the job's compile backend,
+  NULL when it compiled none), `compiled_artifact` (the artifact's name, e.g. model.onnx) and `compiled_blob` (its
+  sha256, shared with the job's artifact), so a task keeps serving through it after its job is deleted.
 """
 
 from __future__ import annotations
@@ -58,3 +61,9 @@ def m003_task_tables(db: sqlite_utils.Database) -> None:
             PRIMARY KEY (task_id, minute)
         )"""
     )
+
+
+def m_tasks_compiled_artifact(db: sqlite_utils.Database) -> None:
+    """The compiled artifact a task serves through (NULL: none; tasks published before this migration serve eager)."""
+    for column in ("compiled_backend", "compiled_artifact", "compiled_blob"):
+        db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")

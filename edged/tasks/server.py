@@ -2,9 +2,11 @@
 
 Requests queue up; the thread takes the oldest, gathers the queued requests of the same task until the
 micro-batch holds `predict_batch_limit` samples or `predict_max_wait_ms` has passed, activates the task on
-its base (a delta switch: O(nnz)), runs one forward, and answers each request with its top-k. Each switch is
-recorded (buffered, written in batches so SQLite stays off the switch path); when the queue is idle, the
-likeliest next task after the active one (first-order transition counts) is loaded into the delta cache.
+its base (a delta switch: O(nnz)), runs one forward, and answers each request with its top-k. A task whose job
+compiled an onnxruntime or TensorRT artifact runs that instead (edged.tasks.compiled), with the base's
+preprocessing. Each switch is recorded (buffered, written in batches so SQLite stays off the switch path);
+when the queue is idle, the likeliest next task after the active one (first-order transition counts) is loaded
+into the delta cache.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 from edged.tasks import records
-from edged.tasks.batch import answer, model_inputs, run_forward
+from edged.tasks.batch import Forward, answer, model_inputs, run_forward
 from edged.tasks.cache import DeltaCache
+from edged.tasks.compiled import EAGER, CompiledCache, load_runner
 from edged.tasks.delta import parse_delta
 from edged.tasks.flat import PlacedDelta
 from edged.tasks.inputs import Samples
-from edged.tasks.resident import ResidentModel
+from edged.tasks.resident import ResidentModel, SwitchCost
 from edged.tasks.serving_stats import ServingStats
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,8 @@ class TaskServer:
         self.settings, self.blobs = settings, blobs
         self.device = resolve_device(settings.device)
         self.cache = DeltaCache(int(settings.task_cache_mb * 2**20))
+        self.compiled = CompiledCache(int(settings.compiled_cache_mb * 2**20),
+                                      lambda task: load_runner(task, blobs, settings.predict_threads))
         self.switches = 0
         self._queue: queue.Queue[Union[PendingPredict, Control, None]] = queue.Queue()
         self._held: list[PendingPredict] = []  # taken from the queue for another task's micro-batch
@@ -96,6 +101,7 @@ class TaskServer:
 
         def drop() -> None:
             self.cache.drop(task_id)
+            self.compiled.drop(task_id)
             self._rows.pop(task_id, None)
             for resident in self._bases.values():
                 if resident.active == task_id:
@@ -111,7 +117,8 @@ class TaskServer:
                 "cache": {"entries": len(self.cache), "bytes": self.cache.bytes, "budget_bytes": self.cache.budget_bytes,
                           "hits": s.hits, "misses": s.misses},
                 "prefetch": {"loaded": s.prefetched, "used": s.prefetch_used,
-                             "accuracy": s.prefetch_used / s.prefetched if s.prefetched else None}}
+                             "accuracy": s.prefetch_used / s.prefetched if s.prefetched else None},
+                "compiled": self.compiled.stats()}
 
     def _run(self) -> None:
         torch.set_num_threads(self.settings.predict_threads)
@@ -166,20 +173,18 @@ class TaskServer:
 
     def _serve(self, batch: list[PendingPredict]) -> None:
         task = batch[0].task
+        route = self.compiled.route(task)
         try:
-            resident = self._resident(task)
-            delta, found = self.cache.get(task["id"])
-            if delta is None:
-                delta = self._load_delta(task)
-                self.cache.put(task["id"], delta)
-            previous = resident.active
-            cost = resident.activate_(task["id"], delta)
+            resident = self._resident(task)  # its preprocessing serves every route; its weights the eager one
+            model: Forward = resident
+            if route.backend == EAGER:
+                cost = self._activate(task, resident)
+            else:  # the compiled artifact is the whole adapted model: nothing to switch
+                model, cost = self.compiled.get(task), SwitchCost(0.0, 0)
         except Exception as exc:  # the whole batch shares the failure: the task could not be activated
             for pending in batch:
                 pending.future.set_exception(exc if isinstance(exc, EdgedError) else _unavailable(task, exc))
             return
-        if cost.bytes_moved:
-            self._note_switch(task, previous, cost.seconds, cost.bytes_moved, found)
         inputs = {}
         for pending in batch:
             try:
@@ -187,15 +192,27 @@ class TaskServer:
             except EdgedError as exc:
                 pending.future.set_exception(exc)
         ready = [p for p in batch if id(p) in inputs]
-        for pending, logits in zip(ready, run_forward(resident, [inputs[id(p)] for p in ready])):
+        for pending, logits in zip(ready, run_forward(model, [inputs[id(p)] for p in ready])):
             if isinstance(logits, BaseException):
                 pending.future.set_exception(logits)
             else:
                 seconds = time.perf_counter() - pending.enqueued
                 pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits, seconds,
-                                                 cost.seconds, len(ready)))
+                                                 cost.seconds, len(ready), route))
                 self._stats.request(task["id"], len(pending.samples), seconds)
                 self._unflushed = True
+
+    def _activate(self, task: dict[str, Any], resident: ResidentModel) -> SwitchCost:
+        """Write the task's delta into its resident base (from the delta cache, else its blob); records a switch."""
+        delta, found = self.cache.get(task["id"])
+        if delta is None:
+            delta = self._load_delta(task)
+            self.cache.put(task["id"], delta)
+        previous = resident.active
+        cost = resident.activate_(task["id"], delta)
+        if cost.bytes_moved:
+            self._note_switch(task, previous, cost.seconds, cost.bytes_moved, found)
+        return cost
 
     def _resident(self, task: dict[str, Any]) -> ResidentModel:
         key = base_key(task)

@@ -48,7 +48,7 @@ def test_submit_follow_and_status(daemon, tmp_path, capsys):
     assert main([*cli, "predict", task_id, str(sample), "--top-k", "2", "--url", daemon.url]) == 0
     answer = capsys.readouterr().out.splitlines()
     assert len(answer) == 3 and answer[0].startswith("#0: ") and answer[0].count(" %") == 2
-    assert answer[-1].startswith("latency ")
+    assert answer[-1].startswith("latency ") and answer[-1].endswith("answered by eager)")
 
 
 def test_status_without_a_daemon_says_how_to_start_one(tmp_path, capsys):

@@ -16,6 +16,7 @@ from edged.api.errors import error_responses
 from edged.api.schemas import PredictResponse, TaskPublic
 from edged.errors import InvalidInput
 from edged.tasks import records
+from edged.tasks.compiled import serving_route
 from edged.tasks.inputs import ACCEPTED, Samples, samples_from_files, texts_from_json
 from edged.tasks.server import TaskServer
 
@@ -24,12 +25,17 @@ router = APIRouter(tags=["tasks"])
 
 @router.get("/v1/tasks", response_model=list[TaskPublic], summary="List published tasks, newest first")
 async def list_tasks(db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> list[TaskPublic]:
-    return [TaskPublic(**row) for row in records.list_tasks(db, limit)]
+    return [_public(row) for row in records.list_tasks(db, limit)]
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskPublic, responses=error_responses(404), summary="Show a task")
 async def get_task(task_id: str, db: DbDep) -> TaskPublic:
-    return TaskPublic(**records.get_task(db, task_id))
+    return _public(records.get_task(db, task_id))
+
+
+def _public(row: dict[str, Any]) -> TaskPublic:
+    route = serving_route(row)  # the task server routes its predicts by the same function
+    return TaskPublic(**row, serving_backend=route.backend, serving_backend_reason=route.reason)
 
 
 @router.delete("/v1/tasks/{task_id}", status_code=204, responses=error_responses(404),
@@ -42,7 +48,8 @@ async def delete_task(task_id: str, request: Request, db: DbDep, blobs: BlobsDep
     return Response(status_code=204)
 
 
-@router.post("/v1/tasks/{task_id}/predict", response_model=PredictResponse, responses=error_responses(404, 413, 422),
+@router.post("/v1/tasks/{task_id}/predict", response_model=PredictResponse,
+             responses=error_responses(404, 409, 413, 422, 503),
              summary="Top-k classes of images (multipart files or an .npz) or texts (JSON) on a task")
 async def predict(task_id: str, request: Request, db: DbDep, settings: SettingsDep,
                   top_k: Annotated[int, Query(ge=1, le=100, description="classes per sample")] = 3,
