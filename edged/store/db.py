@@ -1,13 +1,17 @@
 """Opening edged's SQLite database and bringing its schema up to date.
 
 One connection per user (a request, the worker process, the sampler): WAL lets readers and one
-writer work at once, and the busy timeout makes a second writer wait instead of failing.
+writer work at once, and the busy timeout makes a second writer wait instead of failing. A transaction
+(`db.atomic()`) takes the write lock when it begins: a deferred one that read first and then wrote after
+another connection's commit would fail at once with "database is locked", the busy timeout unused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Union
@@ -21,12 +25,33 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 10.0
 
 
+class Database(sqlite_utils.Database):
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator["Database"]:
+        """A transaction that holds the write lock from its start (nested: a savepoint, as sqlite-utils does)."""
+        if self.conn.in_transaction:
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout for another writer
+        try:
+            yield self
+        except BaseException:
+            self.conn.rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+
 def open_db(path: Union[str, Path]) -> sqlite_utils.Database:
     """A connection with WAL, foreign keys and a busy timeout; usable from any one thread at a time."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread=False: FastAPI may resolve a dependency and run the route on different threads.
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
+    db = Database(conn)
     db.enable_wal()
     db.execute("PRAGMA foreign_keys = ON")
     db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")

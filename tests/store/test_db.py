@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -68,3 +70,31 @@ def test_a_second_connection_sees_committed_writes(db, settings):
     db["jobs"].insert({"id": "j1", "state": "queued", "model": "m", "method": "taskedge", "created_at": "now"})
     other = open_db(settings.db_path)
     assert [r["id"] for r in other.query("SELECT id FROM jobs")] == ["j1"]
+
+
+def test_a_transaction_that_reads_then_writes_waits_for_another_writer_instead_of_failing(tmp_path):
+    """Deferred, the reader's snapshot goes stale when the other connection commits, and its write fails at
+    once with "database is locked" (SQLite cannot wait its way out of that); begun IMMEDIATE, it cannot."""
+    path = tmp_path / "edged.db"
+    first, second = open_db(path), open_db(path)
+    first.execute("CREATE TABLE t (v INTEGER)")
+    read, errors = threading.Event(), []
+
+    def other_writer() -> None:
+        read.wait(5)
+        try:
+            second.execute("INSERT INTO t VALUES (2)")
+            second.conn.commit()
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    with first.atomic():
+        first.execute("SELECT count(*) FROM t").fetchone()
+        read.set()
+        time.sleep(0.3)  # the other connection tries to write now
+        first.execute("INSERT INTO t VALUES (1)")
+    thread.join(15)
+    assert errors == []
+    assert sorted(r[0] for r in first.execute("SELECT v FROM t").fetchall()) == [1, 2]
