@@ -1,4 +1,4 @@
-"""The ina3221 power source against fake Jetson sysfs trees (tests/telemetry/conftest.py's FakeIna3221):
+"""The ina3221 power source against fake Jetson sysfs trees (tests/fake_sysfs.py's FakeIna3221):
 the Orin NX / Nano and AGX Orin layouts, discovery by chip name and rail label, W = mV * mA, files that
 vanish, and its place in `auto`, in `edged doctor` and in a stage's energy."""
 
