@@ -63,4 +63,6 @@ class PredictResponse(BaseModel):
     latency_ms: float = Field(description="from the request's arrival at the task server to its answer")
     switch_ms: float = Field(description="time the task switch before this micro-batch took (0: already active)")
     batch_requests: int = Field(description="requests that shared this micro-batch")
+    energy_j: Optional[float] = Field(None, description="this request's share (by samples) of the joules the power "
+                                      "source measured over its micro-batch's forward; null without a power source")
     logits: Optional[list[list[float]]] = Field(None, description="raw logits per sample, with ?logits=true")

@@ -21,7 +21,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from edged.tasks.schema import m003_task_tables
+from edged.tasks.schema import m003_task_tables, m004_task_energy
 from edged.telemetry.schema import m002_telemetry_tables
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -92,4 +92,5 @@ MIGRATIONS: list[Migration] = [
     m001_core_tables,
     m002_telemetry_tables,  # telemetry_samples, job_stage_telemetry: see edged/telemetry/schema.py
     m003_task_tables,  # tasks, task_switches: see edged/tasks/schema.py
+    m004_task_energy,  # task_minutes.energy_j, energy_per_inference_j: see edged/tasks/schema.py
 ]

@@ -3,7 +3,7 @@ was, one forward over the requests that can share it, and each request's answer 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -49,8 +49,9 @@ def _one(resident: ResidentModel, inputs: Inputs) -> Union[Tensor, BaseException
 
 
 def answer(task: dict[str, Any], logits: Tensor, top_k: int, with_logits: bool, seconds: float,
-           switch_seconds: float, batch_requests: int) -> dict[str, Any]:
-    """The predict response: top-k classes with probabilities per sample, and where the time went."""
+           switch_seconds: float, batch_requests: int, energy_j: Optional[float] = None) -> dict[str, Any]:
+    """The predict response: top-k classes with probabilities per sample, where the time went, and the request's
+    share of its micro-batch's energy (None without a power source)."""
     probabilities = torch.softmax(logits, dim=-1)  # (N, classes)
     k = min(top_k, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=-1)
@@ -58,7 +59,7 @@ def answer(task: dict[str, Any], logits: Tensor, top_k: int, with_logits: bool, 
                     for i, p in zip(row_indices.tolist(), row_values.tolist())]
                    for row_values, row_indices in zip(values, indices)]
     body: dict[str, Any] = {"task": task["id"], "predictions": predictions, "latency_ms": seconds * 1000,
-                            "switch_ms": switch_seconds * 1000, "batch_requests": batch_requests}
+                            "switch_ms": switch_seconds * 1000, "batch_requests": batch_requests, "energy_j": energy_j}
     if with_logits:
         body["logits"] = logits.tolist()
     return body

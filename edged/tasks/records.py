@@ -85,13 +85,14 @@ def record_minutes(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> Non
 
 
 def serving_totals(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Per task: requests, samples and switches over the kept minutes, and the latest minute's percentiles."""
+    """Per task: requests, samples, switches and joules (NULL if never measured) over the kept minutes, and the
+    latest minute's percentiles and energy per inference."""
+    latest = " ".join(f"(SELECT {column} FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) "
+                      f"AS {column}," for column in ("p50_ms", "p95_ms", "p99_ms", "energy_per_inference_j"))
     return list(db.query(
-        """SELECT m.task_id, sum(m.requests) AS requests, sum(m.samples) AS samples, sum(m.switches) AS switches,
-                  (SELECT p50_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p50_ms,
-                  (SELECT p95_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p95_ms,
-                  (SELECT p99_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p99_ms
-           FROM task_minutes m GROUP BY m.task_id ORDER BY m.task_id"""))
+        f"""SELECT m.task_id, sum(m.requests) AS requests, sum(m.samples) AS samples, sum(m.switches) AS switches,
+                   {latest} sum(m.energy_j) AS energy_j
+            FROM task_minutes m GROUP BY m.task_id ORDER BY m.task_id"""))
 
 
 def transition_counts(db: sqlite_utils.Database) -> list[tuple[Optional[str], str, int]]:

@@ -7,6 +7,8 @@
   `cache` hot / cold / prefetched); the newest rows are kept.
 - task_minutes: predictions per task and minute (`minute` Unix s at its start): requests, samples, latency
   percentiles in ms, switches to the task and their mean ms; rows older than the retention are deleted.
+  Migration 4 adds `energy_j` (J the power source measured over the minute's forwards of the task) and
+  `energy_per_inference_j` (those joules over the samples they cover); both NULL where no source reads.
 """
 
 from __future__ import annotations
@@ -58,3 +60,9 @@ def m003_task_tables(db: sqlite_utils.Database) -> None:
             PRIMARY KEY (task_id, minute)
         )"""
     )
+
+
+def m004_task_energy(db: sqlite_utils.Database) -> None:
+    """Migration 4: energy per task and minute (`task_minutes.energy_j`, `task_minutes.energy_per_inference_j`)."""
+    db.execute("ALTER TABLE task_minutes ADD COLUMN energy_j REAL")
+    db.execute("ALTER TABLE task_minutes ADD COLUMN energy_per_inference_j REAL")

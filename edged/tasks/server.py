@@ -2,7 +2,8 @@
 
 Requests queue up; the thread takes the oldest, gathers the queued requests of the same task until the
 micro-batch holds `predict_batch_limit` samples or `predict_max_wait_ms` has passed, activates the task on
-its base (a delta switch: O(nnz)), runs one forward, and answers each request with its top-k. Each switch is
+its base (a delta switch: O(nnz)), runs one forward (its energy read from the power source around it, see
+edged.tasks.energy), and answers each request with its top-k and its share of those joules. Each switch is
 recorded (buffered, written in batches so SQLite stays off the switch path); when the queue is idle, the
 likeliest next task after the active one (first-order transition counts) is loaded into the delta cache.
 """
@@ -32,6 +33,7 @@ from edged.tasks import records
 from edged.tasks.batch import answer, model_inputs, run_forward
 from edged.tasks.cache import DeltaCache
 from edged.tasks.delta import TaskDelta, parse_delta
+from edged.tasks.energy import InferenceEnergy
 from edged.tasks.inputs import Samples
 from edged.tasks.resident import ResidentModel
 from edged.tasks.serving_stats import ServingStats
@@ -72,6 +74,7 @@ class TaskServer:
         self._last_task: Optional[str] = None
         self._switch_log: list[dict[str, Any]] = []
         self._stats = ServingStats()
+        self._energy = InferenceEnergy.from_settings(settings)
         self._last_flush = time.monotonic()
         self._unflushed = False  # records taken since the last flush: written within SWITCH_FLUSH_S, even when idle
         self._thread = threading.Thread(target=self._run, name="edged-task-server", daemon=True)
@@ -131,6 +134,7 @@ class TaskServer:
         finally:
             self._flush_switches(db, force=True)
             db.close()
+            self._energy.close()
 
     def _next(self) -> Union[PendingPredict, Control, None]:
         """The next request or control; a no-op control when records wait to be flushed and nothing came in time."""
@@ -186,14 +190,19 @@ class TaskServer:
             except EdgedError as exc:
                 pending.future.set_exception(exc)
         ready = [p for p in batch if id(p) in inputs]
-        for pending, logits in zip(ready, run_forward(resident, [inputs[id(p)] for p in ready])):
+        before = self._energy.start()
+        results = run_forward(resident, [inputs[id(p)] for p in ready])
+        joules = self._energy.joules_since(before)
+        batch_samples = sum(len(p.samples) for p in ready)
+        for pending, logits in zip(ready, results):
             if isinstance(logits, BaseException):
                 pending.future.set_exception(logits)
             else:
                 seconds = time.perf_counter() - pending.enqueued
+                share = None if joules is None else joules * len(pending.samples) / batch_samples  # by samples
                 pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits, seconds,
-                                                 cost.seconds, len(ready)))
-                self._stats.request(task["id"], len(pending.samples), seconds)
+                                                 cost.seconds, len(ready), share))
+                self._stats.request(task["id"], len(pending.samples), seconds, share)
                 self._unflushed = True
 
     def _resident(self, task: dict[str, Any]) -> ResidentModel:

@@ -52,9 +52,10 @@ async def predict(task_id: str, request: Request, db: DbDep, settings: SettingsD
     return await asyncio.wrap_future(_server(request).submit(task, samples, top_k, logits))
 
 
-@router.get("/v1/serving", summary="The task server: resident bases, switches, delta cache and prefetch counts")
-async def serving(request: Request) -> dict[str, Any]:
-    return _server(request).stats()
+@router.get("/v1/serving", summary="The task server: resident bases, switches, delta cache and prefetch counts, "
+                                   "and per task its requests, latency and energy per inference")
+async def serving(request: Request, db: DbDep) -> dict[str, Any]:
+    return {**_server(request).stats(), "tasks": records.serving_totals(db)}
 
 
 def _server(request: Request) -> TaskServer:
