@@ -95,6 +95,11 @@ def serving_totals(db: sqlite_utils.Database) -> list[dict[str, Any]]:
             FROM task_minutes m GROUP BY m.task_id ORDER BY m.task_id"""))
 
 
+def minutes_since(db: sqlite_utils.Database, minute: int) -> list[dict[str, Any]]:
+    """task_minutes rows of `minute` (Unix s at a minute's start) and later: what a restarted server adds to."""
+    return list(db.query("SELECT * FROM task_minutes WHERE minute >= ?", [minute]))
+
+
 def transition_counts(db: sqlite_utils.Database) -> list[tuple[Optional[str], str, int]]:
     """(from task, to task, count) over the kept switch rows: what prefetch learns from after a restart."""
     return [(r["from_task"], r["to_task"], r["n"]) for r in db.query(

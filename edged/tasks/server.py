@@ -119,6 +119,7 @@ class TaskServer:
         torch.set_num_threads(self.settings.predict_threads)
         db = open_db(self.settings.db_path)
         self._transitions.update({(a, b): n for a, b, n in records.transition_counts(db)})
+        self._stats.resume(records.minutes_since(db, int(time.time() // 60 * 60)))  # a restart within a minute adds on
         try:
             while True:
                 item = self._next()
