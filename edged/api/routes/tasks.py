@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from edged.api.deps import BlobsDep, DbDep, SettingsDep
 from edged.api.errors import error_responses
 from edged.api.schemas import PredictResponse, TaskPublic
+from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput
 from edged.tasks import records
 from edged.tasks.inputs import ACCEPTED, Samples, samples_from_files, texts_from_json
@@ -48,7 +49,7 @@ async def predict(task_id: str, request: Request, db: DbDep, settings: SettingsD
                   top_k: Annotated[int, Query(ge=1, le=100, description="classes per sample")] = 3,
                   logits: Annotated[bool, Query(description="also return the raw logits")] = False) -> dict[str, Any]:
     task = records.get_task(db, task_id)
-    samples = await _samples(request, task["kind"], int(settings.decode_memory_mb * 2**20))
+    samples = await _samples(request, task["kind"], settings.upload_limits())
     return await asyncio.wrap_future(_server(request).submit(task, samples, top_k, logits))
 
 
@@ -62,7 +63,7 @@ def _server(request: Request) -> TaskServer:
     return request.app.state.tasks
 
 
-async def _samples(request: Request, kind: str, max_pixels_bytes: int) -> Samples:
+async def _samples(request: Request, kind: str, limits: UploadLimits) -> Samples:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
@@ -73,6 +74,6 @@ async def _samples(request: Request, kind: str, max_pixels_bytes: int) -> Sample
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
         files = [(f.filename or "upload", await f.read()) for f in form.getlist("file") if isinstance(f, UploadFile)]
-        return await run_in_threadpool(samples_from_files, files, kind, max_pixels_bytes)
+        return await run_in_threadpool(samples_from_files, files, kind, limits)
     raise InvalidInput(f"send {ACCEPTED[kind]} (Content-Type {content_type or 'missing'} is not accepted)",
                        detail={"accepted": ACCEPTED[kind]})
