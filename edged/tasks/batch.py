@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from edged.data.task import Inputs, TaskData, num_samples
-from edged.errors import InvalidInput
+from edged.errors import EdgedError, InvalidInput
 from edged.tasks.inputs import Samples
 from edged.tasks.resident import ResidentModel
 
@@ -35,7 +35,7 @@ def run_forward(resident: ResidentModel, requests: list[Inputs]) -> list[Union[T
         try:
             logits = resident.logits(torch.cat(requests))  # type: ignore[arg-type]
             sizes = [num_samples(x) for x in requests]
-            return list(torch.split(logits, sizes))
+            return [_finite(part) for part in torch.split(logits, sizes)]
         except RuntimeError:
             pass  # retried one by one below, to find the request that does not fit
     return [_one(resident, x) for x in requests]
@@ -43,9 +43,24 @@ def run_forward(resident: ResidentModel, requests: list[Inputs]) -> list[Union[T
 
 def _one(resident: ResidentModel, inputs: Inputs) -> Union[Tensor, BaseException]:
     try:
-        return resident.logits(inputs)
+        return _finite(resident.logits(inputs))
     except RuntimeError as exc:  # a shape the model cannot take: the request's fault
-        return InvalidInput(f"the inputs do not fit the task's model: {str(exc).splitlines()[0][:200]}")
+        return refused(exc)
+
+
+def _finite(logits: Tensor) -> Union[Tensor, BaseException]:
+    """(N, classes) logits, or the 422 for inputs that drive the model to NaN or inf (JSON cannot carry them)."""
+    if bool(torch.isfinite(logits).all()):
+        return logits
+    return InvalidInput("the task's model gives NaN or infinite logits for these inputs: values far outside what it "
+                        "was trained on?")
+
+
+def refused(exc: Exception) -> EdgedError:
+    """A request's inputs that preprocessing or the model cannot take, as the 422 that says why (an EdgedError as is)."""
+    if isinstance(exc, EdgedError):
+        return exc
+    return InvalidInput(f"the inputs do not fit the task's model: {(str(exc).splitlines() or [''])[0][:200]}")
 
 
 def answer(task: dict[str, Any], logits: Tensor, top_k: int, with_logits: bool, seconds: float,

@@ -30,7 +30,7 @@ from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 from edged.tasks import records
-from edged.tasks.batch import answer, model_inputs, run_forward
+from edged.tasks.batch import answer, model_inputs, refused, run_forward
 from edged.tasks.cache import DeltaCache
 from edged.tasks.delta import TaskDelta, parse_delta
 from edged.tasks.energy import InferenceEnergy
@@ -126,7 +126,7 @@ class TaskServer:
                 if item is None:
                     break
                 if isinstance(item, PendingPredict):
-                    self._serve(self._gather(item))
+                    self._serve_safely(self._gather(item))
                 else:
                     item()
                 self._flush_switches(db, force=False)
@@ -168,6 +168,17 @@ class TaskServer:
                 break
         return batch
 
+    def _serve_safely(self, batch: list[PendingPredict]) -> None:
+        """`_serve`; a defect in it fails its requests (500), never the inference thread, whose end would leave
+        every later predict waiting forever."""
+        try:
+            self._serve(batch)
+        except Exception as exc:
+            log.exception("a micro-batch of task %s failed", batch[0].task["id"])
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+
     def _serve(self, batch: list[PendingPredict]) -> None:
         task = batch[0].task
         try:
@@ -188,9 +199,11 @@ class TaskServer:
         for pending in batch:
             try:
                 inputs[id(pending)] = model_inputs(resident.preprocess, pending.samples, task["classes"])
-            except EdgedError as exc:
-                pending.future.set_exception(exc)
+            except Exception as exc:  # the request's inputs, not the server: a 4xx for it alone
+                pending.future.set_exception(refused(exc))
         ready = [p for p in batch if id(p) in inputs]
+        if not ready:
+            return
         before = self._energy.start()
         results = run_forward(resident, [inputs[id(p)] for p in ready])
         joules = self._energy.joules_since(before)
