@@ -72,6 +72,11 @@ class PowerSource:
                 log.warning("power source %s failed to read: %s", self.name, message)
             return PowerReading(t=time.time())
 
+    def read_total(self) -> PowerReading:
+        """A reading with at least the total power or energy counter, as cheaply as the source can take it
+        (per micro-batch of predictions); rails and the rest may be left out. By default `read_power()`."""
+        return self.read_power()
+
     def read(self) -> PowerReading:
         reading = self.read_power()
         host = host_stats()
