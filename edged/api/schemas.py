@@ -48,6 +48,7 @@ class TaskPublic(BaseModel):
     classes: list[str] = Field(description="class names; logit i is classes[i]")
     delta_blob: str = Field(description="SHA-256 of its delta (the job's delta.safetensors)")
     delta_bytes: int = Field(description="size of the delta file in bytes")
+    features: Optional[int] = Field(None, description="features per sample of a tabular task (null for others)")
     created_at: str = Field(description="when it was published, ISO 8601 UTC")
 
 

@@ -82,7 +82,9 @@ def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any]) -> str:
     the job is marked succeeded, keyed by the job, so a restart in between publishes the same task again."""
     delta = next(a for a in records.list_artifacts(db, job["id"]) if a["name"] == ARTIFACT_NAMES["delta"])
     dataset = get_dataset(db, job["dataset_id"])
-    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"])
+    features = dataset["shape"][0] if dataset["kind"] == "tabular" else None  # shape of one sample: [F]
+    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"],
+                              features)
 
 
 def open_job_power_source(settings: Settings) -> PowerSource:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from edged.tasks.schema import m003_task_tables, m004_task_energy
+from edged.tasks.schema import m003_task_tables, m004_task_energy, m005_task_features
 from edged.telemetry.schema import m002_telemetry_tables
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -93,4 +93,5 @@ MIGRATIONS: list[Migration] = [
     m002_telemetry_tables,  # telemetry_samples, job_stage_telemetry: see edged/telemetry/schema.py
     m003_task_tables,  # tasks, task_switches: see edged/tasks/schema.py
     m004_task_energy,  # task_minutes.energy_j, energy_per_inference_j: see edged/tasks/schema.py
+    m005_task_features,  # tasks.features: see edged/tasks/schema.py
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -59,15 +59,17 @@ def texts_from_json(body: Any, kind: str) -> Samples:
     return _counted(Samples("text", texts))
 
 
-def samples_from_files(files: list[tuple[str, bytes]], kind: str, limits: UploadLimits) -> Samples:
-    """(filename, bytes) of each uploaded file as the task's samples, decoded within one budget for the request."""
+def samples_from_files(files: list[tuple[str, bytes]], kind: str, limits: UploadLimits,
+                       features: Optional[int] = None) -> Samples:
+    """(filename, bytes) of each uploaded file as the task's samples, decoded within one budget for the request;
+    `features`: the features per sample a tabular task takes, when known."""
     if kind == "text":
         raise InvalidInput(f"this task takes text: {ACCEPTED['text']}, not files", detail={"accepted": ACCEPTED["text"]})
     npz = [(name, data) for name, data in files if name.lower().endswith(".npz")]
     if npz:
         if len(files) != 1:
             raise InvalidInput("send one .npz, or image files, not both", detail={"accepted": ACCEPTED[kind]})
-        return _counted(_from_npz(npz[0][0], npz[0][1], kind, limits))
+        return _counted(_from_npz(npz[0][0], npz[0][1], kind, limits, features))
     if kind != "image":
         raise InvalidInput(f"this task takes {ACCEPTED[kind]}", detail={"accepted": ACCEPTED[kind]})
     if len(files) > MAX_SAMPLES:  # before decoding any
@@ -105,7 +107,7 @@ def _decode_image(name: str, data: bytes, budget: DecodeBudget) -> Tensor:
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy())  # (3, H, W)
 
 
-def _from_npz(name: str, data: bytes, kind: str, limits: UploadLimits) -> Samples:
+def _from_npz(name: str, data: bytes, kind: str, limits: UploadLimits, features: Optional[int]) -> Samples:
     budget = DecodeBudget(name, limits)
     arrays = read_npz(name, data, limits, budget)  # InvalidInput naming the file, TooLarge past the budget
     if "x" not in arrays:
@@ -115,12 +117,15 @@ def _from_npz(name: str, data: bytes, kind: str, limits: UploadLimits) -> Sample
         if x.ndim != 2 or x.dtype.kind not in "uif":
             raise InvalidInput(f"{name}: 'x' is {x.dtype} {list(x.shape)}; accepted: {ACCEPTED[kind]}",
                                detail={"accepted": ACCEPTED[kind]})
+        if features is not None and x.shape[1] != features:
+            raise InvalidInput(f"{name}: 'x' has {x.shape[1]} features per sample; this task takes {features}",
+                               detail={"accepted": ACCEPTED[kind], "features": features})
         budget.reserve(x.size * 4, "x as float32")
-        features = x.astype(np.float32)  # (N, F)
-        if not np.isfinite(features).all():
+        values = x.astype(np.float32)  # (N, F)
+        if not np.isfinite(values).all():
             raise InvalidInput(f"{name}: 'x' holds NaN, infinite or beyond-float32 values; accepted: finite numbers",
                                detail={"accepted": ACCEPTED[kind]})
-        return Samples("tabular", torch.from_numpy(features))
+        return Samples("tabular", torch.from_numpy(values))
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)) or 0 in x.shape[-2:]:
         raise InvalidInput(f"{name}: 'x' is {x.dtype} {list(x.shape)}; accepted: {ACCEPTED[kind]}",
                            detail={"accepted": ACCEPTED[kind]})

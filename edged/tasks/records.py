@@ -21,8 +21,9 @@ MINUTES_KEPT_S = 7 * 86_400  # task_minutes keeps a week
 
 
 def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[str], kind: str, delta_blob: str,
-                 delta_bytes: int) -> str:
-    """The task of succeeded job `job` (a jobs row); publishing the same job again replaces its task row."""
+                 delta_bytes: int, features: Optional[int] = None) -> str:
+    """The task of succeeded job `job` (a jobs row); publishing the same job again replaces its task row.
+    `features`: a tabular task's features per sample."""
     config = job["config"]
     existing = list(db.query("SELECT id FROM tasks WHERE job_id = ?", [job["id"]]))
     task_id = existing[0]["id"] if existing else uuid.uuid4().hex
@@ -30,7 +31,7 @@ def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[s
         "id": task_id, "job_id": job["id"], "base_model": job["model"], "kind": kind,
         "model_options": json.dumps(config["model_options"]), "seed": config["adapt"]["seed"],
         "method": job["method"], "sparsity": config["adapt"]["sparsity"], "classes": json.dumps(classes),
-        "delta_blob": delta_blob, "delta_bytes": delta_bytes, "created_at": utc_now(),
+        "delta_blob": delta_blob, "delta_bytes": delta_bytes, "features": features, "created_at": utc_now(),
     }, replace=True)
     return task_id
 

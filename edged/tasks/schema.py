@@ -9,6 +9,8 @@
   percentiles in ms, switches to the task and their mean ms; rows older than the retention are deleted.
   Migration 4 adds `energy_j` (J the power source measured over the minute's forwards of the task) and
   `energy_per_inference_j` (those joules over the samples they cover); both NULL where no source reads.
+- Migration 5 adds `tasks.features`: the features per sample a tabular task takes (its dataset's), so a predict
+  with another count is told so; NULL for image and text tasks and for tasks published before it.
 """
 
 from __future__ import annotations
@@ -66,3 +68,8 @@ def m004_task_energy(db: sqlite_utils.Database) -> None:
     """Migration 4: energy per task and minute (`task_minutes.energy_j`, `task_minutes.energy_per_inference_j`)."""
     db.execute("ALTER TABLE task_minutes ADD COLUMN energy_j REAL")
     db.execute("ALTER TABLE task_minutes ADD COLUMN energy_per_inference_j REAL")
+
+
+def m005_task_features(db: sqlite_utils.Database) -> None:
+    """Migration 5: `tasks.features`, the features per sample of a tabular task."""
+    db.execute("ALTER TABLE tasks ADD COLUMN features INTEGER")

@@ -164,6 +164,7 @@ def merged_logits(daemon: Daemon, job: dict, name: str) -> torch.Tensor:
 def test_each_kind_predicts_what_its_merged_model_predicts(served, name):
     task = served.daemon.get(f"/v1/tasks/{served.tasks[name]}").json()
     assert task["kind"] == {"text": "text", "mobilenet": "image", "wine": "tabular"}[name]
+    assert task["features"] == (13 if name == "wine" else None)  # what a tabular predict is checked against
     response = predict(served.daemon, task["id"], name)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -185,7 +186,7 @@ def test_each_kind_refuses_the_other_kinds_inputs(served):
         ("mobilenet", {"files": {"file": ("x.npz", features)}}, 422, "uint8"),
         ("wine", {"files": {"file": ("a.png", _png(_test_images()[0]))}}, 422, "takes an .npz"),
         ("wine", {"json": {"texts": ["a wine"]}}, 422, "takes tabular"),
-        ("wine", {"files": {"file": ("x.npz", _npz(wine_csv()[1][:2, :5]))}}, 422, "13"),
+        ("wine", {"files": {"file": ("x.npz", _npz(wine_csv()[1][:2, :5]))}}, 422, "5 features per sample; this task takes 13"),
         ("wine", {"files": {"file": ("x.npz", _npz(np.array([["a"] * 13])))}}, 422, "numbers"),
         ("wine", {"files": {"file": ("x.npz", _npz(np.full((2, 13), np.nan, np.float32)))}}, 422, "NaN"),
         ("wine", {"files": {"file": ("x.npz", _npz(np.full((2, 13), 1e300)))}}, 422, "beyond-float32"),

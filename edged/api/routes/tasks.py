@@ -49,7 +49,7 @@ async def predict(task_id: str, request: Request, db: DbDep, settings: SettingsD
                   top_k: Annotated[int, Query(ge=1, le=100, description="classes per sample")] = 3,
                   logits: Annotated[bool, Query(description="also return the raw logits")] = False) -> dict[str, Any]:
     task = records.get_task(db, task_id)
-    samples = await _samples(request, task["kind"], settings.upload_limits())
+    samples = await _samples(request, task, settings.upload_limits())
     return await asyncio.wrap_future(_server(request).submit(task, samples, top_k, logits))
 
 
@@ -63,7 +63,8 @@ def _server(request: Request) -> TaskServer:
     return request.app.state.tasks
 
 
-async def _samples(request: Request, kind: str, limits: UploadLimits) -> Samples:
+async def _samples(request: Request, task: dict[str, Any], limits: UploadLimits) -> Samples:
+    kind = task["kind"]
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
@@ -74,6 +75,6 @@ async def _samples(request: Request, kind: str, limits: UploadLimits) -> Samples
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
         files = [(f.filename or "upload", await f.read()) for f in form.getlist("file") if isinstance(f, UploadFile)]
-        return await run_in_threadpool(samples_from_files, files, kind, limits)
+        return await run_in_threadpool(samples_from_files, files, kind, limits, task.get("features"))
     raise InvalidInput(f"send {ACCEPTED[kind]} (Content-Type {content_type or 'missing'} is not accepted)",
                        detail={"accepted": ACCEPTED[kind]})
