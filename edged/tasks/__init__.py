@@ -6,4 +6,5 @@ by writing its delta into the base's weights in place (O(nnz), never a model loa
 - `resident`: the resident base model and its in-place task switch, restoring what the last task changed.
 - `server`:   the one inference thread: micro-batched predicts per task, the delta cache, switch records.
 - `inputs`:   predict request bodies (image files, an .npz, texts) as model inputs, with clear 4xx errors.
+- `energy`:   energy per inference: the power source read around each micro-batch's forward.
 """
