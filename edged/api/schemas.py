@@ -48,6 +48,7 @@ class TaskPublic(BaseModel):
     classes: list[str] = Field(description="class names; logit i is classes[i]")
     delta_blob: str = Field(description="SHA-256 of its delta (the job's delta.safetensors)")
     delta_bytes: int = Field(description="size of the delta file in bytes")
+    features: Optional[int] = Field(None, description="features per sample of a tabular task (null for others)")
     created_at: str = Field(description="when it was published, ISO 8601 UTC")
     compiled_backend: Optional[str] = Field(None, description="the compile backend its job ran (null: none)")
     compiled_artifact: Optional[str] = Field(None, description="the compiled artifact's name, e.g. model.onnx")
@@ -74,4 +75,6 @@ class PredictResponse(BaseModel):
         description="what answered: the task's compiled artifact, or the resident base with its delta (eager)")
     backend_reason: Optional[str] = Field(
         None, description="why eager answered although the task's job compiled an artifact (null otherwise)")
+    energy_j: Optional[float] = Field(None, description="this request's share (by samples) of the joules the power "
+                                      "source measured over its micro-batch's forward; null without a power source")
     logits: Optional[list[list[float]]] = Field(None, description="raw logits per sample, with ?logits=true")

@@ -68,17 +68,23 @@ class _StreamedLabels:
 
 
 def decode_npz(source: str, data: bytes, limits: UploadLimits, budget: DecodeBudget) -> TaskData:
-    arrays = {}
-    with zip_members(source, data, limits) as members:
-        for member in members:  # one member's stream at a time, straight into its array
-            with member.stream() as stream:
-                arrays[member.name.removesuffix(".npy")] = _read_npy(source, member.name, stream, budget)
+    arrays = read_npz(source, data, limits, budget)
     for required in ("x", "y"):
         if required not in arrays:
             raise InvalidInput(f"{source}: missing array {required!r}; found {sorted(arrays)}", detail={"accepted": NPZ_HINT})
     y, classes = _npz_labels(source, arrays["y"], arrays.get("classes"))
     kind, x = _npz_inputs(source, arrays["x"], budget)
     return TaskData(kind, x, y, classes)
+
+
+def read_npz(source: str, data: bytes, limits: UploadLimits, budget: DecodeBudget) -> dict[str, np.ndarray]:
+    """The arrays of an .npz by name, each reserved in `budget` from its header before it is allocated."""
+    arrays = {}
+    with zip_members(source, data, limits) as members:
+        for member in members:  # one member's stream at a time, straight into its array
+            with member.stream() as stream:
+                arrays[member.name.removesuffix(".npy")] = _read_npy(source, member.name, stream, budget)
+    return arrays
 
 
 def _read_npy(source: str, name: str, stream: io.RawIOBase, budget: DecodeBudget) -> np.ndarray:

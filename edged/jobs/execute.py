@@ -88,7 +88,9 @@ def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any], compile_met
         compiled = {"backend": compile_metrics["backend"], "artifact": compile_metrics["artifact"],
                     "blob": artifacts[compile_metrics["artifact"]]["blob"]}
     dataset = get_dataset(db, job["dataset_id"])
-    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"], compiled)
+    features = dataset["shape"][0] if dataset["kind"] == "tabular" else None  # shape of one sample: [F]
+    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"],
+                              compiled, features)
 
 
 def open_job_power_source(settings: Settings) -> PowerSource:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from edged.tasks.schema import m003_task_tables, m_tasks_compiled_artifact
+from edged.tasks.schema import m003_task_tables, m004_task_energy, m005_task_features, m006_task_compiled_artifact
 from edged.telemetry.schema import m002_telemetry_tables
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -92,5 +92,7 @@ MIGRATIONS: list[Migration] = [
     m001_core_tables,
     m002_telemetry_tables,  # telemetry_samples, job_stage_telemetry: see edged/telemetry/schema.py
     m003_task_tables,  # tasks, task_switches: see edged/tasks/schema.py
-    m_tasks_compiled_artifact,  # tasks.compiled_backend/_artifact/_blob (issue 11): see edged/tasks/schema.py
+    m004_task_energy,  # task_minutes.energy_j, energy_per_inference_j: see edged/tasks/schema.py
+    m005_task_features,  # tasks.features: see edged/tasks/schema.py
+    m006_task_compiled_artifact,  # tasks.compiled_backend/_artifact/_blob (issue 11): see edged/tasks/schema.py
 ]

@@ -8,4 +8,5 @@ by writing its delta into the base's weights in place (O(nnz), never a model loa
 - `compiled`: a task's compiled artifact (onnxruntime session, TensorRT engine) as its predictions' backend, kept
               in an LRU within a byte budget, and which backend answers each task.
 - `inputs`:   predict request bodies (image files, an .npz, texts) as model inputs, with clear 4xx errors.
+- `energy`:   energy per inference: the power source read around each micro-batch's forward.
 """

@@ -4,13 +4,13 @@ latency, the backend that answered)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 import torch
 from torch import Tensor
 
 from edged.data.task import Inputs, TaskData, num_samples
-from edged.errors import InvalidInput
+from edged.errors import EdgedError, InvalidInput
 from edged.tasks.inputs import Samples
 from edged.tasks.compiled import Route
 
@@ -42,7 +42,7 @@ def run_forward(resident: Forward, requests: list[Inputs]) -> list[Union[Tensor,
         try:
             logits = resident.logits(torch.cat(requests))  # type: ignore[arg-type]
             sizes = [num_samples(x) for x in requests]
-            return list(torch.split(logits, sizes))
+            return [_finite(part) for part in torch.split(logits, sizes)]
         except RuntimeError:
             pass  # retried one by one below, to find the request that does not fit
     return [_one(resident, x) for x in requests]
@@ -50,14 +50,31 @@ def run_forward(resident: Forward, requests: list[Inputs]) -> list[Union[Tensor,
 
 def _one(resident: Forward, inputs: Inputs) -> Union[Tensor, BaseException]:
     try:
-        return resident.logits(inputs)
+        return _finite(resident.logits(inputs))
     except RuntimeError as exc:  # a shape the model cannot take: the request's fault
-        return InvalidInput(f"the inputs do not fit the task's model: {str(exc).splitlines()[0][:200]}")
+        return refused(exc)
+
+
+def _finite(logits: Tensor) -> Union[Tensor, BaseException]:
+    """(N, classes) logits, or the 422 for inputs that drive the model to NaN or inf (JSON cannot carry them)."""
+    if bool(torch.isfinite(logits).all()):
+        return logits
+    return InvalidInput("the task's model gives NaN or infinite logits for these inputs: values far outside what it "
+                        "was trained on?")
+
+
+def refused(exc: Exception) -> EdgedError:
+    """A request's inputs that preprocessing or the model cannot take, as the 422 that says why (an EdgedError as is)."""
+    if isinstance(exc, EdgedError):
+        return exc
+    return InvalidInput(f"the inputs do not fit the task's model: {(str(exc).splitlines() or [''])[0][:200]}")
 
 
 def answer(task: dict[str, Any], logits: Tensor, top_k: int, with_logits: bool, seconds: float,
-           switch_seconds: float, batch_requests: int, route: Route) -> dict[str, Any]:
-    """The predict response: top-k classes with probabilities per sample, where the time went, what answered."""
+           switch_seconds: float, batch_requests: int, route: Route,
+           energy_j: Optional[float] = None) -> dict[str, Any]:
+    """The predict response: top-k classes with probabilities per sample, where the time went, what answered,
+    and the request's share of its micro-batch's energy (None without a power source)."""
     probabilities = torch.softmax(logits, dim=-1)  # (N, classes)
     k = min(top_k, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=-1)
@@ -66,7 +83,7 @@ def answer(task: dict[str, Any], logits: Tensor, top_k: int, with_logits: bool, 
                    for row_values, row_indices in zip(values, indices)]
     body: dict[str, Any] = {"task": task["id"], "predictions": predictions, "latency_ms": seconds * 1000,
                             "switch_ms": switch_seconds * 1000, "batch_requests": batch_requests,
-                            "backend": route.backend, "backend_reason": route.reason}
+                            "backend": route.backend, "backend_reason": route.reason, "energy_j": energy_j}
     if with_logits:
         body["logits"] = logits.tolist()
     return body

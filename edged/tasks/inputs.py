@@ -4,21 +4,25 @@
   whose `x` is uint8 (N, H, W) / (N, C, H, W) with C in {1, 3}; each image is resized to the model's size;
 - tabular tasks: an .npz whose `x` is (N, F) numbers;
 - text tasks: JSON `{"texts": ["...", ...]}`.
-Decoding is bounded: an image's pixels are counted from its header before any are decoded.
+Decoding is bounded as an upload's is (EDGED_DECODE_MEMORY_MB for the whole request): an image's pixels are
+counted from its header and an .npz array's bytes from its .npy header before any are decoded; tabular features
+must be finite float32 numbers (NaN or inf would come back as logits JSON cannot carry).
 """
 
 from __future__ import annotations
 
 import io
-import zipfile
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from edged.data.decode_budget import DecodeBudget
+from edged.data.upload_limits import UploadLimits
+from edged.data.upload_tables import read_npz
 from edged.errors import InvalidInput, TooLarge
 
 ACCEPTED = {
@@ -28,6 +32,10 @@ ACCEPTED = {
     "text": "JSON {\"texts\": [\"...\", ...]}",
 }
 MAX_SAMPLES = 1024  # per request: a micro-batch gathers requests, a request is not a dataset
+# Texts are tokenized whole on the inference thread, before truncation to the task's max_length: about 1 s per
+# million characters on one core of the x86 build machine (MiniLM's fast tokenizer, measured), during which no
+# task is served. A request holds at most this many characters.
+MAX_TEXT_CHARS = 2**20
 
 
 @dataclass
@@ -44,21 +52,30 @@ def texts_from_json(body: Any, kind: str) -> Samples:
     texts = body.get("texts") if isinstance(body, dict) else None
     if not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts):
         raise InvalidInput(f"a text task takes {ACCEPTED['text']}, each text non-empty", detail={"accepted": ACCEPTED["text"]})
+    characters = sum(len(t) for t in texts)
+    if characters > MAX_TEXT_CHARS:
+        raise TooLarge(f"texts of {characters:,} characters in one request; at most {MAX_TEXT_CHARS:,} (a task reads "
+                       "only its first max_length tokens of each: send shorter texts, or fewer per request)")
     return _counted(Samples("text", texts))
 
 
-def samples_from_files(files: list[tuple[str, bytes]], kind: str, max_pixels_bytes: int) -> Samples:
-    """(filename, bytes) of each uploaded file as the task's samples."""
+def samples_from_files(files: list[tuple[str, bytes]], kind: str, limits: UploadLimits,
+                       features: Optional[int] = None) -> Samples:
+    """(filename, bytes) of each uploaded file as the task's samples, decoded within one budget for the request;
+    `features`: the features per sample a tabular task takes, when known."""
     if kind == "text":
         raise InvalidInput(f"this task takes text: {ACCEPTED['text']}, not files", detail={"accepted": ACCEPTED["text"]})
     npz = [(name, data) for name, data in files if name.lower().endswith(".npz")]
     if npz:
         if len(files) != 1:
             raise InvalidInput("send one .npz, or image files, not both", detail={"accepted": ACCEPTED[kind]})
-        return _counted(_from_npz(npz[0][0], npz[0][1], kind))
+        return _counted(_from_npz(npz[0][0], npz[0][1], kind, limits, features))
     if kind != "image":
         raise InvalidInput(f"this task takes {ACCEPTED[kind]}", detail={"accepted": ACCEPTED[kind]})
-    return _counted(Samples("image", [_decode_image(name, data, max_pixels_bytes) for name, data in files]))
+    if len(files) > MAX_SAMPLES:  # before decoding any
+        raise TooLarge(f"{len(files)} images in one request; at most {MAX_SAMPLES}")
+    budget = DecodeBudget("the request's images", limits)
+    return _counted(Samples("image", [_decode_image(name, data, budget) for name, data in files]))
 
 
 def _check_kind(kind: str, sent: str) -> None:
@@ -74,14 +91,12 @@ def _counted(samples: Samples) -> Samples:
     return samples
 
 
-def _decode_image(name: str, data: bytes, max_pixels_bytes: int) -> Tensor:
-    """(C, H, W) uint8, C = 1 for grayscale, else 3 (RGB)."""
+def _decode_image(name: str, data: bytes, budget: DecodeBudget) -> Tensor:
+    """(C, H, W) uint8, C = 1 for grayscale, else 3 (RGB); its pixels reserved in the request's budget first."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            if width * height * 3 > max_pixels_bytes:
-                raise TooLarge(f"{name}: {width} x {height} pixels is more than the decode budget "
-                               f"({max_pixels_bytes // 2**20} MiB, EDGED_DECODE_MEMORY_MB) allows")
+            budget.reserve(width * height * 3, f"{name}, {width} x {height} pixels")  # TooLarge past the budget
             image.load()
             pixels = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -92,20 +107,26 @@ def _decode_image(name: str, data: bytes, max_pixels_bytes: int) -> Tensor:
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy())  # (3, H, W)
 
 
-def _from_npz(name: str, data: bytes, kind: str) -> Samples:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            if "x" not in archive.files:
-                raise InvalidInput(f"{name} has no array 'x'; accepted: {ACCEPTED[kind]}", detail={"accepted": ACCEPTED[kind]})
-            x = archive["x"]
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise InvalidInput(f"{name} is not a readable .npz ({exc}); accepted: {ACCEPTED[kind]}",
-                           detail={"accepted": ACCEPTED[kind]}) from None
+def _from_npz(name: str, data: bytes, kind: str, limits: UploadLimits, features: Optional[int]) -> Samples:
+    budget = DecodeBudget(name, limits)
+    arrays = read_npz(name, data, limits, budget)  # InvalidInput naming the file, TooLarge past the budget
+    if "x" not in arrays:
+        raise InvalidInput(f"{name} has no array 'x'; accepted: {ACCEPTED[kind]}", detail={"accepted": ACCEPTED[kind]})
+    x = arrays["x"]
     if kind == "tabular":
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-            raise InvalidInput(f"{name}: 'x' is {x.dtype} {list(x.shape)}; accepted: {ACCEPTED[kind]}")
-        return Samples("tabular", torch.from_numpy(x.astype(np.float32)))
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
+        if x.ndim != 2 or x.dtype.kind not in "uif":
+            raise InvalidInput(f"{name}: 'x' is {x.dtype} {list(x.shape)}; accepted: {ACCEPTED[kind]}",
+                               detail={"accepted": ACCEPTED[kind]})
+        if features is not None and x.shape[1] != features:
+            raise InvalidInput(f"{name}: 'x' has {x.shape[1]} features per sample; this task takes {features}",
+                               detail={"accepted": ACCEPTED[kind], "features": features})
+        budget.reserve(x.size * 4, "x as float32")
+        values = x.astype(np.float32)  # (N, F)
+        if not np.isfinite(values).all():
+            raise InvalidInput(f"{name}: 'x' holds NaN, infinite or beyond-float32 values; accepted: finite numbers",
+                               detail={"accepted": ACCEPTED[kind]})
+        return Samples("tabular", torch.from_numpy(values))
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)) or 0 in x.shape[-2:]:
         raise InvalidInput(f"{name}: 'x' is {x.dtype} {list(x.shape)}; accepted: {ACCEPTED[kind]}",
                            detail={"accepted": ACCEPTED[kind]})
     images = torch.from_numpy(x if x.ndim == 4 else x[:, None])  # (N, C, H, W)

@@ -21,9 +21,10 @@ MINUTES_KEPT_S = 7 * 86_400  # task_minutes keeps a week
 
 
 def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[str], kind: str, delta_blob: str,
-                 delta_bytes: int, compiled: Optional[dict[str, str]] = None) -> str:
+                 delta_bytes: int, compiled: Optional[dict[str, str]] = None, features: Optional[int] = None) -> str:
     """The task of succeeded job `job` (a jobs row); publishing the same job again replaces its task row.
-    `compiled`: the job's compiled artifact ({backend, artifact, blob}), which predictions then run through."""
+    `compiled`: the job's compiled artifact ({backend, artifact, blob}), which predictions then run through;
+    `features`: a tabular task's features per sample."""
     config = job["config"]
     compiled = compiled or {}
     existing = list(db.query("SELECT id FROM tasks WHERE job_id = ?", [job["id"]]))
@@ -32,7 +33,7 @@ def publish_task(db: sqlite_utils.Database, job: dict[str, Any], classes: list[s
         "id": task_id, "job_id": job["id"], "base_model": job["model"], "kind": kind,
         "model_options": json.dumps(config["model_options"]), "seed": config["adapt"]["seed"],
         "method": job["method"], "sparsity": config["adapt"]["sparsity"], "classes": json.dumps(classes),
-        "delta_blob": delta_blob, "delta_bytes": delta_bytes, "created_at": utc_now(),
+        "delta_blob": delta_blob, "delta_bytes": delta_bytes, "features": features, "created_at": utc_now(),
         "compiled_backend": compiled.get("backend"), "compiled_artifact": compiled.get("artifact"),
         "compiled_blob": compiled.get("blob"),
     }, replace=True)
@@ -91,13 +92,19 @@ def record_minutes(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> Non
 
 
 def serving_totals(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Per task: requests, samples and switches over the kept minutes, and the latest minute's percentiles."""
+    """Per task: requests, samples, switches and joules (NULL if never measured) over the kept minutes, and the
+    latest minute's percentiles and energy per inference."""
+    latest = " ".join(f"(SELECT {column} FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) "
+                      f"AS {column}," for column in ("p50_ms", "p95_ms", "p99_ms", "energy_per_inference_j"))
     return list(db.query(
-        """SELECT m.task_id, sum(m.requests) AS requests, sum(m.samples) AS samples, sum(m.switches) AS switches,
-                  (SELECT p50_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p50_ms,
-                  (SELECT p95_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p95_ms,
-                  (SELECT p99_ms FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) AS p99_ms
-           FROM task_minutes m GROUP BY m.task_id ORDER BY m.task_id"""))
+        f"""SELECT m.task_id, sum(m.requests) AS requests, sum(m.samples) AS samples, sum(m.switches) AS switches,
+                   {latest} sum(m.energy_j) AS energy_j
+            FROM task_minutes m GROUP BY m.task_id ORDER BY m.task_id"""))
+
+
+def minutes_since(db: sqlite_utils.Database, minute: int) -> list[dict[str, Any]]:
+    """task_minutes rows of `minute` (Unix s at a minute's start) and later: what a restarted server adds to."""
+    return list(db.query("SELECT * FROM task_minutes WHERE minute >= ?", [minute]))
 
 
 def transition_counts(db: sqlite_utils.Database) -> list[tuple[Optional[str], str, int]]:

@@ -7,7 +7,11 @@
   `cache` hot / cold / prefetched); the newest rows are kept.
 - task_minutes: predictions per task and minute (`minute` Unix s at its start): requests, samples, latency
   percentiles in ms, switches to the task and their mean ms; rows older than the retention are deleted.
-- tasks' compiled artifact (migration `m_tasks_compiled_artifact`): `compiled_backend` (the job's compile backend,
+  Migration 4 adds `energy_j` (J the power source measured over the minute's forwards of the task) and
+  `energy_per_inference_j` (those joules over the samples they cover); both NULL where no source reads.
+- Migration 5 adds `tasks.features`: the features per sample a tabular task takes (its dataset's), so a predict
+  with another count is told so; NULL for image and text tasks and for tasks published before it.
+- Migration 6 (`m006_task_compiled_artifact`): the tasks' compiled artifact: `compiled_backend` (the job's compile backend,
   NULL when it compiled none), `compiled_artifact` (the artifact's name, e.g. model.onnx) and `compiled_blob` (its
   sha256, shared with the job's artifact), so a task keeps serving through it after its job is deleted.
 """
@@ -63,7 +67,18 @@ def m003_task_tables(db: sqlite_utils.Database) -> None:
     )
 
 
-def m_tasks_compiled_artifact(db: sqlite_utils.Database) -> None:
+def m004_task_energy(db: sqlite_utils.Database) -> None:
+    """Migration 4: energy per task and minute (`task_minutes.energy_j`, `task_minutes.energy_per_inference_j`)."""
+    db.execute("ALTER TABLE task_minutes ADD COLUMN energy_j REAL")
+    db.execute("ALTER TABLE task_minutes ADD COLUMN energy_per_inference_j REAL")
+
+
+def m005_task_features(db: sqlite_utils.Database) -> None:
+    """Migration 5: `tasks.features`, the features per sample of a tabular task."""
+    db.execute("ALTER TABLE tasks ADD COLUMN features INTEGER")
+
+
+def m006_task_compiled_artifact(db: sqlite_utils.Database) -> None:
     """The compiled artifact a task serves through (NULL: none; tasks published before this migration serve eager)."""
     for column in ("compiled_backend", "compiled_artifact", "compiled_blob"):
         db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")

@@ -2,7 +2,8 @@
 
 Requests queue up; the thread takes the oldest, gathers the queued requests of the same task until the
 micro-batch holds `predict_batch_limit` samples or `predict_max_wait_ms` has passed, activates the task on
-its base (a delta switch: O(nnz)), runs one forward, and answers each request with its top-k. A task whose job
+its base (a delta switch: O(nnz)), runs one forward (its energy read from the power source around it, see
+edged.tasks.energy), and answers each request with its top-k and its share of those joules. A task whose job
 compiled an onnxruntime or TensorRT artifact runs that instead (edged.tasks.compiled), with the base's
 preprocessing. Each switch is recorded (buffered, written in batches so SQLite stays off the switch path);
 when the queue is idle, the likeliest next task after the active one (first-order transition counts) is loaded
@@ -31,10 +32,11 @@ from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 from edged.tasks import records
-from edged.tasks.batch import Forward, answer, model_inputs, run_forward
+from edged.tasks.batch import Forward, answer, model_inputs, refused, run_forward
 from edged.tasks.cache import DeltaCache
 from edged.tasks.compiled import EAGER, CompiledCache, load_runner
 from edged.tasks.delta import parse_delta
+from edged.tasks.energy import InferenceEnergy
 from edged.tasks.flat import PlacedDelta
 from edged.tasks.inputs import Samples
 from edged.tasks.resident import ResidentModel, SwitchCost
@@ -78,6 +80,7 @@ class TaskServer:
         self._last_task: Optional[str] = None
         self._switch_log: list[dict[str, Any]] = []
         self._stats = ServingStats()
+        self._energy = InferenceEnergy.from_settings(settings)
         self._last_flush = time.monotonic()
         self._unflushed = False  # records taken since the last flush: written within SWITCH_FLUSH_S, even when idle
         self._thread = threading.Thread(target=self._run, name="edged-task-server", daemon=True)
@@ -124,13 +127,14 @@ class TaskServer:
         torch.set_num_threads(self.settings.predict_threads)
         db = open_db(self.settings.db_path)
         self._transitions.update({(a, b): n for a, b, n in records.transition_counts(db)})
+        self._stats.resume(records.minutes_since(db, int(time.time() // 60 * 60)))  # a restart within a minute adds on
         try:
             while True:
                 item = self._next()
                 if item is None:
                     break
                 if isinstance(item, PendingPredict):
-                    self._serve(self._gather(item))
+                    self._serve_safely(self._gather(item))
                 else:
                     item()
                 self._flush_switches(db, force=False)
@@ -139,6 +143,7 @@ class TaskServer:
         finally:
             self._flush_switches(db, force=True)
             db.close()
+            self._energy.close()
 
     def _next(self) -> Union[PendingPredict, Control, None]:
         """The next request or control; a no-op control when records wait to be flushed and nothing came in time."""
@@ -171,6 +176,17 @@ class TaskServer:
                 break
         return batch
 
+    def _serve_safely(self, batch: list[PendingPredict]) -> None:
+        """`_serve`; a defect in it fails its requests (500), never the inference thread, whose end would leave
+        every later predict waiting forever."""
+        try:
+            self._serve(batch)
+        except Exception as exc:
+            log.exception("a micro-batch of task %s failed", batch[0].task["id"])
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+
     def _serve(self, batch: list[PendingPredict]) -> None:
         task = batch[0].task
         route = self.compiled.route(task)
@@ -189,17 +205,24 @@ class TaskServer:
         for pending in batch:
             try:
                 inputs[id(pending)] = model_inputs(resident.preprocess, pending.samples, task["classes"])
-            except EdgedError as exc:
-                pending.future.set_exception(exc)
+            except Exception as exc:  # the request's inputs, not the server: a 4xx for it alone
+                pending.future.set_exception(refused(exc))
         ready = [p for p in batch if id(p) in inputs]
-        for pending, logits in zip(ready, run_forward(model, [inputs[id(p)] for p in ready])):
+        if not ready:
+            return
+        before = self._energy.start()
+        results = run_forward(model, [inputs[id(p)] for p in ready])
+        joules = self._energy.joules_since(before)
+        batch_samples = sum(len(p.samples) for p in ready)
+        for pending, logits in zip(ready, results):
             if isinstance(logits, BaseException):
                 pending.future.set_exception(logits)
             else:
                 seconds = time.perf_counter() - pending.enqueued
+                share = None if joules is None else joules * len(pending.samples) / batch_samples  # by samples
                 pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits, seconds,
-                                                 cost.seconds, len(ready), route))
-                self._stats.request(task["id"], len(pending.samples), seconds)
+                                                 cost.seconds, len(ready), route, share))
+                self._stats.request(task["id"], len(pending.samples), seconds, share)
                 self._unflushed = True
 
     def _activate(self, task: dict[str, Any], resident: ResidentModel) -> SwitchCost:

@@ -78,13 +78,21 @@ class _TelemetryCollector(Collector):
         switches = CounterMetricFamily("edged_task_switches", "Switches of a resident base to the task.", labels=["task"])
         latency = GaugeMetricFamily("edged_task_latency_seconds", "Predict latency in the task's latest minute.",
                                     labels=["task", "quantile"])
+        energy = CounterMetricFamily("edged_task_energy_joules", "Energy the power source measured over the task's "
+                                     "forwards (kept minutes; no sample without a power source).", labels=["task"])
+        per_inference = GaugeMetricFamily("edged_task_energy_per_inference_joules",
+                                          "Energy per predicted sample in the task's latest minute.", labels=["task"])
         for row in self._tasks:
             requests.add_metric([row["task_id"]], row["requests"])
             samples.add_metric([row["task_id"]], row["samples"])
             switches.add_metric([row["task_id"]], row["switches"])
             for quantile in ("p50", "p95", "p99"):
                 latency.add_metric([row["task_id"], f"0.{quantile[1:]}"], row[f"{quantile}_ms"] / 1000)
-        yield from (requests, samples, switches, latency)
+            if row.get("energy_j") is not None:
+                energy.add_metric([row["task_id"]], row["energy_j"])
+            if row.get("energy_per_inference_j") is not None:
+                per_inference.add_metric([row["task_id"]], row["energy_per_inference_j"])
+        yield from (requests, samples, switches, latency, energy, per_inference)
         cache = self._serving.get("cache", {})
         lookups = CounterMetricFamily("edged_task_cache_lookups", "Delta cache lookups by result.", labels=["result"])
         lookups.add_metric(["hit"], cache.get("hits", 0))

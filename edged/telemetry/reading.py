@@ -46,7 +46,8 @@ class PowerSource:
     """Base of every source: subclasses implement `_read()`, returning a partial reading.
 
     `read()` fills in host statistics the source left None and turns any exception into an
-    empty reading (logged once per distinct message), because a sampler tick must never fail.
+    empty reading (logged once per distinct message), because a sampler tick must never fail;
+    `read_power()` is the same without the host statistics.
     """
 
     name = "none"
@@ -59,15 +60,25 @@ class PowerSource:
     def _read(self) -> PowerReading:
         return PowerReading(t=time.time())
 
-    def read(self) -> PowerReading:
+    def read_power(self) -> PowerReading:
+        """The source's own reading, without host statistics: cheap enough to take around every micro-batch of
+        predictions, and it leaves psutil's process-wide CPU-percent baseline to the sampler's `read()`."""
         try:
-            reading = self._read()
+            return self._read()
         except Exception as e:  # a sensor hiccup must not stop sampling
             message = f"{type(e).__name__}: {e}"
             if message not in self._logged_errors:
                 self._logged_errors.add(message)
                 log.warning("power source %s failed to read: %s", self.name, message)
-            reading = PowerReading(t=time.time())
+            return PowerReading(t=time.time())
+
+    def read_total(self) -> PowerReading:
+        """A reading with at least the total power or energy counter, as cheaply as the source can take it
+        (per micro-batch of predictions); rails and the rest may be left out. By default `read_power()`."""
+        return self.read_power()
+
+    def read(self) -> PowerReading:
+        reading = self.read_power()
         host = host_stats()
         return replace(
             reading,

@@ -1,4 +1,4 @@
-"""The ina3221 power source against fake Jetson sysfs trees (tests/telemetry/conftest.py's FakeIna3221):
+"""The ina3221 power source against fake Jetson sysfs trees (tests/fake_sysfs.py's FakeIna3221):
 the Orin NX / Nano and AGX Orin layouts, discovery by chip name and rail label, W = mV * mA, files that
 vanish, and its place in `auto`, in `edged doctor` and in a stage's energy."""
 
@@ -39,6 +39,17 @@ def test_agx_orin_power_is_the_sum_of_its_rails_over_both_chips(fake_ina3221):
     assert set(reading.rails) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}  # no NC, no in7 sum
     assert reading.rails == pytest.approx(expected)
     assert source.summed and reading.power_w == pytest.approx(sum(expected.values()))
+
+
+@pytest.mark.parametrize("board", ["ORIN_NX", "AGX_ORIN"])
+def test_the_cheap_total_is_the_same_power_as_a_full_reading(fake_ina3221, board):
+    fake_ina3221.add_board(getattr(fake_ina3221, board))
+    source = _open(fake_ina3221)
+    total = source.read_total()  # per micro-batch of predictions: VDD_IN's two files where there is one
+    assert total.power_w == pytest.approx(source.read().power_w)
+    assert total.rails == ({} if board == "ORIN_NX" else pytest.approx(fake_ina3221.watts(fake_ina3221.AGX_ORIN)))
+    fake_ina3221.set_current("VDD_IN" if board == "ORIN_NX" else "VDD_CPU_CV", 2000)
+    assert source.read_total().power_w == pytest.approx(source.read().power_w)  # read now, not cached
 
 
 def test_rails_are_found_by_chip_name_and_label_not_by_hwmon_index_or_channel(fake_ina3221):

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from edged.api.deps import BlobsDep, DbDep, SettingsDep
 from edged.api.errors import error_responses
 from edged.api.schemas import PredictResponse, TaskPublic
+from edged.data.upload_limits import UploadLimits
 from edged.errors import InvalidInput
 from edged.tasks import records
 from edged.tasks.compiled import serving_route
@@ -55,20 +56,22 @@ async def predict(task_id: str, request: Request, db: DbDep, settings: SettingsD
                   top_k: Annotated[int, Query(ge=1, le=100, description="classes per sample")] = 3,
                   logits: Annotated[bool, Query(description="also return the raw logits")] = False) -> dict[str, Any]:
     task = records.get_task(db, task_id)
-    samples = await _samples(request, task["kind"], int(settings.decode_memory_mb * 2**20))
+    samples = await _samples(request, task, settings.upload_limits())
     return await asyncio.wrap_future(_server(request).submit(task, samples, top_k, logits))
 
 
-@router.get("/v1/serving", summary="The task server: resident bases, switches, delta cache and prefetch counts")
-async def serving(request: Request) -> dict[str, Any]:
-    return _server(request).stats()
+@router.get("/v1/serving", summary="The task server: resident bases, switches, delta cache and prefetch counts, "
+                                   "and per task its requests, latency and energy per inference")
+async def serving(request: Request, db: DbDep) -> dict[str, Any]:
+    return {**_server(request).stats(), "tasks": records.serving_totals(db)}
 
 
 def _server(request: Request) -> TaskServer:
     return request.app.state.tasks
 
 
-async def _samples(request: Request, kind: str, max_pixels_bytes: int) -> Samples:
+async def _samples(request: Request, task: dict[str, Any], limits: UploadLimits) -> Samples:
+    kind = task["kind"]
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
@@ -79,6 +82,6 @@ async def _samples(request: Request, kind: str, max_pixels_bytes: int) -> Sample
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
         files = [(f.filename or "upload", await f.read()) for f in form.getlist("file") if isinstance(f, UploadFile)]
-        return await run_in_threadpool(samples_from_files, files, kind, max_pixels_bytes)
+        return await run_in_threadpool(samples_from_files, files, kind, limits, task.get("features"))
     raise InvalidInput(f"send {ACCEPTED[kind]} (Content-Type {content_type or 'missing'} is not accepted)",
                        detail={"accepted": ACCEPTED[kind]})

@@ -117,6 +117,13 @@ class Ina3221Source(PowerSource):
         rails = {label: w for label, w in watts.items() if w is not None}
         return PowerReading(t=time.time(), power_w=self._total(rails), rails=rails)
 
+    def read_total(self) -> PowerReading:
+        """The board input rail alone where there is one: 2 files instead of 6, each an I2C transfer on a board."""
+        if self.summed:
+            return self.read_power()
+        board = next(rail for rail in self.rails if rail.label == BOARD_INPUT_RAIL)
+        return PowerReading(t=time.time(), power_w=board.watts())
+
 
 def open_source(config: TelemetryConfig) -> Ina3221Source:
     source = Ina3221Source(find_rails(config.sysfs_root))
