@@ -154,8 +154,9 @@ def delete_finished_job(db: sqlite_utils.Database, job_id: str) -> list[str]:
         marks = _marks(blobs)
         still_used = {row["blob"] for row in db.query(
             f"SELECT blob FROM artifacts WHERE blob IN ({marks}) UNION SELECT blob FROM datasets WHERE blob IN ({marks}) "
-            f"UNION SELECT delta_blob FROM tasks WHERE delta_blob IN ({marks})",  # a published task outlives its job
-            [*blobs, *blobs, *blobs])} if blobs else set()
+            f"UNION SELECT delta_blob FROM tasks WHERE delta_blob IN ({marks}) "  # a published task outlives its job
+            f"UNION SELECT pattern_id FROM base_patterns WHERE pattern_id IN ({marks})",  # so does a base's 2:4 pattern
+            [*blobs, *blobs, *blobs, *blobs])} if blobs else set()
     return sorted(blobs - still_used)
 
 

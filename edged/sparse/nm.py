@@ -36,6 +36,8 @@ class PruneReport:
     m: int
     keep_masks: dict[str, Tensor] = field(default_factory=dict)  # name -> bool, shaped like weight
     ineligible: dict[str, str] = field(default_factory=dict)  # name -> reason it stayed dense
+    shared: bool = False  # the keep-masks are the base's shared pattern, not this task's own choice
+    pattern_id: str | None = None  # sha256 of the packed keep-masks (edged.sparse.shared_pattern)
 
     @property
     def pruned(self) -> list[str]:
@@ -50,6 +52,8 @@ class PruneReport:
             "pruned_layers": self.pruned,
             "ineligible_layers": dict(self.ineligible),
             "kept_fraction_in_pruned_layers": kept / total if total else None,
+            "pattern_shared": self.shared,
+            "pattern_id": self.pattern_id,
         }
 
 

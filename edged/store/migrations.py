@@ -21,6 +21,7 @@ from typing import Callable
 
 import sqlite_utils
 
+from edged.tasks.pattern_schema import m004_base_patterns
 from edged.tasks.schema import m003_task_tables
 from edged.telemetry.schema import m002_telemetry_tables
 
@@ -92,4 +93,5 @@ MIGRATIONS: list[Migration] = [
     m001_core_tables,
     m002_telemetry_tables,  # telemetry_samples, job_stage_telemetry: see edged/telemetry/schema.py
     m003_task_tables,  # tasks, task_switches: see edged/tasks/schema.py
+    m004_base_patterns,  # base_patterns (the shared 2:4 pattern per base): see edged/tasks/pattern_schema.py
 ]
