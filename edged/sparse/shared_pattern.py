@@ -23,7 +23,15 @@ from torch import Tensor, nn
 
 from edged.errors import Conflict, InvalidInput
 from edged.sparse.layers import WeightLayer
-from edged.sparse.nm import M_GROUP, N_KEEP, PruneReport, group_nonzeros, nm_ineligible_reason, prune_2_4_
+from edged.sparse.nm import (
+    M_GROUP,
+    N_KEEP,
+    PruneReport,
+    group_nonzeros,
+    nm_ineligible_reason,
+    nm_keep_mask,
+    prune_2_4_,
+)
 
 
 def pack_pattern(keep_masks: dict[str, Tensor]) -> bytes:
@@ -74,6 +82,13 @@ def combined_importance(scores_by_task: list[dict[str, Tensor]]) -> dict[str, Te
             normalised = score.detach().float() / score.detach().float().mean().clamp_min(1e-30)
             combined[name] = normalised if name not in combined else combined[name] + normalised
     return combined
+
+
+def pattern_from_scores(scores: dict[str, Tensor], layers: dict[str, WeightLayer], n: int = N_KEEP,
+                        m: int = M_GROUP) -> dict[str, Tensor]:
+    """The N:M keep-mask of every prunable layer by `scores` (e.g. `combined_importance` of several tasks)."""
+    return {name: nm_keep_mask(scores[name], n, m) for name, layer in layers.items()
+            if nm_ineligible_reason(layer, m) is None}
 
 
 def _check_exact(name: str, keep: Tensor, n: int, m: int) -> None:
