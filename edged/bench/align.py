@@ -4,6 +4,8 @@ Real tasks on one base (MobileNetV2 and MNIST-5k by default: the ten digits, eve
 mod 4, each its own label grouping of the same images) are adapted one after another, twice: unaligned, and
 aligned (`align_strength`) to the blocks the earlier tasks use. Per task: validation accuracy both ways, and
 the union of 1 x 16 row blocks over the tasks so far, which is what a switch between them must touch.
+The 2:4 part (`edged.bench.align_2_4`) adapts the same tasks pruned to 2:4: each with its own pattern, and
+with one pattern shared by all (the first task's, or from every task's combined importance).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ GROUPINGS = {  # task -> (class names, label of each digit 0..9)
 }
 
 
-def _task(digits: TaskData, grouping: str) -> TaskData:
+def grouping_task(digits: TaskData, grouping: str) -> TaskData:
     classes, of_digit = GROUPINGS[grouping]
     return TaskData("image", digits.x, torch.tensor(of_digit)[digits.y], classes)
 
@@ -43,7 +45,7 @@ def run(model: str, samples: int, image_size: int, epochs: int, budget: float, s
     rows: list[dict] = []
     used: dict[str, list[dict[str, torch.Tensor]]] = {"unaligned": [], "aligned": []}  # per mode: earlier tasks' blocks
     for grouping in tasks:
-        task = _task(digits, grouping)
+        task = grouping_task(digits, grouping)
         row: dict = {"task": grouping, "classes": len(task.classes)}
         for mode, mode_strength in (("unaligned", 0.0), ("aligned", strength)):
             loaded = load_model(model, len(task.classes), seed=0, image_size=image_size)
@@ -89,15 +91,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--strength", type=float, default=4.0, help="align_strength of the aligned run (default: 4)")
     parser.add_argument("--tasks", default=",".join(GROUPINGS), help=f"comma-separated, of {', '.join(GROUPINGS)}")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--part", choices=("all", "blocks", "2:4"), default="all",
+                        help="aligned vs unaligned blocks, 2:4 own vs shared pattern, or both (default: all)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in GROUPINGS]
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; accepted: {', '.join(GROUPINGS)}")
-    rows = run(args.model, args.samples, args.image_size, args.epochs, args.budget, args.strength, args.device, tasks)
-    print(format_table(rows, COLUMNS))
-    write_json(args.out, {"machine": machine_summary(), "args": vars(args), "rows": rows})
+    payload: dict = {"machine": machine_summary(), "args": vars(args)}
+    if args.part in ("all", "blocks"):
+        payload["rows"] = run(args.model, args.samples, args.image_size, args.epochs, args.budget, args.strength,
+                              args.device, tasks)
+        print(format_table(payload["rows"], COLUMNS))
+    if args.part in ("all", "2:4"):
+        from edged.bench import align_2_4  # it builds on this module's tasks
+
+        payload["rows_2_4"] = align_2_4.run(args.model, args.samples, args.image_size, args.epochs, args.budget,
+                                            args.device, tasks)
+        print(format_table(payload["rows_2_4"], align_2_4.COLUMNS))
+    write_json(args.out, payload)
     return 0
 
 

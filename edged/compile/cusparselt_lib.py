@@ -201,10 +201,23 @@ class CompressedWeight:
         size, buffer_size = ctypes.c_size_t(), ctypes.c_size_t()
         self.ctx.call("cusparseLtSpMMACompressedSize2", self.desc.ptr, ctypes.byref(size), ctypes.byref(buffer_size))
         self.data = torch.empty(size.value, dtype=torch.uint8, device=weight.device)
-        scratch = torch.empty(max(buffer_size.value, 1), dtype=torch.uint8, device=weight.device)
+        self._scratch_bytes = max(buffer_size.value, 1)
+        self._compress_into_data(weight)
+
+    def _compress_into_data(self, weight: Tensor) -> None:
+        scratch = torch.empty(self._scratch_bytes, dtype=torch.uint8, device=weight.device)
         self.ctx.call("cusparseLtSpMMACompress2", self.desc.ptr, 1, OP_NON_TRANSPOSE, weight.data_ptr(),
                       self.data.data_ptr(), scratch.data_ptr(), _stream_ptr())
         torch.cuda.current_stream().synchronize()  # scratch is freed on return
+
+    def recompress_(self, weight: Tensor) -> None:
+        """New values (same shape, dtype and device; 2:4) compressed into this weight's own buffer, so the plans
+        made for it, and CUDA graphs replaying them, read the new values without being rebuilt."""
+        if tuple(weight.shape) != (self.out_features, self.in_features) or weight.dtype != self.dtype \
+                or weight.device != self.data.device:
+            raise CusparseLtError(f"recompressing needs a {(self.out_features, self.in_features)} {self.dtype} weight on "
+                                  f"{self.data.device}, got {tuple(weight.shape)} {weight.dtype} on {weight.device}")
+        self._compress_into_data(weight.detach().contiguous())
 
     def __del__(self) -> None:
         if hasattr(self, "desc"):

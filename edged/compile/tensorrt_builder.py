@@ -1,4 +1,4 @@
-"""`tensorrt` backend: the TensorRT 10 builder on our checked ONNX file, FP16 + SPARSE_WEIGHTS.
+"""`tensorrt` backend: the TensorRT 10 builder on our checked ONNX file, FP16 + SPARSE_WEIGHTS + REFIT.
 
 TensorRT cannot be installed where edged is developed; this module is written against the real
 TensorRT 10 Python API, type-checked with mypy and `tensorrt-stubs`, and its tests run only where
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from edged.compile.base import CompiledModel
 from edged.compile.inputs import ModelInputs, batch_size
 from edged.compile.onnx_export import onnx_max_abs_diff
+from edged.compile.refit_map import refit_map
 from edged.compile.recipe import export_checked, predictor
 from edged.errors import Unavailable, Unsupported
 
@@ -99,8 +100,13 @@ def _profile_shapes(example: ModelInputs, max_batch: int) -> dict[str | None, tu
     return shapes
 
 
-def build_engine(onnx_path: Path, example: ModelInputs, engine_path: Path, max_batch: int) -> tuple[bytes, list[str]]:
-    """Parse `onnx_path`, build an FP16 + SPARSE_WEIGHTS engine, write it; returns (plan, log lines)."""
+def build_engine(onnx_path: Path, example: ModelInputs, engine_path: Path, max_batch: int,
+                 refittable: bool = True) -> tuple[bytes, list[str]]:
+    """Parse `onnx_path`, build an FP16 + SPARSE_WEIGHTS engine, write it; returns (plan, log lines).
+
+    `refittable` (REFIT): a task switch on the base refits the engine's weights (`tensorrt_refit`) instead of
+    rebuilding it; TensorRT may then forgo some fusions, so such an engine can be slower (README: refit vs
+    rebuild). REFIT, not REFIT_IDENTICAL: other tasks bring other weights."""
     _require_tensorrt()
     logger, log_lines = _capturing_logger()
     builder = trt.Builder(logger)
@@ -112,6 +118,8 @@ def build_engine(onnx_path: Path, example: ModelInputs, engine_path: Path, max_b
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
     config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    if refittable:
+        config.set_flag(trt.BuilderFlag.REFIT)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     profile = builder.create_optimization_profile()
@@ -202,6 +210,7 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path, max_ba
     engine_path = out_dir / "model.engine"
     plan, log = build_engine(exported.path, example_inputs, engine_path, max(max_batch, batch_size(example_inputs)))
     runner = EngineRunner(plan)
+    refit_map(exported.path, model.state_dict(), exported.sparse).save(out_dir / "refit_map.json")
     found = sparsity_from_log(log)
     report = exported.report("tensorrt")
     report.sparse = {name: "TensorRT picked a sparse implementation" for name in found["picked"]}
@@ -211,6 +220,7 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path, max_ba
         "sparse_tactics": sparse_tactic_layers(runner.engine),
         "eligible_not_picked": [n for n in found["eligible"] if n not in found["picked"]],
         "pruned_weights": sorted(exported.sparse),
+        "refittable": runner.engine.refittable,
     })
     (out_dir / "tensorrt_report.json").write_text(json.dumps(report.as_dict(), indent=2))
     return CompiledModel("tensorrt", engine_path, predictor(runner, "cuda"), report)

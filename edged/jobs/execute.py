@@ -25,6 +25,7 @@ from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.datasets import get_dataset, load_task
 from edged.sparse.blocks import blocks_of, union_blocks
+from edged.tasks import patterns
 from edged.tasks import records as tasks
 from edged.tasks.delta import parse_delta
 from edged.telemetry.config import TelemetryConfig
@@ -54,11 +55,12 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
         config = JobConfig.model_validate(job["config"])
         metrics = run_job(config, job["model"], job_dir,
                           ModelSources.from_settings(settings), task, store_artifact, reporter, source,
-                          stage_recorder(db, job_id, source.name), lambda shapes: blocks_in_use(db, blobs, job, shapes))
+                          stage_recorder(db, job_id, source.name), lambda shapes: blocks_in_use(db, blobs, job, shapes),
+                          lambda: shared_pattern(db, blobs, job))
     finally:
         source.close()
     if config.publish:
-        metrics["task_id"] = publish_job_task(db, records.get_job(db, job_id), metrics.get("compile"))
+        metrics["task_id"] = publish_job_task(db, records.get_job(db, job_id), metrics)
     records.finish_running(db, job_id, JobState.SUCCEEDED, metrics=metrics)
     return metrics
 
@@ -77,20 +79,34 @@ def blocks_in_use(db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, An
     return union_blocks(used)
 
 
-def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any], compile_metrics: Optional[dict[str, Any]]) -> str:
+def shared_pattern(db: sqlite_utils.Database, blobs: BlobStore, job: dict[str, Any]) -> Optional[dict[str, Tensor]]:
+    """The 2:4 pattern the tasks on this job's base share (weight -> bool keep-mask), or None if it has none."""
+    config = job["config"]
+    found = patterns.load_base_pattern(db, blobs, job["model"], config["model_options"], config["adapt"]["seed"])
+    return None if found is None else found[1]
+
+
+def publish_job_task(db: sqlite_utils.Database, job: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The job's task: its delta artifact (the blob it shares), its dataset's classes and kind, and the compiled
     artifact when the job compiled one (`metrics.compile`). Published before the job is marked succeeded, keyed by
-    the job, so a restart in between publishes the same task again."""
+    the job, so a restart in between publishes the same task again. The first 2:4 task that shares (`share_2_4`)
+    on a base gives the base its pattern."""
     artifacts = {a["name"]: a for a in records.list_artifacts(db, job["id"])}
-    delta = artifacts[ARTIFACT_NAMES["delta"]]
+    delta, compile_metrics = artifacts[ARTIFACT_NAMES["delta"]], metrics.get("compile")
     compiled = None
     if compile_metrics is not None and compile_metrics["artifact"] in artifacts:
         compiled = {"backend": compile_metrics["backend"], "artifact": compile_metrics["artifact"],
                     "blob": artifacts[compile_metrics["artifact"]]["blob"]}
     dataset = get_dataset(db, job["dataset_id"])
     features = dataset["shape"][0] if dataset["kind"] == "tabular" else None  # shape of one sample: [F]
-    return tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"],
-                              compiled, features)
+    task_id = tasks.publish_task(db, job, dataset["classes"], dataset["kind"], delta["blob"], delta["size_bytes"],
+                                 compiled, features)
+    config, pattern = job["config"], artifacts.get(ARTIFACT_NAMES["pattern"])
+    if pattern is not None and config["adapt"].get("share_2_4", True):
+        layers = len(metrics.get("sparsity", {}).get("pruned_layers", []))
+        patterns.set_base_pattern(db, job["model"], config["model_options"], config["adapt"]["seed"],
+                                  pattern["blob"], layers, pattern["size_bytes"], task_id)
+    return task_id
 
 
 def open_job_power_source(settings: Settings) -> PowerSource:

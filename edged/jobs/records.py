@@ -155,8 +155,9 @@ def delete_finished_job(db: sqlite_utils.Database, job_id: str) -> list[str]:
         still_used = {row["blob"] for row in db.query(
             f"SELECT blob FROM artifacts WHERE blob IN ({marks}) UNION SELECT blob FROM datasets WHERE blob IN ({marks}) "
             f"UNION SELECT delta_blob FROM tasks WHERE delta_blob IN ({marks}) "  # a published task outlives its job
-            f"UNION SELECT compiled_blob FROM tasks WHERE compiled_blob IN ({marks})",
-            [*blobs, *blobs, *blobs, *blobs])} if blobs else set()
+            f"UNION SELECT compiled_blob FROM tasks WHERE compiled_blob IN ({marks}) "
+            f"UNION SELECT pattern_id FROM base_patterns WHERE pattern_id IN ({marks})",  # so does a base's 2:4 pattern
+            [*blobs, *blobs, *blobs, *blobs, *blobs])} if blobs else set()
     return sorted(blobs - still_used)
 
 

@@ -40,17 +40,19 @@ def adapt(
     on_progress: Optional[ProgressCallback] = None,
     workdir: Optional[Path] = None,
     aligned_blocks: Optional[dict[str, Tensor]] = None,
+    shared_pattern: Optional[dict[str, Tensor]] = None,
 ) -> AdaptResult:
     """Adapt `model` (a Classifier whose head matches the task's classes) to `task`, in place.
 
     `on_progress` gets every stage's started/finished event and training's step and epoch events; with a
     `workdir`, stage outputs are kept there and a second call on it resumes where the first one stopped.
     `aligned_blocks` (layer -> blocks earlier tasks use, `edged.sparse.blocks`) with `config.align_strength`
-    steers the mask toward those blocks.
+    steers the mask toward those blocks. `shared_pattern` (weight -> bool 2:4 keep-mask, the base's) is what a
+    2:4 run with `config.share_2_4` prunes to instead of choosing its own pattern.
     """
     device = resolve_device(config.device)
     run = AdaptRun(config, get_method(config.method), device, StageTimer(on_progress), workdir, on_progress,
-                   model, preprocess, task, aligned_blocks=aligned_blocks)
+                   model, preprocess, task, aligned_blocks=aligned_blocks, shared_pattern=shared_pattern)
     run_stages(run, ADAPT_STAGES)
     return AdaptResult(model, made(run.adaptation, "mask or prepare_method"), adapt_metrics(run), run.calibration,
                        made(run.training, "train").history, run.pruning)

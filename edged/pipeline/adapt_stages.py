@@ -24,6 +24,7 @@ from edged.pipeline.stage_cache import cached_calibration, load_masks, save_mask
 from edged.pipeline.state import AdaptRun, made
 from edged.sparse.blocks import aligned_scores
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
+from edged.sparse.shared_pattern import apply_pattern_, pack_pattern, pattern_id
 from edged.train.evaluate import accuracy
 from edged.train.loop import TrainSettings, amp_dtype, train
 
@@ -60,9 +61,17 @@ def calibrate(run: AdaptRun) -> None:
 
 
 def prune(run: AdaptRun) -> None:
-    """2:4 by task importance (Wanda's metric), then BatchNorm statistics re-estimated on the task data."""
+    """2:4 by task importance (Wanda's metric), or to the base's shared pattern when there is one and the job
+    shares it; then BatchNorm statistics re-estimated on the task data. The mask stage keeps training inside
+    the kept positions either way, so a shared pattern's zeros stay zeros."""
     model = made(run.model, "validate")
-    run.pruning = prune_2_4_(model, importance(model, made(run.calibration, "calibrate")), backbone_layers(model))
+    layers = backbone_layers(model)
+    if run.shared_pattern is not None and run.config.share_2_4:
+        run.pruning = apply_pattern_(model, run.shared_pattern, layers)
+        run.pruning.shared = True
+    else:
+        run.pruning = prune_2_4_(model, importance(model, made(run.calibration, "calibrate")), layers)
+    run.pruning.pattern_id = pattern_id(pack_pattern(run.pruning.keep_masks))
     run.recalibrated = recalibrate_batchnorm_(model, made(run.split, "prepare").calib)
 
 

@@ -48,6 +48,11 @@ class JobFields(MethodOptions):
         0.5, ge=0.0, le=1.0, description="with sparsity '2:4' and the dense reference: share of the recovery loss "
         "spent on matching the dense reference's outputs (knowledge distillation; 0 = labels only)",
     )
+    share_2_4: bool = Field(
+        True, description="with sparsity '2:4': prune to the 2:4 pattern the tasks on the same base share (the "
+        "first sharing 2:4 task on a base sets it from its own importance), so a switch between them changes values "
+        "only; false: this job's own pattern from its own importance",
+    )
 
     @field_validator("method")
     @classmethod

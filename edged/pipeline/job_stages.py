@@ -18,8 +18,9 @@ from edged.pipeline.compile_stage import compile_merged, store_compiled_artifact
 from edged.pipeline.metrics import job_metrics
 from edged.pipeline.outputs import write_outputs
 from edged.pipeline.state import JobRun, made
+from edged.sparse.shared_pattern import pack_pattern
 
-ARTIFACT_NAMES = {"delta": "delta.safetensors", "merged": "merged.safetensors"}
+ARTIFACT_NAMES = {"delta": "delta.safetensors", "merged": "merged.safetensors", "pattern": "pattern_2_4.safetensors"}
 OPAQUE = "application/octet-stream"
 
 
@@ -32,13 +33,18 @@ def validate(run: JobRun) -> None:
     if run.config.align_strength > 0 and run.load_aligned_blocks is not None:
         weights = dict(loaded.model.named_parameters())
         run.aligned_blocks = run.load_aligned_blocks({name: weights[name].shape for name in backbone_layers(loaded.model)})
+    if run.config.prunes_2_4 and run.config.share_2_4 and run.load_pattern is not None:
+        run.shared_pattern = run.load_pattern()
 
 
 def export(run: JobRun) -> None:
-    """delta.safetensors and merged.safetensors, written in the job's directory and stored as its artifacts."""
+    """delta.safetensors and merged.safetensors (and with 2:4 the pattern), stored as the job's artifacts."""
     workdir, store = made(run.workdir, "the job"), made(run.store_artifact, "the job")
     paths = write_outputs(made(run.model, "validate"), made(run.adaptation, "mask or prepare_method"),
                           workdir / "outputs", run.config, base_model=run.model_spec)
+    if run.pruning is not None:  # the keep-masks, bit-packed: what a base's shared pattern is made from
+        paths["pattern"] = workdir / "outputs" / ARTIFACT_NAMES["pattern"]
+        paths["pattern"].write_bytes(pack_pattern(run.pruning.keep_masks))  # stored as a blob (atomic) at once
     for key, path in paths.items():
         store(ARTIFACT_NAMES[key], path, OPAQUE)
 

@@ -56,6 +56,7 @@ class AdaptRun:
     accuracy_dense_adapted: Optional[float] = None
     teacher_logits: Optional[Tensor] = None  # (N train, classes): the dense reference's, when distilling
     calibration: Optional[CalibrationResult] = None
+    shared_pattern: Optional[dict[str, Tensor]] = None  # weight -> bool keep-mask: the base's 2:4 pattern, if any
     pruning: Optional[PruneReport] = None
     recalibrated: list[str] = field(default_factory=list)  # BatchNorm buffers re-estimated after pruning
     accuracy_pruned: Optional[float] = None
@@ -82,6 +83,8 @@ class JobRun(AdaptRun):
     load_task: Optional[Callable[[], TaskData]] = None  # the job's dataset, read and verified from the store
     # layer name -> weight shape, to the blocks the base's published tasks use (edged.sparse.blocks)
     load_aligned_blocks: Optional[Callable[[dict[str, torch.Size]], dict[str, Tensor]]] = None
+    # the base's shared 2:4 pattern, name -> bool keep-mask, or None while the base has none
+    load_pattern: Optional[Callable[[], Optional[dict[str, Tensor]]]] = None
     store_artifact: Optional[Callable[[str, Path, str], None]] = None  # (name, file, media type) as a job artifact
     model_info: Optional[ModelInfo] = None
     compiled: Optional[CompiledModel] = None

@@ -36,6 +36,8 @@ class PruneReport:
     m: int
     keep_masks: dict[str, Tensor] = field(default_factory=dict)  # name -> bool, shaped like weight
     ineligible: dict[str, str] = field(default_factory=dict)  # name -> reason it stayed dense
+    shared: bool = False  # the keep-masks are the base's shared pattern, not this task's own choice
+    pattern_id: str | None = None  # sha256 of the packed keep-masks (edged.sparse.shared_pattern)
 
     @property
     def pruned(self) -> list[str]:
@@ -50,6 +52,8 @@ class PruneReport:
             "pruned_layers": self.pruned,
             "ineligible_layers": dict(self.ineligible),
             "kept_fraction_in_pruned_layers": kept / total if total else None,
+            "pattern_shared": self.shared,
+            "pattern_id": self.pattern_id,
         }
 
 
@@ -211,7 +215,9 @@ def recalibrate_batchnorm_(model: nn.Module, batches) -> list[str]:
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
-    for inputs, _ in batches:
+    for inputs, labels in batches:
+        if len(labels) < 2:
+            continue  # a last batch of one sample: BatchNorm on a 1x1 map cannot train on it (and it adds nothing)
         model(inputs)
     for name, bn in norms.items():
         bn.momentum = saved[name]

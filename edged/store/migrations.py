@@ -21,6 +21,7 @@ from typing import Callable
 
 import sqlite_utils
 
+from edged.tasks.pattern_schema import m007_base_patterns
 from edged.tasks.schema import m003_task_tables, m004_task_energy, m005_task_features, m006_task_compiled_artifact
 from edged.telemetry.schema import m002_telemetry_tables
 
@@ -95,4 +96,5 @@ MIGRATIONS: list[Migration] = [
     m004_task_energy,  # task_minutes.energy_j, energy_per_inference_j: see edged/tasks/schema.py
     m005_task_features,  # tasks.features: see edged/tasks/schema.py
     m006_task_compiled_artifact,  # tasks.compiled_backend/_artifact/_blob (issue 11): see edged/tasks/schema.py
+    m007_base_patterns,  # base_patterns (the shared 2:4 pattern per base): see edged/tasks/pattern_schema.py
 ]

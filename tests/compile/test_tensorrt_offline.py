@@ -49,10 +49,10 @@ def test_tensorrt_backend_type_checks_against_tensorrt_stubs(tmp_path):
     stubs = _patched_stubs(tmp_path / "stubs")
     if stubs is None:
         pytest.skip("tensorrt-stubs is not installed")
-    target = "edged/compile/tensorrt_builder.py"
+    targets = ["edged/compile/tensorrt_builder.py", "edged/compile/tensorrt_refit.py"]
     run = subprocess.run(
         [sys.executable, "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports",
-         "--cache-dir", str(tmp_path / "cache"), target],
+         "--cache-dir", str(tmp_path / "cache"), *targets],
         cwd=REPO, env={"MYPYPATH": str(stubs), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
     )
     ours = [line for line in run.stdout.splitlines() if line.startswith("edged/")]
