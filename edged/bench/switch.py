@@ -112,8 +112,11 @@ def print_report(result: dict, argv: list[str]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench switch", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu: MobileNetV2 digit tasks; cuda: ViT-B/16")
-    parser.add_argument("--tasks", type=int, help="number of tasks (default: 7 on the CPU, 50 on CUDA)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", choices=("mobilenet_v2", "vit-b16"),
+                        help="mobilenet_v2: real digit tasks (the CPU default); vit-b16: deltas of real shape (the CUDA "
+                             "default)")
+    parser.add_argument("--tasks", type=int, help="number of tasks (default: 7 for mobilenet_v2, 50 for vit-b16)")
     parser.add_argument("--samples", type=int, default=300, help="CPU: training samples per task")
     parser.add_argument("--image-size", type=int, default=64, help="CPU: MobileNetV2 input size")
     parser.add_argument("--switches", type=int, default=300, help="switches per trace")
@@ -133,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.set_num_threads(args.threads or 1)
     with tempfile.TemporaryDirectory(prefix="edged-switch-") as scratch:
         workdir = args.workdir or Path(scratch)
-        if device.type == "cuda":
+        if (args.model or ("vit-b16" if device.type == "cuda" else "mobilenet_v2")) == "vit-b16":
             setup = vit_setup(workdir, args.tasks or 50, args.full_checkpoints, device, args.seed)
         else:
             setup = cpu_setup(workdir, args.tasks or 7, args.samples, args.image_size, args.seed)
