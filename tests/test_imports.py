@@ -119,3 +119,13 @@ def test_every_source_folder_is_a_package():
     missing = [str(d.relative_to(root)) for d in root.rglob("*") if d.is_dir() and d.name != "__pycache__"
                and any(d.glob("*.py")) and not (d / "__init__.py").exists()]
     assert missing == []
+
+
+def test_test_modules_have_unique_basenames():
+    """The test folders are not packages, so pytest imports each test module by its basename: two files of one
+    name in different folders fail the whole collection ("import file mismatch")."""
+    tests = Path(__file__).parent
+    seen: dict[str, Path] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename; rename one"
+        seen[path.name] = path
