@@ -19,25 +19,12 @@ import torch
 
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.data.bundled import mnist_5k
-from edged.data.task import TaskData
 from edged.models.loader import load_model
 from edged.pipeline.adapt import AdaptResult, adapt
 from edged.pipeline.config import AdaptConfig
+from edged.bench import align_2_4
+from edged.bench.align_tasks import GROUPINGS, grouping_task
 from edged.sparse.blocks import blocks_of_mask, count_blocks, union_blocks
-
-GROUPINGS = {  # task -> (class names, label of each digit 0..9)
-    "digits": ([str(d) for d in range(10)], list(range(10))),
-    "parity": (["even", "odd"], [d % 2 for d in range(10)]),
-    "halves": (["0-4", "5-9"], [int(d >= 5) for d in range(10)]),
-    "mod3": (["0", "1", "2"], [d % 3 for d in range(10)]),
-    "mod4": (["0", "1", "2", "3"], [d % 4 for d in range(10)]),
-}
-
-
-def grouping_task(digits: TaskData, grouping: str) -> TaskData:
-    classes, of_digit = GROUPINGS[grouping]
-    return TaskData("image", digits.x, torch.tensor(of_digit)[digits.y], classes)
-
 
 def run(model: str, samples: int, image_size: int, epochs: int, budget: float, strength: float,
         device: str, tasks: list[str]) -> list[dict]:
@@ -105,8 +92,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                               args.device, tasks)
         print(format_table(payload["rows"], COLUMNS))
     if args.part in ("all", "2:4"):
-        from edged.bench import align_2_4  # it builds on this module's tasks
-
         payload["rows_2_4"] = align_2_4.run(args.model, args.samples, args.image_size, args.epochs, args.budget,
                                             args.device, tasks)
         print(format_table(payload["rows_2_4"], align_2_4.COLUMNS))

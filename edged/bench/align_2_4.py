@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from edged.bench.align import grouping_task  # the block part's tasks: label groupings of the same digits
+from edged.bench.align_tasks import grouping_task
 from edged.data.bundled import mnist_5k
 from edged.methods.base import backbone_layers
 from edged.methods.taskedge import importance
