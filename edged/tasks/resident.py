@@ -57,7 +57,7 @@ class ResidentModel:
         for dtype, (encoded, values) in delta.writes.items():
             flat, indices = self.flat.buffers[dtype], encoded.decode()
             self._saved.append((flat, indices, flat.index_select(0, indices)))  # a copy of what gets overwritten
-            flat.index_put_((indices,), values)
+            flat.index_copy_(0, indices, values)
             moved += encoded.nbytes + values.numel() * values.element_size()
         for name, value in delta.whole.items():
             target = self.flat.whole[name]
@@ -79,7 +79,7 @@ class ResidentModel:
     def _restore_(self) -> int:
         moved = 0
         for flat, indices, values in self._saved:
-            flat.index_put_((indices,), values)
+            flat.index_copy_(0, indices, values)
             moved += values.numel() * values.element_size()
         for target, value in self._saved_whole:
             target.copy_(value)
