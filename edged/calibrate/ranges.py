@@ -31,15 +31,16 @@ class AbsHistogram:
         self.amax = 0.0
 
     def add(self, x: Tensor) -> None:
-        a = x.detach().abs().float().flatten()  # (numel,): one activation-sized temporary
-        if a.numel() == 0:
+        x = x.detach()
+        if x.numel() == 0:
             return
-        top = float(a.max())
+        low, high = torch.aminmax(x)  # no |x| copy: amax = max(-min, max)
+        top = max(-float(low), float(high))
         if not math.isfinite(top):
             raise ValueError("a calibration activation is not finite (inf or nan)")
         self.amax = max(self.amax, top)
         if top == 0.0:
-            self.counts[0] += a.numel()
+            self.counts[0] += x.numel()
             return
         if self.edge == 0.0:
             self.edge = top
@@ -48,7 +49,10 @@ class AbsHistogram:
             halved = self.counts.view(BINS // 2, 2).sum(1)
             self.counts = torch.cat([halved, torch.zeros(BINS // 2, dtype=torch.float64)])
             self.edge *= 2.0
-        self.counts += torch.histc(a, BINS, 0.0, self.edge).double().cpu()
+        # signed histogram over [-edge, edge] (2 * BINS bins, x itself: no |x| temporary), folded onto |x|:
+        # bin BINS + i holds [i, i + 1) * edge / BINS, bin BINS - 1 - i its mirror
+        signed = torch.histc(x.float(), 2 * BINS, -self.edge, self.edge).double().cpu()  # (2 * BINS,)
+        self.counts += signed[BINS:] + signed[:BINS].flip(0)
 
     def percentile(self, q: float = PERCENTILE) -> float:
         """The upper edge of the bin where the cumulative share first reaches q %, at most amax."""
