@@ -86,7 +86,10 @@ def run_int8_bench(samples: int, options: dict[str, Any], iters: int) -> dict[st
     drift = {}
     with tempfile.TemporaryDirectory() as tmp:
         for sparsity, label in (("none", ""), ("2:4", " + 2:4")):
+            print(f"adapting ({sparsity}) ...", flush=True)
             result = adapted(task, sparsity, options)
+            print(f"adapted: accuracy {result.metrics['accuracy_after']:.3f}, {result.metrics['stage_seconds']}",
+                  flush=True)
             drift[sparsity] = result.int8_drift
             for row in rows_for(result, label, Path(tmp), iters):
                 rows.append(row)

@@ -12,6 +12,7 @@ from edged.calibrate import calibrate
 from edged.calibrate.ranges import PCTL
 from edged.compile import compile_model
 from edged.compile.inputs import call_model
+from edged.compile.registry import INT8_BACKENDS, available_backends, resolve_backend
 from edged.compile.qdq import check_qdq_2_4, export_qdq
 from edged.errors import InvalidInput
 from edged.methods.base import backbone_layers
@@ -100,3 +101,6 @@ def test_int8_needs_a_backend_that_runs_it(calibrated, tmp_path):
     model, _, calibration, x = calibrated
     with pytest.raises(InvalidInput, match="does not run INT8"):
         compile_model(model, x[:4], "eager", tmp_path, int8_ranges=calibration.ranges)
+    usable = [name for name, (ok, _) in available_backends().items() if ok]
+    # auto picks the best backend that runs INT8 (onnxruntime here, where TensorRT cannot be installed)
+    assert resolve_backend("auto", int8=True) == next(name for name in INT8_BACKENDS if name in usable)
