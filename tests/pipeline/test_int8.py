@@ -11,16 +11,17 @@ from edged.data.bundled import mnist_5k
 from edged.data.preprocess import preprocess_images
 from edged.pipeline.adapt import adapt
 from edged.pipeline.config import AdaptConfig
+from edged.pipeline.state import made
 from edged.train.evaluate import accuracy_of, batched_logits
 
 
 @pytest.fixture(scope="module")
 def int8_adapted():
-    """tiny_classifier adapted to 1,000 real digits with 2:4 and quantize int8 (200 validation samples: 1 point
-    is 2 of them)."""
+    """tiny_classifier adapted to 2,000 real digits with 2:4 and quantize int8 (399 validation samples: 1 point
+    is 4 of them)."""
     task = mnist_5k()
-    task = task.subset(torch.randperm(len(task), generator=torch.Generator().manual_seed(1))[:1000])
-    config = AdaptConfig(method="taskedge", budget=0.01, epochs=4, batch_size=32, lr=3e-2, head_lr=3e-2, device="cpu",
+    task = task.subset(torch.randperm(len(task), generator=torch.Generator().manual_seed(1))[:2000])
+    config = AdaptConfig(method="taskedge", budget=0.01, epochs=6, batch_size=32, lr=3e-2, head_lr=3e-2, device="cpu",
                          sparsity="2:4", dense_reference=False, quantize="int8")
     return adapt(tiny_classifier(), lambda t: preprocess_images(t.x, image_size=16), task, config)
 
@@ -44,7 +45,11 @@ def test_onnxruntime_int8_accuracy_within_1_point_of_float32(int8_adapted, tmp_p
     with torch.no_grad():
         fp32 = accuracy_of(batched_logits(lambda x: call_model(model, x), val.inputs, 64), val.labels)
     int8 = accuracy_of(batched_logits(compiled.predict, val.inputs, 64), val.labels)
-    assert fp32 > 0.8, "the adapted model must be worth quantizing for the comparison to mean something"
+    assert fp32 > 0.75, "the adapted model must be worth quantizing for the comparison to mean something"
     assert abs(int8 - fp32) <= 0.01, (int8, fp32)
     assert compiled.report.details["pattern_check"]["ok"] and result.pruning is not None
     assert set(compiled.report.details["pattern_check"]["found"]) == set(result.pruning.pruned)
+    # why the ranges are re-measured: the calibration pass's own (before pruning and training) lose far more
+    stale = compile_model(model, val.inputs[:8], "onnxruntime", tmp_path / "stale",
+                          int8_ranges=made(result.calibration, "calibrate").ranges)
+    assert accuracy_of(batched_logits(stale.predict, val.inputs, 64), val.labels) < int8 - 0.05
