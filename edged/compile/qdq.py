@@ -94,25 +94,28 @@ def _layer_of_initializer(model: nn.Module, ranges: dict[str, Tensor], inits: di
     return found
 
 
-def _qdq_nodes(onnx, tensor: str, prefix: str, scale: np.ndarray, axis: int | None, quantize: np.ndarray | None):
-    """(initializers, nodes, dequantized output name): Q -> DQ of an activation, or DQ of an int8 initializer."""
-    from onnx import numpy_helper
+def _activation_qdq(tensor: str, prefix: str, scale: float) -> tuple[list, list, str]:
+    """(initializers, nodes, output name): `tensor` -> QuantizeLinear -> DequantizeLinear, per-tensor, zero point 0."""
+    from onnx import helper, numpy_helper
 
-    zero = np.zeros(scale.shape, dtype=np.int8)
-    inits = [numpy_helper.from_array(scale, f"{prefix}.scale"), numpy_helper.from_array(zero, f"{prefix}.zero_point")]
-    kwargs = {"axis": axis} if axis is not None else {}
-    nodes = []
-    source = tensor
-    if quantize is not None:  # a weight: the int8 values are an initializer
-        inits.append(numpy_helper.from_array(quantize, f"{prefix}.int8"))
-        source = f"{prefix}.int8"
-    else:
-        nodes.append(onnx.helper.make_node("QuantizeLinear", [tensor, f"{prefix}.scale", f"{prefix}.zero_point"],
-                                           [f"{prefix}.q"], name=f"{prefix}.quantize"))
-        source = f"{prefix}.q"
-    nodes.append(onnx.helper.make_node("DequantizeLinear", [source, f"{prefix}.scale", f"{prefix}.zero_point"],
-                                       [f"{prefix}.dq"], name=f"{prefix}.dequantize", **kwargs))
+    names = [tensor, f"{prefix}.scale", f"{prefix}.zero_point"]
+    inits = [numpy_helper.from_array(np.array(scale, dtype=np.float32), names[1]),
+             numpy_helper.from_array(np.array(0, dtype=np.int8), names[2])]
+    nodes = [helper.make_node("QuantizeLinear", names, [f"{prefix}.q"], name=f"{prefix}.quantize"),
+             helper.make_node("DequantizeLinear", [f"{prefix}.q", *names[1:]], [f"{prefix}.dq"],
+                              name=f"{prefix}.dequantize")]
     return inits, nodes, f"{prefix}.dq"
+
+
+def _weight_dq(init: str, q: np.ndarray, scales: np.ndarray, axis: int) -> tuple[list, list, str]:
+    """(initializers, nodes, output name): the int8 weight `{init}.int8` -> DequantizeLinear along `axis`."""
+    from onnx import helper, numpy_helper
+
+    names = [f"{init}.int8", f"{init}.scale", f"{init}.zero_point"]
+    inits = [numpy_helper.from_array(q, names[0]), numpy_helper.from_array(scales, names[1]),
+             numpy_helper.from_array(np.zeros(scales.shape, dtype=np.int8), names[2])]
+    node = helper.make_node("DequantizeLinear", names, [f"{init}.dq"], name=f"{init}.dequantize", axis=axis)
+    return inits, [node], f"{init}.dq"
 
 
 @torch.no_grad()
@@ -135,10 +138,9 @@ def export_qdq(model: nn.Module, example_inputs: ModelInputs, ranges: dict[str, 
         layer = layer_of.get(node.input[1]) if node.op_type in WEIGHTED_OPS and len(node.input) > 1 else None
         if layer is not None:
             scale = activation_scale(ranges[layer], use)
-            a_inits, a_nodes, node.input[0] = _qdq_nodes(onnx, node.input[0], f"{layer}.input",
-                                                         np.array(scale, dtype=np.float32), None, None)
+            a_inits, a_nodes, node.input[0] = _activation_qdq(node.input[0], f"{layer}.input", scale)
             q, w_scales = quantize_weight(inits[node.input[1]], _weight_axis(node))
-            w_inits, w_nodes, dq = _qdq_nodes(onnx, node.input[1], node.input[1], w_scales, _weight_axis(node), q)
+            w_inits, w_nodes, dq = _weight_dq(node.input[1], q, w_scales, _weight_axis(node))
             dropped.add(node.input[1])
             result.weights[layer], node.input[1] = node.input[1], dq
             result.activation_scales[layer] = scale
