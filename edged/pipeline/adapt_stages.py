@@ -166,12 +166,12 @@ def evaluate(run: AdaptRun) -> None:
 def int8_ranges(run: AdaptRun) -> None:
     """Input ranges of every backbone layer re-measured on the adapted model by one more calibration pass (same
     samples, same memory budget): training, pruning and BatchNorm re-estimation move the inputs of every later
-    layer, so the first pass's ranges are stale (README: INT8). How far they moved is kept per job."""
+    layer, so the first pass's ranges are stale (README: INT8). How far they moved is kept per job, where the
+    method or 2:4 made a first pass (a method that does not calibrate is not given one only for this)."""
     model, calib = made(run.model, "validate"), made(run.split, "prepare").calib
-    first = made(run.calibration, "calibrate").ranges
     run.int8_ranges = calibration_pass(model, calib.inputs, backbone_layers(model), run.config.memory_budget_mb,
                                        device=run.device).ranges
-    run.int8_drift = range_drift(first, run.int8_ranges)
+    run.int8_drift = range_drift(run.calibration.ranges, run.int8_ranges) if run.calibration else None
 
 
 def range_drift(before: dict[str, Tensor], after: dict[str, Tensor]) -> dict[str, float]:

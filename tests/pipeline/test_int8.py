@@ -53,3 +53,13 @@ def test_onnxruntime_int8_accuracy_within_1_point_of_float32(int8_adapted, tmp_p
     stale = compile_model(model, val.inputs[:8], "onnxruntime", tmp_path / "stale",
                           int8_ranges=made(result.calibration, "calibrate").ranges)
     assert accuracy_of(batched_logits(stale.predict, val.inputs, 64), val.labels) < int8 - 0.05
+
+
+def test_a_method_without_calibration_gets_only_the_pass_on_the_adapted_model(digits_task):
+    config = AdaptConfig(method="bn_bias", epochs=1, batch_size=32, device="cpu", quantize="int8")
+    result = adapt(tiny_classifier(), lambda t: preprocess_images(t.x, image_size=16), digits_task, config)
+    assert "calibrate" not in result.metrics["stage_seconds"] and result.calibration is None
+    assert result.int8_ranges is not None and set(result.int8_ranges) == {
+        name for name, _ in tiny_classifier().named_parameters() if name.startswith("backbone.") and name.endswith(
+            "weight") and not name.startswith(("backbone.1.", "backbone.4."))}  # the convs and the Linear, not BatchNorm
+    assert result.int8_drift is None
