@@ -13,6 +13,7 @@ from edged.calibrate.ranges import PCTL
 from edged.compile import compile_model
 from edged.compile.inputs import call_model
 from edged.compile.registry import INT8_BACKENDS, available_backends, resolve_backend
+from edged.compile.tensorrt_builder import probe as tensorrt_probe
 from edged.compile.qdq import check_qdq_2_4, export_qdq
 from edged.errors import InvalidInput
 from edged.methods.base import backbone_layers
@@ -105,3 +106,17 @@ def test_int8_needs_a_backend_that_runs_it(calibrated, tmp_path):
     usable = [name for name, (ok, _) in available_backends().items() if ok]
     # auto picks the best backend that runs INT8 (onnxruntime here, where TensorRT cannot be installed)
     assert resolve_backend("auto", int8=True) == next(name for name in INT8_BACKENDS if name in usable)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.skipif(not tensorrt_probe()[0], reason=tensorrt_probe()[1])
+def test_tensorrt_builds_an_int8_engine_from_the_qdq_graph(calibrated, tmp_path):
+    model, pruned, calibration, x = calibrated
+    compiled = compile_model(model, x[:8], "tensorrt", tmp_path, int8_ranges=calibration.ranges)
+    assert compiled.artifact.suffix == ".engine" and (tmp_path / "model.int8.onnx").is_file()
+    details = compiled.report.details
+    assert details["pattern_check"]["ok"] and details["int8"]["int8_layers"] == len(backbone_layers(model))
+    with torch.no_grad():
+        ref, got = call_model(model, x), compiled.predict(x)  # (64, classes)
+    assert float((got.argmax(1) == ref.argmax(1)).float().mean()) >= 0.9
