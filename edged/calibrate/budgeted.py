@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from edged.calibrate.feature_norms import FeatureNormCollector
+from edged.calibrate.ranges import RangeCollector
 from edged.calibrate.memory import current_mb, measure_peak, release_free_cpu_memory
 from edged.data.task import Inputs, num_samples, take, to_device
 from edged.errors import InvalidInput, OutOfBudget
@@ -34,6 +35,8 @@ class CalibrationResult:
     peak_memory_mb: float | None  # peak above the loaded model during the pass
     seconds: float
     probe_mb: dict[str, float | None] = field(default_factory=dict)
+    # weight name -> (amax, 99.99th percentile) of |input|, float64 (2,): the INT8 activation scales' source
+    ranges: dict[str, Tensor] = field(default_factory=dict)
 
 
 def calibrate(
@@ -44,7 +47,8 @@ def calibrate(
     micro_batch: int | None = None,
     device: torch.device | str = "cpu",
 ) -> CalibrationResult:
-    """Forward every sample of `inputs` once (eval mode, no grad) and return per-layer feature norms.
+    """Forward every sample of `inputs` once (eval mode, no grad) and return per-layer feature norms and
+    input ranges (the same hooks' pass: the ranges cost one histogram of |x| per layer and batch).
 
     Give `memory_budget_mb` to pick the micro-batch automatically, or `micro_batch` to fix it.
     """
@@ -59,7 +63,7 @@ def calibrate(
     model.eval()
     start = time.perf_counter()
     baseline = current_mb(device)
-    with FeatureNormCollector(layers) as collector, torch.no_grad():
+    with FeatureNormCollector(layers) as collector, RangeCollector(layers) as ranges, torch.no_grad():
         done = 0
         probes: dict[str, float | None] = {}
         if micro_batch is None:
@@ -77,6 +81,7 @@ def calibrate(
         peak_memory_mb=max(peaks) if peaks else None,
         seconds=time.perf_counter() - start,
         probe_mb=probes,
+        ranges=ranges.ranges(),
     )
 
 

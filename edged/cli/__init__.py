@@ -179,6 +179,7 @@ BENCHMARKS = {
             "HTTP API under 1/10/50 closed-loop clients, idle and while a job trains: requests/s, p50/p95/p99"),
     "prune": ("edged.bench.prune", "2:4 accuracy: dense-adapted, one-shot by |W| and by task importance, with recovery"),
     "align": ("edged.bench.align", "masks aligned across tasks on one base: accuracy and the union of blocks, vs unaligned"),
+    "int8": ("edged.bench.int8", "onnxruntime float32 vs INT8 (and INT8 + 2:4) on MobileNetV2 + MNIST: accuracy, p50/p99"),
     "switch": ("edged.bench.switch", "task switching: full weights vs PEFT LoRA vs edged deltas (cold/warm/hot, prefetch)"),
     "predict": ("edged.bench.predict", "predict latency on one task through the task server: eager vs its onnxruntime artifact"),
 }

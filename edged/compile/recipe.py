@@ -38,11 +38,14 @@ class CheckedExport:
     check: PatternCheck
     sparse: dict[str, WeightLayer]  # weight name -> layer whose weight holds 2:4
     dense: dict[str, str]  # weight name -> why it is not 2:4
+    int8: Optional[dict] = None  # a QDQ export's summary (edged.compile.qdq), None for a float one
 
     def report(self, backend: str, sparse_runs_dense: Optional[str] = None) -> CompileReport:
         """The backend's report with the pattern check and the dense layers; `sparse_runs_dense`
         is why the 2:4 layers run dense kernels too, for backends without sparse kernels."""
         report = CompileReport(backend=backend, dense=dict(self.dense), details={"pattern_check": self.check.as_dict()})
+        if self.int8 is not None:
+            report.details["int8"] = self.int8
         if sparse_runs_dense is not None:
             report.dense.update({name: sparse_runs_dense for name in self.sparse})
         return report

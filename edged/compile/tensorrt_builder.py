@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from edged.compile.base import CompiledModel
 from edged.compile.inputs import ModelInputs, batch_size
 from edged.compile.onnx_export import onnx_max_abs_diff
+from edged.compile.qdq import export_checked_int8
 from edged.compile.refit_map import refit_map
 from edged.compile.recipe import export_checked, predictor
 from edged.errors import Unavailable, Unsupported
@@ -101,8 +102,9 @@ def _profile_shapes(example: ModelInputs, max_batch: int) -> dict[str | None, tu
 
 
 def build_engine(onnx_path: Path, example: ModelInputs, engine_path: Path, max_batch: int,
-                 refittable: bool = True) -> tuple[bytes, list[str]]:
-    """Parse `onnx_path`, build an FP16 + SPARSE_WEIGHTS engine, write it; returns (plan, log lines).
+                 refittable: bool = True, int8: bool = False) -> tuple[bytes, list[str]]:
+    """Parse `onnx_path`, build an FP16 + SPARSE_WEIGHTS engine (+ INT8 from a QDQ graph's own scales when
+    `int8`), write it; returns (plan, log lines).
 
     `refittable` (REFIT): a task switch on the base refits the engine's weights (`tensorrt_refit`) instead of
     rebuilding it; TensorRT may then forgo some fusions, so such an engine can be slower (README: refit vs
@@ -120,6 +122,8 @@ def build_engine(onnx_path: Path, example: ModelInputs, engine_path: Path, max_b
     config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     if refittable:
         config.set_flag(trt.BuilderFlag.REFIT)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: the Q/DQ scales, no calibrator
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     profile = builder.create_optimization_profile()
@@ -204,11 +208,16 @@ class EngineRunner:
         return outs[self.outputs[0]]
 
 
-def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path, max_batch: int = 128) -> CompiledModel:
-    exported = export_checked(model, example_inputs, out_dir / "model.onnx")
-    onnx_max_abs_diff(model, exported.path, example_inputs)
+def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path, max_batch: int = 128,
+            int8_ranges: Optional[dict[str, Tensor]] = None) -> CompiledModel:
+    if int8_ranges is not None:  # the QDQ graph, its 2:4 checked after dequantization (edged.compile.qdq)
+        exported = export_checked_int8(model, example_inputs, out_dir / "model.int8.onnx", int8_ranges)
+    else:
+        exported = export_checked(model, example_inputs, out_dir / "model.onnx")
+        onnx_max_abs_diff(model, exported.path, example_inputs)
     engine_path = out_dir / "model.engine"
-    plan, log = build_engine(exported.path, example_inputs, engine_path, max(max_batch, batch_size(example_inputs)))
+    plan, log = build_engine(exported.path, example_inputs, engine_path, max(max_batch, batch_size(example_inputs)),
+                             int8=int8_ranges is not None)
     runner = EngineRunner(plan)
     refit_map(exported.path, model.state_dict(), exported.sparse).save(out_dir / "refit_map.json")
     found = sparsity_from_log(log)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import sqlite_utils
 from pydantic import ValidationError
 
-from edged.compile.registry import AUTO_ORDER
+from edged.compile.registry import AUTO_ORDER, INT8_BACKENDS
 from edged.data.preprocess import check_image_size
 from edged.errors import InvalidInput, NotFound, quoted
 from edged.jobs.schemas import JobCreate
@@ -40,6 +40,7 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
         reasons += [_reason(e["loc"], _message(e), e["type"]) for e in exc.errors()]
     fields = body if isinstance(body, dict) else {}
     _check_compile(fields.get("compile", "none"), reasons)
+    _check_quantize(fields.get("quantize", "none"), fields.get("compile", "none"), reasons)
     model_kind = _model_kind(fields.get("model"), ModelSources.from_settings(settings), reasons)
     dataset_kind = _dataset_kind(db, fields.get("dataset"), reasons)
     _check_kinds(fields, model_kind, dataset_kind, reasons)
@@ -75,6 +76,15 @@ def _check_compile(backend: Any, reasons: list[dict[str, Any]]) -> None:
     if isinstance(backend, str) and backend not in COMPILE_CHOICES:
         reasons.append(_reason("compile", f"unknown compile backend {backend!r}; accepted: "
                                f"{', '.join(COMPILE_CHOICES)}", "unknown"))
+
+
+def _check_quantize(quantize: Any, backend: Any, reasons: list[dict[str, Any]]) -> None:
+    """INT8 lives in the compiled model only (training and the published task stay float), so it needs a
+    backend that runs the QDQ graph."""
+    if quantize == "int8" and isinstance(backend, str) and backend not in ("auto", *INT8_BACKENDS):
+        reasons.append(_reason("quantize", f"quantize 'int8' runs in the compiled model and compile {backend!r} "
+                               f"does not run INT8; accepted: compile {', '.join(repr(b) for b in ('auto', *INT8_BACKENDS))} "
+                               "with quantize 'int8', or quantize 'none'", "not_applicable"))
 
 
 def _registered() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from edged.methods import get_method
 from edged.methods.base import Adaptation
 from edged.pipeline.config import AdaptConfig
 from edged.pipeline.metrics import adapt_metrics
+from edged.pipeline.split import DataSplit
 from edged.pipeline.stages import ADAPT_STAGES, run_stages
 from edged.pipeline.state import AdaptRun, made
 from edged.pipeline.timer import ProgressCallback, StageTimer
@@ -30,6 +31,9 @@ class AdaptResult:
     calibration: Optional[CalibrationResult] = None
     history: list[dict] = field(default_factory=list)
     pruning: Optional[PruneReport] = None  # with sparsity 2:4: keep masks and the layers left dense
+    split: Optional[DataSplit] = None  # the train / validation / calibration samples the stages used
+    int8_ranges: Optional[dict[str, Tensor]] = None  # quantize int8: layer inputs' (amax, percentile), adapted model
+    int8_drift: Optional[dict[str, float]] = None  # how those moved since the calibration pass
 
 
 def adapt(
@@ -55,4 +59,4 @@ def adapt(
                    model, preprocess, task, aligned_blocks=aligned_blocks, shared_pattern=shared_pattern)
     run_stages(run, ADAPT_STAGES)
     return AdaptResult(model, made(run.adaptation, "mask or prepare_method"), adapt_metrics(run), run.calibration,
-                       made(run.training, "train").history, run.pruning)
+                       made(run.training, "train").history, run.pruning, run.split, run.int8_ranges, run.int8_drift)

@@ -5,9 +5,9 @@ and agreement with PyTorch re-measured on the job's validation split (the one `a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from edged.compile.base import CompiledModel
 from edged.compile.registry import compile_model
@@ -18,16 +18,17 @@ from edged.train.evaluate import accuracy_of, batched_logits
 MEDIA_TYPES = {".json": "application/json"}  # engines, ONNX files and .pt2 archives are opaque bytes
 
 
-def compile_merged(model: nn.Module, val: LabelledInputs, backend: str, out_dir: Path,
-                   batch_size: int) -> tuple[CompiledModel, dict[str, Any]]:
+def compile_merged(model: nn.Module, val: LabelledInputs, backend: str, out_dir: Path, batch_size: int,
+                   int8_ranges: Optional[dict[str, Tensor]] = None) -> tuple[CompiledModel, dict[str, Any]]:
     """Compile the merged model (moved to the CPU, as backends expect) and compare it with PyTorch.
 
     Returns the compiled model and the job's `compile` metrics: backend, artifact, accuracy of the
     compiled model and of PyTorch (float32, CPU) on the validation split, the agreement of their
-    predictions, the largest |logit difference| and the backend's sparse/dense layer report.
+    predictions, the largest |logit difference| and the backend's sparse/dense layer report. With
+    `int8_ranges` the backend compiles INT8 (`accuracy` is then the INT8 model's).
     """
     model.cpu().eval()
-    compiled = compile_model(model, val.batch(batch_size), backend, out_dir)
+    compiled = compile_model(model, val.batch(batch_size), backend, out_dir, int8_ranges)
     reference = batched_logits(lambda x: call_model(model, x), val.inputs, batch_size)  # (N, classes)
     got = batched_logits(compiled.predict, val.inputs, batch_size)  # (N, classes)
     labels = val.labels

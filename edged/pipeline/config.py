@@ -18,6 +18,7 @@ from edged.methods.options import MaskedLowRankOptions, MethodOptions
 from edged.methods.registry import all_methods, methods_keeping_2_4
 
 Sparsity = Literal["none", "2:4"]
+Quantize = Literal["none", "int8"]
 
 
 class JobFields(MethodOptions):
@@ -36,6 +37,11 @@ class JobFields(MethodOptions):
         "(a job's default: EDGED_DEFAULT_MEMORY_BUDGET_MB)",
     )
     sparsity: Sparsity = Field("none", description="prune to 2:4 before training")
+    quantize: Quantize = Field(
+        "none", description="'int8': the compiled model runs INT8 (explicit-quantization ONNX: int8 per-channel weights, "
+        "activation scales from the calibration pass, re-measured on the adapted model); needs compile 'onnxruntime', "
+        "'tensorrt' or 'auto'",
+    )
     align_strength: float = Field(
         0.0, ge=0.0, le=10.0, description="prefer the 16-wide row blocks that earlier tasks on the same base use: an "
         "entry in such a block scores (1 + align_strength) times its importance, so tasks share blocks (0: off)",

@@ -1,6 +1,7 @@
 """Stage outputs persisted in a job's work directory, so an interrupted adaptation resumes where it was.
 
-calibration.safetensors: feature norms per layer (+ micro-batch, samples, peak memory as metadata).
+calibration.safetensors: feature norms per layer, input ranges as `range:<layer>` (amax, percentile)
+                         (+ micro-batch, samples, peak memory as metadata).
 mask.safetensors:        the trainable mask per layer (uint8; bool is stored as 0/1).
 dense_reference/result.safetensors: the dense reference's accuracy (metadata) and, when distilling,
                          its logits on the training samples.
@@ -22,6 +23,7 @@ from edged.calibrate import CalibrationResult
 from edged.store.tensor_files import load_tensors, save_tensors_atomic
 
 log = logging.getLogger(__name__)
+_RANGE = "range:"  # key prefix of a layer's input range in calibration.safetensors
 
 
 def cached_calibration(workdir: Optional[Path], compute: Callable[[], CalibrationResult]) -> tuple[CalibrationResult, bool]:
@@ -31,12 +33,16 @@ def cached_calibration(workdir: Optional[Path], compute: Callable[[], Calibratio
     if stored is not None:
         meta = stored.metadata
         peak = meta.get("peak_memory_mb")
-        result = CalibrationResult(stored.tensors, int(meta["micro_batch"]), int(meta["samples"]),
-                                   float(peak) if peak not in (None, "None") else None, float(meta["seconds"]))
+        norms = {k: v for k, v in stored.tensors.items() if not k.startswith(_RANGE)}
+        ranges = {k[len(_RANGE):]: v for k, v in stored.tensors.items() if k.startswith(_RANGE)}
+        result = CalibrationResult(norms, int(meta["micro_batch"]), int(meta["samples"]),
+                                   float(peak) if peak not in (None, "None") else None, float(meta["seconds"]),
+                                   ranges=ranges)
         return result, True
     result = compute()
     if path is not None:
-        save_tensors_atomic(path, result.norms, {"micro_batch": str(result.micro_batch), "samples": str(result.samples),
+        tensors = result.norms | {f"{_RANGE}{name}": r for name, r in result.ranges.items()}
+        save_tensors_atomic(path, tensors, {"micro_batch": str(result.micro_batch), "samples": str(result.samples),
                                    "peak_memory_mb": str(result.peak_memory_mb), "seconds": str(result.seconds)})
     return result, False
 

@@ -3,7 +3,8 @@
 them all, between loading its inputs and recording its metrics:
 
 validate -> prepare -> evaluate_before -> [dense_reference] -> [calibrate] -> [prune -> evaluate_pruned]
--> score -> mask | prepare_method -> train -> merge -> evaluate -> export -> [compile] -> benchmark -> record
+-> score -> mask | prepare_method -> train -> merge -> evaluate -> [int8_ranges] -> export -> [compile] -> benchmark
+-> record
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def _prunes(run: AdaptRun) -> bool:
     return run.config.prunes_2_4
 
 
+def _int8(run: AdaptRun) -> bool:
+    return run.config.quantize == "int8"
+
+
 def _sparse(run: AdaptRun) -> bool:
     """A sparse method: it scores, then trains the masked entries (its mask may come from the work dir)."""
     return run.method.kind == "sparse"
@@ -59,7 +64,8 @@ def dense_reference(run: AdaptRun) -> None:
 
     def compute() -> tuple[float, Optional[torch.Tensor]]:
         reference = AdaptRun(
-            run.config.model_copy(update={"sparsity": "none", "dense_reference": False}), run.method, run.device,
+            run.config.model_copy(update={"sparsity": "none", "dense_reference": False, "quantize": "none"}),
+            run.method, run.device,
             StageTimer(_reference_progress(run.on_progress)), ref_dir, _reference_progress(run.on_progress),
             copy.deepcopy(made(run.model, "validate")), run.preprocess, run.task, split=run.split)
         with torch.random.fork_rng(devices=[run.device.index or 0] if run.device.type == "cuda" else []):
@@ -106,6 +112,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", TRAIN_SPAN[0], adapt_stages.train_stage),
     Stage("merge", TRAIN_SPAN[1], adapt_stages.merge),
     Stage("evaluate", 0.91, adapt_stages.evaluate),
+    Stage("int8_ranges", 0.93, adapt_stages.int8_ranges, _int8),
     Stage("export", 0.94, _job_stage(job_stages.export), job_only=True),
     Stage("compile", 0.96, _job_stage(job_stages.compile_stage),
           lambda run: isinstance(run, JobRun) and run.compile_backend != "none", job_only=True),

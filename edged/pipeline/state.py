@@ -66,6 +66,8 @@ class AdaptRun:
     adaptation: Optional[Adaptation] = None
     training: Optional[TrainResult] = None
     accuracy_after: Optional[float] = None
+    int8_ranges: Optional[dict[str, Tensor]] = None  # layer -> (amax, percentile) of its input, adapted model
+    int8_drift: Optional[dict[str, float]] = None  # how those moved since the calibration pass
 
     @property
     def eval_batch(self) -> int:

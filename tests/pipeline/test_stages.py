@@ -38,6 +38,8 @@ def _non_default(name: str, value: object) -> object:
         return "random"
     if name == "sparsity":
         return "2:4"
+    if name == "quantize":
+        return "int8"
     if value is None:
         return 0.5
     return value * 2 if isinstance(value, int) else value / 2  # float fields: halved stays in bounds
