@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edged.calibrate.hooks import InputCollector
 from edged.sparse.layers import WeightLayer
 
 
@@ -51,32 +52,17 @@ def _padding(conv: nn.Conv2d, x: Tensor) -> tuple[tuple[int, int], tuple[int, in
     return (padding[0], padding[0]), (padding[1], padding[1])
 
 
-class FeatureNormCollector:
+class FeatureNormCollector(InputCollector):
     """Context manager: while active, every forward of the given layers adds to the squared-norm sums."""
 
     def __init__(self, layers: dict[str, WeightLayer]) -> None:
-        self.layers = layers
+        super().__init__(layers)
         self.sumsq: dict[str, Tensor] = {}
-        self._handles: list = []
 
-    def __enter__(self) -> "FeatureNormCollector":
-        for name, layer in self.layers.items():
-            self._handles.append(layer.register_forward_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _hook(self, name: str):
-        def hook(layer: nn.Module, args: tuple, output: Tensor) -> None:
-            x = args[0]
-            stat = _linear_sumsq(x) if isinstance(layer, nn.Linear) else _conv_sumsq(layer, x)  # type: ignore[arg-type]
-            stat = stat.cpu()
-            self.sumsq[name] = self.sumsq[name] + stat if name in self.sumsq else stat
-
-        return hook
+    def add(self, name: str, layer: nn.Module, x: Tensor) -> None:
+        stat = _linear_sumsq(x) if isinstance(layer, nn.Linear) else _conv_sumsq(layer, x)  # type: ignore[arg-type]
+        stat = stat.cpu()
+        self.sumsq[name] = self.sumsq[name] + stat if name in self.sumsq else stat
 
     def norms(self) -> dict[str, Tensor]:
         """||X_j||_2 per layer: Linear (in,), Conv2d (C_in, kh, kw), float64."""

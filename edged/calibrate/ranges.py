@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from edged.calibrate.hooks import InputCollector
 from edged.sparse.layers import WeightLayer
 
 BINS = 2048
@@ -64,29 +65,15 @@ class AbsHistogram:
         return min((index + 1) * self.edge / BINS, self.amax)
 
 
-class RangeCollector:
+class RangeCollector(InputCollector):
     """Context manager: while active, every forward of the given layers adds its input to their histograms."""
 
     def __init__(self, layers: dict[str, WeightLayer]) -> None:
-        self.layers = layers
+        super().__init__(layers)
         self.histograms: dict[str, AbsHistogram] = {name: AbsHistogram() for name in layers}
-        self._handles: list = []
 
-    def __enter__(self) -> "RangeCollector":
-        for name, layer in self.layers.items():
-            self._handles.append(layer.register_forward_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _hook(self, name: str):
-        def hook(layer: nn.Module, args: tuple, output: Tensor) -> None:
-            self.histograms[name].add(args[0])
-
-        return hook
+    def add(self, name: str, layer: nn.Module, x: Tensor) -> None:
+        self.histograms[name].add(x)
 
     def ranges(self, q: float = PERCENTILE) -> dict[str, Tensor]:
         """weight name -> (amax, q-th percentile of |x|) of the layer's input, float64 (2,)."""

@@ -5,25 +5,22 @@ the other tasks keep answering."""
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load as load_safetensors
 
-from daemon import AUTH, TEST_MODEL_DIR, Daemon
-from jobs_helpers import FAST_JOB, MODEL, digits_npz, wait_for
+from daemon import AUTH, Daemon
+from jobs_helpers import FAST_JOB, digits_npz, wait_for
+from tasks_helpers import artifact, merged_model, npz, predict
 from edged.compile.onnx_export import OnnxRunner
 from edged.data.bundled import mnist_5k
 from edged.data.task import TaskData
-from edged.models.loader import load_model
 from edged.store.blobs import BlobStore
 from edged.store.db import open_db
 from edged.tasks.compiled import runtime_probe
-from test_serving import _npz, _predict
 
 CONCURRENT = 24
 
@@ -55,27 +52,18 @@ def served(tmp_path_factory):
 def _parity_npz() -> bytes:
     digits = mnist_5k()
     index = np.random.default_rng(0).permutation(len(digits))[:300]
-    return _npz(digits.x.numpy()[index, 0], digits.y.numpy()[index] % 2)
+    return npz(digits.x.numpy()[index, 0], digits.y.numpy()[index] % 2)
 
 
 def _references(daemon: Daemon, job: dict, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(onnxruntime on the job's model.onnx, the job's merged.safetensors in PyTorch) on the same preprocessed x."""
-    artifact = {name: httpx.get(f"{daemon.url}/v1/jobs/{job['id']}/artifacts/{name}", headers=AUTH, timeout=60).content
-                for name in ("model.onnx", "merged.safetensors")}
-    state = load_safetensors(artifact["merged.safetensors"])
-    sys.path.insert(0, str(TEST_MODEL_DIR))
-    try:
-        loaded = load_model(MODEL, state["head.weight"].shape[0], seed=job["config"]["adapt"]["seed"],
-                            **job["config"]["model_options"])
-    finally:
-        sys.path.remove(str(TEST_MODEL_DIR))
-    loaded.model.load_state_dict(state)
-    classes = [str(i) for i in range(state["head.weight"].shape[0])]
+    loaded = merged_model(daemon, job)
+    classes = [str(i) for i in range(loaded.model.head.out_features)]
     inputs = loaded.preprocess(TaskData("image", torch.from_numpy(x)[:, None], torch.zeros(len(x), dtype=torch.int64),
                                         classes, labelled=False))  # (N, 3, 16, 16)
     with torch.no_grad():
         merged = loaded.model.eval()(inputs)
-    return OnnxRunner(artifact["model.onnx"], threads=1)(inputs), merged  # the daemon's EDGED_PREDICT_THREADS=1
+    return OnnxRunner(artifact(daemon, job, "model.onnx"), threads=1)(inputs), merged  # the daemon's EDGED_PREDICT_THREADS=1
 
 
 def test_the_compiled_task_predicts_through_its_onnx_artifact(served):
@@ -84,7 +72,7 @@ def test_the_compiled_task_predicts_through_its_onnx_artifact(served):
     task = daemon.get(f"/v1/tasks/{task_id}").json()
     assert (task["compiled_backend"], task["compiled_artifact"], task["serving_backend"]) == \
         ("onnxruntime", "model.onnx", "onnxruntime")
-    response = _predict(daemon, task_id, x[:8], logits="true")
+    response = predict(daemon, task_id, x[:8], logits="true")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["backend"] == "onnxruntime" and body["backend_reason"] is None and body["switch_ms"] == 0
@@ -100,7 +88,7 @@ def test_the_eager_task_says_so(served):
     task_id = jobs["eager"]["metrics"]["task_id"]
     task = daemon.get(f"/v1/tasks/{task_id}").json()
     assert task["compiled_backend"] is None and task["serving_backend"] == "eager"
-    body = _predict(daemon, task_id, x[:2]).json()
+    body = predict(daemon, task_id, x[:2]).json()
     assert body["backend"] == "eager" and body["backend_reason"] is None
 
 
@@ -121,9 +109,9 @@ def test_without_tensorrt_an_engine_task_serves_eager_and_says_why(served):
     task = daemon.get("/v1/tasks/engine-task").json()
     assert task["serving_backend"] == "eager" and "tensorrt cannot run here" in task["serving_backend_reason"]
     for _ in range(2):
-        body = _predict(daemon, "engine-task", x[:4], logits="true").json()
+        body = predict(daemon, "engine-task", x[:4], logits="true").json()
         assert body["backend"] == "eager" and body["backend_reason"] == task["serving_backend_reason"]
-    assert body["logits"] == _predict(daemon, eager["id"], x[:4], logits="true").json()["logits"]  # the same delta
+    assert body["logits"] == predict(daemon, eager["id"], x[:4], logits="true").json()["logits"]  # the same delta
     assert daemon.output().count("task engine-task: tensorrt cannot run here") == 1  # warned once, not per predict
 
 
@@ -135,7 +123,7 @@ def test_concurrent_predicts_on_the_compiled_task_share_micro_batches_and_are_ea
     def ask(i: int) -> dict:
         with httpx.Client(headers=AUTH, timeout=120) as client:
             response = client.post(f"{daemon.url}/v1/tasks/{task_id}/predict", params={"logits": "true"},
-                                   files={"file": ("x.npz", _npz(x[i:i + 1]))})
+                                   files={"file": ("x.npz", npz(x[i:i + 1]))})
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -158,7 +146,7 @@ def test_a_damaged_artifact_answers_a_clear_error_and_other_tasks_keep_answering
     assert httpx.delete(f"{daemon.url}/v1/jobs/{jobs['onnx']['id']}", headers=AUTH, timeout=30).status_code == 204
     daemon.stop()
     daemon.start()
-    assert _predict(daemon, onnx_task, x[:1]).json()["backend"] == "onnxruntime"
+    assert predict(daemon, onnx_task, x[:1]).json()["backend"] == "onnxruntime"
     stored = BlobStore(daemon.data_dir / "blobs").path(blob)
     damaged = bytearray(stored.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
@@ -166,12 +154,12 @@ def test_a_damaged_artifact_answers_a_clear_error_and_other_tasks_keep_answering
     daemon.stop()
     daemon.start()  # no session in memory: the next predict reads the damaged file
     for problem in ("corrupt", "missing"):
-        response = _predict(daemon, onnx_task, x[:1])
+        response = predict(daemon, onnx_task, x[:1])
         assert response.status_code == 409, response.text
         error = response.json()["error"]
         assert error["code"] == "corrupt" and onnx_task in error["message"] and "model.onnx" in error["message"]
         assert problem in error["message"] and error["detail"]["task"] == onnx_task
-        assert _predict(daemon, eager_task, x[:1]).status_code == 200  # the other task keeps answering
+        assert predict(daemon, eager_task, x[:1]).status_code == 200  # the other task keeps answering
         assert daemon.get(f"/v1/tasks/{onnx_task}").json()["compiled_blob"] == blob  # nothing stored was changed
         if problem == "corrupt":
             assert stored.read_bytes() == bytes(damaged)

@@ -5,7 +5,6 @@ deleted task is freed, and bad inputs get a 4xx that says what is accepted."""
 from __future__ import annotations
 
 import io
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,22 +12,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load as load_safetensors
 
-from daemon import AUTH, TEST_MODEL_DIR, Daemon
+from daemon import AUTH, Daemon
 from jobs_helpers import FAST_JOB, MODEL, wait_for
+from tasks_helpers import merged_model, npz, predict, single_thread_logits
 from edged.data.bundled import mnist_5k
 from edged.data.task import TaskData
-from edged.models.loader import load_model
 from edged.store.db import open_db
 
 PREDICT_IMAGES = 8
-
-
-def _npz(x: np.ndarray, y: np.ndarray | None = None, **extra: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=x, **({"y": y} if y is not None else {}), **extra)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,7 @@ def served(tmp_path_factory):
     try:
         for name, labels in (("digits", y), ("parity", y % 2)):
             upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
-                                files={"file": (f"{name}.npz", _npz(x, labels))})
+                                files={"file": (f"{name}.npz", npz(x, labels))})
             assert upload.status_code == 201, upload.text
             job = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
                              json={**FAST_JOB, "dataset": upload.json()["id"]})
@@ -57,32 +49,13 @@ def served(tmp_path_factory):
         daemon.stop()
 
 
-def _predict(daemon: Daemon, task_id: str, x: np.ndarray, **params) -> httpx.Response:
-    return httpx.post(f"{daemon.url}/v1/tasks/{task_id}/predict", headers=AUTH, timeout=60, params=params,
-                      files={"file": ("x.npz", _npz(x))})
-
-
 def _merged_logits(daemon: Daemon, job: dict, x: np.ndarray) -> torch.Tensor:
     """The job's merged.safetensors, loaded here the documented way, on the same preprocessed inputs."""
-    merged = httpx.get(f"{daemon.url}/v1/jobs/{job['id']}/artifacts/merged.safetensors", headers=AUTH, timeout=60)
-    state = load_safetensors(merged.content)
-    sys.path.insert(0, str(TEST_MODEL_DIR))
-    try:
-        loaded = load_model(MODEL, state["head.weight"].shape[0], seed=job["config"]["adapt"]["seed"],
-                            **job["config"]["model_options"])
-    finally:
-        sys.path.remove(str(TEST_MODEL_DIR))
-    loaded.model.load_state_dict(state)
-    classes = [str(i) for i in range(state["head.weight"].shape[0])]
+    loaded = merged_model(daemon, job)
+    classes = [str(i) for i in range(loaded.model.head.out_features)]
     inputs = loaded.preprocess(TaskData("image", torch.from_numpy(x)[:, None], torch.zeros(len(x), dtype=torch.int64),
                                         classes, labelled=False))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the daemon predicts with EDGED_PREDICT_THREADS=1: the same kernels, the same sums
-    try:
-        with torch.no_grad():
-            return loaded.model.eval()(inputs)
-    finally:
-        torch.set_num_threads(threads)
+    return single_thread_logits(loaded.model, inputs)
 
 
 def test_two_jobs_publish_two_tasks_whose_predictions_are_their_merged_models(served):
@@ -93,7 +66,7 @@ def test_two_jobs_publish_two_tasks_whose_predictions_are_their_merged_models(se
         task = tasks[job["id"]]
         assert job["metrics"]["task_id"] == task["id"] and task["base_model"] == MODEL
         assert task["classes"] == ([str(i) for i in range(10)] if name == "digits" else ["0", "1"])
-        response = _predict(daemon, task["id"], x, logits="true", top_k=2)
+        response = predict(daemon, task["id"], x, logits="true", top_k=2)
         assert response.status_code == 200, response.text
         body = response.json()
         logits = torch.tensor(body["logits"])
@@ -111,28 +84,28 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_image_files_predict_like_the_same_pixels_in_an_npz(served):
+def test_image_files_predict_like_the_same_pixels_in_annpz(served):
     daemon, jobs, x = served
     task_id = jobs["digits"]["metrics"]["task_id"]
     files = [("file", (f"{i}.png", _png(image))) for i, image in enumerate(x[:3])]
     as_files = httpx.post(f"{daemon.url}/v1/tasks/{task_id}/predict", headers=AUTH, files=files, timeout=60,
                           params={"logits": "true"})
     assert as_files.status_code == 200, as_files.text
-    as_npz = _predict(daemon, task_id, x[:3], logits="true")
+    as_npz = predict(daemon, task_id, x[:3], logits="true")
     assert torch.equal(torch.tensor(as_files.json()["logits"]), torch.tensor(as_npz.json()["logits"]))
 
 
 def test_alternating_switches_under_concurrent_predicts_never_mix_tasks(served):
     daemon, jobs, x = served
     ids = {name: job["metrics"]["task_id"] for name, job in jobs.items()}
-    expected = {name: _predict(daemon, ids[name], x[:1], logits="true").json()["logits"][0] for name in ids}
+    expected = {name: predict(daemon, ids[name], x[:1], logits="true").json()["logits"][0] for name in ids}
     before = daemon.get("/v1/serving").json()["switches"]
     order = ["digits", "parity"] * 500  # 1,000 requests, each a switch when served alone
 
     def ask(name: str) -> tuple[str, dict]:
         with httpx.Client(headers=AUTH, timeout=120) as client:
             response = client.post(f"{daemon.url}/v1/tasks/{ids[name]}/predict", params={"logits": "true"},
-                                   files={"file": ("x.npz", _npz(x[:1]))})
+                                   files={"file": ("x.npz", npz(x[:1]))})
         assert response.status_code == 200, response.text
         return name, response.json()
 
@@ -149,8 +122,8 @@ def test_alternating_switches_under_concurrent_predicts_never_mix_tasks(served):
 def test_serving_is_recorded_per_task_in_sqlite_and_on_metrics(served):
     daemon, jobs, x = served
     task_id = jobs["digits"]["metrics"]["task_id"]
-    assert _predict(daemon, task_id, x[:2]).status_code == 200
-    assert _predict(daemon, task_id, x[:3]).status_code == 200
+    assert predict(daemon, task_id, x[:2]).status_code == 200
+    assert predict(daemon, task_id, x[:3]).status_code == 200
 
     def recorded() -> tuple[list[dict], tuple]:
         db = open_db(daemon.data_dir / "edged.db")
@@ -178,7 +151,7 @@ def test_a_job_aligned_to_the_bases_tasks_shares_their_blocks(served):
     index = np.random.default_rng(1).permutation(len(digits))[:300]
     labels = (digits.y.numpy()[index] >= 5).astype(np.int64)  # a third task: small vs large digits
     upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
-                        files={"file": ("halves.npz", _npz(digits.x.numpy()[index, 0], labels))})
+                        files={"file": ("halves.npz", npz(digits.x.numpy()[index, 0], labels))})
     submitted = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
                            json={**FAST_JOB, "dataset": upload.json()["id"], "align_strength": 4.0})
     assert submitted.status_code == 202, submitted.text
@@ -197,10 +170,10 @@ def test_bad_inputs_get_a_4xx_that_says_what_is_accepted(served):
     url = f"{daemon.url}/v1/tasks/{task_id}/predict"
     cases = [
         (httpx.post(url, headers=AUTH, json={"texts": ["a digit"]}), 422, "takes image"),
-        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", _npz(x[:0]))}), 422, "no inputs"),
+        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", npz(x[:0]))}), 422, "no inputs"),
         (httpx.post(url, headers=AUTH, files={"file": ("a.png", b"not a png")}), 422, "not a readable image"),
-        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", _npz(x.astype(np.float64)))}), 422, "uint8"),
-        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", _npz(x[:, :, :, None, None]))}), 422, "uint8"),
+        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", npz(x.astype(np.float64)))}), 422, "uint8"),
+        (httpx.post(url, headers=AUTH, files={"file": ("x.npz", npz(x[:, :, :, None, None]))}), 422, "uint8"),
         (httpx.post(url, content=b"raw", headers={**AUTH, "Content-Type": "text/plain"}), 422,
          "not accepted"),
         (httpx.post(f"{daemon.url}/v1/tasks/nope/predict", headers=AUTH, json={"texts": ["x"]}), 404, "no task"),
@@ -213,11 +186,11 @@ def test_bad_inputs_get_a_4xx_that_says_what_is_accepted(served):
 def test_a_deleted_task_is_freed(served):
     daemon, jobs, x = served
     task_id = jobs["parity"]["metrics"]["task_id"]
-    assert _predict(daemon, task_id, x[:1]).status_code == 200  # active and cached
+    assert predict(daemon, task_id, x[:1]).status_code == 200  # active and cached
     entries = daemon.get("/v1/serving").json()["cache"]["entries"]
     assert httpx.delete(f"{daemon.url}/v1/tasks/{task_id}", headers=AUTH, timeout=30).status_code == 204
     assert daemon.get(f"/v1/tasks/{task_id}").status_code == 404
-    assert _predict(daemon, task_id, x[:1]).status_code == 404
+    assert predict(daemon, task_id, x[:1]).status_code == 404
     assert daemon.get("/v1/serving").json()["cache"]["entries"] == entries - 1
     # its delta blob stays: the job's delta.safetensors artifact still names it
     artifact = httpx.get(f"{daemon.url}/v1/jobs/{jobs['parity']['id']}/artifacts/delta.safetensors", headers=AUTH)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import signal
-import sys
 import threading
 import time
 import zipfile
@@ -21,15 +20,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load as load_safetensors
 
-from daemon import AUTH, TEST_MODEL_DIR, Daemon
+from daemon import AUTH, Daemon
 from fake_sysfs import FakeIna3221
 from jobs_helpers import TEXT_JOB, bbc_jsonl, digits_npz, wait_for
+from tasks_helpers import merged_model, npz, single_thread_logits
 from edged.data.bundled import bbc_news, mnist_5k, package_dir
 from edged.data.task import TaskData
 from edged.jobs.states import FINAL_STATES
-from edged.models.loader import load_model
 from edged.store.db import open_db
 
 BOARD_MV, BOARD_MA = 5000, 400  # the fake board draws 2 W on VDD_IN
@@ -98,12 +96,6 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _npz(x: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=x)
-    return buffer.getvalue()
-
-
 def _test_images() -> list[np.ndarray]:
     """Digits no job trained on (the last of the 5,000): two grayscale 28 x 28, one enlarged to RGB 40 x 40."""
     x = mnist_5k().x.numpy()[-3:, 0]
@@ -124,21 +116,14 @@ def predict(daemon: Daemon, task_id: str, name: str) -> httpx.Response:
     if name == "mobilenet":
         files = [("file", (f"{i}.png", _png(image))) for i, image in enumerate(_test_images())]
         return httpx.post(url, headers=AUTH, params=params, files=files, timeout=60)
-    return httpx.post(url, headers=AUTH, params=params, files={"file": ("x.npz", _npz(wine_csv()[1][::20]))},
+    return httpx.post(url, headers=AUTH, params=params, files={"file": ("x.npz", npz(wine_csv()[1][::20]))},
                       timeout=60)
 
 
 def merged_logits(daemon: Daemon, job: dict, name: str) -> torch.Tensor:
     """The job's merged.safetensors loaded the documented way, run here on the same inputs, one torch thread."""
-    merged = httpx.get(f"{daemon.url}/v1/jobs/{job['id']}/artifacts/merged.safetensors", headers=AUTH, timeout=60)
-    state = load_safetensors(merged.content)
-    classes = state["head.weight"].shape[0]
-    sys.path.insert(0, str(TEST_MODEL_DIR))
-    try:
-        loaded = load_model(job["model"], classes, seed=job["config"]["adapt"]["seed"], **job["config"]["model_options"])
-    finally:
-        sys.path.remove(str(TEST_MODEL_DIR))
-    loaded.model.load_state_dict(state)
+    loaded = merged_model(daemon, job)
+    classes = loaded.model.head.out_features
     names = [str(i) for i in range(classes)]
 
     def unlabelled(kind: str, x) -> TaskData:
@@ -151,13 +136,7 @@ def merged_logits(daemon: Daemon, job: dict, name: str) -> torch.Tensor:
         inputs = torch.cat([loaded.preprocess(unlabelled("image", image)) for image in images])  # type: ignore[list-item]
     else:
         inputs = loaded.preprocess(unlabelled("tabular", torch.from_numpy(wine_csv()[1][::20])))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the daemon predicts with EDGED_PREDICT_THREADS=1: the same kernels, the same sums
-    try:
-        with torch.no_grad():
-            return loaded.model.eval()(inputs)
-    finally:
-        torch.set_num_threads(threads)
+    return single_thread_logits(loaded.model, inputs)
 
 
 @pytest.mark.parametrize("name", list(JOBS))
@@ -178,7 +157,7 @@ def test_each_kind_predicts_what_its_merged_model_predicts(served, name):
 def test_each_kind_refuses_the_other_kinds_inputs(served):
     daemon = served.daemon
     url = f"{daemon.url}/v1/tasks/{{}}/predict"
-    image, features = _npz(_test_images()[0][None]), _npz(wine_csv()[1][:2])
+    image, features = npz(_test_images()[0][None]), npz(wine_csv()[1][:2])
     cases = [
         ("text", {"files": {"file": ("x.npz", image)}}, 422, "takes text"),
         ("text", {"json": {"texts": []}}, 422, "texts"),
@@ -186,13 +165,13 @@ def test_each_kind_refuses_the_other_kinds_inputs(served):
         ("mobilenet", {"files": {"file": ("x.npz", features)}}, 422, "uint8"),
         ("wine", {"files": {"file": ("a.png", _png(_test_images()[0]))}}, 422, "takes an .npz"),
         ("wine", {"json": {"texts": ["a wine"]}}, 422, "takes tabular"),
-        ("wine", {"files": {"file": ("x.npz", _npz(wine_csv()[1][:2, :5]))}}, 422, "5 features per sample; this task takes 13"),
-        ("wine", {"files": {"file": ("x.npz", _npz(np.array([["a"] * 13])))}}, 422, "numbers"),
-        ("wine", {"files": {"file": ("x.npz", _npz(np.full((2, 13), np.nan, np.float32)))}}, 422, "NaN"),
-        ("wine", {"files": {"file": ("x.npz", _npz(np.full((2, 13), 1e300)))}}, 422, "beyond-float32"),
-        ("wine", {"files": {"file": ("x.npz", _npz(np.full((2, 13), 3e38, np.float32)))}}, 422, "infinite logits"),
-        ("mobilenet", {"files": {"file": ("x.npz", _npz(np.zeros((1, 0, 5), np.uint8)))}}, 422, "[1, 0, 5]"),
-        ("mobilenet", {"files": {"file": ("x.npz", _zeros_npz((24, 3, 1024, 1024)))}}, 413, "decode memory budget"),
+        ("wine", {"files": {"file": ("x.npz", npz(wine_csv()[1][:2, :5]))}}, 422, "5 features per sample; this task takes 13"),
+        ("wine", {"files": {"file": ("x.npz", npz(np.array([["a"] * 13])))}}, 422, "numbers"),
+        ("wine", {"files": {"file": ("x.npz", npz(np.full((2, 13), np.nan, np.float32)))}}, 422, "NaN"),
+        ("wine", {"files": {"file": ("x.npz", npz(np.full((2, 13), 1e300)))}}, 422, "beyond-float32"),
+        ("wine", {"files": {"file": ("x.npz", npz(np.full((2, 13), 3e38, np.float32)))}}, 422, "infinite logits"),
+        ("mobilenet", {"files": {"file": ("x.npz", npz(np.zeros((1, 0, 5), np.uint8)))}}, 422, "[1, 0, 5]"),
+        ("mobilenet", {"files": {"file": ("x.npz", _zerosnpz((24, 3, 1024, 1024)))}}, 413, "decode memory budget"),
         ("mobilenet", {"files": [("file", (f"{i}.png", _blank_png(3000))) for i in range(3)]}, 413,
          "decode memory budget"),
         ("text", {"json": {"texts": ["a" * 2**20, "b"]}}, 413, "characters"),
@@ -205,7 +184,7 @@ def test_each_kind_refuses_the_other_kinds_inputs(served):
         assert predict(daemon, task_id, name).status_code == 200
 
 
-def _zeros_npz(shape: tuple[int, ...]) -> bytes:
+def _zerosnpz(shape: tuple[int, ...]) -> bytes:
     """An .npz whose uint8 `x` of `shape` is all zeros: MBs compressed, GBs decoded (written in chunks)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("x.npy", "w", force_zip64=True) as member:
@@ -269,7 +248,7 @@ def _small_request(name: str) -> dict:
     if name == "text":
         return {"json": {"texts": ["markets rallied after the vote"]}}
     x = _test_images()[0][None] if name == "mobilenet" else wine_csv()[1][:1]
-    return {"files": {"file": ("x.npz", _npz(x))}}
+    return {"files": {"file": ("x.npz", npz(x))}}
 
 
 def _hammer(daemon: Daemon, tasks: dict[str, str], stop: threading.Event) -> None:

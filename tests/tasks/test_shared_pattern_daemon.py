@@ -13,18 +13,18 @@ from safetensors.torch import load as load_safetensors
 
 from daemon import AUTH, Daemon
 from jobs_helpers import FAST_JOB, wait_for
+from tasks_helpers import artifact, npz
 from edged.data.bundled import mnist_5k
 from edged.sparse.nm import check_2_4
 from edged.sparse.shared_pattern import unpack_pattern
 from edged.store.db import open_db
-from test_serving import _npz
 
 JOB_2_4 = {**FAST_JOB, "sparsity": "2:4", "dense_reference": False}
 
 
 def _run(daemon: Daemon, name: str, x: np.ndarray, y: np.ndarray, **fields) -> dict:
     upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
-                        files={"file": (f"{name}.npz", _npz(x, y))})
+                        files={"file": (f"{name}.npz", npz(x, y))})
     assert upload.status_code == 201, upload.text
     submitted = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
                            json={**JOB_2_4, "dataset": upload.json()["id"], **fields})
@@ -32,12 +32,6 @@ def _run(daemon: Daemon, name: str, x: np.ndarray, y: np.ndarray, **fields) -> d
     job = wait_for(daemon.job(submitted.json()["id"]), lambda j: j["state"] in ("succeeded", "failed"), timeout_s=240)
     assert job["state"] == "succeeded", job
     return job
-
-
-def _artifact(daemon: Daemon, job: dict, name: str) -> bytes:
-    response = httpx.get(f"{daemon.url}/v1/jobs/{job['id']}/artifacts/{name}", headers=AUTH, timeout=60)
-    assert response.status_code == 200, response.text
-    return response.content
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +46,9 @@ def three_jobs(tmp_path_factory):
         first = _run(daemon, "digits", x, y)
         shared = _run(daemon, "parity", x, y % 2)
         own = _run(daemon, "parity-own", x, y % 2, share_2_4=False)
-        merged = {key: load_safetensors(_artifact(daemon, job, "merged.safetensors"))
+        merged = {key: load_safetensors(artifact(daemon, job, "merged.safetensors"))
                   for key, job in (("first", first), ("shared", shared), ("own", own))}
-        pattern = unpack_pattern(_artifact(daemon, first, "pattern_2_4.safetensors"))
+        pattern = unpack_pattern(artifact(daemon, first, "pattern_2_4.safetensors"))
         db = open_db(daemon.data_dir / "edged.db")
         try:
             rows = list(db.query("SELECT * FROM base_patterns"))
