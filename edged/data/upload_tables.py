@@ -173,6 +173,9 @@ def decode_jsonl(source: str, data: bytes, limits: UploadLimits, budget: DecodeB
             raise InvalidInput(f"{source} line {number}: not JSON: {reason}", detail={"accepted": JSONL_HINT}) from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InvalidInput(f"{source} line {number}: needs a string 'text'", detail={"accepted": JSONL_HINT})
+        if not record["text"].strip():
+            raise InvalidInput(f"{source} line {number}: 'text' is empty; every record needs the text to classify",
+                               detail={"accepted": JSONL_HINT})
         label = record.get("label")
         if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
             raise InvalidInput(f"{source} line {number}: missing or invalid 'label' {label!r}", detail={"accepted": JSONL_HINT})
@@ -231,7 +234,9 @@ def _number(source: str, line: int, column: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidInput(f"{source} line {line}: column {column!r} holds {text!r}, not a number") from None
+        raise InvalidInput(f"{source} line {line}: column {column!r} holds {text!r}, not a number: a .csv holds "
+                           f"numeric features; texts go in a .jsonl", detail={"accepted": {"csv": CSV_HINT,
+                                                                                           "jsonl": JSONL_HINT}}) from None
     if not math.isfinite(value):
         raise InvalidInput(f"{source} line {line}: column {column!r} holds {text!r}; features must be finite")
     return value

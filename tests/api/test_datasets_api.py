@@ -172,3 +172,15 @@ def test_missing_file_field_lists_the_reason(client, auth):
     response = client.post("/v1/datasets", headers=auth, data={"name": "x"})
     assert response.status_code == 422
     assert response.json()["error"]["detail"][0]["loc"] == ["body", "file"]
+
+
+@pytest.mark.parametrize("filename, data, says", [
+    ("texts.jsonl", b'{"text": "fine", "label": "a"}\n{"text": "  ", "label": "b"}\n', "'text' is empty"),
+    ("texts.csv", b"text,label\nthe match was won,sport\n", "texts go in a .jsonl"),
+])
+def test_text_in_the_wrong_shape_is_refused_with_the_format_that_takes_it(client, auth, settings, filename, data, says):
+    response = _upload(client, auth, filename, data)
+    assert response.status_code == 422, response.json()
+    error = response.json()["error"]
+    assert says in error["message"] and "one JSON object per line" in str(error["detail"]["accepted"])
+    assert client.get("/v1/datasets", headers=auth).json() == [] and _stored_files(settings) == []
