@@ -41,7 +41,8 @@ def save_dataset(
     name: Optional[str] = None,
     limits: Optional[UploadLimits] = None,
 ) -> dict[str, Any]:
-    """Decode and validate an upload, then store it; the same bytes again return the existing row.
+    """Decode and validate an upload, then store it; the same bytes again return the existing row (its name kept),
+    marked `already_stored`.
 
     Decoding comes first: a rejected upload raises and leaves neither a row nor a blob behind; so
     does a full disk (InsufficientStorage). Uploading a dataset's bytes again repairs its stored copy
@@ -53,7 +54,7 @@ def save_dataset(
     if existing is not None:
         with _nothing_partial_on_a_full_disk(blobs, digest):
             blobs.put_bytes(data)
-        return existing
+        return {**existing, "already_stored": True}
     fmt = detect_format(filename)
     task = decode_as(fmt, filename, data, limits or UploadLimits())
     row = _row_for(task, digest, fmt, name, len(data))
@@ -66,8 +67,8 @@ def save_dataset(
             existing = _row_by_sha256(db, digest)
             if existing is None:
                 raise
-            return existing
-    return _decoded(row)
+            return {**existing, "already_stored": True}
+    return {**_decoded(row), "already_stored": False}
 
 
 def check_dataset_name(name: str) -> str:

@@ -47,8 +47,9 @@ def test_same_bytes_same_dataset_and_get_delete(client, auth, uploads):
     data = uploads.zip(uploads.image_folders(per_class=2))
     first = _upload(client, auth, "d.zip", data, name="pets").json()
     assert first["name"] == "pets" and first["classes"] == ["cat", "dog"]
-    again = _upload(client, auth, "copy.zip", data)
-    assert again.status_code in (200, 201) and again.json()["id"] == first["id"]
+    assert first["already_stored"] is False
+    again = _upload(client, auth, "copy.zip", data, name="other")
+    assert again.status_code == 200 and again.json() == {**first, "already_stored": True}  # the first name kept
     assert client.get(f"/v1/datasets/{first['id']}", headers=auth).json() == first
     assert client.delete(f"/v1/datasets/{first['id']}", headers=auth).status_code == 204
     missing = client.get(f"/v1/datasets/{first['id']}", headers=auth)

@@ -23,6 +23,7 @@ def test_save_then_load_returns_the_same_task(db, blobs, uploads):
     assert row["name"] == "digits" and row["kind"] == "image" and row["format"] == "zip"
     assert row["num_samples"] == 6 and row["classes"] == ["cat", "dog"] and row["shape"] == [1, 8, 8]
     assert row["size_bytes"] == len(data) and blobs.exists(row["blob"])
+    assert row.pop("already_stored") is False
     assert get_dataset(db, row["id"]) == row and list_datasets(db) == [row]
     task = load_task(db, blobs, row["id"])
     assert task.x.shape == (6, 1, 8, 8) and task.x.dtype == torch.uint8 and task.classes == ["cat", "dog"]
@@ -32,6 +33,7 @@ def test_same_bytes_give_the_same_dataset(db, blobs):
     first = save_dataset(db, blobs, "a.csv", b"f,label\n1,a\n2,b\n")
     again = save_dataset(db, blobs, "renamed.csv", b"f,label\n1,a\n2,b\n", name="other")
     assert again["id"] == first["id"] and len(list_datasets(db)) == 1
+    assert (first["already_stored"], again["already_stored"], again["name"]) == (False, True, "a.csv")
 
 
 def test_rejected_upload_stores_nothing(db, blobs, settings):
