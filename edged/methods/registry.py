@@ -36,6 +36,7 @@ class MethodEntry:
     needs_calibration: bool = False  # reads the calibration pass (input-feature norms)
     needs_gradients: bool = False  # scoring runs backward passes (more memory than calibration)
     default_lr: float = 1e-3
+    trains_backbone: bool = True  # false: only the head trains, so a backbone `lr` would be ignored
 
     def options_for(self, config: BaseModel) -> MethodOptions:
         """This method's options, picked out of a config holding them (the job's AdaptConfig)."""
@@ -66,13 +67,14 @@ def register_scorer(name: str, description: str, needs_gradients: bool = False, 
 
 
 def register_adapter(name: str, description: str, options: type[MethodOptions] = MethodOptions, keeps_2_4: bool = False,
-                     needs_calibration: bool = False, default_lr: float = 1e-3):
+                     needs_calibration: bool = False, default_lr: float = 1e-3, trains_backbone: bool = True):
     """Decorator: register `prepare(model, batches, options, calibration) -> Adaptation` as method `name`.
     `keeps_2_4`: it leaves every Linear/Conv2d weight alone (norms, biases, the head)."""
 
     def decorate(fn: Callable) -> Callable:
         _register(MethodEntry(name, "adapter", description, fn, options, keeps_2_4=keeps_2_4,
-                              needs_calibration=needs_calibration, default_lr=default_lr))
+                              needs_calibration=needs_calibration, default_lr=default_lr,
+                              trains_backbone=trains_backbone))
         return fn
 
     return decorate

@@ -28,7 +28,8 @@ class JobFields(MethodOptions):
 
     method: str = Field("taskedge", description="a registered adaptation method or baseline")
     epochs: int = Field(3, ge=1, le=1000, description="training epochs")
-    lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the method's)")
+    lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the "
+                                "method's); refused for 'head', which trains no backbone part (set head_lr)")
     head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
@@ -65,6 +66,16 @@ class JobFields(MethodOptions):
     def _registered(cls, value: str) -> str:
         if value not in all_methods():
             raise ValueError(f"unknown method {value!r}; accepted: {', '.join(all_methods())}")
+        return value
+
+    @field_validator("lr")
+    @classmethod
+    def _used_by_method(cls, value: Optional[float], info: ValidationInfo) -> Optional[float]:
+        """A backbone learning rate for a method that trains no backbone part would be silently ignored."""
+        method = info.data.get("method")  # absent when the method itself was refused
+        if value is not None and method is not None and not all_methods()[method].trains_backbone:
+            raise ValueError(f"method {method!r} trains only the classification head, so 'lr' would have no effect; "
+                             f"set 'head_lr' instead")
         return value
 
     @field_validator("sparsity")

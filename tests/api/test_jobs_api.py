@@ -69,3 +69,12 @@ def test_2_4_with_a_method_that_writes_dense_updates_is_rejected_at_submit(clien
     body = {"model": "mobilenet_v2", "dataset": "whatever", "method": "lora", "sparsity": "2:4"}
     reasons = {r["loc"][-1]: r["msg"] for r in client.post("/v1/jobs", headers=auth, json=body).json()["error"]["detail"]}
     assert "cannot be kept by method 'lora'" in reasons["sparsity"] and "taskedge" in reasons["sparsity"]
+
+
+def test_a_backbone_learning_rate_on_a_head_only_job_is_rejected_not_ignored(client, auth):
+    body = {"model": "mobilenet_v2", "dataset": "whatever", "method": "head", "lr": 1e-2}
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422
+    reasons = {r["loc"][-1]: r["msg"] for r in response.json()["error"]["detail"]}
+    assert "trains only the classification head" in reasons["lr"] and "head_lr" in reasons["lr"]
+    assert client.get("/v1/jobs", headers=auth).json() == []  # nothing queued

@@ -89,8 +89,9 @@ def test_the_registry_says_which_methods_keep_2_4():
 @pytest.mark.parametrize("name", KEEPS_2_4)
 def test_a_method_that_says_it_keeps_2_4_does(name, digits_task):
     """The capability is checked by running it: prune, train, merge, and every pruned weight is still 2:4."""
+    lr = {} if name == "head" else {"lr": 3e-2}  # head trains no backbone part: a backbone lr is refused
     config = AdaptConfig(method=name, sparsity="2:4", dense_reference=False, epochs=1, batch_size=32, budget=0.01,
-                         lr=3e-2, device="cpu")
+                         device="cpu", **lr)
     result = adapt(tiny_classifier(), lambda task: preprocess_images(task.x, image_size=16), digits_task, config)
     weights = dict(result.model.named_parameters())
     assert result.pruning is not None and result.pruning.pruned

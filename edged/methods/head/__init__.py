@@ -13,7 +13,7 @@ from edged.methods.options import MethodOptions
 from edged.methods.registry import register_adapter
 
 
-@register_adapter("head", "head only: a linear probe on frozen features", keeps_2_4=True)
+@register_adapter("head", "head only: a linear probe on frozen features", keeps_2_4=True, trains_backbone=False)
 def prepare(model: nn.Module, batches: TaskBatches, options: MethodOptions,
             calibration: Optional[CalibrationResult]) -> Adaptation:
     return dense_adaptation("head", model, lambda name, p: False, train_norm_layers=False)
