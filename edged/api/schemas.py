@@ -19,8 +19,8 @@ class DatasetPublic(BaseModel):
     size_bytes: int = Field(description="size of the uploaded file in bytes")
     created_at: str = Field(description="upload time, ISO 8601 UTC")
     already_stored: bool = Field(False, description="on upload: true when these exact bytes were uploaded before; "
-                                 "the existing dataset is returned (200, not 201) under the name it was first given, "
-                                 "and nothing new is stored")
+                                 "the existing dataset is returned under the name it was first given, and nothing "
+                                 "new is stored")
 
 
 class Health(BaseModel):

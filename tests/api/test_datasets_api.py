@@ -49,7 +49,7 @@ def test_same_bytes_same_dataset_and_get_delete(client, auth, uploads):
     assert first["name"] == "pets" and first["classes"] == ["cat", "dog"]
     assert first["already_stored"] is False
     again = _upload(client, auth, "copy.zip", data, name="other")
-    assert again.status_code == 200 and again.json() == {**first, "already_stored": True}  # the first name kept
+    assert again.status_code == 201 and again.json() == {**first, "already_stored": True}  # the first name kept
     assert client.get(f"/v1/datasets/{first['id']}", headers=auth).json() == first
     assert client.delete(f"/v1/datasets/{first['id']}", headers=auth).status_code == 204
     missing = client.get(f"/v1/datasets/{first['id']}", headers=auth)

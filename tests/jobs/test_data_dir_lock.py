@@ -34,9 +34,11 @@ def test_a_second_daemon_on_the_same_data_dir_refuses_and_touches_nothing(tmp_pa
         dataset = httpx.post(f"{first.url}/v1/datasets", headers=AUTH,
                              files={"file": ("digits.npz", digits_npz(600))}).json()
         job_id = httpx.post(f"{first.url}/v1/jobs", headers=AUTH,
-                            json={**FAST_JOB, "dataset": dataset["id"], "epochs": 4}).json()["id"]
+                            json={**FAST_JOB, "dataset": dataset["id"], "epochs": 12}).json()["id"]
         first.next_event(job_id, "epoch")  # the job is in train, its worker alive
-        worker = first.worker_pid(job_id)
+        # the pid is read from the database: wait for it rather than race the manager (None would leave the
+        # first daemon stopped below, and the test hanging on its SIGTERM)
+        worker = wait_for(lambda: {"pid": first.worker_pid(job_id)}, lambda w: w["pid"] is not None)["pid"]
 
         # Freeze the first daemon and its worker, so any change to the directory is the second's.
         os.kill(first.process.pid, signal.SIGSTOP)

@@ -17,11 +17,9 @@ from edged.store import datasets
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-@router.post("", status_code=201, response_model=DatasetPublic, summary="Upload a labelled dataset",
-             responses={200: {"model": DatasetPublic, "description": "these bytes were uploaded before: the existing "
-                              "dataset, its first name kept (`already_stored`)"}, **error_responses(400, 413, 503, 507)})
+@router.post("", status_code=201, response_model=DatasetPublic, responses=error_responses(400, 413, 503, 507),
+             summary="Upload a labelled dataset (the same bytes again: the existing one, `already_stored`)")
 def upload_dataset(
-    response: Response,
     file: Annotated[UploadFile, File(description=f"the dataset file: {ACCEPTED}")],
     db: DbDep,
     blobs: BlobsDep,
@@ -37,8 +35,6 @@ def upload_dataset(
             raise TooLarge(f"{file.filename}: over the {limits.max_upload_mb:g} MiB upload limit")
         row = datasets.save_dataset(db, blobs, file.filename or "", data, name=name, limits=limits)
         del data  # freed before the slot's release hands free memory back to the OS
-    if row["already_stored"]:
-        response.status_code = 200
     return DatasetPublic(**row)
 
 
