@@ -21,22 +21,6 @@ class TaskDelta:
     dense: dict[str, Tensor]  # state-dict name -> the whole new tensor (backbone tensors only)
     head: nn.Linear  # (classes, features) weight and (classes,) bias
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes a switch to this task writes into the base (indices + values + dense tensors + head)."""
-        sparse = sum(i.numel() * i.element_size() + v.numel() * v.element_size() for i, v in self.sparse.values())
-        dense = sum(t.numel() * t.element_size() for t in self.dense.values())
-        head = sum(p.numel() * p.element_size() for p in self.head.parameters())
-        return sparse + dense + head
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.out_features
-
-    def to(self, device: torch.device) -> "TaskDelta":
-        return TaskDelta({name: (i.to(device), v.to(device)) for name, (i, v) in self.sparse.items()},
-                         {name: t.to(device) for name, t in self.dense.items()}, self.head.to(device))
-
 
 def parse_delta(data: bytes, source: str) -> TaskDelta:
     """The delta in `data` (safetensors bytes); Corrupt naming `source` if it is not a task's delta."""

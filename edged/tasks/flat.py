@@ -98,8 +98,8 @@ class FlatWeights:
 
 @dataclass
 class FlatIndices:
-    """(nnz,) sorted flat indices into one buffer: int16 gaps from `first` (gaps[0] = 0) when every gap fits
-    and the buffer is int32-indexable, else the indices themselves (int32, or int64 past 2**31 elements)."""
+    """(nnz,) sorted flat indices into one buffer: int16 gaps from `first` (gaps[0] = 0) when every gap fits,
+    else the indices themselves (int32, or int64 past 2**31 elements)."""
 
     first: int
     stored: Tensor
@@ -107,14 +107,11 @@ class FlatIndices:
     @staticmethod
     def encode(indices: Tensor, buffer_numel: int) -> "FlatIndices":
         """`indices`: (nnz,) int64, sorted."""
-        if buffer_numel >= 2**31:
-            return FlatIndices(0, indices)
-        if indices.numel() == 0:
-            return FlatIndices(0, indices.to(torch.int32))
-        gaps = torch.diff(indices, prepend=indices[:1])
-        if int(gaps.max()) <= torch.iinfo(torch.int16).max:
-            return FlatIndices(int(indices[0]), gaps.to(torch.int16))
-        return FlatIndices(0, indices.to(torch.int32))
+        if indices.numel():
+            gaps = torch.diff(indices, prepend=indices[:1])
+            if int(gaps.max()) <= torch.iinfo(torch.int16).max:
+                return FlatIndices(int(indices[0]), gaps.to(torch.int16))
+        return FlatIndices(0, indices.to(torch.int32) if buffer_numel < 2**31 else indices)
 
     def decode(self) -> Tensor:
         """(nnz,) int64 flat indices, on the device the gaps are on (one scan kernel and one add): int64 because
