@@ -38,7 +38,7 @@ def test_a_second_daemon_on_the_same_data_dir_refuses_and_touches_nothing(tmp_pa
         first.next_event(job_id, "epoch")  # the job is in train, its worker alive
         # the pid is read from the database: wait for it rather than race the manager (None would leave the
         # first daemon stopped below, and the test hanging on its SIGTERM)
-        worker = wait_for(lambda: {"pid": first.worker_pid(job_id)}, lambda w: w["pid"] is not None)["pid"]
+        worker = wait_for(lambda: first.worker_pid(job_id), lambda pid: pid is not None)
 
         # Freeze the first daemon and its worker, so any change to the directory is the second's.
         os.kill(first.process.pid, signal.SIGSTOP)
