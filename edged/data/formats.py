@@ -16,9 +16,9 @@ from typing import Callable
 from edged.data.decode_budget import DecodeBudget
 from edged.data.task import TaskData
 from edged.data.upload_archive import tar_members, zip_members
-from edged.data.upload_images import decode_image_folders
+from edged.data.upload_images import LAYOUT_HINT, decode_image_folders
 from edged.data.upload_limits import UploadLimits
-from edged.data.upload_tables import decode_csv, decode_jsonl, decode_npz
+from edged.data.upload_tables import CSV_HINT, JSONL_HINT, NPZ_HINT, decode_csv, decode_jsonl, decode_npz
 from edged.errors import InvalidInput, TooLarge
 
 Decoder = Callable[[str, bytes, UploadLimits, DecodeBudget], TaskData]
@@ -32,6 +32,17 @@ EXTENSIONS = {
     "tar": (".tar", ".tar.gz", ".tgz"),
 }
 ACCEPTED = ", ".join(ending for endings in EXTENSIONS.values() for ending in endings)
+# The layouts, for people: the upload route's OpenAPI description and the unknown-format error (the README's
+# "Upload formats" says the same, with examples).
+LAYOUTS = {
+    ".zip / .tar / .tar.gz / .tgz": f"images: {LAYOUT_HINT} (one optional top-level folder above the class "
+                                    "folders); the folder names are the classes",
+    ".npz": f"arrays (numpy.savez): {NPZ_HINT}; optional classes (K,) names, then y holds indices into it; "
+            "images uint8 in [0, 255] or float in [0, 1]",
+    ".jsonl": f"text: {JSONL_HINT}; an empty text is refused",
+    ".csv": f"tabular: {CSV_HINT}; text goes in .jsonl",
+}
+LAYOUTS_TEXT = "; ".join(f"{ending}: {layout}" for ending, layout in LAYOUTS.items())
 
 
 def _decode_zip_images(source: str, data: bytes, limits: UploadLimits, budget: DecodeBudget) -> TaskData:
@@ -60,7 +71,8 @@ def detect_format(filename: str) -> str:
     for ending, fmt in endings:
         if lower.endswith(ending):
             return fmt
-    raise InvalidInput(f"{filename or 'the upload'}: unknown format", detail={"accepted": ACCEPTED})
+    raise InvalidInput(f"{filename or 'the upload'}: unknown format; accepted: {ACCEPTED}",
+                       detail={"accepted": ACCEPTED, "layouts": LAYOUTS})
 
 
 def decode_as(fmt: str, source: str, data: bytes, limits: UploadLimits) -> TaskData:

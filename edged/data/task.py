@@ -73,6 +73,16 @@ class TaskData:
             )
         return self.subset(train), self.subset(val)
 
+    def relabelled(self, classes: list[str]) -> "TaskData":
+        """The same samples labelled by their class names' positions in `classes` (a held-out set's labels in
+        its training set's order); InvalidInput naming the classes that `classes` lacks."""
+        unknown = [name for name in self.classes if name not in classes]
+        if unknown:
+            raise InvalidInput(f"classes {unknown[:10]} are not among the training classes {classes[:20]}",
+                               detail={"unknown": unknown, "accepted": classes})
+        positions = torch.tensor([classes.index(name) for name in self.classes], dtype=torch.int64)
+        return TaskData(self.kind, self.x, positions[self.y], list(classes), self.labelled)
+
 
 def validate_task(task: TaskData) -> None:
     """Raise InvalidInput naming the first thing wrong with a dataset (with unlabelled samples, their inputs)."""

@@ -46,6 +46,15 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
             raise InvalidInput("the job's dataset was deleted; upload it again and submit a new job")
         return load_task(db, blobs, dataset_id)
 
+    def test_task() -> Optional[TaskData]:
+        """The held-out test set, labelled in the training dataset's class order (None without one)."""
+        test_id = job["config"].get("test_dataset")
+        if test_id is None:
+            return None
+        if dataset_id is None:
+            raise InvalidInput("the job's dataset was deleted; upload it again and submit a new job")
+        return load_task(db, blobs, test_id).relabelled(get_dataset(db, dataset_id)["classes"])
+
     def store_artifact(name: str, path: Path, media_type: str) -> None:
         records.add_artifact(db, blobs, job_id, name, path, media_type)
 
@@ -56,7 +65,7 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
         metrics = run_job(config, job["model"], job_dir,
                           ModelSources.from_settings(settings), task, store_artifact, reporter, source,
                           stage_recorder(db, job_id, source.name), lambda shapes: blocks_in_use(db, blobs, job, shapes),
-                          lambda: shared_pattern(db, blobs, job))
+                          lambda: shared_pattern(db, blobs, job), test_task)
     finally:
         source.close()
     if config.publish:

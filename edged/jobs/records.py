@@ -185,10 +185,11 @@ def count_by_state(db: sqlite_utils.Database) -> dict[str, int]:
 
 
 def refuse_if_dataset_in_use(db: sqlite_utils.Database, dataset_id: str) -> None:
-    """Conflict while a queued or running job uses the dataset: it must not be deleted under them."""
+    """Conflict while a queued or running job uses the dataset (to train, or as its held-out test set): it must
+    not be deleted under them."""
     active = [row["id"] for row in db.query(
-        f"SELECT id FROM jobs WHERE dataset_id = ? AND state IN ({_marks(ACTIVE_STATES)}) ORDER BY rowid",
-        [dataset_id, *ACTIVE_STATES])]
+        "SELECT id FROM jobs WHERE (dataset_id = ? OR json_extract(config, '$.test_dataset') = ?) "
+        f"AND state IN ({_marks(ACTIVE_STATES)}) ORDER BY rowid", [dataset_id, dataset_id, *ACTIVE_STATES])]
     if active:
         raise Conflict(f"dataset {dataset_id} is used by {len(active)} queued or running job(s); "
                        "cancel them or wait for them to finish", detail={"jobs": active})

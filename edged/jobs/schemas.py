@@ -21,6 +21,11 @@ class JobCreate(JobFields, ModelOptions):
     model: str = Field(description="a registered model (GET /v1/models), a transformers directory, "
                        "or 'package.module:factory[=weights.safetensors]'")
     dataset: str = Field(description="id of an uploaded dataset (POST /v1/datasets)")
+    test_dataset: Optional[str] = Field(
+        None, description="id of a second uploaded dataset held out as a fixed test set: the job reports accuracy "
+        "on it before and after adaptation (metrics.test_accuracy_before/after) and never trains, selects or stops "
+        "early on it. Same kind as `dataset`, its classes among the dataset's (matched by name), not the dataset "
+        "itself")
     compile: str = Field("none", description="compile backend for the adapted model ('auto', a backend name) or 'none'")
     publish: bool = Field(True, description="publish the adapted model as a task to predict with (GET /v1/tasks) "
                           "when the job succeeds")

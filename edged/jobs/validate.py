@@ -42,7 +42,9 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
     _check_compile(fields.get("compile", "none"), reasons)
     _check_quantize(fields.get("quantize", "none"), fields.get("compile", "none"), reasons)
     model_kind = _model_kind(fields.get("model"), ModelSources.from_settings(settings), reasons)
-    dataset_kind = _dataset_kind(db, fields.get("dataset"), reasons)
+    dataset = _dataset(db, fields.get("dataset"), "dataset", reasons)
+    dataset_kind = dataset["kind"] if dataset else None
+    _check_test_dataset(db, dataset, fields.get("test_dataset"), reasons)
     _check_kinds(fields, model_kind, dataset_kind, reasons)
     _check_image_size(fields.get("image_size"), reasons)
     if job is not None and not reasons:
@@ -60,7 +62,7 @@ def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) 
     if user.is_factory_spec(job.model) and job.model not in _registered():
         options["kind"] = dataset_kind  # a user factory takes the dataset's kind (image or tabular)
     return JobConfig(adapt=AdaptConfig(**fields, device=settings.device), model_options=options, compile=job.compile,
-                     publish=job.publish)
+                     publish=job.publish, test_dataset=job.test_dataset)
 
 
 def _message(error: Any) -> str:
@@ -148,15 +150,42 @@ def _check_image_size(image_size: Any, reasons: list[dict[str, Any]]) -> None:
             reasons.append(_reason("image_size", exc.message, "out_of_range"))
 
 
-def _dataset_kind(db: sqlite_utils.Database, dataset_id: Any, reasons: list[dict[str, Any]]) -> Optional[str]:
+def _dataset(db: sqlite_utils.Database, dataset_id: Any, field: str,
+             reasons: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The stored dataset's row, or None (after a reason when `dataset_id` names none)."""
     if not isinstance(dataset_id, str):
         return None
     try:
-        return get_dataset(db, dataset_id)["kind"]
+        return get_dataset(db, dataset_id)
     except NotFound:
-        reasons.append(_reason("dataset", f"no dataset with id {dataset_id!r}; upload one with POST /v1/datasets",
+        reasons.append(_reason(field, f"no dataset with id {dataset_id!r}; upload one with POST /v1/datasets",
                                "not_found"))
         return None
+
+
+def _check_test_dataset(db: sqlite_utils.Database, dataset: Optional[dict[str, Any]], test_id: Any,
+                        reasons: list[dict[str, Any]]) -> None:
+    """A held-out test set must be another dataset of the same kind (and feature count), whose classes are
+    among the training dataset's: its labels are matched to them by name."""
+    test = _dataset(db, test_id, "test_dataset", reasons)
+    if test is None or dataset is None:
+        return
+    if test["id"] == dataset["id"]:
+        reasons.append(_reason("test_dataset", "test_dataset is the training dataset itself, so it would not be "
+                               "held out; upload the held-out samples as their own dataset", "not_held_out"))
+    elif test["kind"] != dataset["kind"]:
+        reasons.append(_reason("test_dataset", f"test_dataset holds {test['kind']} data, the dataset "
+                               f"{dataset['kind']}; accepted: a dataset of {dataset['kind']} data", "kind_mismatch"))
+    elif test["kind"] == "tabular" and test["shape"] != dataset["shape"]:
+        reasons.append(_reason("test_dataset", f"test_dataset has {test['shape'][0]} features per sample, the "
+                               f"dataset {dataset['shape'][0]}", "shape_mismatch"))
+    else:
+        unknown = [name for name in test["classes"] if name not in dataset["classes"]]
+        if unknown:
+            reasons.append(_reason("test_dataset", f"test_dataset has classes the dataset lacks: "
+                                   f"{', '.join(map(repr, unknown[:10]))}; accepted: classes among "
+                                   f"{', '.join(map(repr, dataset['classes'][:20]))} (matched by name)",
+                                   "class_mismatch"))
 
 
 def _check_kinds(fields: dict[str, Any], model_kind: Optional[str], dataset_kind: Optional[str],

@@ -20,7 +20,7 @@ from edged.methods.base import ScoreConfig, backbone_layers
 from edged.methods.options import MaskOptions
 from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.methods.taskedge import importance
-from edged.pipeline.split import split_task
+from edged.pipeline.split import LabelledInputs, split_task
 from edged.pipeline.stage_cache import cached_calibration, load_masks, save_masks
 from edged.pipeline.state import AdaptRun, made
 from edged.sparse.blocks import aligned_scores
@@ -37,8 +37,8 @@ def prepare(run: AdaptRun) -> None:
     config, model = run.config, made(run.model, "validate")
     torch.manual_seed(config.seed)
     if run.split is None:
-            run.split = split_task(made(run.task, "validate"), made(run.preprocess, "validate"), config.val_fraction,
-                               config.seed, config.calibration_samples, config.batch_size, run.device)
+        run.split = split_task(made(run.task, "validate"), made(run.preprocess, "validate"), config.val_fraction,
+                               config.seed, config.calibration_samples, config.batch_size, run.device, run.test_task)
     model.to(run.device)
     run.amp_dtype = amp_dtype(run.device, config.amp)
     if run.method.kind == "sparse":
@@ -46,12 +46,22 @@ def prepare(run: AdaptRun) -> None:
 
 
 def _val_accuracy(run: AdaptRun) -> float:
-    val = made(run.split, "prepare").val
-    return accuracy(made(run.model, "validate"), val.inputs, val.labels, run.eval_batch, run.device, run.amp_dtype)
+    return _accuracy_on(run, made(run.split, "prepare").val)
+
+
+def _test_accuracy(run: AdaptRun) -> Optional[float]:
+    """Accuracy on the held-out test set, None without one."""
+    test = made(run.split, "prepare").test
+    return None if test is None else _accuracy_on(run, test)
+
+
+def _accuracy_on(run: AdaptRun, data: LabelledInputs) -> float:
+    return accuracy(made(run.model, "validate"), data.inputs, data.labels, run.eval_batch, run.device, run.amp_dtype)
 
 
 def evaluate_before(run: AdaptRun) -> None:
     run.accuracy_before = _val_accuracy(run)
+    run.test_accuracy_before = _test_accuracy(run)
 
 
 def calibrate(run: AdaptRun) -> None:
@@ -170,6 +180,7 @@ def _add_pruned_entries_(changed: dict[str, Optional[Tensor]], keep_masks: dict[
 
 def evaluate(run: AdaptRun) -> None:
     run.accuracy_after = _val_accuracy(run)
+    run.test_accuracy_after = _test_accuracy(run)
 
 
 def int8_ranges(run: AdaptRun) -> None:

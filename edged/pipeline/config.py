@@ -127,3 +127,4 @@ class JobConfig(BaseModel):
         "`kind` (image or tabular) for a user factory, which takes the dataset's kind")
     compile: str = Field("none", description="compile backend ('auto', a backend name) or 'none'")
     publish: bool = Field(True, description="publish the adapted model as a task (GET /v1/tasks) when the job succeeds")
+    test_dataset: Optional[str] = Field(None, description="id of the held-out test dataset, or null")

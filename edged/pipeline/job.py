@@ -29,14 +29,15 @@ def run_job(config: JobConfig, model_spec: str, workdir: Path, sources: ModelSou
             load_task: Callable[[], TaskData], store_artifact: Callable[[str, Path, str], None],
             on_progress: ProgressCallback, power: PowerSource, record_stage: StageRecorder,
             load_aligned_blocks: Optional[Callable[[dict[str, torch.Size]], dict[str, Tensor]]] = None,
-            load_pattern: Optional[Callable[[], Optional[dict[str, Tensor]]]] = None) -> dict[str, Any]:
+            load_pattern: Optional[Callable[[], Optional[dict[str, Tensor]]]] = None,
+            load_test_task: Optional[Callable[[], Optional[TaskData]]] = None) -> dict[str, Any]:
     """Run the job's stages to the end; returns its metrics. Raises on failure (or when `on_progress` stops it)."""
     adapt_config = config.adapt
     run = JobRun(adapt_config, get_method(adapt_config.method), resolve_device(adapt_config.device),
                  StageTimer(on_progress, power, record_stage), workdir, on_progress,
                  model_spec=model_spec, model_options=config.model_options, model_sources=sources,
                  compile_backend=config.compile, load_task=load_task, store_artifact=store_artifact,
-                 load_aligned_blocks=load_aligned_blocks, load_pattern=load_pattern)
+                 load_aligned_blocks=load_aligned_blocks, load_pattern=load_pattern, load_test_task=load_test_task)
     run_stages(run, STAGES)
     metrics = made(run.metrics, "record")
     metrics["stage_seconds"] = dict(run.timer.seconds)  # every stage, in the order it ran, `record` included

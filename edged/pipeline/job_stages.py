@@ -30,6 +30,7 @@ def validate(run: JobRun) -> None:
     loaded = load_model(run.model_spec, len(task.classes), seed=run.config.seed, sources=run.model_sources,
                         **run.model_options)
     run.task, run.model, run.preprocess, run.model_info = task, loaded.model, loaded.preprocess, loaded.info
+    run.test_task = run.load_test_task() if run.load_test_task is not None else None
     if run.config.align_strength > 0 and run.load_aligned_blocks is not None:
         weights = dict(loaded.model.named_parameters())
         run.aligned_blocks = run.load_aligned_blocks({name: weights[name].shape for name in backbone_layers(loaded.model)})

@@ -29,6 +29,9 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "train_samples": len(split.train), "val_samples": len(split.val),
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
     }
+    if split.test is not None:  # the held-out test set: reported only, never trained or selected on
+        metrics.update(test_accuracy_before=run.test_accuracy_before, test_accuracy_after=run.test_accuracy_after,
+                       test_samples=len(split.test))
     if run.aligned_blocks is not None and run.masks is not None:
         metrics["alignment"] = alignment_metrics(run.masks, run.aligned_blocks)
     if run.pruning is not None:

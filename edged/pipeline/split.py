@@ -7,7 +7,7 @@ compiled), the compile stage's example batch and the benchmark batch count the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -34,14 +34,18 @@ class DataSplit:
     train: LabelledInputs
     val: LabelledInputs
     calib: TaskBatches  # the calibration / scoring subset of the training samples, batched for the device
+    test: Optional[LabelledInputs] = None  # a held-out test set given with the task: only ever evaluated
 
 
 def split_task(task: TaskData, preprocess: Callable[[TaskData], Inputs], val_fraction: float, seed: int,
-               calibration_samples: int, batch_size: int, device: torch.device) -> DataSplit:
+               calibration_samples: int, batch_size: int, device: torch.device,
+               test_task: Optional[TaskData] = None) -> DataSplit:
     """Stratified train/validation split (deterministic in `seed`), preprocessed for the model, and the first
-    `calibration_samples` of a seeded permutation of the training samples for calibration."""
+    `calibration_samples` of a seeded permutation of the training samples for calibration; a held-out test
+    set, when given, preprocessed the same way."""
     train_task, val_task = task.split(val_fraction, seed)
     train_inputs, val_inputs = preprocess(train_task), preprocess(val_task)
     chosen = torch.randperm(len(train_task), generator=torch.Generator().manual_seed(seed))[:calibration_samples]
     calib = TaskBatches(take(train_inputs, chosen), train_task.y[chosen], batch_size, device)
-    return DataSplit(LabelledInputs(train_inputs, train_task.y), LabelledInputs(val_inputs, val_task.y), calib)
+    test = LabelledInputs(preprocess(test_task), test_task.y) if test_task is not None else None
+    return DataSplit(LabelledInputs(train_inputs, train_task.y), LabelledInputs(val_inputs, val_task.y), calib, test)

@@ -49,6 +49,7 @@ class AdaptRun:
     model: Optional[nn.Module] = None  # a Classifier whose head matches the task's classes
     preprocess: Optional[Callable[[TaskData], Inputs]] = None
     task: Optional[TaskData] = None
+    test_task: Optional[TaskData] = None  # a held-out test set: evaluated, never trained or selected on
     # made by the stages, in the order they run
     split: Optional[DataSplit] = None
     amp_dtype: Optional[torch.dtype] = None
@@ -66,6 +67,8 @@ class AdaptRun:
     adaptation: Optional[Adaptation] = None
     training: Optional[TrainResult] = None
     accuracy_after: Optional[float] = None
+    test_accuracy_before: Optional[float] = None  # on test_task, when there is one
+    test_accuracy_after: Optional[float] = None
     int8_ranges: Optional[dict[str, Tensor]] = None  # layer -> (amax, percentile) of its input, adapted model
     int8_drift: Optional[dict[str, float]] = None  # how those moved since the calibration pass
 
@@ -83,6 +86,7 @@ class JobRun(AdaptRun):
     model_sources: Optional[ModelSources] = None  # where model files and factories may come from
     compile_backend: str = "none"
     load_task: Optional[Callable[[], TaskData]] = None  # the job's dataset, read and verified from the store
+    load_test_task: Optional[Callable[[], Optional[TaskData]]] = None  # its held-out test set, if it has one
     # layer name -> weight shape, to the blocks the base's published tasks use (edged.sparse.blocks)
     load_aligned_blocks: Optional[Callable[[dict[str, torch.Size]], dict[str, Tensor]]] = None
     # the base's shared 2:4 pattern, name -> bool keep-mask, or None while the base has none

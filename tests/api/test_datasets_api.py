@@ -185,3 +185,14 @@ def test_text_in_the_wrong_shape_is_refused_with_the_format_that_takes_it(client
     error = response.json()["error"]
     assert says in error["message"] and "one JSON object per line" in str(error["detail"]["accepted"])
     assert client.get("/v1/datasets", headers=auth).json() == [] and _stored_files(settings) == []
+
+
+def test_upload_layouts_are_in_the_openapi_document_and_the_unknown_format_error(client, auth):
+    """A user finds the layouts where they look: the upload route's description, and the error of a file
+    whose ending selects no format."""
+    description = client.get("/openapi.json", headers=auth).json()["paths"]["/v1/datasets"]["post"]["description"]
+    for words in ("<class>/<image>", "x (N, H, W)", '{"text": "..."', "'label' column", "text goes in .jsonl"):
+        assert words in description, words
+    error = _upload(client, auth, "d.xlsx", b"PK").json()["error"]
+    assert ".jsonl" in error["message"] and set(error["detail"]["layouts"]) == {
+        ".zip / .tar / .tar.gz / .tgz", ".npz", ".jsonl", ".csv"}

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from edged.api.deps import BlobsDep, DbDep, DecodeGateDep, UploadLimitsDep
 from edged.api.errors import error_responses
 from edged.api.schemas import DatasetPublic
-from edged.data.formats import ACCEPTED
+from edged.data.formats import ACCEPTED, LAYOUTS_TEXT
 from edged.errors import TooLarge
 from edged.jobs import records
 from edged.store import datasets
@@ -18,7 +18,8 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, responses=error_responses(400, 413, 503, 507),
-             summary="Upload a labelled dataset (the same bytes again: the existing one, `already_stored`)")
+             summary="Upload a labelled dataset (the same bytes again: the existing one, `already_stored`)",
+             description=f"The format is chosen by the file name's ending. {LAYOUTS_TEXT}.")
 def upload_dataset(
     file: Annotated[UploadFile, File(description=f"the dataset file: {ACCEPTED}")],
     db: DbDep,
