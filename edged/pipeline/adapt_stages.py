@@ -9,7 +9,8 @@ restricted to the kept positions, so training recovers what pruning cost without
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import replace
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -21,13 +22,14 @@ from edged.methods.options import MaskOptions
 from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.methods.taskedge import importance
 from edged.pipeline.split import LabelledInputs, split_task
-from edged.pipeline.stage_cache import cached_calibration, load_masks, save_masks
+from edged.pipeline.stage_cache import cached_calibration, cached_search, load_masks, save_masks
 from edged.pipeline.state import AdaptRun, made
 from edged.sparse.blocks import aligned_scores
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.sparse.shared_pattern import apply_pattern_, pack_pattern, pattern_id
 from edged.train.evaluate import accuracy
 from edged.train.loop import TrainSettings, amp_dtype, train
+from edged.train.lr_search import DEFAULT_HEAD_LR, candidate_grid, search_learning_rates
 
 
 def prepare(run: AdaptRun) -> None:
@@ -127,8 +129,9 @@ def prepare_method(run: AdaptRun) -> None:
 
 
 def train_stage(run: AdaptRun) -> Optional[int]:
-    """Trains the adaptation and the head; returns the samples this run trained on (its epochs only: a
-    resumed job's earlier epochs were counted by the run they ran in)."""
+    """Trains the adaptation and the head, at the learning rates the job gives or the search chooses; returns
+    the samples this run trained on (its epochs only: a resumed job's earlier epochs were counted by the run they
+    ran in)."""
     config, model, split = run.config, made(run.model, "validate"), made(run.split, "prepare")
     adaptation = made(run.adaptation, "mask or prepare_method")
     head_params = dict(model.get_submodule("head").named_parameters(prefix="head"))
@@ -136,16 +139,33 @@ def train_stage(run: AdaptRun) -> Optional[int]:
         p.requires_grad_(True)
     params = trainable_by_name(model, adaptation.method, adaptation.parameters) | head_params
     settings = TrainSettings(
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or run.method.default_lr,
-        head_lr=config.head_lr, weight_decay=config.weight_decay, schedule=config.schedule,
-        warmup_fraction=config.warmup_fraction, patience=config.patience, seed=config.seed, amp=config.amp,
-        train_norm_layers=adaptation.train_norm_layers, distill_weight=config.distill_weight,
+        epochs=config.epochs, batch_size=config.batch_size, lr=_given_rate(config.lr, run.method.default_lr),
+        head_lr=_given_rate(config.head_lr, DEFAULT_HEAD_LR), weight_decay=config.weight_decay,
+        schedule=config.schedule, warmup_fraction=config.warmup_fraction, patience=config.patience, seed=config.seed,
+        amp=config.amp, train_norm_layers=adaptation.train_norm_layers, distill_weight=config.distill_weight,
         checkpoint_dir=run.workdir / "checkpoint" if run.workdir else None,
     )
-    run.training = train(model, params, set(head_params), (split.train.inputs, split.train.labels),
-                         (split.val.inputs, split.val.labels), settings, run.device, run.on_progress,
-                         run.teacher_logits)
+    train_data = (split.train.inputs, split.train.labels)
+    if "auto" in (config.lr, config.head_lr):
+        run.lr_search = cached_search(run.workdir, lambda: search_learning_rates(
+            model, params, set(head_params), train_data, settings,
+            candidate_grid(settings.lr, settings.head_lr, config.lr == "auto" and run.method.trains_backbone,
+                           config.head_lr == "auto"), run.device, _trial_events(run)).summary())
+        settings = replace(settings, lr=run.lr_search["lr"], head_lr=run.lr_search["head_lr"])
+    run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
+                         settings, run.device, run.on_progress, run.teacher_logits)
     return len(split.train) * len(run.training.history)
+
+
+def _given_rate(value: Union[float, str, None], default: float) -> float:
+    """A job's learning rate as a number: its own, else the default (also where 'auto' starts searching)."""
+    return value if isinstance(value, float) else default
+
+
+def _trial_events(run: AdaptRun) -> Optional[Callable[[dict], None]]:
+    """Each search trial as an `lr_trial` event (which also lets a cancel or a stop act between trials)."""
+    on_progress = run.on_progress
+    return None if on_progress is None else lambda trial: on_progress({"type": "lr_trial", **trial})
 
 
 def trainable_by_name(model: nn.Module, method: str, parameters: list[nn.Parameter]) -> dict[str, nn.Parameter]:

@@ -10,7 +10,7 @@ Method options (k, allocation, nm, lora_rank) are declared by the methods themse
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -18,6 +18,7 @@ from edged.methods.options import MaskedLowRankOptions, MethodOptions
 from edged.methods.registry import all_methods, methods_keeping_2_4
 
 Sparsity = Literal["none", "2:4"]
+LearningRate = Annotated[float, Field(gt=0.0, le=1.0)]
 Quantize = Literal["none", "int8"]
 
 
@@ -28,9 +29,12 @@ class JobFields(MethodOptions):
 
     method: str = Field("taskedge", description="a registered adaptation method or baseline")
     epochs: int = Field(3, ge=1, le=1000, description="training epochs")
-    lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the "
-                                "method's); refused for 'head', which trains no backbone part (set head_lr)")
-    head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head")
+    lr: Union[LearningRate, Literal["auto"], None] = Field(
+        "auto", description="learning rate of the backbone part: a number, 'auto' (chosen by a short search on the "
+        "training samples, at most ~15 % of the training time: metrics.lr_search) or null (the method's default); "
+        "a number is refused for 'head', which trains no backbone part (set head_lr)")
+    head_lr: Union[LearningRate, Literal["auto"]] = Field(
+        "auto", description="learning rate of the classification head: a number, or 'auto' (searched with lr)")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(
@@ -70,10 +74,10 @@ class JobFields(MethodOptions):
 
     @field_validator("lr")
     @classmethod
-    def _used_by_method(cls, value: Optional[float], info: ValidationInfo) -> Optional[float]:
+    def _used_by_method(cls, value: Union[float, str, None], info: ValidationInfo) -> Union[float, str, None]:
         """A backbone learning rate for a method that trains no backbone part would be silently ignored."""
         method = info.data.get("method")  # absent when the method itself was refused
-        if value is not None and method is not None and not all_methods()[method].trains_backbone:
+        if isinstance(value, float) and method is not None and not all_methods()[method].trains_backbone:
             raise ValueError(f"method {method!r} trains only the classification head, so 'lr' would have no effect; "
                              f"set 'head_lr' instead")
         return value

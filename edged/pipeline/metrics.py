@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from torch import Tensor, nn
 
@@ -29,6 +29,8 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "train_samples": len(split.train), "val_samples": len(split.val),
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
     }
+    if run.lr_search is not None:
+        metrics["lr_search"] = {**run.lr_search, "fraction_of_train_time": _search_share(run)}
     if split.test is not None:  # the held-out test set: reported only, never trained or selected on
         metrics.update(test_accuracy_before=run.test_accuracy_before, test_accuracy_after=run.test_accuracy_after,
                        test_samples=len(split.test))
@@ -65,6 +67,13 @@ def alignment_metrics(masks: dict[str, Tensor], used: dict[str, Tensor]) -> dict
     before = count_blocks(used)
     return {"blocks": count_blocks(mine), "shared_blocks": shared, "union_blocks_before": before,
             "union_blocks_after": count_blocks(union_blocks([used, mine]))}
+
+
+def _search_share(run: AdaptRun) -> Optional[float]:
+    """The search's seconds over the training's (train stage minus the search)."""
+    search_s = made(run.lr_search, "train")["seconds"]
+    train_s = run.timer.seconds.get("train", 0.0) - search_s
+    return search_s / train_s if train_s > 0 else None
 
 
 def _pattern_holds(model: nn.Module, pruning: PruneReport) -> bool:

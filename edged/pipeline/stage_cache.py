@@ -5,12 +5,15 @@ calibration.safetensors: feature norms per layer, input ranges as `range:<layer>
 mask.safetensors:        the trainable mask per layer (uint8; bool is stored as 0/1).
 dense_reference/result.safetensors: the dense reference's accuracy (metadata) and, when distilling,
                          its logits on the training samples.
+lr_search.safetensors:   the automatic learning rates' search summary (metadata, JSON): a resumed job
+                         trains on with the rates it chose, without searching again.
 All go through edged.store.tensor_files: written durably, and a torn or damaged file reads as absent, so
 its stage is redone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,3 +83,15 @@ def cached_dense_reference(
     if path is not None:
         save_tensors_atomic(path, {} if logits is None else {"logits": logits}, {"accuracy_after": str(accuracy)})
     return accuracy, logits
+
+
+def cached_search(workdir: Optional[Path], compute: Callable[[], dict]) -> dict:
+    """The learning-rate search's summary (`edged.train.lr_search.SearchResult.summary`), computed once."""
+    path = workdir / "lr_search.safetensors" if workdir else None
+    stored = load_tensors(path) if path is not None else None
+    if stored is not None:
+        return dict(json.loads(stored.metadata["summary"]))
+    summary = compute()
+    if path is not None:
+        save_tensors_atomic(path, {}, {"summary": json.dumps(summary)})
+    return summary

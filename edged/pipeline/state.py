@@ -65,6 +65,7 @@ class AdaptRun:
     scores: Optional[dict[str, Tensor]] = None  # None also when the mask came from the work dir
     masks: Optional[dict[str, Tensor]] = None
     adaptation: Optional[Adaptation] = None
+    lr_search: Optional[dict[str, Any]] = None  # the automatic learning rates' search summary, when it ran
     training: Optional[TrainResult] = None
     accuracy_after: Optional[float] = None
     test_accuracy_before: Optional[float] = None  # on test_task, when there is one

@@ -1,0 +1,158 @@
+"""Automatic learning rates for unattended jobs (`lr: "auto"`, `head_lr: "auto"`): successive halving over a
+small grid of (backbone lr, head lr), on a part carved from the training split.
+
+Nobody tunes a board in the field by hand, so the defaults are the product. The search never reads the
+validation split that reports the job's accuracy: it splits the TRAINING samples again (stratified, its own
+seed) into a search-train and a search-validation part. Its cost is bounded in training samples: every trial
+together trains on at most `budget_fraction` x (the job's epochs x its training samples), the eval passes on
+the search-validation part on top. Each trial starts from the same state (the trainable tensors and every
+buffer, BatchNorm running statistics included, are restored after it), so the job then trains as if the
+search had not run, only with the chosen rates.
+
+Successive halving: rung 0 trains every candidate on n0 samples, each later rung keeps the better half
+(search-validation accuracy, ties to the lower loss) and doubles the samples, until one is left.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edged.data.task import Inputs, take
+from edged.train.evaluate import predict_logits
+from edged.train.loop import TrainSettings, train
+
+DEFAULT_HEAD_LR = 1e-3  # the head's rate where a job gives none and does not search
+BUDGET_FRACTION = 0.15  # the issue's bound: the search costs at most ~15 % of the job's training
+SEARCH_VAL_FRACTION = 0.2  # share of the training samples the search validates on
+MIN_TRIAL_SAMPLES = 32  # below this a trial says nothing; the search then keeps the defaults
+
+
+@dataclass(frozen=True)
+class Candidate:
+    lr: float  # the backbone part's
+    head_lr: float
+
+
+@dataclass
+class SearchResult:
+    chosen: Candidate
+    trials: list[dict] = field(default_factory=list)  # per trial: rung, lr, head_lr, samples, accuracy, loss
+    samples: int = 0  # training samples the trials consumed
+    budget_samples: int = 0
+    seconds: float = 0.0
+    skipped: Optional[str] = None  # why no trial ran (then `chosen` is the defaults)
+
+    def summary(self) -> dict:
+        return {"lr": self.chosen.lr, "head_lr": self.chosen.head_lr, "trials": self.trials, "samples": self.samples,
+                "budget_samples": self.budget_samples, "seconds": self.seconds, "skipped": self.skipped}
+
+
+def candidate_grid(default_lr: float, default_head_lr: float, search_lr: bool, search_head_lr: bool) -> list[Candidate]:
+    """The rates tried: a factor of 4 either side of the method's default backbone lr, and the head's default
+    and ten times it (a linear head on frozen features wants a larger step than the shared default), each
+    only where it is "auto"."""
+    lrs = [default_lr / 4, default_lr, default_lr * 4] if search_lr else [default_lr]
+    head_lrs = [default_head_lr, default_head_lr * 10] if search_head_lr else [default_head_lr]
+    return [Candidate(lr, head_lr) for lr in lrs for head_lr in head_lrs]
+
+
+def carve(labels: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """(search-train, search-validation) indices into the training samples: stratified, deterministic."""
+    generator = torch.Generator().manual_seed(seed + 7919)  # its own stream: not the job's split
+    fit, check = [], []
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_check = min(max(int(round(len(members) * SEARCH_VAL_FRACTION)), 1), len(members) - 1) if len(members) > 1 else 0
+        check.append(members[:n_check])
+        fit.append(members[n_check:])
+    return torch.cat(fit).sort().values, torch.cat(check).sort().values
+
+
+def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[str],
+                          train_data: tuple[Inputs, Tensor], settings: TrainSettings, candidates: list[Candidate],
+                          device: torch.device, on_trial: Optional[Callable[[dict], None]] = None,
+                          budget_fraction: float = BUDGET_FRACTION) -> SearchResult:
+    """The best candidate by successive halving on the training samples only (module docstring); the rates
+    in `settings` (the defaults) where the budget is too small to try any."""
+    started = time.perf_counter()
+    inputs, labels = train_data
+    budget = int(budget_fraction * settings.epochs * int(labels.shape[0]))
+    n0 = budget // _cost_units(len(candidates))
+    if len(candidates) == 1 or n0 < MIN_TRIAL_SAMPLES:
+        reason = "one candidate" if len(candidates) == 1 else (
+            f"the budget ({budget} training samples) leaves under {MIN_TRIAL_SAMPLES} samples a trial")
+        return SearchResult(Candidate(settings.lr, settings.head_lr), budget_samples=budget, skipped=reason)
+    fit, check = carve(labels, settings.seed)
+    order = fit[torch.randperm(len(fit), generator=torch.Generator().manual_seed(settings.seed + 1))]
+    snapshot = _snapshot(model, params)
+    result = SearchResult(candidates[0], budget_samples=budget)
+    alive, samples, rung = list(candidates), n0, 0
+    while len(alive) > 1:
+        scored = []
+        for candidate in alive:
+            trial = _trial(model, params, head_names, (inputs, labels), order, check, samples, settings, candidate,
+                           device)
+            _restore_(model, params, snapshot)
+            trial.update(rung=rung)
+            result.trials.append(trial)
+            result.samples += trial["samples"]
+            scored.append((-trial["accuracy"], trial["loss"], candidate))
+            if on_trial is not None:
+                on_trial(trial)
+        scored.sort(key=lambda s: (s[0], s[1]))
+        alive = [c for _, _, c in scored[: max(len(alive) // 2, 1)]]
+        samples, rung = samples * 2, rung + 1
+    result.chosen, result.seconds = alive[0], time.perf_counter() - started
+    return result
+
+
+def _cost_units(candidates: int) -> int:
+    """Training samples of the whole search in units of n0: rung r trains its candidates on n0 * 2^r each,
+    halving them (rounded down, at least one) until one is left."""
+    units, alive, scale = 0, candidates, 1
+    while alive > 1:
+        units += alive * scale
+        alive, scale = max(alive // 2, 1), scale * 2
+    return max(units, 1)
+
+
+def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[str], train_data: tuple[Inputs, Tensor],
+           order: Tensor, check: Tensor, samples: int, settings: TrainSettings, candidate: Candidate,
+           device: torch.device) -> dict:
+    """One candidate trained on `samples` search-train samples (the first of `order`, cycled when there are
+    fewer), then scored on the search-validation samples."""
+    inputs, labels = train_data
+    epochs = max(samples // len(order), 1)  # cycles through the samples when a trial wants more of them
+    chosen = order[: min(samples, len(order))]
+    trial_settings = replace(settings, epochs=epochs, lr=candidate.lr, head_lr=candidate.head_lr,
+                             patience=epochs + 1, checkpoint_dir=None)
+    check_inputs, check_labels = take(inputs, check), labels[check]
+    train(model, params, head_names, (take(inputs, chosen), labels[chosen]), (check_inputs, check_labels),
+          trial_settings, device)
+    logits = predict_logits(model, check_inputs, max(settings.batch_size, 64), device)
+    accuracy = float((logits.argmax(-1) == check_labels).float().mean())
+    loss = float(F.cross_entropy(logits, check_labels))
+    return {"lr": candidate.lr, "head_lr": candidate.head_lr, "samples": len(chosen) * epochs,
+            "accuracy": accuracy, "loss": loss}
+
+
+def _snapshot(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
+    """What a trial can change: the trainable tensors and every buffer (BatchNorm statistics)."""
+    state = {f"param:{name}": p.detach().clone() for name, p in params.items()}
+    state.update({f"buffer:{name}": b.detach().clone() for name, b in model.named_buffers()})
+    return state
+
+
+@torch.no_grad()
+def _restore_(model: nn.Module, params: dict[str, nn.Parameter], snapshot: dict[str, Tensor]) -> None:
+    for name, p in params.items():
+        p.copy_(snapshot[f"param:{name}"])
+    for name, b in model.named_buffers():
+        b.copy_(snapshot[f"buffer:{name}"])

@@ -1,0 +1,105 @@
+"""Automatic learning rates (`lr: "auto"`): the search stays inside its sample budget, reads only training
+samples, leaves the model as it found it, and a job records what it chose."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from edged.data.preprocess import preprocess_images
+from edged.pipeline.adapt import adapt
+from edged.pipeline.config import AdaptConfig
+from edged.methods import get_method
+from edged.pipeline.split import LabelledInputs, split_task
+from edged.pipeline.stages import ADAPT_STAGES, run_stages
+from edged.pipeline.state import AdaptRun
+from edged.pipeline.timer import StageTimer
+from edged.train.lr_search import BUDGET_FRACTION, Candidate, candidate_grid, carve
+from tiny_model import tiny_classifier
+
+
+def _preprocess(task):
+    return preprocess_images(task.x, image_size=16)
+
+
+def _auto(task, **options):
+    # 8 epochs of 320 training samples: a budget of 384 samples, 32 a trial at rung 0 (the smallest it runs)
+    config = AdaptConfig(**{"method": "taskedge", "epochs": 8, "batch_size": 32, "budget": 0.01, "device": "cpu",
+                            "patience": 2, **options})
+    events: list[dict] = []
+    return adapt(tiny_classifier(), _preprocess, task, config, on_progress=events.append), events
+
+
+def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
+    result, events = _auto(digits_task)
+    search = result.metrics["lr_search"]
+    train_samples = result.metrics["train_samples"]
+    assert search["budget_samples"] == int(BUDGET_FRACTION * 8 * train_samples)
+    assert 0 < search["samples"] <= search["budget_samples"]
+    assert sum(t["samples"] for t in search["trials"]) == search["samples"]
+    grid = {(c.lr, c.head_lr) for c in candidate_grid(5e-3, 1e-3, True, True)}
+    assert {(t["lr"], t["head_lr"]) for t in search["trials"] if t["rung"] == 0} == grid
+    assert (search["lr"], search["head_lr"]) in grid
+    assert [e for e in events if e["type"] == "lr_trial"] == [{"type": "lr_trial", **t} for t in search["trials"]]
+    assert result.history[0]["type"] == "epoch"  # training itself ran after the search, at the chosen rates
+
+
+def test_the_search_never_reads_the_validation_split(digits_task):
+    """Every trial of the search is the same whatever the reported validation split holds: replacing its
+    inputs with noise and its labels with a permutation changes nothing the search measured or chose."""
+    config = AdaptConfig(method="taskedge", epochs=8, batch_size=32, budget=0.01, device="cpu", patience=1)
+    split = split_task(digits_task, _preprocess, config.val_fraction, config.seed, config.calibration_samples,
+                       config.batch_size, torch.device("cpu"))
+    noise = torch.Generator().manual_seed(1)
+    scrambled = replace(split, val=LabelledInputs(torch.randn(split.val.inputs.shape, generator=noise),
+                                                  split.val.labels[torch.randperm(len(split.val), generator=noise)]))
+
+    def search_on(data_split) -> dict:
+        run = AdaptRun(config, get_method("taskedge"), torch.device("cpu"), StageTimer(None), model=tiny_classifier(),
+                       preprocess=_preprocess, task=digits_task, split=data_split)
+        run_stages(run, ADAPT_STAGES)
+        assert run.lr_search is not None
+        return run.lr_search
+
+    plain, blind = search_on(split), search_on(scrambled)
+    assert plain["trials"] and plain["trials"] == blind["trials"]
+    assert (plain["lr"], plain["head_lr"]) == (blind["lr"], blind["head_lr"])
+
+
+def test_the_search_carves_its_validation_from_the_training_samples_only():
+    labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 1)
+    fit, check = carve(labels, seed=0)
+    assert sorted(torch.cat([fit, check]).tolist()) == list(range(16))  # a partition of the training samples
+    assert set(labels[check].tolist()) == {0, 1}  # a one-sample class stays in the fitting part
+    assert torch.equal(carve(labels, seed=0)[1], check)
+
+
+def test_a_model_is_left_as_the_search_found_it(digits_task):
+    """Trials restore the trainable tensors and the buffers (BatchNorm statistics): full fine-tuning with
+    train-mode norm layers (bn_bias) after a search equals the same run with the chosen rates given."""
+    searched, _ = _auto(digits_task, method="bn_bias")
+    rates = searched.metrics["lr_search"]
+    assert rates["trials"]
+    given, _ = _auto(digits_task, method="bn_bias", lr=rates["lr"], head_lr=rates["head_lr"])
+    for (name, a), b in zip(searched.model.state_dict().items(), given.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_small_budgets_keep_the_defaults_and_say_why(digits_task):
+    result, _ = _auto(digits_task.subset(torch.arange(120)), epochs=1)
+    search = result.metrics["lr_search"]
+    assert search["trials"] == [] and "budget" in search["skipped"]
+    assert (search["lr"], search["head_lr"]) == (5e-3, 1e-3)  # taskedge's default, the head's default
+
+
+def test_rates_are_numbers_auto_or_the_methods_default():
+    assert AdaptConfig().lr == "auto" and AdaptConfig().head_lr == "auto"
+    assert AdaptConfig(lr=None).lr is None
+    for bad in ({"lr": "fast"}, {"head_lr": 0}, {"lr": 2.0}, {"method": "head", "lr": 0.01}):
+        with pytest.raises(ValidationError):
+            AdaptConfig(**bad)
+    assert AdaptConfig(method="head", lr="auto").lr == "auto"
+    assert Candidate(1.0, 2.0).head_lr == 2.0
