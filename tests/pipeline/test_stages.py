@@ -42,13 +42,15 @@ def _non_default(name: str, value: object) -> object:
         return "int8"
     if value is None:
         return 0.5
+    if value == "auto":  # learning rates: a number instead of the search
+        return 0.01
     return value * 2 if isinstance(value, int) else value / 2  # float fields: halved stays in bounds
 
 
 def test_every_job_field_reaches_the_config_the_worker_runs(tmp_path):
     """Adding a job field is one line in JobFields: the request schema and the stored config follow."""
     assert set(JobCreate.model_fields) == set(JobFields.model_fields) | set(ModelOptions.model_fields) | {
-        "model", "dataset", "compile", "publish"}
+        "model", "dataset", "compile", "publish", "test_dataset"}
     body = {name: _non_default(name, field.default) for name, field in JobFields.model_fields.items()}
     job = JobCreate.model_validate({**body, "model": "mobilenet_v2", "dataset": "d", "image_size": 64})
     settings = get_settings(data_dir=tmp_path, token=TEST_TOKEN, device="cpu")
