@@ -4,6 +4,7 @@ refused with a 422 that does not reveal whether a path outside exists. (The work
 from __future__ import annotations
 
 import pytest
+from safetensors.torch import save_file
 
 from edged.jobs.validate import checked_job
 
@@ -64,7 +65,9 @@ def test_files_inside_the_models_dir_are_found_by_relative_or_absolute_path(clie
     dataset = _image_dataset(client, auth, uploads)
     models_dir = settings.resolved_models_dir
     models_dir.mkdir(parents=True)
-    (models_dir / "cnn.safetensors").write_bytes(b"")  # exists: validation only checks it is a file
+    from edged_jobs_test_model import small_cnn  # importable through the test_model_module fixture
+
+    save_file(small_cnn().state_dict(), str(models_dir / "cnn.safetensors"))  # validation checks its keys too
     for weights in ("cnn.safetensors", str(models_dir / "cnn.safetensors")):
         # Accepted by the validation POST /v1/jobs runs (checked directly: a queued job would start a worker).
         job, _ = checked_job(db, {"model": f"edged_jobs_test_model:small_cnn={weights}", "dataset": dataset}, settings)
