@@ -47,28 +47,30 @@ def check_match(expected: Mapping[str, Shape], given: Mapping[str, Shape], file_
     mismatched = sorted(key for key in set(expected) & set(given) if tuple(expected[key]) != tuple(given[key]))
     if not (missing or unexpected or mismatched):
         return
-    counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in
-                       (("missing", missing), ("unexpected", unexpected), ("with another shape", mismatched)) if keys)
+    counts = ", ".join(f"{kind}: {len(keys)}" for kind, keys in
+                       (("missing keys", missing), ("unexpected keys", unexpected), ("keys of another shape", mismatched))
+                       if keys)
     detail = {"missing": missing[:LISTED_KEYS], "unexpected": unexpected[:LISTED_KEYS],
               "shape_mismatches": [f"{key}: file {tuple(given[key])}, backbone {tuple(expected[key])}"
                                    for key in mismatched[:LISTED_KEYS]]}
-    raise InvalidInput(f"weights in {file_name} do not match the backbone's parameters ({counts} key(s)); "
+    raise InvalidInput(f"weights in {file_name} do not match the backbone's parameters ({counts}); "
                        f"{_fix(missing, unexpected, mismatched, expected)}",
                        detail={kind: keys for kind, keys in detail.items() if keys})
 
 
 def _fix(missing: list[str], unexpected: list[str], mismatched: list[str], expected: Collection[str]) -> str:
-    """What to do: drop the extra keys when they form whole top-level groups the backbone lacks (a classifier),
-    else give the file that fits."""
+    """What to do: drop the extra keys when they are all the file has too many and form whole top-level groups
+    the backbone lacks (a classifier); name a prefix on every key (a DataParallel checkpoint's 'module.'); else
+    ask for the file that fits."""
     groups = sorted({key.split(".", 1)[0] + "." for key in unexpected})
-    if unexpected and not any(key.startswith(tuple(groups)) for key in expected):
+    if unexpected and not (missing or mismatched) and not any(key.startswith(tuple(groups)) for key in expected):
         which = f"all start with {groups[0]!r}" if len(groups) == 1 else f"start with {', '.join(map(repr, groups))}"
-        fix = f"the unexpected keys {which}: set {OPTION}: {groups!r} to drop them (a checkpoint's classifier)"
-        if not (missing or mismatched):
-            return fix
-        return f"{fix}; the missing keys and shapes need a checkpoint of this backbone's architecture"
+        return f"the unexpected keys {which}: set {OPTION}: {groups!r} to drop them (e.g. the checkpoint's classifier)"
+    if len(groups) == 1 and missing and set(missing) <= {key[len(groups[0]):] for key in unexpected}:
+        return (f"the file's keys carry the prefix {groups[0]!r} that the backbone's do not: save the state_dict "
+                "without it (keys are not renamed)")
     return ("give a checkpoint of this backbone's architecture (its keys and shapes must match the factory's "
-            f"state_dict), or set {OPTION} to prefixes of the file's keys the backbone does not have")
+            f"state_dict); {OPTION} drops keys the backbone does not have")
 
 
 def _listed(keys: list[str]) -> str:

@@ -76,3 +76,17 @@ def test_files_inside_the_models_dir_are_found_by_relative_or_absolute_path(clie
     assert "not a file in EDGED_MODELS_DIR" in reason
     [unknown] = _model_reasons(client, auth, dataset, "no_such_model")
     assert "mobilenet_v2" in unknown and "EDGED_MODELS_DIR" in unknown
+
+
+def test_a_factory_that_fails_is_refused_at_submit_with_its_error(client, auth, uploads):
+    [reason] = _model_reasons(client, auth, _image_dataset(client, auth, uploads), "edged_jobs_test_model:broken")
+    assert "RuntimeError: factory exploded" in reason
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "edged_jobs_test_model:small_cnn"])
+def test_drop_weight_keys_is_refused_for_models_without_a_weights_file(client, auth, uploads, model):
+    body = {"model": model, "dataset": _image_dataset(client, auth, uploads), "drop_weight_keys": ["_fc."]}
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422, response.text
+    [reason] = [r["msg"] for r in response.json()["error"]["detail"] if r["loc"][-1] == "drop_weight_keys"]
+    assert "applies to 'package.module:factory=weights' models" in reason and repr(model) in reason

@@ -89,7 +89,7 @@ def test_weights_that_do_not_match_are_rejected_naming_the_keys(tmp_path, cnn_we
 
     reshaped = dict(cnn_weights, **{"5.weight": torch.zeros(32, 8)})
     save_file(reshaped, str(path))
-    with pytest.raises(InvalidInput, match="1 with another shape") as caught:
+    with pytest.raises(InvalidInput, match="keys of another shape: 1") as caught:
         load_model(f"tiny_model:small_cnn={path}", num_classes=2)
     assert caught.value.detail == {"shape_mismatches": ["5.weight: file (32, 8), backbone (32, 16)"]}
 
