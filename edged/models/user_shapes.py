@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Optional
 
 from edged.errors import InvalidInput
 from edged.models import user
