@@ -61,7 +61,9 @@ def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) 
     the model's options, the compile choice."""
     fields = job.model_dump(include=set(JobFields.model_fields))
     fields["memory_budget_mb"] = job.memory_budget_mb or settings.default_memory_budget_mb
-    options = job.model_dump(include=set(ModelOptions.model_fields), exclude_defaults=True)  # so no drop_weight_keys: []
+    # Options left at their defaults are left out (an empty drop_weight_keys among them), so the stored options,
+    # which name a task's resident base, stay those of earlier jobs on the same model.
+    options = job.model_dump(include=set(ModelOptions.model_fields), exclude_defaults=True)
     if user.is_factory_spec(job.model) and job.model not in _registered():
         options["kind"] = dataset_kind  # a user factory takes the dataset's kind (image or tabular)
     return JobConfig(adapt=AdaptConfig(**fields, device=settings.device), model_options=options, compile=job.compile,

@@ -32,7 +32,7 @@ def model_shapes(module_name: str, factory_name: str,
     """(the backbone's state_dict shapes, the weights file's tensor shapes or None without a file); NotFound for
     a factory that is not there, InvalidInput for one that fails or a file that cannot be read."""
     user.import_factory(module_name, factory_name)
-    expected = _backbone_shapes(module_name, factory_name, _mtime_ns(sys.modules[module_name].__file__))
+    expected = _backbone_shapes(module_name, factory_name, _mtime_ns(getattr(sys.modules[module_name], "__file__", None)))
     if weights is None:
         return expected, None
     stat = weights.stat()
