@@ -96,6 +96,23 @@ class OutOfBudget(InvalidInput):
 
 
 ECHO_LIMIT = 100  # characters of user input a message repeats
+DETAIL_LIMIT = 2000  # characters of detail a one-line description keeps
+
+
+def described(exc: EdgedError) -> str:
+    """The message with its detail, where only one line of text travels (a failed job's `error`): a dict's
+    entries as `key: a, b`, cut to DETAIL_LIMIT characters."""
+    if exc.detail is None or exc.detail == {} or exc.detail == []:
+        return exc.message
+    if isinstance(exc.detail, dict):
+        text = "; ".join(f"{key}: {_joined(value)}" for key, value in exc.detail.items())
+    else:
+        text = _joined(exc.detail)
+    return f"{exc.message} ({text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT] + '...'})"
+
+
+def _joined(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def quoted(value: object, limit: int = ECHO_LIMIT) -> str:

@@ -44,7 +44,8 @@ class TaskPublic(BaseModel):
     job_id: Optional[str] = Field(description="the job that adapted it (null once that job is deleted)")
     base_model: str = Field(description="the base model spec its delta applies to")
     kind: Literal["image", "text", "tabular"] = Field(description="what inputs it takes")
-    model_options: dict[str, object] = Field(description="the base's loader options (image_size, max_length, kind)")
+    model_options: dict[str, object] = Field(
+        description="the base's loader options (image_size, max_length, kind, drop_weight_keys)")
     seed: int = Field(description="the base's seed (a user factory's initialisation)")
     method: str = Field(description="the adaptation method")
     sparsity: Literal["none", "2:4"] = Field(description="whether its base weights were pruned to 2:4")

@@ -114,9 +114,12 @@ def _add_job_flag(parser: argparse.ArgumentParser, name: str) -> None:
     kind: typing.Any = field.annotation
     if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[X] -> X
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    default = "" if field.is_required() or field.default is None else f" (default: {field.default})"
+    shown = not field.is_required() and field.default_factory is None and field.default is not None
+    default = f" (default: {field.default})" if shown else ""
     text = f"{field.description}{default}".replace("%", "%%")  # argparse formats help with %
-    if kind is bool:
+    if typing.get_origin(kind) is list:  # repeated: --drop-weight-keys _fc. --drop-weight-keys aux.
+        parser.add_argument(flag, action="append", metavar="VALUE", help=f"{text} (repeat the flag for each value)")
+    elif kind is bool:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
     elif typing.get_origin(kind) is Literal:
         parser.add_argument(flag, choices=typing.get_args(kind), help=text)

@@ -1,13 +1,17 @@
 """A job request checked before it is queued: the body's fields, the method and model registries, the
 dataset and whether its kind fits the model. Every problem is collected, then raised as one 422.
 
-Only cheap checks run here (no model is built; an allow-listed factory's module is imported): loading
-happens in the worker, whose failure is a `failed` job with the reason. The worker checks the model's
-sources again, with the settings it is given.
+Registered models and transformers directories are checked cheaply (by name, by path); a user factory is
+built and its weights file's keys and shapes are checked against it (`edged.models.user_shapes` caches what
+that reads), so a checkpoint that does not fit is a 422 naming the keys and the fix, not a failed job. The
+route runs in FastAPI's thread pool (a plain `def`), so a slow factory does not hold up the event loop. The
+worker loads the model again, with the sources of the settings it is given.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Optional
 
 import sqlite_utils
@@ -17,9 +21,10 @@ from edged.compile.registry import AUTO_ORDER, INT8_BACKENDS
 from edged.data.preprocess import check_image_size
 from edged.errors import InvalidInput, NotFound, quoted
 from edged.jobs.schemas import JobCreate
-from edged.models import user
+from edged.models import user, user_shapes, weight_keys
 from edged.models.registry import list_models
 from edged.models.sources import FACTORIES_SETTING, MODELS_DIR_SETTING, ModelSources
+from edged.models.weight_keys import OPTION, Shape
 from edged.pipeline.config import AdaptConfig, JobConfig, JobFields, ModelOptions
 from edged.settings import Settings
 from edged.store.datasets import get_dataset
@@ -41,7 +46,7 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
     fields = body if isinstance(body, dict) else {}
     _check_compile(fields.get("compile", "none"), reasons)
     _check_quantize(fields.get("quantize", "none"), fields.get("compile", "none"), reasons)
-    model_kind = _model_kind(fields.get("model"), ModelSources.from_settings(settings), reasons)
+    model_kind = _model_kind(fields.get("model"), _drop_prefixes(fields), ModelSources.from_settings(settings), reasons)
     dataset = _dataset(db, fields.get("dataset"), "dataset", reasons)
     dataset_kind = dataset["kind"] if dataset else None
     _check_test_dataset(db, dataset, fields.get("test_dataset"), reasons)
@@ -58,7 +63,9 @@ def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) 
     the model's options, the compile choice."""
     fields = job.model_dump(include=set(JobFields.model_fields))
     fields["memory_budget_mb"] = job.memory_budget_mb or settings.default_memory_budget_mb
-    options = job.model_dump(include=set(ModelOptions.model_fields), exclude_none=True)
+    # Options left at their defaults are left out (an empty drop_weight_keys among them), so the stored options,
+    # which name a task's resident base, stay those of earlier jobs on the same model.
+    options = job.model_dump(include=set(ModelOptions.model_fields), exclude_defaults=True)
     if user.is_factory_spec(job.model) and job.model not in _registered():
         options["kind"] = dataset_kind  # a user factory takes the dataset's kind (image or tabular)
     return JobConfig(adapt=AdaptConfig(**fields, device=settings.device), model_options=options, compile=job.compile,
@@ -70,8 +77,10 @@ def _message(error: Any) -> str:
     return str(error["ctx"]["error"]) if error["type"] == "value_error" and "error" in error.get("ctx", {}) else error["msg"]
 
 
-def _reason(loc: Any, msg: str, type_: str) -> dict[str, Any]:
-    return {"loc": ["body", *loc] if isinstance(loc, (list, tuple)) else ["body", loc], "msg": msg, "type": type_}
+def _reason(loc: Any, msg: str, type_: str, detail: Any = None) -> dict[str, Any]:
+    """One problem: where, what, its kind, and (for a weights file) the keys concerned."""
+    reason = {"loc": ["body", *loc] if isinstance(loc, (list, tuple)) else ["body", loc], "msg": msg, "type": type_}
+    return {**reason, "detail": detail} if detail is not None else reason
 
 
 def _check_compile(backend: Any, reasons: list[dict[str, Any]]) -> None:
@@ -93,18 +102,29 @@ def _registered() -> dict[str, Any]:
     return {info.name: info for info in list_models()}
 
 
-def _model_kind(spec: Any, sources: ModelSources, reasons: list[dict[str, Any]]) -> Optional[str]:
+def _drop_prefixes(fields: dict[str, Any]) -> Optional[list[str]]:
+    """The request's drop_weight_keys ([] when absent), or None when it is not a list of strings (JobCreate says why)."""
+    prefixes = fields.get(OPTION, [])
+    return prefixes if isinstance(prefixes, list) and all(isinstance(p, str) for p in prefixes) else None
+
+
+def _model_kind(spec: Any, drop_prefixes: Optional[list[str]], sources: ModelSources,
+                reasons: list[dict[str, Any]]) -> Optional[str]:
     """The kind of data the model takes ('factory' when it follows the dataset), or None after a reason."""
     if not isinstance(spec, str):
         return None
     registered = _registered()
+    match = user.FACTORY_SPEC.match(spec) if spec not in registered else None
+    if drop_prefixes and (match is None or not match["weights"]):
+        reasons.append(_reason(OPTION, f"{OPTION} applies to 'package.module:factory=weights' models (it drops keys "
+                               f"of their weights file), not to model {quoted(spec)}", "not_applicable"))
     if spec in registered:
         info = registered[spec]
         if not info.available:
             reasons.append(_reason("model", f"model {spec!r} cannot run here: {info.reason}", "unavailable"))
         return info.kind
     if user.is_factory_spec(spec):
-        return _check_factory(spec, sources, reasons)
+        return _check_factory(spec, drop_prefixes, sources, reasons)
     try:
         if sources.resolve_path(spec).is_dir():
             return "text"
@@ -118,28 +138,56 @@ def _model_kind(spec: Any, sources: ModelSources, reasons: list[dict[str, Any]])
     return None
 
 
-def _check_factory(spec: str, sources: ModelSources, reasons: list[dict[str, Any]]) -> Optional[str]:
-    """The factory must be allow-listed and importable (the allowed module is imported here, so a typo is a
-    422 now, not a failed job later); its weights file must be inside the models directory."""
+def _check_factory(spec: str, drop_prefixes: Optional[list[str]], sources: ModelSources,
+                   reasons: list[dict[str, Any]]) -> Optional[str]:
+    """The factory must be allow-listed, importable and build a backbone; its weights file must be inside the
+    models directory and, after `drop_prefixes`, fit the backbone key for key and shape for shape."""
     match = user.FACTORY_SPEC.match(spec)
     assert match is not None
+    weights = _weights_file(match["weights"], sources, reasons) if match["weights"] else None
     try:
         sources.check_factory(match["module"], match["factory"])
-        user.import_factory(match["module"], match["factory"])
     except InvalidInput as exc:
         reasons.append(_reason("model", exc.message, "not_allowed"))
+        return "factory"  # code off the allow-list is not run
+    try:
+        expected, given = user_shapes.model_shapes(match["module"], match["factory"], weights)
     except NotFound as exc:
         reasons.append(_reason("model", exc.message, "unknown"))
-    if match["weights"]:
-        try:
-            weights = sources.resolve_path(match["weights"])
-        except InvalidInput as exc:
-            reasons.append(_reason("model", exc.message, "not_allowed"))
-        else:
-            if not weights.is_file():
-                reasons.append(_reason("model", f"weights file {quoted(match['weights'])} of the model is not "
-                                       f"a file in {MODELS_DIR_SETTING} ({sources.models_dir})", "not_found"))
+    except InvalidInput as exc:
+        reasons.append(_reason("model", exc.message, "invalid", exc.detail))
+    else:
+        if given is not None and weights is not None and drop_prefixes is not None:
+            _check_weight_keys(expected, given, drop_prefixes, weights.name, reasons)
     return "factory"
+
+
+def _weights_file(given: str, sources: ModelSources, reasons: list[dict[str, Any]]) -> Optional[Path]:
+    """The factory's weights file, or None after a reason (outside the models directory, or not a file)."""
+    try:
+        weights = sources.resolve_path(given)
+    except InvalidInput as exc:
+        reasons.append(_reason("model", exc.message, "not_allowed"))
+        return None
+    if not weights.is_file():
+        reasons.append(_reason("model", f"weights file {quoted(given)} of the model is not "
+                               f"a file in {MODELS_DIR_SETTING} ({sources.models_dir})", "not_found"))
+        return None
+    return weights
+
+
+def _check_weight_keys(expected: Mapping[str, Shape], given: Mapping[str, Shape], drop_prefixes: list[str],
+                       file_name: str, reasons: list[dict[str, Any]]) -> None:
+    """The loader's own checks (`edged.models.weight_keys`), on shapes: prefixes first, then the keys left."""
+    try:
+        kept = weight_keys.drop_keys(given, drop_prefixes, expected, file_name)
+    except InvalidInput as exc:
+        reasons.append(_reason(OPTION, exc.message, "invalid", exc.detail))
+        return
+    try:
+        weight_keys.check_match(expected, kept, file_name)
+    except InvalidInput as exc:
+        reasons.append(_reason("model", exc.message, "weights_mismatch", exc.detail))
 
 
 def _check_image_size(image_size: Any, reasons: list[dict[str, Any]]) -> None:

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from edged.errors import EdgedError
+from edged.errors import EdgedError, described
 from edged.jobs import records
 from edged.jobs.progress import JobStopped, ProgressReporter
 from edged.jobs.states import JobState
@@ -134,11 +134,12 @@ def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
 
 
 def failure_reason(data_dir: Path, stage: Optional[str], exc: Exception) -> str:
-    """A failed job's `error`: the stage, then what went wrong (a full disk named as ENOSPC)."""
+    """A failed job's `error`: the stage, then what went wrong (a full disk named as ENOSPC), with the error's
+    detail (e.g. the keys a weights file lacks), which the job's row has no other place for."""
     if is_disk_full(exc):
         return f"{during(stage)}: {disk_full(data_dir).message} ({type(exc).__name__}: {exc})"
     if isinstance(exc, EdgedError):
-        return f"{during(stage)}: {exc.message}"
+        return f"{during(stage)}: {described(exc)}"
     return f"{during(stage)}: {type(exc).__name__}: {exc}"
 
 

@@ -6,8 +6,9 @@
   forward pass in eval mode on zeros: (2, 3, S, S) for images, (2, F) for tabular data, F being the
   `in_features` of the first nn.Linear.
 - The weights file, when given, is a `.safetensors` file or a torch state dict (`.pt` / `.pth`,
-  loaded with weights_only=True); its keys must match the backbone's state_dict exactly.
-- Options: `kind` ("image" or "tabular") and, for images, `image_size` (default 64).
+  loaded with weights_only=True); its keys and shapes must match the backbone's state_dict exactly, after
+  dropping the keys that start with a prefix in the option `drop_weight_keys` (`edged.models.weight_keys`).
+- Options: `kind` ("image" or "tabular"), for images `image_size` (default 64), and `drop_weight_keys`.
 - With `sources` (a job's), the factory must be on the allow-list and the weights file inside the
   models directory (`edged.models.sources`).
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from edged.data.preprocess import DEFAULT_IMAGE_SIZE, check_image_size, preprocess_images, preprocess_tabular
 from edged.data.task import TaskData
 from edged.errors import InvalidInput, NotFound, quoted
+from edged.models import weight_keys
 from edged.models.registry import Backbone, ModelInfo, merge_options, model_path
 from edged.models.sources import ModelSources
 
@@ -51,13 +53,19 @@ def load_factory(spec: str, options: Mapping[str, Any],
     weights = model_path(match["weights"], sources) if match["weights"] else None  # refused before any import
     options = dict(options)
     kind = options.pop("kind", "image")
+    drop_prefixes = options.pop(weight_keys.OPTION, [])
+    if not isinstance(drop_prefixes, (list, tuple)) or not all(isinstance(p, str) and p for p in drop_prefixes):
+        raise InvalidInput(f"{weight_keys.OPTION} must be a list of key prefixes, got {drop_prefixes!r}")
+    if drop_prefixes and weights is None:
+        raise InvalidInput(f"{weight_keys.OPTION} drops keys of a weights file, and {quoted(spec)} names none",
+                           detail={"accepted": "package.module:factory=weights"})
     if kind not in FACTORY_KINDS:
         raise InvalidInput(f"kind must be one of {list(FACTORY_KINDS)} for a module:factory model, got {kind!r}")
     used = merge_options(spec, {"image_size": DEFAULT_IMAGE_SIZE} if kind == "image" else {}, options)
     factory = import_factory(match["module"], match["factory"])
     module = build_module(factory, spec)
     if weights is not None:
-        load_weights_(module, weights)
+        load_weights_(module, weights, drop_prefixes)
     module.eval()
     feature_dim = measure_feature_dim(module, kind, used)
     backbone = Backbone(module=module, feature_dim=feature_dim, preprocess=_preprocessor(kind, used))
@@ -115,19 +123,16 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def load_weights_(module: nn.Module, path: Path) -> None:
-    state = read_state_dict(path)
-    expected = set(module.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise InvalidInput(
-            f"weights in {path.name} do not match the backbone's parameters",
-            detail={"missing": missing[:10], "unexpected": unexpected[:10]},
-        )
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # shape mismatches
-        raise InvalidInput(f"weights in {path.name} do not fit the backbone: {exc}") from exc
+def load_weights_(module: nn.Module, path: Path, drop_prefixes: Sequence[str] = ()) -> None:
+    """`module`'s parameters and buffers from the file, after dropping the keys under `drop_prefixes`."""
+    expected = module.state_dict()
+    state = weight_keys.drop_keys(read_state_dict(path), drop_prefixes, expected, path.name)
+    weight_keys.check_match(tensor_shapes(expected), tensor_shapes(state), path.name)
+    module.load_state_dict(state, strict=True)
+
+
+def tensor_shapes(state: Mapping[str, Tensor]) -> dict[str, weight_keys.Shape]:
+    return {key: tuple(value.shape) for key, value in state.items()}
 
 
 @torch.no_grad()

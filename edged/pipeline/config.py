@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from edged.methods.options import MaskedLowRankOptions, MethodOptions
 from edged.methods.registry import all_methods, methods_keeping_2_4
@@ -113,11 +113,19 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")
 
 
+WeightKeyPrefix = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
 class ModelOptions(BaseModel):
-    """How the model is built for the task: its preprocessing options."""
+    """How the model is built for the task: its preprocessing options, and the weights file keys it drops."""
 
     image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")
     max_length: Optional[int] = Field(None, description="token limit of a text model (default: the model's)")
+    drop_weight_keys: list[WeightKeyPrefix] = Field(
+        default_factory=list, max_length=32, description="for a 'package.module:factory=weights' model: drop the "
+        "weights file's keys that start with one of these prefixes before loading (e.g. ['_fc.'] for a checkpoint "
+        "that keeps its classifier); each must match a key the backbone does not have",
+    )
 
 
 class JobConfig(BaseModel):
@@ -127,8 +135,8 @@ class JobConfig(BaseModel):
 
     adapt: AdaptConfig
     model_options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword options of the model loader: image_size / max_length, and "
-        "`kind` (image or tabular) for a user factory, which takes the dataset's kind")
+        default_factory=dict, description="keyword options of the model loader: image_size / max_length, and for a "
+        "user factory `kind` (image or tabular: the dataset's kind) and drop_weight_keys when set")
     compile: str = Field("none", description="compile backend ('auto', a backend name) or 'none'")
     publish: bool = Field(True, description="publish the adapted model as a task (GET /v1/tasks) when the job succeeds")
     test_dataset: Optional[str] = Field(None, description="id of the held-out test dataset, or null")

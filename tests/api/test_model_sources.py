@@ -4,6 +4,7 @@ refused with a 422 that does not reveal whether a path outside exists. (The work
 from __future__ import annotations
 
 import pytest
+from safetensors.torch import save_file
 
 from edged.jobs.validate import checked_job
 
@@ -64,7 +65,9 @@ def test_files_inside_the_models_dir_are_found_by_relative_or_absolute_path(clie
     dataset = _image_dataset(client, auth, uploads)
     models_dir = settings.resolved_models_dir
     models_dir.mkdir(parents=True)
-    (models_dir / "cnn.safetensors").write_bytes(b"")  # exists: validation only checks it is a file
+    from edged_jobs_test_model import small_cnn  # importable through the test_model_module fixture
+
+    save_file(small_cnn().state_dict(), str(models_dir / "cnn.safetensors"))  # validation checks its keys too
     for weights in ("cnn.safetensors", str(models_dir / "cnn.safetensors")):
         # Accepted by the validation POST /v1/jobs runs (checked directly: a queued job would start a worker).
         job, _ = checked_job(db, {"model": f"edged_jobs_test_model:small_cnn={weights}", "dataset": dataset}, settings)
@@ -73,3 +76,17 @@ def test_files_inside_the_models_dir_are_found_by_relative_or_absolute_path(clie
     assert "not a file in EDGED_MODELS_DIR" in reason
     [unknown] = _model_reasons(client, auth, dataset, "no_such_model")
     assert "mobilenet_v2" in unknown and "EDGED_MODELS_DIR" in unknown
+
+
+def test_a_factory_that_fails_is_refused_at_submit_with_its_error(client, auth, uploads):
+    [reason] = _model_reasons(client, auth, _image_dataset(client, auth, uploads), "edged_jobs_test_model:broken")
+    assert "RuntimeError: factory exploded" in reason
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "edged_jobs_test_model:small_cnn"])
+def test_drop_weight_keys_is_refused_for_models_without_a_weights_file(client, auth, uploads, model):
+    body = {"model": model, "dataset": _image_dataset(client, auth, uploads), "drop_weight_keys": ["_fc."]}
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422, response.text
+    [reason] = [r["msg"] for r in response.json()["error"]["detail"] if r["loc"][-1] == "drop_weight_keys"]
+    assert "applies to 'package.module:factory=weights' models" in reason and repr(model) in reason

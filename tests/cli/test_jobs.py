@@ -7,7 +7,7 @@ import re
 
 from jobs_helpers import FAST_JOB, MODEL, digits_npz
 
-from edged.cli import main
+from edged.cli import build_parser, main
 
 
 def test_submit_follow_and_status(daemon, tmp_path, capsys):
@@ -56,3 +56,9 @@ def test_status_without_a_daemon_says_how_to_start_one(tmp_path, capsys):
     env_file.write_text("EDGED_TOKEN=cli-test-token-0123456789\n")
     assert main(["--env-file", str(env_file), "status", "--url", "http://127.0.0.1:9"]) == 2
     assert "start it with `edged serve`" in capsys.readouterr().err
+
+
+def test_a_list_field_is_a_repeated_flag():
+    args = build_parser().parse_args(["submit", "x.npz", "--model", f"{MODEL}=cnn.pt", "--drop-weight-keys", "_fc.",
+                                      "--drop-weight-keys", "aux."])
+    assert args.drop_weight_keys == ["_fc.", "aux."]  # not list("_fc."), one character per prefix

@@ -1,8 +1,12 @@
 """A tiny user backbone for the job tests, loaded by the worker process through the spec
 `edged_jobs_test_model:small_cnn` (its directory is put on PYTHONPATH by the tests)."""
 
+import os
+
 import torch
 from torch import nn
+
+CALLS_FILE_VARIABLE = "TEST_FACTORY_CALLS_FILE"  # where counted_cnn appends a line per call (the daemon is another process)
 
 
 def small_cnn() -> nn.Module:
@@ -16,8 +20,18 @@ def small_cnn() -> nn.Module:
     )
 
 
+def counted_cnn() -> nn.Module:
+    """small_cnn, each call appending the calling process's pid to the file named by CALLS_FILE_VARIABLE, so a
+    test can count how often the daemon built it."""
+    calls_file = os.environ.get(CALLS_FILE_VARIABLE)
+    if calls_file:
+        with open(calls_file, "a") as calls:
+            calls.write(f"{os.getpid()}\n")
+    return small_cnn()
+
+
 def broken() -> nn.Module:
-    """A factory that fails when the worker builds the model (validation cannot know without building it)."""
+    """A factory that fails when it is built: POST /v1/jobs builds it, so this is a 422 at submit."""
     raise RuntimeError("factory exploded")
 
 

@@ -89,8 +89,36 @@ def test_weights_that_do_not_match_are_rejected_naming_the_keys(tmp_path, cnn_we
 
     reshaped = dict(cnn_weights, **{"5.weight": torch.zeros(32, 8)})
     save_file(reshaped, str(path))
-    with pytest.raises(InvalidInput, match="do not fit"):
+    with pytest.raises(InvalidInput, match="keys of another shape: 1") as caught:
         load_model(f"tiny_model:small_cnn={path}", num_classes=2)
+    assert caught.value.detail == {"shape_mismatches": ["5.weight: file (32, 8), backbone (32, 16)"]}
+
+
+def test_a_checkpoint_keeping_its_classifier_loads_with_drop_weight_keys(tmp_path, cnn_weights):
+    """As EfficientNet checkpoints ship: the backbone's keys plus an ImageNet classifier `_fc.*`."""
+    path = tmp_path / "with_fc.pt"
+    torch.save({**cnn_weights, "_fc.weight": torch.zeros(1000, 32), "_fc.bias": torch.zeros(1000)}, path)
+    with pytest.raises(InvalidInput) as caught:
+        load_model(f"tiny_model:small_cnn={path}", num_classes=2)
+    assert "set drop_weight_keys: ['_fc.']" in caught.value.message
+    assert caught.value.detail == {"unexpected": ["_fc.bias", "_fc.weight"]}
+
+    loaded = load_model(f"tiny_model:small_cnn={path}", num_classes=2, drop_weight_keys=["_fc."])
+    backbone = loaded.model.backbone.state_dict()
+    assert all(torch.equal(backbone[key], value) for key, value in cnn_weights.items())
+
+
+@pytest.mark.parametrize("prefixes, words", [
+    (["_fc.", "head."], "'head.' matches no key of with_fc.pt"),
+    (["_fc.", "1."], "'1.' would drop 5 key(s) the backbone needs (1.bias, 1.num_batches_tracked, 1.running_mean"),
+    ("_fc.", "must be a list of key prefixes"),
+])
+def test_drop_weight_keys_that_drop_nothing_or_needed_keys_are_refused(tmp_path, cnn_weights, prefixes, words):
+    path = tmp_path / "with_fc.pt"
+    torch.save({**cnn_weights, "_fc.weight": torch.zeros(1000, 32)}, path)
+    with pytest.raises(InvalidInput) as caught:
+        load_model(f"tiny_model:small_cnn={path}", num_classes=2, drop_weight_keys=prefixes)
+    assert words in caught.value.message
 
 
 def test_weights_files_of_the_wrong_kind_are_rejected(tmp_path):
