@@ -27,6 +27,7 @@ from edged.sparse.blocks import aligned_scores
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.sparse.shared_pattern import apply_pattern_, pack_pattern, pattern_id
 from edged.train.evaluate import accuracy
+from edged.train.head_fit import HeadFitSettings, fit_head_
 from edged.train.loop import TrainSettings, amp_dtype, train
 
 
@@ -118,9 +119,17 @@ def prepare_method(run: AdaptRun) -> None:
 
 def train_stage(run: AdaptRun) -> Optional[int]:
     """Trains the adaptation and the head; returns the samples this run trained on (its epochs only: a
-    resumed job's earlier epochs were counted by the run they ran in)."""
+    resumed job's earlier epochs were counted by the run they ran in). A method that trains no backbone part
+    fits the head on features the frozen backbone computes once (`edged.train.head_fit`)."""
     config, model, split = run.config, made(run.model, "validate"), made(run.split, "prepare")
     adaptation = made(run.adaptation, "mask or prepare_method")
+    checkpoint_dir = run.workdir / "checkpoint" if run.workdir else None
+    if not run.method.trains_backbone:
+        fit_settings = HeadFitSettings(config.seed, run.eval_batch, run.amp_dtype, config.distill_weight,
+                                       checkpoint_dir=checkpoint_dir)
+        run.training = fit_head_(model, split.train.inputs, split.train.labels, split.val.inputs, split.val.labels,
+                                 fit_settings, run.device, run.on_progress, run.teacher_logits)
+        return len(split.train)
     head_params = dict(model.get_submodule("head").named_parameters(prefix="head"))
     for p in head_params.values():
         p.requires_grad_(True)
@@ -130,7 +139,7 @@ def train_stage(run: AdaptRun) -> Optional[int]:
         head_lr=config.head_lr, weight_decay=config.weight_decay, schedule=config.schedule,
         warmup_fraction=config.warmup_fraction, patience=config.patience, seed=config.seed, amp=config.amp,
         train_norm_layers=adaptation.train_norm_layers, distill_weight=config.distill_weight,
-        checkpoint_dir=run.workdir / "checkpoint" if run.workdir else None,
+        checkpoint_dir=checkpoint_dir,
     )
     run.training = train(model, params, set(head_params), (split.train.inputs, split.train.labels),
                          (split.val.inputs, split.val.labels), settings, run.device, run.on_progress,

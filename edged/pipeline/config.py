@@ -29,8 +29,10 @@ class JobFields(MethodOptions):
     method: str = Field("taskedge", description="a registered adaptation method or baseline")
     epochs: int = Field(3, ge=1, le=1000, description="training epochs")
     lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the "
-                                "method's); refused for 'head', which trains no backbone part (set head_lr)")
-    head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head")
+                                "method's); refused for 'head', which trains no backbone part")
+    head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head; refused for "
+                           "'head', whose head is fit by L-BFGS on cached features with a weight decay chosen on "
+                           "part of the training split (no learning rate to set)")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(
@@ -74,8 +76,20 @@ class JobFields(MethodOptions):
         """A backbone learning rate for a method that trains no backbone part would be silently ignored."""
         method = info.data.get("method")  # absent when the method itself was refused
         if value is not None and method is not None and not all_methods()[method].trains_backbone:
-            raise ValueError(f"method {method!r} trains only the classification head, so 'lr' would have no effect; "
-                             f"set 'head_lr' instead")
+            raise ValueError(f"method {method!r} trains only the classification head, fit on cached features without "
+                             f"a learning rate, so 'lr' (like 'head_lr') would have no effect; leave it out")
+        return value
+
+    @field_validator("head_lr")
+    @classmethod
+    def _used_by_head_fit(cls, value: float, info: ValidationInfo) -> float:
+        """Given (defaults are not validated) for a method whose head is fit on cached features, it would be
+        silently ignored: that fit is full-batch L-BFGS, whose step comes from its line search."""
+        method = info.data.get("method")
+        if method is not None and not all_methods()[method].trains_backbone:
+            raise ValueError(f"method {method!r} fits the head on cached backbone features by L-BFGS, with a weight "
+                             f"decay chosen on part of the training split, so 'head_lr' would have no effect; leave "
+                             f"it out")
         return value
 
     @field_validator("sparsity")
