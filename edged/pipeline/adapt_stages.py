@@ -1,6 +1,6 @@
 """The adaptation's stages, each `stage(run: AdaptRun) -> None`, in the order `edged.pipeline.stages` runs them:
 prepare -> evaluate_before -> [dense_reference] -> [calibrate] -> [prune -> evaluate_pruned] ->
-score -> mask | prepare_method -> train -> merge -> evaluate -> [int8_ranges].
+score -> mask | prepare_method -> train -> merge -> [reestimate_batchnorm] -> evaluate -> [int8_ranges].
 
 With 2:4 the backbone is pruned by task importance (|W| * ||X||_2, the calibration pass), BatchNorm
 statistics are re-estimated on the task data (pruning shifts every activation), and the trainable mask is
@@ -27,6 +27,7 @@ from edged.sparse.blocks import aligned_scores
 from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.sparse.shared_pattern import apply_pattern_, pack_pattern, pattern_id
 from edged.train.evaluate import accuracy
+from edged.train.batchnorm_stats import has_batchnorm, reestimate_batchnorm_
 from edged.train.head_fit import HeadFitSettings, fit_head_
 from edged.train.loop import TrainSettings, amp_dtype, train
 
@@ -175,6 +176,25 @@ def _add_pruned_entries_(changed: dict[str, Optional[Tensor]], keep_masks: dict[
         pruned = (~keep).flatten().nonzero().flatten().to(torch.int64)
         trained = changed.get(name)
         changed[name] = pruned if trained is None else torch.cat([pruned, trained.to(pruned.device)]).unique()
+
+
+def reestimates_batchnorm(run: AdaptRun) -> bool:
+    """The adaptation changed backbone tensors (or ran BatchNorm in train mode) of a model with BatchNorm."""
+    adaptation = made(run.adaptation, "mask or prepare_method")
+    return run.config.reestimate_batchnorm and has_batchnorm(made(run.model, "validate")) and \
+        (bool(adaptation.parameters) or adaptation.train_norm_layers)
+
+
+def reestimate_batchnorm(run: AdaptRun) -> None:
+    """BatchNorm statistics re-estimated on the calibration samples (training samples), kept where they score
+    at least as well on them as the statistics training left (`edged.train.batchnorm_stats`); when kept,
+    the buffers travel with the task's delta."""
+    model, calib = made(run.model, "validate"), made(run.split, "prepare").calib
+    adaptation = made(run.adaptation, "mask or prepare_method")
+    run.batchnorm = reestimate_batchnorm_(model, calib, len(calib.labels), lambda: accuracy(
+        model, calib.inputs, calib.labels, run.eval_batch, run.device, run.amp_dtype))
+    if run.batchnorm.kept:
+        adaptation.changed.update({name: None for name in run.batchnorm.buffers if name not in adaptation.changed})
 
 
 def evaluate(run: AdaptRun) -> None:

@@ -18,6 +18,7 @@ from edged.methods.options import MaskedLowRankOptions, MethodOptions
 from edged.methods.registry import all_methods, methods_keeping_2_4
 
 Sparsity = Literal["none", "2:4"]
+HEAD_LR_DEFAULT = 1e-3
 Quantize = Literal["none", "int8"]
 
 
@@ -30,9 +31,10 @@ class JobFields(MethodOptions):
     epochs: int = Field(3, ge=1, le=1000, description="training epochs")
     lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the "
                                 "method's); refused for 'head', which trains no backbone part")
-    head_lr: float = Field(1e-3, gt=0.0, le=1.0, description="learning rate of the classification head; refused for "
-                           "'head', whose head is fit by L-BFGS on cached features with a weight decay chosen on "
-                           "part of the training split (no learning rate to set)")
+    head_lr: float = Field(HEAD_LR_DEFAULT, gt=0.0, le=1.0, description="learning rate of the classification "
+                           "head; refused for 'head' (unless left at its default), whose head is fit by L-BFGS on "
+                           "cached features with a weight decay chosen on part of the training split (no learning "
+                           "rate to set)")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(
@@ -83,10 +85,11 @@ class JobFields(MethodOptions):
     @field_validator("head_lr")
     @classmethod
     def _used_by_head_fit(cls, value: float, info: ValidationInfo) -> float:
-        """Given (defaults are not validated) for a method whose head is fit on cached features, it would be
-        silently ignored: that fit is full-batch L-BFGS, whose step comes from its line search."""
+        """Set (to anything but the default, which a stored config repeats) for a method whose head is fit on
+        cached features, it would be silently ignored: that fit is full-batch L-BFGS, whose step comes from its
+        line search."""
         method = info.data.get("method")
-        if method is not None and not all_methods()[method].trains_backbone:
+        if method is not None and not all_methods()[method].trains_backbone and value != HEAD_LR_DEFAULT:
             raise ValueError(f"method {method!r} fits the head on cached backbone features by L-BFGS, with a weight "
                              f"decay chosen on part of the training split, so 'head_lr' would have no effect; leave "
                              f"it out")
@@ -121,6 +124,9 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
     calibration_samples: int = Field(512, ge=1, description="training samples used for calibration/scoring")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")
+    reestimate_batchnorm: bool = Field(True, description="after training, re-estimate BatchNorm statistics on the "
+                                       "calibration samples where the adaptation changed the backbone (kept unless "
+                                       "they score lower on those training samples)")
 
 
 class ModelOptions(BaseModel):

@@ -28,6 +28,7 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "samples_per_s": training.samples_per_s, "epochs_run": training.epochs_run,
         "train_samples": len(split.train), "val_samples": len(split.val),
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
+        "batchnorm_reestimated": run.batchnorm.summary() if run.batchnorm else None,
     }
     if run.aligned_blocks is not None and run.masks is not None:
         metrics["alignment"] = alignment_metrics(run.masks, run.aligned_blocks)

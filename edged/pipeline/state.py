@@ -25,6 +25,7 @@ from edged.pipeline.config import AdaptConfig
 from edged.pipeline.split import DataSplit
 from edged.pipeline.timer import ProgressCallback, StageTimer
 from edged.sparse.nm import PruneReport
+from edged.train.batchnorm_stats import BatchNormReestimate
 from edged.train.loop import TrainResult
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class AdaptRun:
     masks: Optional[dict[str, Tensor]] = None
     adaptation: Optional[Adaptation] = None
     training: Optional[TrainResult] = None
+    batchnorm: Optional[BatchNormReestimate] = None  # statistics re-estimated after training, where they apply
     accuracy_after: Optional[float] = None
     int8_ranges: Optional[dict[str, Tensor]] = None  # layer -> (amax, percentile) of its input, adapted model
     int8_drift: Optional[dict[str, float]] = None  # how those moved since the calibration pass
