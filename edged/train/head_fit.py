@@ -31,6 +31,7 @@ WEIGHT_DECAYS = (1e-2, 1e-3, 1e-4, 1e-5)  # L2 on the head's weight per mean los
 HOLDOUT_FRACTION = 0.2  # share of the training samples the weight decay is chosen on
 ITERATIONS_PER_STEP = 25  # L-BFGS iterations between progress events (a cancel acts between them)
 STEPS_PER_FIT = 4  # so at most 100 iterations per fit (fewer once it converges)
+TOLERANCE_CHANGE = 1e-6  # loss change that ends a fit: on MobileNetV2 features, 1e-10 took 2.4x the time for the same accuracy
 FIT_FILE = "head_fit.safetensors"  # the fitted head, in the checkpoint dir: a resumed job does not refit it
 
 
@@ -76,7 +77,7 @@ def fit_linear(features: Tensor, labels: Tensor, teacher: Optional[Tensor], deca
     soon it converges). `on_step(loss)` is called every ITERATIONS_PER_STEP iterations."""
     weight, bias = (t.detach().clone().requires_grad_(True) for t in start)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=ITERATIONS_PER_STEP, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+                                  tolerance_grad=1e-7, tolerance_change=TOLERANCE_CHANGE, line_search_fn="strong_wolfe")
 
     last = [float("nan")]  # the objective at the latest evaluation
 
