@@ -125,8 +125,8 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")
     reestimate_batchnorm: bool = Field(True, description="after training, re-estimate BatchNorm statistics on the "
-                                       "calibration samples where the adaptation changed the backbone (kept unless "
-                                       "they score lower on those training samples)")
+                                       "calibration samples when the method trained with BatchNorm in train mode "
+                                       "(kept unless they score lower on those training samples)")
 
 
 class ModelOptions(BaseModel):

@@ -1,12 +1,11 @@
 """BatchNorm running statistics re-estimated on the task data after training, kept only where they do not
 score worse on training samples than the statistics training left.
 
-Why: a method that trains weights under a BatchNorm leaves its running statistics stale. With the layers in
-train mode (full fine-tuning, BatchNorm + head) they are an exponential average that lags the weights, badly
-so with a small momentum (0.01: ~100 steps to forget the pre-training data); with the layers frozen (sparse
-methods, LoRA) they are the pre-training data's. The check decides per run: the weights were trained under
-batch statistics in the first case, so the re-estimated ones match them; in the second they were trained
-under the frozen ones, which may then stay.
+Why: a method that trains with the BatchNorm layers in train mode (full fine-tuning, BatchNorm + head) learns
+its weights under batch statistics, while the running statistics evaluation uses are an exponential average
+that trails them, badly so with a small momentum (0.01: ~100 steps to forget the pre-training data). The
+check keeps a run from ever losing to the statistics training left. (Methods that train under frozen
+statistics keep those: `edged.pipeline.adapt_stages.reestimates_batchnorm` says why.)
 """
 
 from __future__ import annotations
