@@ -28,7 +28,8 @@ class JobFields(MethodOptions):
     model_config = ConfigDict(extra="forbid")
 
     method: str = Field("taskedge", description="a registered adaptation method or baseline")
-    epochs: int = Field(3, ge=1, le=1000, description="training epochs")
+    epochs: int = Field(3, ge=1, le=1000, description="training epochs ('head' fits its head once, to "
+                        "convergence, on features the frozen backbone computes once)")
     lr: Optional[float] = Field(None, gt=0.0, le=1.0, description="learning rate of the backbone part (default: the "
                                 "method's); refused for 'head', which trains no backbone part")
     head_lr: float = Field(HEAD_LR_DEFAULT, gt=0.0, le=1.0, description="learning rate of the classification "

@@ -5,7 +5,9 @@ L-BFGS: an L2-regularised multinomial logistic regression, what a linear probe i
 The weight decay is chosen among `WEIGHT_DECAYS` by accuracy on a part carved from the TRAINING samples
 (`HOLDOUT_FRACTION`, seeded); the head is then refit on all of them. The validation split is only scored,
 never used to choose anything. Features are standardised for the fit (L-BFGS converges in far fewer
-iterations) and the scaling is folded back into the head, so the model stays a plain Classifier.
+iterations) and the scaling is folded back into the head, so the model stays a plain Classifier. The
+training loop's epochs, learning rates, schedule and weight decay do not apply here (a job refuses `lr`
+and `head_lr` for such a method); one fit is the job's one epoch.
 """
 
 from __future__ import annotations
