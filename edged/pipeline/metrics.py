@@ -28,6 +28,7 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "samples_per_s": training.samples_per_s, "epochs_run": training.epochs_run,
         "train_samples": len(split.train), "val_samples": len(split.val),
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
+        "batchnorm_reestimated": run.batchnorm.summary() if run.batchnorm else None,
     }
     if run.lr_search is not None:
         metrics["lr_search"] = {**run.lr_search, "fraction_of_train_time": _search_share(run)}

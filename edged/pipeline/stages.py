@@ -3,8 +3,8 @@
 them all, between loading its inputs and recording its metrics:
 
 validate -> prepare -> evaluate_before -> [dense_reference] -> [calibrate] -> [prune -> evaluate_pruned]
--> score -> mask | prepare_method -> train -> merge -> evaluate -> [int8_ranges] -> export -> [compile] -> benchmark
--> record
+-> score -> mask | prepare_method -> train -> merge -> [reestimate_batchnorm] -> evaluate
+-> [int8_ranges] -> export -> [compile] -> benchmark -> record
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("prepare_method", 0.09, adapt_stages.prepare_method, lambda run: not _sparse(run)),
     Stage("train", TRAIN_SPAN[0], adapt_stages.train_stage),
     Stage("merge", TRAIN_SPAN[1], adapt_stages.merge),
+    Stage("reestimate_batchnorm", 0.905, adapt_stages.reestimate_batchnorm, adapt_stages.reestimates_batchnorm),
     Stage("evaluate", 0.91, adapt_stages.evaluate),
     Stage("int8_ranges", 0.93, adapt_stages.int8_ranges, _int8),
     Stage("export", 0.94, _job_stage(job_stages.export), job_only=True),

@@ -25,6 +25,7 @@ from edged.pipeline.config import AdaptConfig
 from edged.pipeline.split import DataSplit
 from edged.pipeline.timer import ProgressCallback, StageTimer
 from edged.sparse.nm import PruneReport
+from edged.train.batchnorm_stats import BatchNormReestimate
 from edged.train.loop import TrainResult
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class AdaptRun:
     adaptation: Optional[Adaptation] = None
     lr_search: Optional[dict[str, Any]] = None  # the automatic learning rates' search summary, when it ran
     training: Optional[TrainResult] = None
+    batchnorm: Optional[BatchNormReestimate] = None  # statistics re-estimated after training, where they apply
     accuracy_after: Optional[float] = None
     test_accuracy_before: Optional[float] = None  # on test_task, when there is one
     test_accuracy_after: Optional[float] = None

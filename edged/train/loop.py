@@ -164,11 +164,10 @@ def _keep_epoch(directory: Optional[Path], params: dict[str, nn.Parameter], opti
     return best
 
 
-def _loss(logits: Tensor, target: Inputs, settings: TrainSettings) -> Tensor:
+def distill_loss(logits: Tensor, target: Inputs, w: float, t: float) -> Tensor:
     """Cross-entropy on labels, or with a teacher: (1 - w) CE + w T^2 KL(teacher_T || student_T)."""
     if isinstance(target, Tensor):
         return F.cross_entropy(logits, target)
-    t, w = settings.distill_temperature, settings.distill_weight
     soft = F.kl_div(F.log_softmax(logits.float() / t, -1), F.log_softmax(target["teacher"].float() / t, -1),
                     log_target=True, reduction="batchmean") * t * t
     return (1 - w) * F.cross_entropy(logits, target["y"]) + w * soft
@@ -178,7 +177,7 @@ def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Opti
           settings: TrainSettings) -> float:
     device_type = (y if isinstance(y, Tensor) else y["y"]).device.type
     with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-        loss = _loss(model(x), y, settings)
+        loss = distill_loss(model(x), y, settings.distill_weight, settings.distill_temperature)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

@@ -78,3 +78,13 @@ def test_a_backbone_learning_rate_on_a_head_only_job_is_rejected_not_ignored(cli
     reasons = {r["loc"][-1]: r["msg"] for r in response.json()["error"]["detail"]}
     assert "trains only the classification head" in reasons["lr"] and "head_lr" in reasons["lr"]
     assert client.get("/v1/jobs", headers=auth).json() == []  # nothing queued
+
+
+def test_a_head_learning_rate_on_a_head_only_job_is_rejected_not_ignored(client, auth):
+    """Its head is fit by L-BFGS on cached features: no learning rate to honour."""
+    body = {"model": "mobilenet_v2", "dataset": "whatever", "method": "head", "head_lr": 1e-2}
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422
+    reasons = {r["loc"][-1]: r["msg"] for r in response.json()["error"]["detail"]}
+    assert "cached backbone features by L-BFGS" in reasons["head_lr"] and "leave it out" in reasons["head_lr"]
+    assert client.get("/v1/jobs", headers=auth).json() == []

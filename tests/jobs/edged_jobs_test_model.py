@@ -52,3 +52,15 @@ def wine_mlp() -> nn.Module:
     BatchNorm puts features of very different scales (proline ~1000, hue ~1) on one footing."""
     torch.manual_seed(0)
     return nn.Sequential(nn.BatchNorm1d(13), nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+
+
+def slow_bn_cnn() -> nn.Module:
+    """small_cnn with BatchNorm momentum 0.01: a few hundred steps pass before its running statistics forget
+    their initial mean 0 / variance 1, so a short full fine-tuning leaves them far from the task data's."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16, momentum=0.01), nn.ReLU(),
+        nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32, momentum=0.01), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
+    )

@@ -1,0 +1,51 @@
+"""Head-only training on cached features (`edged.train.head_fit`): its choices read only the training samples,
+the folded head is the fitted one, and a stored fit is what a resumed run gets."""
+
+from __future__ import annotations
+
+import torch
+
+from edged.data.preprocess import preprocess_images
+from edged.train.evaluate import accuracy
+from edged.train.head_fit import FIT_FILE, HeadFitSettings, fit_head_
+from tiny_model import tiny_classifier
+
+CPU = torch.device("cpu")
+
+
+def _digits(digits_task):
+    inputs = preprocess_images(digits_task.x, image_size=16)  # (400, 3, 16, 16)
+    return inputs[:320], digits_task.y[:320], inputs[320:], digits_task.y[320:]
+
+
+def test_the_fit_never_reads_the_validation_split_for_its_choices(digits_task):
+    """The same training samples with two different validation splits (the real one, and noise with shuffled
+    labels) give the same weight decay and the same head, bit for bit; only the reported accuracy differs."""
+    train_x, train_y, val_x, val_y = _digits(digits_task)
+    noise = torch.randn_like(val_x)
+    shuffled = val_y[torch.randperm(len(val_y), generator=torch.Generator().manual_seed(1))]
+    heads, results = [], []
+    for inputs, labels in ((val_x, val_y), (noise, shuffled)):
+        model = tiny_classifier()
+        results.append(fit_head_(model, train_x, train_y, inputs, labels, HeadFitSettings(seed=0, batch_size=64), CPU))
+        heads.append({k: v.clone() for k, v in model.head.state_dict().items()})
+    assert results[0].history[0]["weight_decay"] == results[1].history[0]["weight_decay"]
+    assert results[0].history[0]["holdout_accuracy"] == results[1].history[0]["holdout_accuracy"]
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    assert results[0].best_accuracy != results[1].best_accuracy
+
+
+def test_the_folded_head_scores_on_the_model_what_the_fit_scored_on_cached_features(digits_task, tmp_path):
+    """Standardisation folded into the Linear: the whole model's accuracy is the one reported from the cached
+    features, and well above chance; a second call with the checkpoint dir loads the fit without refitting."""
+    train_x, train_y, val_x, val_y = _digits(digits_task)
+    model, events = tiny_classifier(), []
+    settings = HeadFitSettings(seed=0, batch_size=64, checkpoint_dir=tmp_path)
+    result = fit_head_(model, train_x, train_y, val_x, val_y, settings, CPU, events.append)
+    assert result.best_accuracy == accuracy(model, val_x, val_y, 64, CPU) > 0.3
+    assert [e["type"] for e in events][-1] == "epoch" and {e["type"] for e in events} == {"step", "epoch"}
+    assert (tmp_path / FIT_FILE).exists()
+    resumed, resumed_events = tiny_classifier(), []
+    again = fit_head_(resumed, train_x, train_y, val_x, val_y, settings, CPU, resumed_events.append)
+    assert resumed_events == [] and again.best_accuracy == result.best_accuracy
+    assert torch.equal(resumed.head.weight, model.head.weight) and torch.equal(resumed.head.bias, model.head.bias)
