@@ -10,6 +10,7 @@ restricted to the kept positions, so training recovers what pruning cost without
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
@@ -30,7 +31,7 @@ from edged.sparse.shared_pattern import apply_pattern_, pack_pattern, pattern_id
 from edged.train.evaluate import accuracy
 from edged.train.batchnorm_stats import has_batchnorm, reestimate_batchnorm_
 from edged.train.head_fit import HeadFitSettings, fit_head_
-from edged.train.loop import TrainSettings, amp_dtype, train
+from edged.train.loop import TrainResult, TrainSettings, amp_dtype, train
 from edged.train.lr_search import DEFAULT_HEAD_LR, candidate_grid, search_learning_rates
 
 
@@ -139,11 +140,11 @@ def train_stage(run: AdaptRun) -> Optional[int]:
     adaptation = made(run.adaptation, "mask or prepare_method")
     checkpoint_dir = run.workdir / "checkpoint" if run.workdir else None
     if not run.method.trains_backbone:
-        fit_settings = HeadFitSettings(config.seed, run.eval_batch, run.amp_dtype, config.distill_weight,
-                                       checkpoint_dir=checkpoint_dir)
-        run.training = fit_head_(model, split.train.inputs, split.train.labels, split.val.inputs, split.val.labels,
-                                 fit_settings, run.device, run.on_progress, run.teacher_logits)
+        run.training = _fit_head(run, checkpoint_dir, run.on_progress)
         return len(split.train)
+    if config.head_warmup:  # LP-FT: the sparse entries then train under a head that already fits the features
+        warmup = _fit_head(run, run.workdir / "head_warmup" if run.workdir else None, _warmup_events(run))
+        run.head_warmup = warmup.history[0]
     head_params = dict(model.get_submodule("head").named_parameters(prefix="head"))
     for p in head_params.values():
         p.requires_grad_(True)
@@ -165,6 +166,22 @@ def train_stage(run: AdaptRun) -> Optional[int]:
     run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
                          settings, run.device, run.on_progress, run.teacher_logits)
     return len(split.train) * len(run.training.history)
+
+
+def _fit_head(run: AdaptRun, checkpoint_dir: Optional[Path], on_progress: Optional[Callable[[dict], None]]
+              ) -> TrainResult:
+    """The head fit on the frozen backbone's cached features (a linear probe); kept in `checkpoint_dir`."""
+    config, model, split = run.config, made(run.model, "validate"), made(run.split, "prepare")
+    fit_settings = HeadFitSettings(config.seed, run.eval_batch, run.amp_dtype, config.distill_weight,
+                                   checkpoint_dir=checkpoint_dir)
+    return fit_head_(model, split.train.inputs, split.train.labels, split.val.inputs, split.val.labels,
+                     fit_settings, run.device, on_progress, run.teacher_logits)
+
+
+def _warmup_events(run: AdaptRun) -> Optional[Callable[[dict], None]]:
+    """The head warm-up's step and epoch events as `head_warmup_*` (training's own epochs follow)."""
+    on_progress = run.on_progress
+    return None if on_progress is None else lambda event: on_progress({**event, "type": f"head_warmup_{event['type']}"})
 
 
 def _given_rate(value: Union[float, str, None], default: float) -> float:

@@ -38,6 +38,9 @@ class JobFields(MethodOptions):
         "auto", description="learning rate of the classification head: a number, or 'auto' (searched with lr); a "
         "number is refused for 'head', whose head is fit by L-BFGS on cached features with a weight decay chosen on "
         "part of the training split (no learning rate to set)")
+    head_warmup: bool = Field(
+        False, description="LP-FT: before training a method that trains a backbone part, fit the head as a linear "
+        "probe on the frozen backbone's cached features (as 'head' does), then train from there")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(
@@ -95,6 +98,15 @@ class JobFields(MethodOptions):
             raise ValueError(f"method {method!r} fits the head on cached backbone features by L-BFGS, with a weight "
                              f"decay chosen on part of the training split, so 'head_lr' would have no effect; leave "
                              f"it out")
+        return value
+
+    @field_validator("head_warmup")
+    @classmethod
+    def _warms_a_trained_head(cls, value: bool, info: ValidationInfo) -> bool:
+        method = info.data.get("method")
+        if value and method is not None and not all_methods()[method].trains_backbone:
+            raise ValueError(f"method {method!r} fits only the head, on cached features already; head_warmup applies "
+                             f"to methods that train a backbone part")
         return value
 
     @field_validator("sparsity")

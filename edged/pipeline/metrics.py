@@ -30,6 +30,8 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
         "batchnorm_reestimated": run.batchnorm.summary() if run.batchnorm else None,
     }
+    if run.head_warmup is not None:
+        metrics["head_warmup"] = run.head_warmup
     if run.lr_search is not None:
         metrics["lr_search"] = {**run.lr_search, "fraction_of_train_time": _search_share(run)}
     if split.test is not None:  # the held-out test set: reported only, never trained or selected on

@@ -66,6 +66,7 @@ class AdaptRun:
     scores: Optional[dict[str, Tensor]] = None  # None also when the mask came from the work dir
     masks: Optional[dict[str, Tensor]] = None
     adaptation: Optional[Adaptation] = None
+    head_warmup: Optional[dict[str, Any]] = None  # the LP-FT head fit's record (weight decay, val accuracy)
     lr_search: Optional[dict[str, Any]] = None  # the automatic learning rates' search summary, when it ran
     training: Optional[TrainResult] = None
     batchnorm: Optional[BatchNormReestimate] = None  # statistics re-estimated after training, where they apply

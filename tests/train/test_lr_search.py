@@ -103,3 +103,14 @@ def test_rates_are_numbers_auto_or_the_methods_default():
             AdaptConfig(**bad)
     assert AdaptConfig(method="head", lr="auto").lr == "auto"
     assert Candidate(1.0, 2.0).head_lr == 2.0
+
+
+def test_head_warmup_fits_the_head_first_and_says_so(digits_task):
+    """LP-FT: the head is a linear probe before the sparse entries train (recorded with its holdout choice)."""
+    result, events = _auto(digits_task, epochs=2, lr=3e-2, head_lr=3e-2, head_warmup=True)
+    warmup = result.metrics["head_warmup"]
+    assert warmup["cached_features"] and warmup["weight_decay"] > 0
+    kinds = [e["type"] for e in events]
+    assert "head_warmup_epoch" in kinds and kinds.index("head_warmup_epoch") < kinds.index("epoch")
+    with pytest.raises(ValidationError, match="head_warmup applies"):
+        AdaptConfig(method="head", head_warmup=True)
