@@ -43,11 +43,16 @@ class TokenSelection:
         return lengths.clamp(max=int(self.keep))
 
 
+def check_token_keep(keep: Any) -> None:
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or \
+            not (0 < keep <= 1 or (keep >= 2 and float(keep).is_integer())):
+        raise InvalidInput(f"token_keep must be {ACCEPTED_KEEP}, got {keep!r}")
+
+
 def token_selection(options: Mapping[str, Any], encoder: nn.Module) -> Optional[TokenSelection]:
     """The selection the options ask for (None: off), checked against the encoder's layers."""
     keep, layer = options["token_keep"], options["token_layer"]
-    if isinstance(keep, bool) or not (0 < keep <= 1 or (keep >= 2 and float(keep).is_integer())):
-        raise InvalidInput(f"token_keep must be {ACCEPTED_KEEP}, got {keep!r}")
+    check_token_keep(keep)
     if keep == KEEP_ALL:
         return None
     layers = _bert_layers(encoder)

@@ -10,12 +10,14 @@ Method options (k, allocation, nm, lora_rank) are declared by the methods themse
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationInfo, field_validator
 
+from edged.errors import InvalidInput
 from edged.methods.options import MaskedLowRankOptions, MethodOptions
 from edged.methods.registry import all_methods, methods_keeping_2_4
+from edged.models.token_selection import ACCEPTED_KEEP, check_token_keep
 
 Sparsity = Literal["none", "2:4"]
 Quantize = Literal["none", "int8"]
@@ -110,10 +112,37 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
 
 
 class ModelOptions(BaseModel):
-    """How the model is built for the task: its preprocessing options."""
+    """How the model is built for the task: its preprocessing options, and a text model's token selection. They
+    travel in the job's `model_options`, with which a published task rebuilds its base."""
 
     image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")
     max_length: Optional[int] = Field(None, description="token limit of a text model (default: the model's)")
+    token_keep: Optional[Union[StrictInt, StrictFloat]] = Field(
+        None, description=f"text models, TR-PTS token selection: tokens each text keeps after token_layer, {ACCEPTED_KEEP}; "
+        "the rest are merged into one token, so later layers run on fewer tokens (in training and when the task "
+        "predicts); needs compile 'none' (default: all tokens)",
+    )
+    token_layer: Optional[int] = Field(
+        None, ge=0, description="text models: the encoder layer whose attention picks the kept tokens; the layers "
+        "after it run on them (needs token_keep; default 1)",
+    )
+
+    @field_validator("token_keep", mode="before")  # before the union's per-type errors: one message, with what fits
+    @classmethod
+    def _keep_accepted(cls, value: Any) -> Any:
+        try:
+            if value is not None:
+                check_token_keep(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("token_layer")
+    @classmethod
+    def _layer_needs_keep(cls, value: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if value is not None and info.data.get("token_keep") is None:
+            raise ValueError("token_layer has no effect without token_keep (the tokens to keep)")
+        return value
 
 
 class JobConfig(BaseModel):
