@@ -73,10 +73,10 @@ def relative_to_first(rows: list[dict[str, Any]]) -> None:
         row["infer_speedup"] = row["infer_samples_per_s"] / first["infer_samples_per_s"]
 
 
-def run_tokens_bench(samples: int, epochs: int, method: str, keeps: list[dict[str, Any]], seed: int,
+def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keeps: list[dict[str, Any]], seed: int,
                      infer_batch: int) -> dict[str, Any]:
     task = subset(bbc_news(), samples, seed)
-    config = AdaptConfig(method=method, epochs=epochs, seed=seed, device="cpu", patience=epochs)
+    config = AdaptConfig(method=method, budget=budget, epochs=epochs, seed=seed, device="cpu", patience=epochs)
     rows = []
     for options in keeps:
         started = time.perf_counter()
@@ -86,7 +86,7 @@ def run_tokens_bench(samples: int, epochs: int, method: str, keeps: list[dict[st
               f"train {rows[-1]['train_samples_per_s']:.2f}/s, infer {rows[-1]['infer_samples_per_s']:.2f}/s", flush=True)
     relative_to_first(rows)
     return {"model": MODEL, "max_length": MAX_LENGTH, "samples": len(task), "epochs": epochs, "method": method,
-            "seed": seed, "infer_batch": infer_batch, "machine": machine_summary(), "rows": rows}
+            "budget": budget, "seed": seed, "infer_batch": infer_batch, "machine": machine_summary(), "rows": rows}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -94,16 +94,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--samples", type=int, default=600, help="a fixed random subset of BBC News articles")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--method", default="taskedge")
+    parser.add_argument("--budget", type=float, default=0.01, help="trainable fraction of the backbone's weights")
     parser.add_argument("--keeps", default=DEFAULT_KEEPS,
                         help="comma-separated token_keep[@token_layer]; the first is the reference (use 1.0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--infer-batch", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("bench-results/tokens.json"))
     args = parser.parse_args(argv)
-    results = run_tokens_bench(args.samples, args.epochs, args.method, parse_keeps(args.keeps), args.seed,
-                               args.infer_batch)
+    results = run_tokens_bench(args.samples, args.epochs, args.method, args.budget, parse_keeps(args.keeps),
+                               args.seed, args.infer_batch)
     print(f"\n{MODEL}, BBC News: {results['samples']} articles, {MAX_LENGTH} tokens, {args.epochs} epochs, "
-          f"{args.method}, seed {args.seed}, {results['machine']}")
+          f"{args.method} {args.budget:g}, seed {args.seed}, {results['machine']}")
     print(format_table(results["rows"], COLUMNS))
     write_json(args.out, results)
     print(f"\nwrote {args.out}")
