@@ -184,6 +184,8 @@ BENCHMARKS = {
     "align": ("edged.bench.align", "masks aligned across tasks on one base: accuracy and the union of blocks, vs unaligned"),
     "int8": ("edged.bench.int8", "onnxruntime float32 vs INT8 (and INT8 + 2:4) on MobileNetV2 + MNIST: accuracy, p50/p99"),
     "switch": ("edged.bench.switch", "task switching: full weights vs PEFT LoRA vs edged deltas (cold/warm/hot, prefetch)"),
+    "tokens": ("edged.bench.tokens", "token selection (TR-PTS) on MiniLM + BBC News, 128 tokens: accuracy, train and "
+               "inference throughput per keep ratio"),
     "predict": ("edged.bench.predict", "predict latency on one task through the task server: eager vs its onnxruntime artifact"),
 }
 

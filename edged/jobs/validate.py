@@ -30,7 +30,8 @@ from edged.settings import Settings
 from edged.store.datasets import get_dataset
 
 COMPILE_CHOICES = ("none", "auto", *AUTO_ORDER)
-OPTION_KINDS = {"image_size": "image", "max_length": "text"}  # preprocessing option -> models taking it
+# model option -> the kind of model taking it (token selection needs a text encoder's attention)
+OPTION_KINDS = {"image_size": "image", "max_length": "text", "token_keep": "text", "token_layer": "text"}
 
 
 def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tuple[JobCreate, JobConfig]:
@@ -46,6 +47,7 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
     fields = body if isinstance(body, dict) else {}
     _check_compile(fields.get("compile", "none"), reasons)
     _check_quantize(fields.get("quantize", "none"), fields.get("compile", "none"), reasons)
+    _check_token_compile(fields.get("token_keep"), fields.get("compile", "none"), reasons)
     model_kind = _model_kind(fields.get("model"), _drop_prefixes(fields), ModelSources.from_settings(settings), reasons)
     dataset = _dataset(db, fields.get("dataset"), "dataset", reasons)
     dataset_kind = dataset["kind"] if dataset else None
@@ -96,6 +98,15 @@ def _check_quantize(quantize: Any, backend: Any, reasons: list[dict[str, Any]]) 
         reasons.append(_reason("quantize", f"quantize 'int8' runs in the compiled model and compile {backend!r} "
                                f"does not run INT8; accepted: compile {', '.join(repr(b) for b in ('auto', *INT8_BACKENDS))} "
                                "with quantize 'int8', or quantize 'none'", "not_applicable"))
+
+
+def _check_token_compile(token_keep: Any, backend: Any, reasons: list[dict[str, Any]]) -> None:
+    """Token selection keeps a number of tokens that follows each text's length: the exported graphs carry no
+    such step, so a job with it runs and serves in eager PyTorch."""
+    if token_keep is not None and backend != "none":
+        reasons.append(_reason("compile", f"token_keep runs in eager PyTorch only and compile {backend!r} exports a "
+                               "graph without it; accepted: compile 'none' with token_keep, or no token_keep",
+                               "not_applicable"))
 
 
 def _registered() -> dict[str, Any]:

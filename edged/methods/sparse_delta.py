@@ -10,13 +10,14 @@ from edged.methods.options import MaskOptions
 from edged.methods.base import Adaptation, backbone_layers
 from edged.sparse.delta import attach_deltas_, merge_deltas_
 from edged.sparse.layers import count_weights
-from edged.sparse.masks import budget_to_count, global_topk, nm_limited_scores, per_neuron_topk, restrict_scores
+from edged.sparse.masks import (budget_to_count, global_topk, layer_mass_topk, nm_limited_scores, per_neuron_topk,
+                                restrict_scores)
 
 
 def select_mask(
     model: nn.Module, scores: dict[str, Tensor], options: MaskOptions, allowed: Optional[dict[str, Tensor]] = None
 ) -> dict[str, Tensor]:
-    """The trainable mask: budget or k, per-neuron or global, optional N:M limit, inside `allowed`."""
+    """The trainable mask: budget or k, per-neuron, global or by layer mass, optional N:M limit, inside `allowed`."""
     if allowed is not None:
         scores = restrict_scores(scores, allowed)
     nm = options.nm_pair()
@@ -27,6 +28,8 @@ def select_mask(
     count = budget_to_count(options.budget, count_weights(backbone_layers(model)))
     if options.allocation == "global":
         return global_topk(scores, count)
+    if options.allocation == "layer_mass":
+        return layer_mass_topk(scores, count)
     return per_neuron_topk(scores, count=count)
 
 

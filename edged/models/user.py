@@ -29,7 +29,7 @@ from edged.data.preprocess import DEFAULT_IMAGE_SIZE, check_image_size, preproce
 from edged.data.task import TaskData
 from edged.errors import InvalidInput, NotFound, quoted
 from edged.models import weight_keys
-from edged.models.registry import Backbone, ModelInfo, merge_options, model_path
+from edged.models.registry import Backbone, ModelInfo, Options, merge_options, model_path
 from edged.models.sources import ModelSources
 
 FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<factory>[A-Za-z_]\w*)(=(?P<weights>.+))?$")
@@ -136,7 +136,7 @@ def tensor_shapes(state: Mapping[str, Tensor]) -> dict[str, weight_keys.Shape]:
 
 
 @torch.no_grad()
-def measure_feature_dim(module: nn.Module, kind: str, options: Mapping[str, int]) -> int:
+def measure_feature_dim(module: nn.Module, kind: str, options: Options) -> int:
     declared = getattr(module, "feature_dim", None)
     if isinstance(declared, int) and not isinstance(declared, bool):
         return declared
@@ -154,12 +154,12 @@ def measure_feature_dim(module: nn.Module, kind: str, options: Mapping[str, int]
     return int(features.shape[1])
 
 
-def _probe_input(module: nn.Module, kind: str, options: Mapping[str, int]) -> Tensor:
+def _probe_input(module: nn.Module, kind: str, options: Options) -> Tensor:
     """Zeros shaped like two samples (two, so BatchNorm layers behave as in a batch)."""
     param = next(module.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     if kind == "image":
-        size = options["image_size"]
+        size = int(options["image_size"])
         return torch.zeros(2, 3, size, size, dtype=dtype)
     first_linear = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
     if first_linear is None:
@@ -167,9 +167,9 @@ def _probe_input(module: nn.Module, kind: str, options: Mapping[str, int]) -> Te
     return torch.zeros(2, first_linear.in_features, dtype=dtype)
 
 
-def _preprocessor(kind: str, options: Mapping[str, int]) -> Callable[[TaskData], Tensor]:
+def _preprocessor(kind: str, options: Options) -> Callable[[TaskData], Tensor]:
     if kind == "image":
-        image_size = options["image_size"]
+        image_size = int(options["image_size"])
         check_image_size(image_size)
         return lambda task: preprocess_images(task.x, image_size)  # type: ignore[arg-type]
     return lambda task: preprocess_tabular(task.x)  # type: ignore[arg-type]

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints, ValidationInfo, field_validator
 
+from edged.errors import InvalidInput
 from edged.methods.options import MaskedLowRankOptions, MethodOptions
 from edged.methods.registry import all_methods, methods_keeping_2_4
+from edged.models.token_selection import ACCEPTED_KEEP, check_token_keep
 
 Sparsity = Literal["none", "2:4"]
 LearningRate = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -147,7 +149,9 @@ WeightKeyPrefix = Annotated[str, StringConstraints(min_length=1, max_length=200)
 
 
 class ModelOptions(BaseModel):
-    """How the model is built for the task: its preprocessing options, and the weights file keys it drops."""
+    """How the model is built for the task: its preprocessing options, the weights file keys it drops, and a text
+    model's token selection. They travel in the job's `model_options`, with which a published task rebuilds its
+    base."""
 
     image_size: Optional[int] = Field(None, description="input resolution of an image model (default: the model's)")
     max_length: Optional[int] = Field(None, description="token limit of a text model (default: the model's)")
@@ -156,6 +160,32 @@ class ModelOptions(BaseModel):
         "weights file's keys that start with one of these prefixes before loading (e.g. ['_fc.'] for a checkpoint "
         "that keeps its classifier); each must match a key the backbone does not have",
     )
+    token_keep: Optional[Union[StrictInt, StrictFloat]] = Field(
+        None, description=f"text models, TR-PTS token selection: tokens each text keeps after token_layer, {ACCEPTED_KEEP}; "
+        "the rest are merged into one token, so later layers run on fewer tokens (in training and when the task "
+        "predicts); needs compile 'none' (default: all tokens)",
+    )
+    token_layer: Optional[int] = Field(
+        None, ge=0, description="text models: the encoder layer whose attention picks the kept tokens; the layers "
+        "after it run on them (needs token_keep; default 1)",
+    )
+
+    @field_validator("token_keep", mode="before")  # before the union's per-type errors: one message, with what fits
+    @classmethod
+    def _keep_accepted(cls, value: Any) -> Any:
+        try:
+            if value is not None:
+                check_token_keep(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("token_layer")
+    @classmethod
+    def _layer_needs_keep(cls, value: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if value is not None and info.data.get("token_keep") is None:
+            raise ValueError("token_layer has no effect without token_keep (the tokens to keep)")
+        return value
 
 
 class JobConfig(BaseModel):

@@ -1,4 +1,5 @@
-"""Trainable masks from importance scores: per-neuron top-K, global top-k, and N:M-constrained per-neuron.
+"""Trainable masks from importance scores: per-neuron top-K, global top-k, layer-mass top-k (TR-PTS), and
+N:M-constrained per-neuron.
 
 A mask is a bool tensor shaped like its weight. Every budget is met exactly and ties are broken
 deterministically: by score (descending), then by flat position (ascending).
@@ -138,6 +139,52 @@ def global_topk(scores: Scores, count: int) -> Masks:
         start += size
     _reject_unselectable(scores, masks)
     return masks
+
+
+def layer_mass_topk(scores: Scores, count: int) -> Masks:
+    """TR-PTS's layer-wise allocation: `count` entries split over layers in proportion to each layer's score
+    mass (the sum of its selectable scores: the Fisher mass with the `fisher` scorer), then each layer's best.
+
+    Layer shares are rounded by largest remainders (ties in layer order), so the total is exactly `count`;
+    a layer never gets more than its selectable entries, and what a capped layer cannot take is shared
+    over the others by mass. Layers whose selectable scores are all zero share by size when no layer has mass.
+    """
+    flat = {name: s.double().flatten() for name, s in scores.items()}  # (numel,) per layer
+    room = {name: int(torch.isfinite(s).sum()) for name, s in flat.items()}  # -inf: excluded (N:M, pruned)
+    if not 1 <= count <= sum(room.values()):
+        raise InvalidInput(f"cannot select {count} of {sum(room.values())} selectable weights",
+                           detail={"accepted": f"1..{sum(room.values())}"})
+    mass = {name: float(s[torch.isfinite(s)].clamp(min=0).sum()) for name, s in flat.items()}
+    shares = _mass_shares(mass, room, count)
+    masks = {}
+    for name, score in flat.items():
+        keep = torch.zeros_like(score, dtype=torch.bool)
+        keep[torch.sort(score, descending=True, stable=True).indices[: shares[name]]] = True
+        masks[name] = keep.reshape(scores[name].shape)
+    return masks
+
+
+def _mass_shares(mass: dict[str, float], room: dict[str, int], count: int) -> dict[str, int]:
+    """Integer shares of `count` proportional to `mass`, each at most its `room`, summing to `count`."""
+    shares = {name: 0 for name in mass}
+    open_layers = [name for name in mass if room[name] > 0]
+    left, quota = count, {}
+    while open_layers:  # fill the layers whose proportional quota reaches their room, then share again
+        by_mass = sum(mass[n] for n in open_layers) > 0
+        weight = {n: mass[n] if by_mass else float(room[n]) for n in open_layers}
+        quota = {n: left * weight[n] / sum(weight.values()) for n in open_layers}
+        full = [n for n in open_layers if quota[n] >= room[n]]
+        if not full:
+            break
+        for name in full:
+            shares[name], left = room[name], left - room[name]
+            open_layers.remove(name)
+    for name in open_layers:  # quota < room here, so floor + 1 still fits
+        shares[name] = int(quota[name])
+    remaining = count - sum(shares.values())
+    for name in sorted(open_layers, key=lambda n: -(quota[n] - int(quota[n])))[:remaining]:
+        shares[name] += 1
+    return shares
 
 
 def nm_limited_scores(scores: Scores, n: int, m: int) -> Scores:

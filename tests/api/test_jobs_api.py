@@ -58,7 +58,7 @@ def test_job_routes_are_documented(client, auth):
     body = create["requestBody"]["content"]["application/json"]["schema"]
     assert set(body["required"]) == {"model", "dataset"}
     assert {"method", "budget", "epochs", "lr", "batch_size", "memory_budget_mb", "sparsity", "compile",
-            "seed", "image_size", "max_length"} <= set(body["properties"])
+            "seed", "image_size", "max_length", "token_keep", "token_layer"} <= set(body["properties"])
     assert all(p.get("description") for p in body["properties"].values())
     for path in ["/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events",
                  "/v1/jobs/{job_id}/artifacts", "/v1/jobs/{job_id}/artifacts/{name}"]:
@@ -88,3 +88,30 @@ def test_a_head_learning_rate_on_a_head_only_job_is_rejected_not_ignored(client,
     reasons = {r["loc"][-1]: r["msg"] for r in response.json()["error"]["detail"]}
     assert "cached backbone features by L-BFGS" in reasons["head_lr"] and "leave it out" in reasons["head_lr"]
     assert client.get("/v1/jobs", headers=auth).json() == []
+
+
+def _reasons(response) -> dict[str, str]:
+    assert response.status_code == 422, response.text
+    return {r["loc"][-1]: r["msg"] for r in response.json()["error"]["detail"]}
+
+
+def test_token_selection_is_refused_where_no_text_encoder_attends(client, auth, test_model_module):
+    """Images, tabular data and user factories have no attention to select tokens with: a 422, not a silent no-op."""
+    dataset = _csv_dataset(client, auth)  # tabular
+    for model in ("mobilenet_v2", "edged_jobs_test_model:wine_mlp"):
+        for option in ({"token_keep": 0.5}, {"token_keep": 16, "token_layer": 0}):
+            reasons = _reasons(client.post("/v1/jobs", headers=auth, json={"model": model, "dataset": dataset, **option}))
+            for name in option:
+                assert "applies to text models" in reasons[name], (model, reasons)
+    assert client.get("/v1/jobs", headers=auth).json() == []  # nothing queued
+
+
+def test_token_selection_options_and_their_compile_are_checked(client, auth):
+    body = {"model": "minilm-l6", "dataset": "whatever"}
+    for keep in (0, 1.5, 2.5, True, "half"):
+        assert "token_keep" in _reasons(client.post("/v1/jobs", headers=auth, json={**body, "token_keep": keep}))
+    reasons = _reasons(client.post("/v1/jobs", headers=auth, json={**body, "token_layer": 1}))
+    assert "no effect without token_keep" in reasons["token_layer"]
+    reasons = _reasons(client.post("/v1/jobs", headers=auth, json={**body, "token_keep": 0.5, "compile": "auto"}))
+    assert "eager PyTorch only" in reasons["compile"]
+    assert set(_reasons(client.post("/v1/jobs", headers=auth, json={**body, "token_keep": 0.5}))) == {"dataset"}

@@ -1,5 +1,7 @@
 """Every registered method, parametrised from the registry itself."""
 
+import typing
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from edged.pipeline.config import AdaptConfig
 from edged.data.preprocess import preprocess_images
 from edged.errors import InvalidInput
 from edged.methods import all_methods, get_method
+from edged.methods.options import MaskOptions
 from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
 from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.pipeline.adapt import adapt
@@ -17,6 +20,7 @@ from edged.sparse.nm import check_2_4
 METHODS = all_methods()
 SPARSE = [name for name, m in METHODS.items() if m.kind == "sparse"]
 ADAPTERS = [name for name, m in METHODS.items() if m.kind == "adapter"]
+ALLOCATIONS = typing.get_args(MaskOptions.model_fields["allocation"].annotation)
 
 
 def test_registry_holds_the_documented_methods():
@@ -43,12 +47,13 @@ def test_scores_are_finite_and_shaped_like_the_weights(name, digits_inputs):
     assert all(not p.requires_grad or p.grad is None for p in model.parameters())
 
 
+@pytest.mark.parametrize("allocation", ALLOCATIONS)
 @pytest.mark.parametrize("name", SPARSE)
-def test_sparse_method_meets_the_budget_exactly(name, digits_inputs):
+def test_sparse_method_meets_the_budget_exactly(name, allocation, digits_inputs):
     model = tiny_classifier()
     batches = TaskBatches(digits_inputs[0][:64], digits_inputs[1][:64], batch_size=32)
     scores = METHODS[name].function(model, batches, ScoreConfig(seed=0))
-    config = AdaptConfig(method=name, budget=0.01)
+    config = AdaptConfig(method=name, budget=0.01, allocation=allocation)
     masks = select_mask(model, scores, config)
     total = sum(l.weight.numel() for l in backbone_layers(model).values())
     adaptation = prepare_sparse(name, model, masks)

@@ -37,7 +37,8 @@ def test_builtins_are_registered_and_listed():
     assert set(BUILT_INS) <= set(infos)
     assert {name: infos[name].params for name in BUILT_INS} == BACKBONE_PARAMS
     assert infos["mobilenet_v2"].kind == "image" and infos["mobilenet_v2"].options == {"image_size": 64}
-    assert infos["minilm-l6"].kind == "text" and infos["minilm-l6"].options == {"max_length": 128}
+    assert infos["minilm-l6"].kind == "text" and infos["minilm-l6"].options == {"max_length": 128, "token_keep": 1.0,
+                                                                                "token_layer": 1}
     assert all(isinstance(info, ModelInfo) and info.available and info.reason is None for info in infos.values())
 
 

@@ -90,7 +90,7 @@ def tiny_bert_dir(tmp_path_factory):
 
 def test_user_transformers_directory_loads_with_its_tokenizer(tiny_bert_dir):
     loaded = load_model(str(tiny_bert_dir), num_classes=3, max_length=16)
-    assert loaded.info.kind == "text" and loaded.info.options == {"max_length": 16}
+    assert loaded.info.kind == "text" and loaded.info.options == {"max_length": 16, "token_keep": 1.0, "token_layer": 1}
     assert loaded.model.head.in_features == 32
     task = TaskData("text", SENTENCES, torch.tensor([0, 1, 2]), ["a", "b", "c"])
     inputs = loaded.preprocess(task)

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from edged.errors import InvalidInput
-from edged.sparse.masks import budget_to_count, count_selected, global_topk, nm_limited_scores, per_neuron_topk, restrict_scores
+from edged.sparse.masks import (budget_to_count, count_selected, global_topk, layer_mass_topk, nm_limited_scores,
+                                per_neuron_topk, restrict_scores)
 
 
 def _scores(seed=0):
@@ -53,6 +54,37 @@ def test_global_topk_budget_and_choice(count):
     chosen = torch.cat([scores[n][masks[n]] for n in scores])
     left = torch.cat([scores[n][~masks[n]] for n in scores])
     assert chosen.min() >= left.max()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("count", [1, 7, 100, 999, 1000, 7936])
+def test_layer_mass_budget_met_exactly_with_the_best_of_each_layer(seed, count):
+    scores = _scores(seed)
+    scores["c.weight"] = scores["c.weight"] * 50  # the small layer holds most of the mass: its cap binds
+    masks = layer_mass_topk(scores, count)
+    assert count_selected(masks) == count
+    for name, score in scores.items():
+        chosen, left = score[masks[name]], score[~masks[name]]
+        if chosen.numel() and left.numel():
+            assert chosen.min() >= left.max()  # the top entries within the layer
+
+
+def test_layer_mass_shares_follow_each_layers_mass():
+    g = torch.Generator().manual_seed(0)
+    scores = {"a": torch.full((10, 100), 3.0), "b": torch.full((10, 100), 1.0), "c": torch.rand(4, 8, generator=g) * 0}
+    masks = layer_mass_topk(scores, 101)  # quotas 75.75 / 25.25 / 0: largest remainder gives a the extra entry
+    assert [int(m.sum()) for m in masks.values()] == [76, 25, 0]
+    capped = layer_mass_topk({"a": torch.full((2, 5), 100.0), "b": torch.full((10, 100), 1.0)}, 50)
+    assert [int(m.sum()) for m in capped.values()] == [10, 40]  # a is full; what it cannot take goes to b
+
+
+def test_layer_mass_never_selects_excluded_entries():
+    limited = nm_limited_scores(_scores(), 2, 4)
+    masks = layer_mass_topk(limited, 2000)
+    assert count_selected(masks) == 2000
+    assert all(not torch.isneginf(limited[n][masks[n]]).any() for n in masks)
+    with pytest.raises(InvalidInput, match="selectable"):
+        layer_mass_topk(limited, 3969)  # half of the 7936 weights are selectable under 2:4
 
 
 def test_nm_limit_holds():
