@@ -150,22 +150,11 @@ def trainable_by_name(model: nn.Module, method: str, parameters: list[nn.Paramet
 
 
 def merge(run: AdaptRun) -> None:
-    """Folds the adaptation into plain dense layers; the delta also carries what pruning changed."""
+    """Folds the adaptation into plain dense layers; the delta also carries the re-estimated BatchNorm statistics
+    (and, written by the export, the 2:4 keep-masks: the zeros pruning wrote)."""
     adaptation = made(run.adaptation, "mask or prepare_method")
     adaptation.merge_()
     adaptation.changed.update({name: None for name in run.recalibrated if name not in adaptation.changed})
-    if run.pruning is not None:
-        _add_pruned_entries_(adaptation.changed, run.pruning.keep_masks)
-
-
-def _add_pruned_entries_(changed: dict[str, Optional[Tensor]], keep_masks: dict[str, Tensor]) -> None:
-    """The zeros pruning wrote belong to the task's delta too, next to the trained entries."""
-    for name, keep in keep_masks.items():
-        if name in changed and changed[name] is None:
-            continue  # already stored whole
-        pruned = (~keep).flatten().nonzero().flatten().to(torch.int64)
-        trained = changed.get(name)
-        changed[name] = pruned if trained is None else torch.cat([pruned, trained.to(pruned.device)]).unique()
 
 
 def evaluate(run: AdaptRun) -> None:

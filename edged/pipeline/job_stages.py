@@ -40,8 +40,9 @@ def validate(run: JobRun) -> None:
 def export(run: JobRun) -> None:
     """delta.safetensors and merged.safetensors (and with 2:4 the pattern), stored as the job's artifacts."""
     workdir, store = made(run.workdir, "the job"), made(run.store_artifact, "the job")
+    keep_masks = run.pruning.keep_masks if run.pruning is not None else None
     paths = write_outputs(made(run.model, "validate"), made(run.adaptation, "mask or prepare_method"),
-                          workdir / "outputs", run.config, base_model=run.model_spec)
+                          workdir / "outputs", run.config, base_model=run.model_spec, keep_masks=keep_masks)
     if run.pruning is not None:  # the keep-masks, bit-packed: what a base's shared pattern is made from
         paths["pattern"] = workdir / "outputs" / ARTIFACT_NAMES["pattern"]
         paths["pattern"].write_bytes(pack_pattern(run.pruning.keep_masks))  # stored as a blob (atomic) at once

@@ -6,6 +6,9 @@ buffer (one buffer for an fp32 or fp16 model). A switch is then three indexing k
 save, write) instead of a Python loop over layers: on the GPU the launch overhead of ~50 layers x 3 ops was
 the whole cost of a switch.
 
+A 2:4 delta's keep-masks are expanded here into the flat indices they zero (with zeros as values), so a switch
+writes them like any other entry and restores the base's values there after.
+
 A placed delta's indices are sorted and stored as int16 gaps between neighbours when every gap fits (at 0.1 %
 density a gap is about a thousand elements), decoded by one cumulative sum at switch time: 2 bytes an entry
 instead of 8 for int64, which is what keeps 50 resident fp32 tasks (6 bytes an entry) within 1.1x the memory
@@ -20,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from edged.errors import Corrupt, InvalidInput
-from edged.tasks.delta import TaskDelta
+from edged.tasks.delta import TaskDelta, pruned_indices
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class FlatWeights:
             if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= slot.numel):
                 raise Corrupt(f"{source}: {name} has indices outside its {slot.numel} entries")
             parts[slot.dtype].append((indices.to(torch.int64) + slot.offset, values.to(slot.dtype)))
+        for name, bits in delta.pruned.items():  # the pattern expanded to the flat indices it zeroes
+            slot = self._slot(name, source)
+            trained = delta.sparse[name][0] if name in delta.sparse else None
+            zeroed = pruned_indices(bits, slot.numel, trained, f"{source}: {name}")  # (k,) never a trained index
+            parts[slot.dtype].append((zeroed + slot.offset, torch.zeros(zeroed.numel(), dtype=slot.dtype)))
         for name, value in delta.dense.items():
             if name in self.whole:
                 whole[name] = _checked_shape(value, self.whole[name].shape, name, source)
