@@ -9,7 +9,7 @@ restricted to the kept positions, so training recovers what pruning cost without
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -59,15 +59,7 @@ def calibrate(run: AdaptRun) -> None:
     model, calib = made(run.model, "validate"), made(run.split, "prepare").calib
     run.calibration, _ = cached_calibration(run.workdir, lambda: calibration_pass(
         model, calib.inputs, backbone_layers(model), run.config.memory_budget_mb, device=run.device,
-        on_samples=_samples_progress(run)))
-
-
-def _samples_progress(run: AdaptRun) -> Optional[Callable[[int, int], None]]:
-    """A calibration pass's samples done, as `progress` events that fill its stage's span of a job's bar."""
-    on_progress = run.on_progress
-    if on_progress is None:
-        return None
-    return lambda done, total: on_progress({"type": "progress", "done": done, "total": total})
+        on_samples=run.stage_progress))
 
 
 def prune(run: AdaptRun) -> None:
@@ -177,7 +169,7 @@ def int8_ranges(run: AdaptRun) -> None:
     method or 2:4 made a first pass (a method that does not calibrate is not given one only for this)."""
     model, calib = made(run.model, "validate"), made(run.split, "prepare").calib
     run.int8_ranges = calibration_pass(model, calib.inputs, backbone_layers(model), run.config.memory_budget_mb,
-                                       device=run.device, on_samples=_samples_progress(run)).ranges
+                                       device=run.device, on_samples=run.stage_progress).ranges
     run.int8_drift = range_drift(run.calibration.ranges, run.int8_ranges) if run.calibration else None
 
 

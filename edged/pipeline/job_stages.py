@@ -55,7 +55,8 @@ def compile_stage(run: JobRun) -> None:
     out_dir = made(run.workdir, "the job") / "compiled"
     shutil.rmtree(out_dir, ignore_errors=True)  # a resumed job compiles afresh, leaving no stale files
     run.compiled, metrics = compile_merged(made(run.model, "validate"), made(run.split, "prepare").val,
-                                           run.compile_backend, out_dir, run.config.batch_size, run.int8_ranges)
+                                           run.compile_backend, out_dir, run.config.batch_size, run.int8_ranges,
+                                           run.stage_progress)
     if run.int8_ranges is not None:
         metrics["int8"] = {"accuracy_int8": metrics["accuracy"], "accuracy_fp32": metrics["accuracy_pytorch_cpu"],
                            "ranges": "re-measured on the adapted model", "range_drift": run.int8_drift}

@@ -28,7 +28,8 @@ class Stage:
     name: str
     # its share of the progress bar, relative to the other stages that run: roughly its share of a job's wall
     # time (a training run ~60 %, a dense reference as much again). A stage that reports its own progress
-    # (training's steps, calibration's samples) moves the bar through its span; the others jump over theirs.
+    # (training's steps, calibration's samples, compile's phases) moves the bar through its span; the others
+    # jump over theirs.
     weight: float
     run: Callable[[AdaptRun], Optional[int]]  # returns the items it processed, where that is a rate worth keeping
     applies: Callable[[AdaptRun], bool] = lambda run: True

@@ -77,3 +77,5 @@ def test_progress_fills_the_dense_reference_span_then_the_recovery_and_never_goe
     assert inside and all(reference[0] < value <= reference[1] for value in inside)  # moving during the reference
     steps = [value for kind, value in progress if kind == "step"]
     assert steps and all(train[0] < value <= train[1] for value in steps)
+    calibrate = plan["calibrate"]  # the calibration pass reports its samples: its last event ends its span
+    assert any(value == pytest.approx(calibrate[1]) for kind, value in progress if kind == "progress")
