@@ -81,10 +81,13 @@ def test_both_formats_on_the_resident_base_predict_like_the_merged_model_and_the
     original = {name: t.clone() for name, t in base.state_dict().items() if not name.startswith("head.")}
     resident = ResidentModel(base, _preprocess, torch.device("cpu"))
     expected = merged(x)
+    held = {}
     for version in ("1", "2", "1"):
         placed = resident.place(parse_delta(paths[version].read_bytes(), version), version)
         resident.activate_(version, placed)
         assert torch.equal(resident.logits(x), expected), version
+        held[version] = placed.nbytes
+    assert held["2"] < held["1"]  # format 2's zeros are placed as indices only, without values
     resident.deactivate_()
     for name, value in base.state_dict().items():
         if not name.startswith("head."):
