@@ -26,8 +26,8 @@ from edged.train.evaluate import predict_logits
 @dataclass(frozen=True)
 class Stage:
     name: str
-    # its share of the progress bar, relative to the other stages that run: roughly its share of a job's wall
-    # time (a training run ~60 %, a dense reference as much again). A stage that reports its own progress
+    # its share of the progress bar, relative to the other stages that run: an estimate of its share of a job's
+    # wall time (a training run most of it, a dense reference as much again). A stage that reports its own progress
     # (training's steps, calibration's samples, compile's phases) moves the bar through its span; the others
     # jump over theirs.
     weight: float
