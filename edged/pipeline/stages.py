@@ -23,6 +23,7 @@ from edged.pipeline.state import AdaptRun, JobRun, made
 from edged.pipeline.timer import ProgressCallback, StageTimer
 from edged.train.evaluate import predict_logits
 
+
 @dataclass(frozen=True)
 class Stage:
     name: str
