@@ -5,12 +5,14 @@ pruned to 2:4 one-shot by |W| and by task importance |W| * ||X||_2 (calibrated o
 without any recovery; and the 2:4 pipeline (prune the base by task importance, then sparse training
 restricted to the kept positions), with labels only and with distillation from the dense reference
 (the job's `dense_reference` + `distill_weight`). Goal: 2:4-adapted within 1 point of dense-adapted.
+The recovery rows also give the sizes of the job's outputs: its delta.safetensors and merged.safetensors.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -18,7 +20,8 @@ from typing import Optional
 import torch
 
 from edged.pipeline.config import AdaptConfig
-from edged.pipeline.adapt import adapt
+from edged.pipeline.adapt import AdaptResult, adapt
+from edged.pipeline.outputs import write_outputs
 from edged.bench.adapt import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
@@ -32,7 +35,8 @@ from edged.sparse.nm import prune_2_4_, recalibrate_batchnorm_
 from edged.train.evaluate import accuracy
 
 COLUMNS = [("row", "model"), ("accuracy", "accuracy"), ("delta_vs_dense", "vs dense-adapted (points)"),
-           ("pruned_layers", "2:4 layers"), ("wall_s", "wall s")]
+           ("pruned_layers", "2:4 layers"), ("delta_mb", "delta.safetensors MB"), ("merged_mb", "merged.safetensors MB"),
+           ("wall_s", "wall s")]
 
 
 def _one_shot(adapted: torch.nn.Module, by: str, calib_inputs: Inputs, val: tuple[Inputs, torch.Tensor],
@@ -45,6 +49,14 @@ def _one_shot(adapted: torch.nn.Module, by: str, calib_inputs: Inputs, val: tupl
         scores = importance(model, calibrate(model, calib_inputs, layers, micro_batch=64, device=device))
     report = prune_2_4_(model, scores, layers)
     return accuracy(model, val[0], val[1], batch_size=128, device=device), len(report.pruned), model
+
+
+def _artifact_mb(result: AdaptResult, config: AdaptConfig) -> dict[str, float]:
+    """The sizes of the job's two outputs for this adaptation: the task's delta and the merged model, in MB."""
+    with tempfile.TemporaryDirectory() as directory:
+        keep_masks = result.pruning.keep_masks if result.pruning else None
+        paths = write_outputs(result.model, result.adaptation, Path(directory), config, "mobilenet_v2", keep_masks)
+        return {f"{key}_mb": paths[key].stat().st_size / 1e6 for key in ("delta", "merged")}
 
 
 def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: int, device_name: str,
@@ -60,7 +72,7 @@ def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: 
     dense = adapt(loaded.model, loaded.preprocess, task, AdaptConfig(**base))
     dense_acc = dense.metrics["accuracy_after"]
     rows.append({"row": "dense adapted (taskedge 0.1%)", "accuracy": dense_acc, "pruned_layers": 0,
-                 "wall_s": time.perf_counter() - started})
+                 "wall_s": time.perf_counter() - started, **_artifact_mb(dense, AdaptConfig(**base))})
     train_task, val_task = task.split(0.2, seed)
     val = (loaded.preprocess(val_task), val_task.y)
     calib_inputs = loaded.preprocess(train_task.subset(torch.arange(min(512, len(train_task)))))
@@ -86,7 +98,7 @@ def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: 
                          "accuracy": recovered.metrics["accuracy_after"],
                          "pruned_layers": len(sparsity["pruned_layers"]), "pattern_holds": sparsity["pattern_holds"],
                          "dense_reference": sparsity["accuracy_dense_adapted"],
-                         "wall_s": time.perf_counter() - started})
+                         "wall_s": time.perf_counter() - started, **_artifact_mb(recovered, config)})
     for row in rows:
         row["delta_vs_dense"] = 100 * (row["accuracy"] - dense_acc)
     return {"samples": len(task), "epochs": epochs, "seed": seed, "machine": machine_summary(),

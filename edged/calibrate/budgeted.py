@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -46,11 +47,13 @@ def calibrate(
     memory_budget_mb: float | None = None,
     micro_batch: int | None = None,
     device: torch.device | str = "cpu",
+    on_samples: Callable[[int, int], None] | None = None,
 ) -> CalibrationResult:
     """Forward every sample of `inputs` once (eval mode, no grad) and return per-layer feature norms and
     input ranges (the same hooks' pass: the ranges cost one histogram of |x| per layer and batch).
 
     Give `memory_budget_mb` to pick the micro-batch automatically, or `micro_batch` to fix it.
+    `on_samples(done, total)` is called after each micro-batch (a job's progress).
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -73,6 +76,8 @@ def calibrate(
         with measure_peak(device, baseline) as peak:
             for first in range(done, n, micro_batch):
                 model(to_device(take(inputs, slice(first, first + micro_batch)), device))
+                if on_samples is not None:
+                    on_samples(min(first + micro_batch, n), n)
     peaks = [p for p in [peak.mb, *probes.values()] if p is not None]
     return CalibrationResult(
         norms=collector.norms(),

@@ -101,7 +101,6 @@ def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
     import torch
 
     from edged.jobs.execute import execute_job
-    from edged.pipeline.stages import STAGE_PROGRESS, TRAIN_SPAN
 
     torch.set_num_threads(settings.worker_threads or default_threads())
 
@@ -110,7 +109,7 @@ def run_job(settings: Settings, job_id: str, termination: Termination) -> int:
         job = records.get_job(db, job_id)
         directory = job_dir(settings.data_dir, job_id)
         directory.mkdir(parents=True, exist_ok=True)
-        reporter = ProgressReporter(db, job_id, lambda: termination.requested, STAGE_PROGRESS, TRAIN_SPAN)
+        reporter = ProgressReporter(db, job_id, lambda: termination.requested)
         try:
             execute_job(settings, db, BlobStore(settings.blobs_dir), job, directory, reporter)
         except JobStopped as stop:

@@ -73,7 +73,8 @@ def calibrate(run: AdaptRun) -> None:
     """||X_j||_2 of every backbone layer's inputs over the calibration subset, within the memory budget."""
     model, calib = made(run.model, "validate"), made(run.split, "prepare").calib
     run.calibration, _ = cached_calibration(run.workdir, lambda: calibration_pass(
-        model, calib.inputs, backbone_layers(model), run.config.memory_budget_mb, device=run.device))
+        model, calib.inputs, backbone_layers(model), run.config.memory_budget_mb, device=run.device,
+        on_samples=run.stage_progress))
 
 
 def prune(run: AdaptRun) -> None:
@@ -207,22 +208,11 @@ def trainable_by_name(model: nn.Module, method: str, parameters: list[nn.Paramet
 
 
 def merge(run: AdaptRun) -> None:
-    """Folds the adaptation into plain dense layers; the delta also carries what pruning changed."""
+    """Folds the adaptation into plain dense layers; the delta also carries the re-estimated BatchNorm statistics
+    (and, written by the export, the 2:4 keep-masks: the zeros pruning wrote)."""
     adaptation = made(run.adaptation, "mask or prepare_method")
     adaptation.merge_()
     adaptation.changed.update({name: None for name in run.recalibrated if name not in adaptation.changed})
-    if run.pruning is not None:
-        _add_pruned_entries_(adaptation.changed, run.pruning.keep_masks)
-
-
-def _add_pruned_entries_(changed: dict[str, Optional[Tensor]], keep_masks: dict[str, Tensor]) -> None:
-    """The zeros pruning wrote belong to the task's delta too, next to the trained entries."""
-    for name, keep in keep_masks.items():
-        if name in changed and changed[name] is None:
-            continue  # already stored whole
-        pruned = (~keep).flatten().nonzero().flatten().to(torch.int64)
-        trained = changed.get(name)
-        changed[name] = pruned if trained is None else torch.cat([pruned, trained.to(pruned.device)]).unique()
 
 
 def reestimates_batchnorm(run: AdaptRun) -> bool:
@@ -230,8 +220,9 @@ def reestimates_batchnorm(run: AdaptRun) -> bool:
     under batch statistics, which the running ones only trail. A method that trains under frozen statistics
     (sparse, LoRA) keeps them: re-estimated after taskedge on MobileNetV2/MNIST they scored 21.5 % on the
     training samples against 72.9 % (README: BatchNorm statistics)."""
-    adaptation = made(run.adaptation, "mask or prepare_method")
-    return run.config.reestimate_batchnorm and adaptation.train_norm_layers and \
+    if run.adaptation is None:  # asked before the method is prepared (the job's progress plan): it is not known
+        return False
+    return run.config.reestimate_batchnorm and run.adaptation.train_norm_layers and \
         has_batchnorm(made(run.model, "validate"))
 
 
@@ -259,7 +250,7 @@ def int8_ranges(run: AdaptRun) -> None:
     method or 2:4 made a first pass (a method that does not calibrate is not given one only for this)."""
     model, calib = made(run.model, "validate"), made(run.split, "prepare").calib
     run.int8_ranges = calibration_pass(model, calib.inputs, backbone_layers(model), run.config.memory_budget_mb,
-                                       device=run.device).ranges
+                                       device=run.device, on_samples=run.stage_progress).ranges
     run.int8_drift = range_drift(run.calibration.ranges, run.int8_ranges) if run.calibration else None
 
 

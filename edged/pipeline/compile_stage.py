@@ -19,18 +19,24 @@ MEDIA_TYPES = {".json": "application/json"}  # engines, ONNX files and .pt2 arch
 
 
 def compile_merged(model: nn.Module, val: LabelledInputs, backend: str, out_dir: Path, batch_size: int,
-                   int8_ranges: Optional[dict[str, Tensor]] = None) -> tuple[CompiledModel, dict[str, Any]]:
+                   int8_ranges: Optional[dict[str, Tensor]] = None,
+                   on_phase: Optional[Callable[[int, int], None]] = None) -> tuple[CompiledModel, dict[str, Any]]:
     """Compile the merged model (moved to the CPU, as backends expect) and compare it with PyTorch.
 
     Returns the compiled model and the job's `compile` metrics: backend, artifact, accuracy of the
     compiled model and of PyTorch (float32, CPU) on the validation split, the agreement of their
     predictions, the largest |logit difference| and the backend's sparse/dense layer report. With
-    `int8_ranges` the backend compiles INT8 (`accuracy` is then the INT8 model's).
+    `int8_ranges` the backend compiles INT8 (`accuracy` is then the INT8 model's). `on_phase(done, 3)` follows
+    its three phases: the build, PyTorch's logits, the compiled model's.
     """
+    phase = on_phase or (lambda done, total: None)
     model.cpu().eval()
     compiled = compile_model(model, val.batch(batch_size), backend, out_dir, int8_ranges)
+    phase(1, 3)
     reference = batched_logits(lambda x: call_model(model, x), val.inputs, batch_size)  # (N, classes)
+    phase(2, 3)
     got = batched_logits(compiled.predict, val.inputs, batch_size)  # (N, classes)
+    phase(3, 3)
     labels = val.labels
     metrics = {
         "backend": compiled.backend,

@@ -2,8 +2,9 @@
 
 Stage outputs live in the job's work directory (calibration, mask, dense reference, training checkpoints),
 so running a job again on the same directory resumes after its last finished stage and epoch. The caller
-hands in the store as callables and the progress sink; every stage is timed and metered by one StageTimer,
-whose measurements go to `record_stage` (the job's stage telemetry rows) as each stage ends.
+hands in the store as callables and the progress sink, which first gets the job's progress plan (every stage
+that will run -> its span of the 0..1 bar); every stage is timed and metered by one StageTimer, whose
+measurements go to `record_stage` (the job's stage telemetry rows) as each stage ends.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from edged.devices import resolve_device
 from edged.methods import get_method
 from edged.models.sources import ModelSources
 from edged.pipeline.config import JobConfig
-from edged.pipeline.stages import STAGES, run_stages
+from edged.pipeline.stages import STAGES, progress_plan, run_stages
 from edged.pipeline.state import JobRun, made
 from edged.pipeline.timer import ProgressCallback, StageRecorder, StageTimer
 from edged.telemetry.reading import PowerSource
@@ -38,6 +39,7 @@ def run_job(config: JobConfig, model_spec: str, workdir: Path, sources: ModelSou
                  model_spec=model_spec, model_options=config.model_options, model_sources=sources,
                  compile_backend=config.compile, load_task=load_task, store_artifact=store_artifact,
                  load_aligned_blocks=load_aligned_blocks, load_pattern=load_pattern, load_test_task=load_test_task)
+    on_progress({"type": "plan", "stages": {name: list(span) for name, span in progress_plan(run, STAGES).items()}})
     run_stages(run, STAGES)
     metrics = made(run.metrics, "record")
     metrics["stage_seconds"] = dict(run.timer.seconds)  # every stage, in the order it ran, `record` included

@@ -41,8 +41,9 @@ def validate(run: JobRun) -> None:
 def export(run: JobRun) -> None:
     """delta.safetensors and merged.safetensors (and with 2:4 the pattern), stored as the job's artifacts."""
     workdir, store = made(run.workdir, "the job"), made(run.store_artifact, "the job")
+    keep_masks = run.pruning.keep_masks if run.pruning is not None else None
     paths = write_outputs(made(run.model, "validate"), made(run.adaptation, "mask or prepare_method"),
-                          workdir / "outputs", run.config, base_model=run.model_spec)
+                          workdir / "outputs", run.config, base_model=run.model_spec, keep_masks=keep_masks)
     if run.pruning is not None:  # the keep-masks, bit-packed: what a base's shared pattern is made from
         paths["pattern"] = workdir / "outputs" / ARTIFACT_NAMES["pattern"]
         paths["pattern"].write_bytes(pack_pattern(run.pruning.keep_masks))  # stored as a blob (atomic) at once
@@ -55,7 +56,8 @@ def compile_stage(run: JobRun) -> None:
     out_dir = made(run.workdir, "the job") / "compiled"
     shutil.rmtree(out_dir, ignore_errors=True)  # a resumed job compiles afresh, leaving no stale files
     run.compiled, metrics = compile_merged(made(run.model, "validate"), made(run.split, "prepare").val,
-                                           run.compile_backend, out_dir, run.config.batch_size, run.int8_ranges)
+                                           run.compile_backend, out_dir, run.config.batch_size, run.int8_ranges,
+                                           run.stage_progress)
     if run.int8_ranges is not None:
         metrics["int8"] = {"accuracy_int8": metrics["accuracy"], "accuracy_fp32": metrics["accuracy_pytorch_cpu"],
                            "ranges": "re-measured on the adapted model", "range_drift": run.int8_drift}

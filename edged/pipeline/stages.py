@@ -1,6 +1,7 @@
-"""The stages of a job, in order, declared once: what runs, when it applies, where it starts on the job's
-0..1 progress scale. `adapt()` runs the adaptation's stages (those not marked `job_only`); a job runs
-them all, between loading its inputs and recording its metrics:
+"""The stages of a job, in order, declared once: what runs, when it applies, how much of the job's 0..1
+progress bar it fills (its weight among the stages that run: `progress_plan`). `adapt()` runs the
+adaptation's stages (those not marked `job_only`); a job runs them all, between loading its inputs and
+recording its metrics:
 
 validate -> prepare -> evaluate_before -> [dense_reference] -> [calibrate] -> [prune -> evaluate_pruned]
 -> score -> mask | prepare_method -> train -> merge -> [reestimate_batchnorm] -> evaluate
@@ -22,13 +23,15 @@ from edged.pipeline.state import AdaptRun, JobRun, made
 from edged.pipeline.timer import ProgressCallback, StageTimer
 from edged.train.evaluate import predict_logits
 
-TRAIN_SPAN = (0.1, 0.9)  # the share of the job's progress that training fills, step by step
-
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    progress: float  # where the stage starts on the job's progress scale
+    # its share of the progress bar, relative to the other stages that run: an estimate of its share of a job's
+    # wall time (a training run most of it, a dense reference as much again). A stage that reports its own progress
+    # (training's steps, calibration's samples, compile's phases) moves the bar through its span; the others
+    # jump over theirs.
+    weight: float
     run: Callable[[AdaptRun], Optional[int]]  # returns the items it processed, where that is a rate worth keeping
     applies: Callable[[AdaptRun], bool] = lambda run: True
     job_only: bool = False  # needs a job's inputs and outputs (a JobRun)
@@ -81,13 +84,14 @@ def dense_reference(run: AdaptRun) -> None:
 
 def _reference_progress(on_progress: Optional[ProgressCallback]) -> Optional[ProgressCallback]:
     """The reference run's events for the job: epochs (and a step at most once a second, which also
-    lets a cancel or a stop act) as `dense_reference_*`; its stages stay inside "dense_reference"."""
+    lets a cancel or a stop act, and fills the job's "dense_reference" span) as `dense_reference_*`; its
+    stages, and their own progress (its calibration's), stay inside "dense_reference"."""
     if on_progress is None:
         return None
     last_step = [0.0]
 
     def forward(event: dict) -> None:
-        if event["type"] == "stage":
+        if event["type"] not in ("step", "epoch"):
             return
         if event["type"] == "step":
             if time.monotonic() - last_step[0] < 1.0:
@@ -99,29 +103,42 @@ def _reference_progress(on_progress: Optional[ProgressCallback]) -> Optional[Pro
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("validate", 0.0, _job_stage(job_stages.validate), job_only=True),
-    Stage("prepare", 0.03, adapt_stages.prepare),
-    Stage("evaluate_before", 0.05, adapt_stages.evaluate_before),
-    Stage("dense_reference", 0.055, dense_reference, lambda run: _prunes(run) and run.config.dense_reference),
-    Stage("calibrate", 0.06, adapt_stages.calibrate, lambda run: run.method.needs_calibration or _prunes(run)),
-    Stage("prune", 0.07, adapt_stages.prune, _prunes),
-    Stage("evaluate_pruned", 0.075, adapt_stages.evaluate_pruned, _prunes),
-    Stage("score", 0.08, adapt_stages.score, lambda run: _sparse(run) and run.masks is None),
-    Stage("mask", 0.09, adapt_stages.mask, _sparse),
-    Stage("prepare_method", 0.09, adapt_stages.prepare_method, lambda run: not _sparse(run)),
-    Stage("train", TRAIN_SPAN[0], adapt_stages.train_stage),
-    Stage("merge", TRAIN_SPAN[1], adapt_stages.merge),
-    Stage("reestimate_batchnorm", 0.905, adapt_stages.reestimate_batchnorm, adapt_stages.reestimates_batchnorm),
-    Stage("evaluate", 0.91, adapt_stages.evaluate),
-    Stage("int8_ranges", 0.93, adapt_stages.int8_ranges, _int8),
-    Stage("export", 0.94, _job_stage(job_stages.export), job_only=True),
-    Stage("compile", 0.96, _job_stage(job_stages.compile_stage),
+    Stage("validate", 1, _job_stage(job_stages.validate), job_only=True),
+    Stage("prepare", 1, adapt_stages.prepare),
+    Stage("evaluate_before", 1, adapt_stages.evaluate_before),
+    Stage("dense_reference", 60, dense_reference, lambda run: _prunes(run) and run.config.dense_reference),
+    Stage("calibrate", 4, adapt_stages.calibrate, lambda run: run.method.needs_calibration or _prunes(run)),
+    Stage("prune", 1, adapt_stages.prune, _prunes),
+    Stage("evaluate_pruned", 1, adapt_stages.evaluate_pruned, _prunes),
+    Stage("score", 1, adapt_stages.score, lambda run: _sparse(run) and run.masks is None),
+    Stage("mask", 1, adapt_stages.mask, _sparse),
+    Stage("prepare_method", 1, adapt_stages.prepare_method, lambda run: not _sparse(run)),
+    Stage("train", 60, adapt_stages.train_stage),
+    Stage("merge", 1, adapt_stages.merge),
+    Stage("reestimate_batchnorm", 1, adapt_stages.reestimate_batchnorm, adapt_stages.reestimates_batchnorm),
+    Stage("evaluate", 1, adapt_stages.evaluate),
+    Stage("int8_ranges", 4, adapt_stages.int8_ranges, _int8),
+    Stage("export", 1, _job_stage(job_stages.export), job_only=True),
+    Stage("compile", 10, _job_stage(job_stages.compile_stage),
           lambda run: isinstance(run, JobRun) and run.compile_backend != "none", job_only=True),
-    Stage("benchmark", 0.98, _job_stage(job_stages.benchmark), job_only=True),
-    Stage("record", 0.99, _job_stage(job_stages.record), job_only=True),
+    Stage("benchmark", 2, _job_stage(job_stages.benchmark), job_only=True),
+    Stage("record", 1, _job_stage(job_stages.record), job_only=True),
 )
 ADAPT_STAGES = tuple(stage for stage in STAGES if not stage.job_only)
-STAGE_PROGRESS = {stage.name: stage.progress for stage in STAGES}
+
+
+def progress_plan(run: AdaptRun, stages: tuple[Stage, ...]) -> dict[str, tuple[float, float]]:
+    """Each stage that will run -> its (start, end) on the 0..1 progress scale, in order, spans in proportion to
+    the weights. Decided before the first stage: a stage that then does not run (`score`, when an interrupted
+    run's mask is found) leaves its span to be jumped over."""
+    running = [stage for stage in stages if stage.applies(run)]
+    total = sum(stage.weight for stage in running)
+    plan, start = {}, 0.0
+    for stage in running:
+        end = start + stage.weight / total
+        plan[stage.name] = (round(start, 4), round(end, 4))
+        start = end
+    return plan
 
 
 def run_stages(run: AdaptRun, stages: tuple[Stage, ...]) -> None:

@@ -80,6 +80,12 @@ class AdaptRun:
     def eval_batch(self) -> int:
         return max(self.config.batch_size, 64)
 
+    def stage_progress(self, done: int, total: int) -> None:
+        """`done` of `total` units of the running stage's work (calibration's samples, compile's phases), as a
+        `progress` event: a job's bar moves through the stage's span."""
+        if self.on_progress is not None:
+            self.on_progress({"type": "progress", "done": done, "total": total})
+
 
 @dataclass
 class JobRun(AdaptRun):

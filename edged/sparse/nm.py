@@ -191,7 +191,7 @@ def prune_2_4_(
             continue
         weight: Tensor = layer.weight  # type: ignore[assignment]  # Linear/Conv2d weight
         keep = nm_keep_mask(_validated_score(name, weight, scores), n, m)
-        weight.mul_(keep.to(weight.dtype))
+        weight.masked_fill_(~keep, 0.0)  # +0.0 (a product would leave -0.0): what a delta's pattern writes back
         report.keep_masks[name] = keep
     return report
 

@@ -38,11 +38,20 @@ def pack_pattern(keep_masks: dict[str, Tensor]) -> bytes:
     """The keep-masks (name -> bool shaped like the weight) as deterministic, bit-packed safetensors bytes."""
     tensors: dict[str, Tensor] = {}
     for name in sorted(keep_masks):
-        mask = keep_masks[name].detach().cpu().to(torch.bool)
-        bits = np.packbits(mask.reshape(-1).numpy())  # (ceil(numel / 8),) uint8, big-endian bit order
-        tensors[f"{name}::bits"] = torch.from_numpy(bits)
-        tensors[f"{name}::shape"] = torch.tensor(list(mask.shape), dtype=torch.int64)
+        tensors[f"{name}::bits"] = pack_keep_mask(keep_masks[name])
+        tensors[f"{name}::shape"] = torch.tensor(list(keep_masks[name].shape), dtype=torch.int64)
     return save_safetensors(tensors)
+
+
+def pack_keep_mask(keep: Tensor) -> Tensor:
+    """A keep-mask (bool, any shape) flattened in the weight's layout as (ceil(numel / 8),) uint8, 1 bit per
+    entry, big-endian bit order: the stored form here and in a task's delta (edged.pipeline.outputs)."""
+    return torch.from_numpy(np.packbits(keep.detach().cpu().to(torch.bool).reshape(-1).numpy()))
+
+
+def unpack_keep_mask(bits: Tensor, numel: int) -> Tensor:
+    """`pack_keep_mask`'s (ceil(numel / 8),) uint8 back to the (numel,) bool keep-mask, flat."""
+    return torch.from_numpy(np.unpackbits(bits.numpy(), count=numel).astype(bool))
 
 
 def unpack_pattern(data: bytes) -> dict[str, Tensor]:
@@ -57,9 +66,7 @@ def unpack_pattern(data: bytes) -> dict[str, Tensor]:
         if part != "bits":
             continue
         shape = tuple(int(s) for s in tensors[f"{name}::shape"].tolist())
-        numel = int(np.prod(shape))
-        flat = np.unpackbits(bits.numpy(), count=numel).astype(bool)  # (numel,)
-        masks[name] = torch.from_numpy(flat).reshape(shape)
+        masks[name] = unpack_keep_mask(bits, int(np.prod(shape))).reshape(shape)
     return masks
 
 

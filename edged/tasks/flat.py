@@ -6,6 +6,10 @@ buffer (one buffer for an fp32 or fp16 model). A switch is then three indexing k
 save, write) instead of a Python loop over layers: on the GPU the launch overhead of ~50 layers x 3 ops was
 the whole cost of a switch.
 
+A 2:4 delta's keep-masks are expanded here into the flat indices they zero, kept apart from the written entries
+(never overlapping them) and without values: a switch fills them with zeros (2 bytes an entry held, not 6) and
+restores the base's values there like anywhere else.
+
 A placed delta's indices are sorted and stored as int16 gaps between neighbours when every gap fits (at 0.1 %
 density a gap is about a thousand elements), decoded by one cumulative sum at switch time: 2 bytes an entry
 instead of 8 for int64, which is what keeps 50 resident fp32 tasks (6 bytes an entry) within 1.1x the memory
@@ -14,13 +18,13 @@ of one model. Otherwise they are int32 (int64 past 2**31 elements).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from edged.errors import Corrupt, InvalidInput
-from edged.tasks.delta import TaskDelta
+from edged.tasks.delta import TaskDelta, pruned_indices
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class FlatWeights:
     def place(self, delta: TaskDelta, source: str) -> "PlacedDelta":
         """`delta` as flat indices and values per buffer; Corrupt naming `source` if it does not fit the base."""
         parts: dict[torch.dtype, list[tuple[Tensor, Tensor]]] = {dtype: [] for dtype in self.buffers}
+        zeroed: dict[torch.dtype, list[Tensor]] = {dtype: [] for dtype in self.buffers}
         whole: dict[str, Tensor] = {}
         for name, (indices, values) in delta.sparse.items():
             slot = self._slot(name, source)
@@ -74,6 +79,10 @@ class FlatWeights:
             if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= slot.numel):
                 raise Corrupt(f"{source}: {name} has indices outside its {slot.numel} entries")
             parts[slot.dtype].append((indices.to(torch.int64) + slot.offset, values.to(slot.dtype)))
+        for name, bits in delta.pruned.items():  # the pattern expanded to the flat indices it zeroes
+            slot = self._slot(name, source)
+            trained = delta.sparse[name][0] if name in delta.sparse else None
+            zeroed[slot.dtype].append(pruned_indices(bits, slot.numel, trained, f"{source}: {name}") + slot.offset)
         for name, value in delta.dense.items():
             if name in self.whole:
                 whole[name] = _checked_shape(value, self.whole[name].shape, name, source)
@@ -87,7 +96,9 @@ class FlatWeights:
                 indices, order = torch.cat([i for i, _ in pieces]).sort()
                 values = torch.cat([v for _, v in pieces])[order]
                 writes[dtype] = (FlatIndices.encode(indices, self.buffers[dtype].numel()), values)
-        return PlacedDelta(writes, whole, delta.head)
+        zeros = {dtype: FlatIndices.encode(torch.cat(pieces).sort().values, self.buffers[dtype].numel())
+                 for dtype, pieces in zeroed.items() if pieces}
+        return PlacedDelta(writes, whole, delta.head, zeros)
 
     def _slot(self, name: str, source: str) -> Slot:
         if name not in self.slots:
@@ -138,22 +149,26 @@ class PlacedDelta:
     writes: dict[torch.dtype, tuple[FlatIndices, Tensor]]  # buffer dtype -> (nnz flat indices, (nnz,) new values)
     whole: dict[str, Tensor]  # integer buffers, copied whole
     head: nn.Linear  # (classes, features) weight and (classes,) bias
+    zeros: dict[torch.dtype, FlatIndices] = field(default_factory=dict)  # buffer dtype -> 2:4 pruned flat indices
 
     @property
     def nbytes(self) -> int:
-        """Bytes a switch to this task writes into the base (indices + values + whole tensors + head)."""
+        """Bytes this placed delta holds (indices + values + zeroed indices + whole tensors + head)."""
         written = sum(i.nbytes + v.numel() * v.element_size() for i, v in self.writes.values())
+        zeroed = sum(i.nbytes for i in self.zeros.values())
         whole = sum(t.numel() * t.element_size() for t in self.whole.values())
-        return written + whole + sum(p.numel() * p.element_size() for p in self.head.parameters())
+        return written + zeroed + whole + sum(p.numel() * p.element_size() for p in self.head.parameters())
 
     def to(self, device: torch.device) -> "PlacedDelta":
         return PlacedDelta({d: (i.to(device), v.to(device)) for d, (i, v) in self.writes.items()},
-                           {n: t.to(device) for n, t in self.whole.items()}, self.head.to(device))
+                           {n: t.to(device) for n, t in self.whole.items()}, self.head.to(device),
+                           {d: i.to(device) for d, i in self.zeros.items()})
 
     def pinned(self) -> "PlacedDelta":
         """In page-locked host memory, so a copy to the GPU is one DMA (the warm tier of a CUDA cache)."""
         return PlacedDelta({d: (i.pinned(), v.pin_memory()) for d, (i, v) in self.writes.items()},
-                           {n: t.pin_memory() for n, t in self.whole.items()}, self.head)
+                           {n: t.pin_memory() for n, t in self.whole.items()}, self.head,
+                           {d: i.pinned() for d, i in self.zeros.items()})
 
 
 def _checked_shape(value: Tensor, shape: torch.Size, name: str, source: str) -> Tensor:

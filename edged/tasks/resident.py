@@ -59,6 +59,11 @@ class ResidentModel:
             self._saved.append((flat, indices, flat.index_select(0, indices)))  # a copy of what gets overwritten
             flat.index_copy_(0, indices, values)
             moved += encoded.nbytes + values.numel() * values.element_size()
+        for dtype, encoded in delta.zeros.items():  # 2:4 pruned entries, never among the written ones
+            flat, indices = self.flat.buffers[dtype], encoded.decode()
+            self._saved.append((flat, indices, flat.index_select(0, indices)))
+            flat.index_fill_(0, indices, 0.0)
+            moved += encoded.nbytes + indices.numel() * flat.element_size()
         for name, value in delta.whole.items():
             target = self.flat.whole[name]
             self._saved_whole.append((target, target.clone()))

@@ -20,6 +20,7 @@ from jobs_helpers import FAST_JOB, upload, wait_for
 from edged.api.app import create_app
 from edged.compile.registry import available_backends
 from edged.compile.onnx_export import check_onnx_2_4
+from edged.jobs import records
 from edged.jobs.states import FINAL_STATES
 from edged.sparse.nm import check_2_4
 from edged.store.db import open_db
@@ -130,8 +131,13 @@ def test_2_4_job_compiled_with_onnxruntime(rapl_client, auth, tmp_path):
     db = open_db(client.app.state.settings.db_path)
     try:
         rows = {r["stage"]: r for r in stage_rows(db, job["id"])}
+        events = records.events_after(db, job["id"], limit=10_000)
     finally:
         db.close()
+    # the compile stage's three phases (build, PyTorch's logits, the compiled model's) move the bar through its span
+    plan = next(e["data"]["stages"] for e in events if e["type"] == "plan")
+    phases = [e["data"]["progress"] for e in events if e["type"] == "progress" and e["stage"] == "compile"]
+    assert phases and phases == sorted(phases) and phases[-1] == pytest.approx(plan["compile"][1])
     assert set(rows) == CORE_STAGES
     assert all(r["wall_s"] >= 0 and r["peak_host_mb"] > 0 for r in rows.values())
     assert all(r["source"] == "rapl" and r["energy_j"] is not None for r in rows.values())

@@ -10,19 +10,36 @@ from suite_settings import TEST_TOKEN
 from edged.jobs.schemas import JobCreate
 from edged.jobs.validate import job_config
 from edged.pipeline.config import AdaptConfig, JobConfig, JobFields, ModelOptions
-from edged.pipeline.stages import ADAPT_STAGES, STAGES, TRAIN_SPAN
+from edged.methods import get_method
+from edged.pipeline.stages import ADAPT_STAGES, STAGES, progress_plan
+from edged.pipeline.state import JobRun
 from edged.pipeline.timer import StageTimer
 from edged.settings import get_settings
 from edged.telemetry.config import TelemetryConfig
 from edged.telemetry.sources import open_named_source
 
 
-def test_progress_never_goes_back_along_the_stage_order():
-    starts = [stage.progress for stage in STAGES]
-    assert starts == sorted(starts) and starts[0] == 0.0 and starts[-1] < 1.0
+def _plan(**fields) -> dict[str, tuple[float, float]]:
+    config = AdaptConfig(method="taskedge", **fields)
+    run = JobRun(config, get_method("taskedge"), torch.device("cpu"), StageTimer(), compile_backend="onnxruntime")
+    return progress_plan(run, STAGES)
+
+
+def test_the_progress_plan_tiles_the_bar_in_stage_order():
     assert len({stage.name for stage in STAGES}) == len(STAGES)
-    by_name = {stage.name: stage.progress for stage in STAGES}
-    assert (by_name["train"], by_name["merge"]) == TRAIN_SPAN  # training fills the span between them
+    plan = _plan(sparsity="2:4")
+    assert list(plan) == [stage.name for stage in STAGES if stage.name in plan]  # the stage order
+    spans = list(plan.values())
+    assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(1.0, abs=1e-3)
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(spans, spans[1:]))  # contiguous, each moves the bar
+    assert {"dense_reference", "calibrate", "prune", "compile"} <= set(plan) and "int8_ranges" not in plan
+
+
+def test_a_dense_reference_gets_a_span_as_long_as_the_recovery_training():
+    with_reference, without = _plan(sparsity="2:4"), _plan(sparsity="2:4", dense_reference=False)
+    reference, train = (with_reference[name][1] - with_reference[name][0] for name in ("dense_reference", "train"))
+    assert reference == pytest.approx(train, abs=1e-3) and reference > 0.3  # the two trainings share the bar
+    assert "dense_reference" not in without and without["train"][1] - without["train"][0] > 0.5
 
 
 def test_adapt_runs_every_stage_but_the_job_only_ones_in_the_same_order():

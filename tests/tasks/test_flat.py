@@ -9,6 +9,7 @@ from torch import nn
 
 from tiny_model import tiny_classifier
 from edged.errors import Corrupt
+from edged.sparse.shared_pattern import pack_keep_mask
 from edged.tasks.delta import TaskDelta
 from edged.tasks.flat import FlatIndices, FlatWeights, backbone_tensors
 from edged.tasks.resident import ResidentModel
@@ -44,6 +45,27 @@ def test_a_delta_writes_the_named_entries_and_nothing_else():
     assert torch.equal(after[name].reshape(-1)[indices], values)
     changed = [n for n in before if not n.startswith("head.") and not torch.equal(before[n], after[n])]
     assert changed == [name]
+    resident.deactivate_()
+    assert all(torch.equal(before[n], model.state_dict()[n]) for n in before if not n.startswith("head."))
+
+
+def test_a_2_4_pattern_zeroes_its_pruned_entries_a_trained_entry_wins_and_the_base_comes_back():
+    model = tiny_classifier(2).eval()
+    name = "backbone.3.weight"  # (32, 16, 1, 1): 512 entries
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    keep = torch.zeros(512, dtype=torch.bool)
+    keep[::2] = True  # every other entry kept
+    trained_at = torch.tensor([2, 3])  # one on a kept entry, one on a pruned entry: the trained value wins there
+    values = torch.tensor([1.5, -2.0])
+    delta = TaskDelta({name: (trained_at, values)}, {}, _head(), {name: pack_keep_mask(keep)})
+    resident = ResidentModel(model, lambda task: task.x, torch.device("cpu"))
+    placed = resident.place(delta, "a 2:4 delta")
+    assert sum(indices.stored.numel() for indices in placed.zeros.values()) == 255  # 256 pruned, one trained
+    resident.activate_("t", placed)
+    weight = model.state_dict()[name].reshape(-1)
+    expected = torch.where(keep, before[name].reshape(-1), torch.zeros(()))
+    expected[trained_at] = values
+    assert torch.equal(weight, expected)
     resident.deactivate_()
     assert all(torch.equal(before[n], model.state_dict()[n]) for n in before if not n.startswith("head."))
 
