@@ -11,7 +11,8 @@ def test_adapt_bench_runs_rows_on_the_real_pair_and_writes_json(tmp_path, capsys
     assert adapt_bench.main(["--pair", "mnist", "--samples", "80", "--epochs", "1", "--methods", "head,random",
                              "--out", str(out)]) == 0
     result = json.loads(out.read_text())["mnist"]
-    assert [r["row"] for r in result["rows"]] == ["head only", "random 0.1%"]
+    assert [r["row"] for r in result["rows"]] == ["head only", "random 0.1%", "linear probe (sklearn)"]
+    assert 0.0 < result["rows"][2]["accuracy"] <= 1.0  # the independent probe, on the same split
     sparse = result["rows"][1]
     assert sparse["trainable_pct"] == pytest.approx(0.1, abs=1e-4) and result["rows"][0]["trainable"] == 0
     assert 0.0 <= sparse["accuracy"] <= 1.0 and sparse["wall_s"] > 0
