@@ -62,18 +62,15 @@ def test_verdicts_miss_on_each_broken_condition_and_say_not_run_without_the_rows
 
 @pytest.mark.parametrize("pair", ["digits", "bbc"])
 def test_taso_lora_budget_trains_lora_r1s_count_on_the_real_backbone(pair):
-    options = PAIRS[pair].model_options
-    model = load_model(PAIRS[pair].model, 3, seed=0, **options).model
+    model_name, options, task = PAIRS[pair].model, PAIRS[pair].model_options, PAIRS[pair].load()
+    loaded = load_model(model_name, len(task.classes), seed=0, **options)
     # LoRA r=1 trains A (1, fan_in) and B (out, 1) on every layer but depthwise convolutions.
-    reference = sum(layer.weight.shape[0] + layer.weight[0].numel() for layer in backbone_layers(model).values()
+    reference = sum(layer.weight.shape[0] + layer.weight[0].numel() for layer in backbone_layers(loaded.model).values()
                     if getattr(layer, "groups", 1) == 1)
-    shapes = layer_shapes(model)
-    assert lora_entries_(load_model(PAIRS[pair].model, 3, seed=0, **options).model, 1) == reference
-    budget, predicted = taso_lora_budget(shapes, reference, TASO_LORA_RANK)
+    assert lora_entries_(load_model(model_name, 3, seed=0, **options).model, 1) == reference
+    budget, predicted = taso_lora_budget(layer_shapes(loaded.model), reference, TASO_LORA_RANK)
     assert reference * (1 - COUNT_TOLERANCE) <= predicted <= reference
     # The real method at that budget, scored on a few real samples, trains exactly the predicted count.
-    task = PAIRS[pair].load()
-    loaded = load_model(PAIRS[pair].model, len(task.classes), seed=0, **options)
     few = task.subset(torch.arange(0, len(task), len(task) // 6)[:6])
     batches = TaskBatches(loaded.preprocess(few), few.y, batch_size=6)
     adaptation = get_method("taso_lora").function(loaded.model, batches, LowRankOptions(budget=budget,
