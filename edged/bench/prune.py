@@ -22,7 +22,7 @@ import torch
 from edged.pipeline.config import AdaptConfig
 from edged.pipeline.adapt import AdaptResult, adapt
 from edged.pipeline.outputs import write_outputs
-from edged.bench.adapt import subset
+from edged.bench.adapt_pairs import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
 from edged.data.bundled import mnist_5k
@@ -62,7 +62,7 @@ def _artifact_mb(result: AdaptResult, config: AdaptConfig) -> dict[str, float]:
 def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: int, device_name: str,
                     recovery_budgets: tuple[float, ...] = (0.001, 0.01),
                     distill_weights: tuple[float, ...] = (0.0, 0.5)) -> dict:
-    task = subset(mnist_5k(), samples or 5000, seed)
+    task = subset(mnist_5k(), samples)  # the same subset for every seed
     device = resolve_device(device_name)
     base = {"method": "taskedge", "budget": 0.001, "epochs": epochs, "batch_size": batch_size, "seed": seed,
             "device": device_name}

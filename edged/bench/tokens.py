@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from edged.bench.adapt import subset
+from edged.bench.adapt_pairs import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.data.bundled import bbc_news
 from edged.data.task import TaskData
@@ -75,7 +75,7 @@ def relative_to_first(rows: list[dict[str, Any]]) -> None:
 
 def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keeps: list[dict[str, Any]], seed: int,
                      infer_batch: int) -> dict[str, Any]:
-    task = subset(bbc_news(), samples, seed)
+    task = subset(bbc_news(), samples)
     config = AdaptConfig(method=method, budget=budget, epochs=epochs, seed=seed, device="cpu", patience=epochs)
     rows = []
     for options in keeps:

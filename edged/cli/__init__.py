@@ -175,7 +175,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 BENCHMARKS = {
-    "adapt": ("edged.bench.adapt", "every method on MobileNetV2 + MNIST (or MiniLM + BBC News): accuracy, entries, memory, time"),
+    "adapt": ("edged.bench.adapt", "methods on MNIST, 8x8 digits, BBC News over seeds: accuracy ± std, entries, time, verdicts"),
     "train-step": ("edged.bench.train_step", "ViT-B/16 training step: sparse delta vs PEFT LoRA vs full fine-tuning"),
     "sparse": ("edged.bench.sparse", "dense vs 2:4 latency per layer and end to end"),
     "api": ("edged.bench.api",

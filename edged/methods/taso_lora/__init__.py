@@ -28,6 +28,29 @@ def _core(importance: Tensor, count: int) -> Tensor:
     return torch.sort(importance.double(), descending=True, stable=True).indices[:count].sort().values
 
 
+def core_sizes(shapes: dict[str, tuple[int, int]], budget: int, rank: int) -> dict[str, tuple[int, int]]:
+    """Rows and columns of each layer's core, from the layers' (out, fan_in) shapes alone.
+
+    A layer's share of `budget` entries is in proportion to its size; at rank r its core holds
+    r * (rows + cols) of them, rows and cols in proportion to its shape. Layers too small for one row
+    and one column are left out. Depends on no scores, so a parameter count can be matched before scoring.
+    """
+    total = sum(out * fan_in for out, fan_in in shapes.values())
+    sizes = {}
+    for name, (out, fan_in) in shapes.items():
+        share = budget * out * fan_in / total / rank  # rows + cols this layer may hold
+        n_rows = min(out, math.floor(share * out / (out + fan_in)))
+        n_cols = min(fan_in, math.floor(share * fan_in / (out + fan_in)))
+        if n_rows >= 1 and n_cols >= 1:
+            sizes[name] = (n_rows, n_cols)
+    return sizes
+
+
+def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(out, fan_in) of each backbone Linear/Conv2d weight: what `core_sizes` reads."""
+    return {name: (layer.weight.shape[0], layer.weight[0].numel()) for name, layer in backbone_layers(model).items()}
+
+
 @register_adapter("taso_lora", "TASO sparse LoRA on importance-chosen core rows and columns, rank lora_rank",
                   options=LowRankOptions)
 def prepare(model: nn.Module, batches: TaskBatches, options: LowRankOptions,
@@ -35,19 +58,12 @@ def prepare(model: nn.Module, batches: TaskBatches, options: LowRankOptions,
     scores = taso_score(model, batches, ScoreConfig(seed=options.seed))
     freeze_(model)
     layers = backbone_layers(model)
-    total = count_weights(layers)
-    budget = budget_to_count(options.budget, total)
+    budget = budget_to_count(options.budget, count_weights(layers))
     generator = torch.Generator().manual_seed(options.seed)
     deltas = {}
-    for name, layer in layers.items():
+    for name, (n_rows, n_cols) in core_sizes(layer_shapes(model), budget, options.lora_rank).items():
         s = scores[name].reshape(scores[name].shape[0], -1)  # (out, fan_in)
-        out, fan_in = s.shape
-        share = budget * s.numel() / total / options.lora_rank  # rows + cols this layer may hold
-        n_rows = min(out, math.floor(share * out / (out + fan_in)))
-        n_cols = min(fan_in, math.floor(share * fan_in / (out + fan_in)))
-        if n_rows < 1 or n_cols < 1:
-            continue
         rows, cols = _core(s.sum(1), n_rows), _core(s.sum(0), n_cols)
-        deltas[name] = LowRankDelta(layer.weight, options.lora_rank, rows=rows, cols=cols, generator=generator)
-        attach_lowrank_(layer, deltas[name])
+        deltas[name] = LowRankDelta(layers[name].weight, options.lora_rank, rows=rows, cols=cols, generator=generator)
+        attach_lowrank_(layers[name], deltas[name])
     return lowrank_adaptation("taso_lora", model, deltas)
