@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from edged.bench.adapt import subset
+from edged.bench.adapt_pairs import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.compile.onnx_export import OnnxRunner, export_onnx
 from edged.compile.qdq import export_qdq

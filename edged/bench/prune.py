@@ -19,7 +19,7 @@ import torch
 
 from edged.pipeline.config import AdaptConfig
 from edged.pipeline.adapt import adapt
-from edged.bench.adapt import subset
+from edged.bench.adapt_pairs import subset
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
 from edged.data.bundled import mnist_5k
