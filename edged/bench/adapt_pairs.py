@@ -31,11 +31,11 @@ PAIRS = {
 SUBSET_SEED = 0  # the subset is the same for every training seed, so seeds vary only split, head and order
 
 
-def subset(task: TaskData, samples: Optional[int]) -> TaskData:
-    """A fixed random subset of `samples` items (the whole task when None or larger)."""
+def subset(task: TaskData, samples: Optional[int], seed: int = SUBSET_SEED) -> TaskData:
+    """A random subset of `samples` items fixed by `seed` (the whole task when None or larger)."""
     if samples is None or samples >= len(task):
         return task
-    order = torch.randperm(len(task), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    order = torch.randperm(len(task), generator=torch.Generator().manual_seed(seed))
     return task.subset(order[:samples].sort().values)
 
 
