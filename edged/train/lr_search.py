@@ -10,7 +10,8 @@ buffer, BatchNorm running statistics included, are restored after it), so the jo
 search had not run, only with the chosen rates.
 
 Successive halving: rung 0 trains every candidate on n0 samples, each later rung keeps the better half
-(search-validation accuracy, ties to the lower loss) and doubles the samples, until one is left.
+(search-validation accuracy, ties to the lower loss) and doubles the samples, until one is left. Where the
+budget cannot give every candidate of the grid MIN_TRIAL_SAMPLES, only the head's rates are tried.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     started = time.perf_counter()
     inputs, labels = train_data
     budget = int(budget_fraction * settings.epochs * int(labels.shape[0]))
+    candidates = _affordable(candidates, settings, budget)
     n0 = budget // _cost_units(len(candidates))
     if len(candidates) == 1 or n0 < MIN_TRIAL_SAMPLES:
         reason = "one candidate" if len(candidates) == 1 else (
@@ -111,6 +113,16 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
     return result
+
+
+def _affordable(candidates: list[Candidate], settings: TrainSettings, budget: int) -> list[Candidate]:
+    """The grid, or where its trials would get under MIN_TRIAL_SAMPLES each, only the head's rates at the
+    default backbone rate (two trials: a small job's head rate matters most, a head left at too small a rate
+    trains far too slowly in a few epochs)."""
+    if budget // _cost_units(len(candidates)) >= MIN_TRIAL_SAMPLES:
+        return candidates
+    heads = [c for c in candidates if c.lr == settings.lr]
+    return heads if len(heads) > 1 else candidates
 
 
 def _cost_units(candidates: int) -> int:

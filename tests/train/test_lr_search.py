@@ -114,3 +114,11 @@ def test_head_warmup_fits_the_head_first_and_says_so(digits_task):
     assert "head_warmup_epoch" in kinds and kinds.index("head_warmup_epoch") < kinds.index("epoch")
     with pytest.raises(ValidationError, match="head_warmup applies"):
         AdaptConfig(method="head", head_warmup=True)
+
+
+def test_a_budget_too_small_for_the_grid_tries_only_the_heads_rates(digits_task):
+    """3 epochs of 320 samples: 144 samples, 12 a trial of the 6-point grid, 72 each of the head's two rates."""
+    result, _ = _auto(digits_task, epochs=3)
+    search = result.metrics["lr_search"]
+    assert search["skipped"] is None and {(t["lr"], t["head_lr"]) for t in search["trials"]} == {(5e-3, 1e-3), (5e-3, 1e-2)}
+    assert [t["samples"] for t in search["trials"]] == [72, 72] and search["samples"] <= search["budget_samples"]
