@@ -108,12 +108,18 @@ def _submit(args: argparse.Namespace) -> int:
 JOB_FLAGS = [name for name in JobCreate.model_fields if name != "dataset"]
 
 
+def _number(text: str) -> typing.Union[int, float]:
+    """A flag taking a count or a fraction (token_keep): '32' -> 32, '0.5' -> 0.5."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 def _add_job_flag(parser: argparse.ArgumentParser, name: str) -> None:
     field = JobCreate.model_fields[name]
     flag = "--" + name.replace("_", "-")
     kind: typing.Any = field.annotation
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[X] -> X
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[X] -> X; int or float -> a number
+        types_given = [a for a in typing.get_args(kind) if a is not type(None)]
+        kind = types_given[0] if len(types_given) == 1 else _number
     default = "" if field.is_required() or field.default is None else f" (default: {field.default})"
     text = f"{field.description}{default}".replace("%", "%%")  # argparse formats help with %
     if kind is bool:

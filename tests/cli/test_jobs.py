@@ -7,7 +7,7 @@ import re
 
 from jobs_helpers import FAST_JOB, MODEL, digits_npz
 
-from edged.cli import main
+from edged.cli import build_parser, main
 
 
 def test_submit_follow_and_status(daemon, tmp_path, capsys):
@@ -56,3 +56,9 @@ def test_status_without_a_daemon_says_how_to_start_one(tmp_path, capsys):
     env_file.write_text("EDGED_TOKEN=cli-test-token-0123456789\n")
     assert main(["--env-file", str(env_file), "status", "--url", "http://127.0.0.1:9"]) == 2
     assert "start it with `edged serve`" in capsys.readouterr().err
+
+
+def test_submit_takes_token_keep_as_a_count_or_a_fraction():
+    for text, value in (("32", 32), ("0.5", 0.5), ("1.0", 1.0)):
+        args = build_parser().parse_args(["submit", "news.jsonl", "--model", "minilm-l6", "--token-keep", text])
+        assert args.token_keep == value and type(args.token_keep) is type(value)
