@@ -108,12 +108,34 @@ def _submit(args: argparse.Namespace) -> int:
 JOB_FLAGS = [name for name in JobCreate.model_fields if name != "dataset"]
 
 
+def _number(text: str) -> typing.Union[int, float]:
+    """A flag taking a count or a fraction (token_keep): '32' -> 32, '0.5' -> 0.5."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _number_or_word(types_given: list[typing.Any]) -> typing.Callable[[str], typing.Union[int, float, str]]:
+    """A flag taking a number or one of the union's words (lr: 0.01 or 'auto')."""
+    words = [w for t in types_given if typing.get_origin(t) is Literal for w in typing.get_args(t)]
+
+    def parse(text: str) -> typing.Union[int, float, str]:
+        if text in words:
+            return text
+        try:
+            return _number(text)
+        except ValueError:
+            accepted = " or ".join(["a number", *(repr(w) for w in words)])
+            raise argparse.ArgumentTypeError(f"{text!r} is not {accepted}") from None
+
+    return parse
+
+
 def _add_job_flag(parser: argparse.ArgumentParser, name: str) -> None:
     field = JobCreate.model_fields[name]
     flag = "--" + name.replace("_", "-")
     kind: typing.Any = field.annotation
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[X] -> X
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[X] -> X; int or float -> a number
+        types_given = [a for a in typing.get_args(kind) if a is not type(None)]
+        kind = types_given[0] if len(types_given) == 1 else _number_or_word(types_given)
     shown = not field.is_required() and field.default_factory is None and field.default is not None
     default = f" (default: {field.default})" if shown else ""
     text = f"{field.description}{default}".replace("%", "%%")  # argparse formats help with %

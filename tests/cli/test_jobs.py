@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from jobs_helpers import FAST_JOB, MODEL, digits_npz
 
 from edged.cli import build_parser, main
@@ -62,3 +64,17 @@ def test_a_list_field_is_a_repeated_flag():
     args = build_parser().parse_args(["submit", "x.npz", "--model", f"{MODEL}=cnn.pt", "--drop-weight-keys", "_fc.",
                                       "--drop-weight-keys", "aux."])
     assert args.drop_weight_keys == ["_fc.", "aux."]  # not list("_fc."), one character per prefix
+
+
+def test_submit_takes_token_keep_as_a_count_or_a_fraction():
+    for text, value in (("32", 32), ("0.5", 0.5), ("1.0", 1.0)):
+        args = build_parser().parse_args(["submit", "news.jsonl", "--model", "minilm-l6", "--token-keep", text])
+        assert args.token_keep == value and type(args.token_keep) is type(value)
+
+
+def test_submit_takes_a_learning_rate_or_auto_and_names_both_on_a_bad_one(capsys):
+    args = build_parser().parse_args(["submit", "x.npz", "--model", MODEL, "--lr", "auto", "--head-lr", "0.01"])
+    assert (args.lr, args.head_lr) == ("auto", 0.01)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["submit", "x.npz", "--model", MODEL, "--lr", "fast"])
+    assert "'fast' is not a number or 'auto'" in capsys.readouterr().err
