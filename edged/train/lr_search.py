@@ -32,6 +32,8 @@ DEFAULT_HEAD_LR = 1e-3  # the head's rate where a job gives none and does not se
 BUDGET_FRACTION = 0.15  # the issue's bound: the search costs at most ~15 % of the job's training
 SEARCH_VAL_FRACTION = 0.2  # share of the training samples the search validates on
 MIN_TRIAL_SAMPLES = 32  # below this a trial says nothing; the search then keeps the defaults
+TRAIN_COST = 3  # forward passes a training sample costs (forward + backward, about twice a forward)
+MAX_CHECK = 128  # search-validation samples a trial is scored on (its scoring pass is part of the budget)
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,15 @@ class SearchResult:
     chosen: Candidate
     trials: list[dict] = field(default_factory=list)  # per trial: rung, lr, head_lr, samples, accuracy, loss
     samples: int = 0  # training samples the trials consumed
-    budget_samples: int = 0
+    forwards: int = 0  # their cost in forward passes: TRAIN_COST a training sample, 1 a scored sample
+    budget_forwards: int = 0
     seconds: float = 0.0
     skipped: Optional[str] = None  # why no trial ran (then `chosen` is the defaults)
 
     def summary(self) -> dict:
         return {"lr": self.chosen.lr, "head_lr": self.chosen.head_lr, "trials": self.trials, "samples": self.samples,
-                "budget_samples": self.budget_samples, "seconds": self.seconds, "skipped": self.skipped}
+                "forwards": self.forwards, "budget_forwards": self.budget_forwards, "seconds": self.seconds,
+                "skipped": self.skipped}
 
 
 def candidate_grid(default_lr: float, default_head_lr: float, search_lr: bool, search_head_lr: bool) -> list[Candidate]:
@@ -84,17 +88,18 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     in `settings` (the defaults) where the budget is too small to try any."""
     started = time.perf_counter()
     inputs, labels = train_data
-    budget = int(budget_fraction * settings.epochs * int(labels.shape[0]))
-    candidates = _affordable(candidates, settings, budget)
-    n0 = budget // _cost_units(len(candidates))
+    budget = int(budget_fraction * settings.epochs * int(labels.shape[0]) * TRAIN_COST)  # in forward passes
+    fit, check = carve(labels, settings.seed)
+    check = check[torch.randperm(len(check), generator=torch.Generator().manual_seed(settings.seed + 2))][:MAX_CHECK]
+    candidates = _affordable(candidates, settings, budget, len(check))
+    n0 = _first_rung_samples(len(candidates), budget, len(check))
     if len(candidates) == 1 or n0 < MIN_TRIAL_SAMPLES:
         reason = "one candidate" if len(candidates) == 1 else (
-            f"the budget ({budget} training samples) leaves under {MIN_TRIAL_SAMPLES} samples a trial")
-        return SearchResult(Candidate(settings.lr, settings.head_lr), budget_samples=budget, skipped=reason)
-    fit, check = carve(labels, settings.seed)
+            f"the budget ({budget} forward passes) leaves under {MIN_TRIAL_SAMPLES} training samples a trial")
+        return SearchResult(Candidate(settings.lr, settings.head_lr), budget_forwards=budget, skipped=reason)
     order = fit[torch.randperm(len(fit), generator=torch.Generator().manual_seed(settings.seed + 1))]
     snapshot = _snapshot(model, params)
-    result = SearchResult(candidates[0], budget_samples=budget)
+    result = SearchResult(candidates[0], budget_forwards=budget)
     alive, samples, rung = list(candidates), n0, 0
     while len(alive) > 1:
         scored = []
@@ -105,6 +110,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
             trial.update(rung=rung)
             result.trials.append(trial)
             result.samples += trial["samples"]
+            result.forwards += TRAIN_COST * trial["samples"] + len(check)
             scored.append((-trial["accuracy"], trial["loss"], candidate))
             if on_trial is not None:
                 on_trial(trial)
@@ -115,24 +121,25 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     return result
 
 
-def _affordable(candidates: list[Candidate], settings: TrainSettings, budget: int) -> list[Candidate]:
+def _affordable(candidates: list[Candidate], settings: TrainSettings, budget: int, checks: int) -> list[Candidate]:
     """The grid, or where its trials would get under MIN_TRIAL_SAMPLES each, only the head's rates at the
     default backbone rate (two trials: a small job's head rate matters most, a head left at too small a rate
     trains far too slowly in a few epochs)."""
-    if budget // _cost_units(len(candidates)) >= MIN_TRIAL_SAMPLES:
+    if _first_rung_samples(len(candidates), budget, checks) >= MIN_TRIAL_SAMPLES:
         return candidates
     heads = [c for c in candidates if c.lr == settings.lr]
     return heads if len(heads) > 1 else candidates
 
 
-def _cost_units(candidates: int) -> int:
-    """Training samples of the whole search in units of n0: rung r trains its candidates on n0 * 2^r each,
-    halving them (rounded down, at least one) until one is left."""
-    units, alive, scale = 0, candidates, 1
+def _first_rung_samples(candidates: int, budget: int, checks: int) -> int:
+    """n0: training samples a rung-0 trial gets so that the whole search, training (TRAIN_COST forwards a
+    sample) and every trial's scoring pass over `checks` samples, fits in `budget` forward passes. Rung r
+    trains its candidates on n0 * 2^r each, halving them (rounded down, at least one) until one is left."""
+    units, trials, alive, scale = 0, 0, candidates, 1
     while alive > 1:
-        units += alive * scale
+        units, trials = units + alive * scale, trials + alive
         alive, scale = max(alive // 2, 1), scale * 2
-    return max(units, 1)
+    return (budget - trials * checks) // (TRAIN_COST * max(units, 1))
 
 
 def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[str], train_data: tuple[Inputs, Tensor],
@@ -141,17 +148,15 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     """One candidate trained on `samples` search-train samples (the first of `order`, cycled when there are
     fewer), then scored on the search-validation samples."""
     inputs, labels = train_data
-    epochs = max(samples // len(order), 1)  # cycles through the samples when a trial wants more of them
-    chosen = order[: min(samples, len(order))]
-    trial_settings = replace(settings, epochs=epochs, lr=candidate.lr, head_lr=candidate.head_lr,
-                             patience=epochs + 1, checkpoint_dir=None)
+    chosen = order.repeat(-(-samples // len(order)))[:samples]  # cycles through them when a trial wants more
+    trial_settings = replace(settings, epochs=1, lr=candidate.lr, head_lr=candidate.head_lr, checkpoint_dir=None)
     check_inputs, check_labels = take(inputs, check), labels[check]
-    train(model, params, head_names, (take(inputs, chosen), labels[chosen]), (check_inputs, check_labels),
-          trial_settings, device)
+    no_validation = (take(inputs, check[:0]), labels[check[:0]])  # scored once below, not by the loop as well
+    train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings, device)
     logits = predict_logits(model, check_inputs, max(settings.batch_size, 64), device)
     accuracy = float((logits.argmax(-1) == check_labels).float().mean())
     loss = float(F.cross_entropy(logits, check_labels))
-    return {"lr": candidate.lr, "head_lr": candidate.head_lr, "samples": len(chosen) * epochs,
+    return {"lr": candidate.lr, "head_lr": candidate.head_lr, "samples": len(chosen),
             "accuracy": accuracy, "loss": loss}
 
 

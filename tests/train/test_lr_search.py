@@ -26,8 +26,8 @@ def _preprocess(task):
 
 
 def _auto(task, **options):
-    # 8 epochs of 320 training samples: a budget of 384 samples, 32 a trial at rung 0 (the smallest it runs)
-    config = AdaptConfig(**{"method": "taskedge", "epochs": 8, "batch_size": 32, "budget": 0.01, "device": "cpu",
+    # 16 epochs of 320 training samples: 2,304 forward passes, enough for the whole grid (~47 samples a rung-0 trial)
+    config = AdaptConfig(**{"method": "taskedge", "epochs": 16, "batch_size": 32, "budget": 0.01, "device": "cpu",
                             "patience": 2, **options})
     events: list[dict] = []
     return adapt(tiny_classifier(), _preprocess, task, config, on_progress=events.append), events
@@ -37,8 +37,8 @@ def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
     result, events = _auto(digits_task)
     search = result.metrics["lr_search"]
     train_samples = result.metrics["train_samples"]
-    assert search["budget_samples"] == int(BUDGET_FRACTION * 8 * train_samples)
-    assert 0 < search["samples"] <= search["budget_samples"]
+    assert search["budget_forwards"] == int(BUDGET_FRACTION * 16 * train_samples * 3)
+    assert 0 < 3 * search["samples"] < search["forwards"] <= search["budget_forwards"]  # training and scoring passes
     assert sum(t["samples"] for t in search["trials"]) == search["samples"]
     grid = {(c.lr, c.head_lr) for c in candidate_grid(5e-3, 1e-3, True, True)}
     assert {(t["lr"], t["head_lr"]) for t in search["trials"] if t["rung"] == 0} == grid
@@ -50,7 +50,7 @@ def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
 def test_the_search_never_reads_the_validation_split(digits_task):
     """Every trial of the search is the same whatever the reported validation split holds: replacing its
     inputs with noise and its labels with a permutation changes nothing the search measured or chose."""
-    config = AdaptConfig(method="taskedge", epochs=8, batch_size=32, budget=0.01, device="cpu", patience=1)
+    config = AdaptConfig(method="taskedge", epochs=16, batch_size=32, budget=0.01, device="cpu", patience=1)
     split = split_task(digits_task, _preprocess, config.val_fraction, config.seed, config.calibration_samples,
                        config.batch_size, torch.device("cpu"))
     noise = torch.Generator().manual_seed(1)
@@ -117,8 +117,10 @@ def test_head_warmup_fits_the_head_first_and_says_so(digits_task):
 
 
 def test_a_budget_too_small_for_the_grid_tries_only_the_heads_rates(digits_task):
-    """3 epochs of 320 samples: 144 samples, 12 a trial of the 6-point grid, 72 each of the head's two rates."""
+    """3 epochs of 320 samples: 432 forward passes, too few for the 6-point grid's 9 trials, enough for the head's
+    two rates (about 50 samples each)."""
     result, _ = _auto(digits_task, epochs=3)
     search = result.metrics["lr_search"]
     assert search["skipped"] is None and {(t["lr"], t["head_lr"]) for t in search["trials"]} == {(5e-3, 1e-3), (5e-3, 1e-2)}
-    assert [t["samples"] for t in search["trials"]] == [72, 72] and search["samples"] <= search["budget_samples"]
+    first, second = (t["samples"] for t in search["trials"])
+    assert first == second >= 32 and search["forwards"] <= search["budget_forwards"]
