@@ -25,12 +25,12 @@ def _preprocess(task):
     return preprocess_images(task.x, image_size=16)
 
 
-def _auto(task, **options):
+def _auto(task, workdir=None, **options):
     # 16 epochs of 320 training samples: 2,304 forward passes, enough for the whole grid (~47 samples a rung-0 trial)
     config = AdaptConfig(**{"method": "taskedge", "epochs": 16, "batch_size": 32, "budget": 0.01, "device": "cpu",
                             "patience": 2, **options})
     events: list[dict] = []
-    return adapt(tiny_classifier(), _preprocess, task, config, on_progress=events.append), events
+    return adapt(tiny_classifier(), _preprocess, task, config, on_progress=events.append, workdir=workdir), events
 
 
 def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
@@ -124,3 +124,16 @@ def test_a_budget_too_small_for_the_grid_tries_only_the_heads_rates(digits_task)
     assert search["skipped"] is None and {(t["lr"], t["head_lr"]) for t in search["trials"]} == {(5e-3, 1e-3), (5e-3, 1e-2)}
     first, second = (t["samples"] for t in search["trials"])
     assert first == second >= 32 and search["forwards"] <= search["budget_forwards"]
+
+
+def test_a_resumed_run_keeps_its_chosen_rates_without_searching_again(digits_task, tmp_path):
+    """The choice is kept in the work dir (lr_search.safetensors): an interrupted job that runs again trains on
+    at the rates it chose, with no second search (no lr_trial events)."""
+    first, _ = _auto(digits_task, epochs=3, workdir=tmp_path)
+    assert (tmp_path / "lr_search.safetensors").exists() and first.metrics["lr_search"]["trials"]
+    again, events = _auto(digits_task, epochs=3, workdir=tmp_path)
+    def choice(metrics: dict) -> dict:  # the seconds the resumed run's training took are its own
+        return {k: v for k, v in metrics["lr_search"].items() if k != "fraction_of_train_time"}
+
+    assert choice(again.metrics) == choice(first.metrics)
+    assert not [e for e in events if e["type"] == "lr_trial"]
