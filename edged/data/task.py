@@ -8,7 +8,7 @@ attention_mask (N, L)).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -56,16 +56,7 @@ class TaskData:
         if not 0.0 < val_fraction < 1.0:
             raise InvalidInput(f"val_fraction must be in (0, 1), got {val_fraction}")
         gen = torch.Generator().manual_seed(seed)
-        train_idx, val_idx = [], []
-        for label in range(len(self.classes)):
-            members = torch.nonzero(self.y == label).flatten()
-            members = members[torch.randperm(len(members), generator=gen)]
-            n_val = int(round(len(members) * val_fraction))
-            if len(members) >= 2:  # keep at least one training and one validation sample per class
-                n_val = min(max(n_val, 1), len(members) - 1)
-            val_idx.append(members[:n_val])
-            train_idx.append(members[n_val:])
-        train, val = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+        train, val = stratified_split(self.y, range(len(self.classes)), val_fraction, gen)
         if len(val) == 0 or len(train) == 0:
             raise InvalidInput(
                 f"dataset of {len(self)} samples is too small to split into training and validation",
@@ -82,6 +73,23 @@ class TaskData:
                                detail={"unknown": unknown, "accepted": classes})
         positions = torch.tensor([classes.index(name) for name in self.classes], dtype=torch.int64)
         return TaskData(self.kind, self.x, positions[self.y], list(classes), self.labelled)
+
+
+def stratified_split(labels: Tensor, classes: Iterable[int], fraction: float,
+                     generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(kept, held-out) sorted indices into `labels` (N,): each of `classes` in turn, a permutation of its
+    members drawn from `generator`, the first round(members * fraction) held out, and where a class has two or
+    more, at least one on each side."""
+    kept, held = [], []
+    for label in classes:
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_held = int(round(len(members) * fraction))
+        if len(members) >= 2:
+            n_held = min(max(n_held, 1), len(members) - 1)
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
 
 
 def validate_task(task: TaskData) -> None:

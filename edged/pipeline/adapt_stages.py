@@ -161,8 +161,8 @@ def train_stage(run: AdaptRun) -> Optional[int]:
     if "auto" in (config.lr, config.head_lr):
         run.lr_search = cached_search(run.workdir, lambda: search_learning_rates(
             model, params, set(head_params), train_data, settings,
-            candidate_grid(settings.lr, settings.head_lr, config.lr == "auto" and run.method.trains_backbone,
-                           config.head_lr == "auto"), run.device, _trial_events(run)).summary())
+            candidate_grid(settings.lr, settings.head_lr, config.lr == "auto", config.head_lr == "auto"),
+            run.device, _trial_events(run)).summary())
         settings = replace(settings, lr=run.lr_search["lr"], head_lr=run.lr_search["head_lr"])
     run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
                          settings, run.device, run.on_progress, run.teacher_logits)

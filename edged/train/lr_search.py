@@ -3,11 +3,12 @@ small grid of (backbone lr, head lr), on a part carved from the training split.
 
 Nobody tunes a board in the field by hand, so the defaults are the product. The search never reads the
 validation split that reports the job's accuracy: it splits the TRAINING samples again (stratified, its own
-seed) into a search-train and a search-validation part. Its cost is bounded in training samples: every trial
-together trains on at most `budget_fraction` x (the job's epochs x its training samples), the eval passes on
-the search-validation part on top. Each trial starts from the same state (the trainable tensors and every
-buffer, BatchNorm running statistics included, are restored after it), so the job then trains as if the
-search had not run, only with the chosen rates.
+seed) into a search-train and a search-validation part (at most MAX_CHECK samples of it score a trial). Its
+cost is bounded in forward passes: all trials' training (TRAIN_COST forwards a sample) and scoring passes
+together cost at most `budget_fraction` of the job's training (epochs x training samples x TRAIN_COST). Each
+trial starts from the same state (the trainable tensors and every buffer, BatchNorm running statistics
+included, are restored after it), so the job then trains as if the search had not run, only with the chosen
+rates.
 
 Successive halving: rung 0 trains every candidate on n0 samples, each later rung keeps the better half
 (search-validation accuracy, ties to the lower loss) and doubles the samples, until one is left. Where the
@@ -24,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edged.data.task import Inputs, take
-from edged.train.evaluate import predict_logits
+from edged.data.task import Inputs, stratified_split, take
+from edged.train.evaluate import accuracy_of, predict_logits
 from edged.train.loop import TrainSettings, train
 
 DEFAULT_HEAD_LR = 1e-3  # the head's rate where a job gives none and does not search
@@ -68,16 +69,10 @@ def candidate_grid(default_lr: float, default_head_lr: float, search_lr: bool, s
 
 
 def carve(labels: Tensor, seed: int) -> tuple[Tensor, Tensor]:
-    """(search-train, search-validation) indices into the training samples: stratified, deterministic."""
-    generator = torch.Generator().manual_seed(seed + 7919)  # its own stream: not the job's split
-    fit, check = [], []
-    for label in labels.unique():
-        members = torch.nonzero(labels == label).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        n_check = min(max(int(round(len(members) * SEARCH_VAL_FRACTION)), 1), len(members) - 1) if len(members) > 1 else 0
-        check.append(members[:n_check])
-        fit.append(members[n_check:])
-    return torch.cat(fit).sort().values, torch.cat(check).sort().values
+    """(search-train, search-validation) indices into the training samples: stratified as the job's own split
+    is, deterministic, from a stream of its own (not the job's split)."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    return stratified_split(labels, labels.unique().tolist(), SEARCH_VAL_FRACTION, generator)
 
 
 def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[str],
@@ -157,10 +152,8 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     no_validation = (take(inputs, check[:0]), labels[check[:0]])  # scored once below, not by the loop as well
     train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings, device)
     logits = predict_logits(model, check_inputs, max(settings.batch_size, 64), device)
-    accuracy = float((logits.argmax(-1) == check_labels).float().mean())
-    loss = float(F.cross_entropy(logits, check_labels))
     return {"lr": candidate.lr, "head_lr": candidate.head_lr, "samples": len(chosen),
-            "accuracy": accuracy, "loss": loss}
+            "accuracy": accuracy_of(logits, check_labels), "loss": float(F.cross_entropy(logits, check_labels))}
 
 
 def _snapshot(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
