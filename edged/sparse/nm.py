@@ -215,10 +215,11 @@ def recalibrate_batchnorm_(model: nn.Module, batches) -> list[str]:
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
-    for inputs, labels in batches:
-        if len(labels) < 2:
-            continue  # a last batch of one sample: BatchNorm on a 1x1 map cannot train on it (and it adds nothing)
-        model(inputs)
+    with torch.no_grad():  # only the running statistics change: no graph for the trainable parameters
+        for inputs, labels in batches:
+            if len(labels) < 2:
+                continue  # a last batch of one sample: BatchNorm on a 1x1 map cannot train on it (and it adds nothing)
+            model(inputs)
     for name, bn in norms.items():
         bn.momentum = saved[name]
         bn.eval()
