@@ -47,13 +47,9 @@ def execute_job(settings: Settings, db: sqlite_utils.Database, blobs: BlobStore,
         return load_task(db, blobs, dataset_id)
 
     def test_task() -> Optional[TaskData]:
-        """The held-out test set, labelled in the training dataset's class order (None without one)."""
+        """The held-out test set as uploaded (None without one); the validate stage relabels it."""
         test_id = job["config"].get("test_dataset")
-        if test_id is None:
-            return None
-        if dataset_id is None:
-            raise InvalidInput("the job's dataset was deleted; upload it again and submit a new job")
-        return load_task(db, blobs, test_id).relabelled(get_dataset(db, dataset_id)["classes"])
+        return None if test_id is None else load_task(db, blobs, test_id)
 
     def store_artifact(name: str, path: Path, media_type: str) -> None:
         records.add_artifact(db, blobs, job_id, name, path, media_type)

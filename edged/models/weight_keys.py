@@ -1,5 +1,6 @@
 """A weights file's keys against a backbone's state_dict: the prefixes a job drops (`drop_weight_keys`), and
-the one message a mismatch gets, at submit (`edged.models.user_check`) and when the worker loads the model.
+the one message a mismatch gets, at submit (`edged.jobs.validate`, on `edged.models.user_shapes`) and when the
+worker loads the model.
 
 Checkpoints often ship with the classifier they were trained with (EfficientNet's `_fc.weight`, `_fc.bias`,
 torchvision's `classifier.1.*`), which a backbone mapping inputs to features does not have. Dropping is

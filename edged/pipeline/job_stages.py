@@ -25,12 +25,14 @@ OPAQUE = "application/octet-stream"
 
 
 def validate(run: JobRun) -> None:
-    """The job's dataset (read and verified from the store) and its model, built for the task's classes."""
+    """The job's dataset (read and verified from the store), its held-out test set in the dataset's class order
+    where it has one, and its model, built for the task's classes."""
     task = made(run.load_task, "the job")()
     loaded = load_model(run.model_spec, len(task.classes), seed=run.config.seed, sources=run.model_sources,
                         **run.model_options)
     run.task, run.model, run.preprocess, run.model_info = task, loaded.model, loaded.preprocess, loaded.info
-    run.test_task = run.load_test_task() if run.load_test_task is not None else None
+    test = run.load_test_task() if run.load_test_task is not None else None
+    run.test_task = None if test is None else test.relabelled(task.classes)  # labels in the training classes' order
     if run.config.align_strength > 0 and run.load_aligned_blocks is not None:
         weights = dict(loaded.model.named_parameters())
         run.aligned_blocks = run.load_aligned_blocks({name: weights[name].shape for name in backbone_layers(loaded.model)})

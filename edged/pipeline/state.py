@@ -96,7 +96,7 @@ class JobRun(AdaptRun):
     model_sources: Optional[ModelSources] = None  # where model files and factories may come from
     compile_backend: str = "none"
     load_task: Optional[Callable[[], TaskData]] = None  # the job's dataset, read and verified from the store
-    load_test_task: Optional[Callable[[], Optional[TaskData]]] = None  # its held-out test set, if it has one
+    load_test_task: Optional[Callable[[], Optional[TaskData]]] = None  # its held-out test set as uploaded, if any
     # layer name -> weight shape, to the blocks the base's published tasks use (edged.sparse.blocks)
     load_aligned_blocks: Optional[Callable[[dict[str, torch.Size]], dict[str, Tensor]]] = None
     # the base's shared 2:4 pattern, name -> bool keep-mask, or None while the base has none
