@@ -1,5 +1,6 @@
-"""What the published-task tests share: an .npz upload, a predict request, and a job's merged model loaded the
-documented way (its merged.safetensors into the model definition) and run as the daemon predicts."""
+"""What the published-task tests share: real digits, an .npz upload, a job run to success, a predict request, and
+a job's merged model loaded the documented way (its merged.safetensors into the model definition) and run as the
+daemon predicts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from daemon import AUTH, TEST_MODEL_DIR, Daemon
+from edged.data.bundled import mnist_5k
+from jobs_helpers import wait_for
 from edged.models.loader import LoadedModel, load_model
 
 
@@ -20,6 +23,24 @@ def npz(x: np.ndarray, y: np.ndarray | None = None, **extra: np.ndarray) -> byte
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x=x, **({"y": y} if y is not None else {}), **extra)
     return buffer.getvalue()
+
+
+def mnist_sample(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` of edged's bundled MNIST digits, a seeded random pick: (count, 28, 28) uint8 and (count,) labels."""
+    digits = mnist_5k()
+    index = np.random.default_rng(seed).permutation(len(digits))[:count]
+    return digits.x.numpy()[index, 0], digits.y.numpy()[index]
+
+
+def run_job(daemon: Daemon, name: str, x: np.ndarray, y: np.ndarray, job: dict[str, Any]) -> dict[str, Any]:
+    """(x, y) uploaded as `name`.npz, `job` run on it; the job once it succeeded."""
+    upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60, files={"file": (f"{name}.npz", npz(x, y))})
+    assert upload.status_code == 201, upload.text
+    submitted = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60, json={**job, "dataset": upload.json()["id"]})
+    assert submitted.status_code == 202, submitted.text
+    done = wait_for(daemon.job(submitted.json()["id"]), lambda j: j["state"] in ("succeeded", "failed"), timeout_s=240)
+    assert done["state"] == "succeeded", done
+    return done
 
 
 def predict(daemon: Daemon, task_id: str, x: np.ndarray, **params: Any) -> httpx.Response:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from daemon import AUTH, Daemon
 from jobs_helpers import FAST_JOB, MODEL, wait_for
-from tasks_helpers import merged_model, npz, predict, single_thread_logits
+from tasks_helpers import merged_model, mnist_sample, npz, predict, run_job, single_thread_logits
 from edged.data.bundled import mnist_5k
 from edged.data.task import TaskData
 from edged.store.db import open_db
@@ -28,23 +28,10 @@ def served(tmp_path_factory):
     """A daemon with two published tasks on the test base: the ten digits, and even/odd ("parity")."""
     daemon = Daemon(tmp_path_factory.mktemp("serving"))
     daemon.start()
-    digits = mnist_5k()
-    index = np.random.default_rng(0).permutation(len(digits))[:300]
-    x, y = digits.x.numpy()[index, 0], digits.y.numpy()[index]
-    names = {}
+    x, y = mnist_sample(300, seed=0)
     try:
-        for name, labels in (("digits", y), ("parity", y % 2)):
-            upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
-                                files={"file": (f"{name}.npz", npz(x, labels))})
-            assert upload.status_code == 201, upload.text
-            job = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
-                             json={**FAST_JOB, "dataset": upload.json()["id"]})
-            assert job.status_code == 202, job.text
-            names[name] = job.json()["id"]
-        jobs = {name: wait_for(daemon.job(job_id), lambda j: j["state"] in ("succeeded", "failed"), timeout_s=240)
-                for name, job_id in names.items()}
-        assert all(j["state"] == "succeeded" for j in jobs.values()), jobs
-        yield daemon, jobs, digits.x.numpy()[5000 - PREDICT_IMAGES:, 0]  # digits no job trained on
+        jobs = {name: run_job(daemon, name, x, labels, FAST_JOB) for name, labels in (("digits", y), ("parity", y % 2))}
+        yield daemon, jobs, mnist_5k().x.numpy()[5000 - PREDICT_IMAGES:, 0]  # digits no job trained on
     finally:
         daemon.stop()
 

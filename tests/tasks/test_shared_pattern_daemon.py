@@ -5,16 +5,13 @@ two tasks differ only in values at kept positions), and a job that asks for its 
 
 from __future__ import annotations
 
-import httpx
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from daemon import AUTH, Daemon
-from jobs_helpers import FAST_JOB, wait_for
-from tasks_helpers import artifact, npz
-from edged.data.bundled import mnist_5k
+from daemon import Daemon
+from jobs_helpers import FAST_JOB
+from tasks_helpers import artifact, mnist_sample, run_job
 from edged.sparse.nm import check_2_4
 from edged.sparse.shared_pattern import unpack_pattern
 from edged.store.db import open_db
@@ -22,30 +19,16 @@ from edged.store.db import open_db
 JOB_2_4 = {**FAST_JOB, "sparsity": "2:4", "dense_reference": False}
 
 
-def _run(daemon: Daemon, name: str, x: np.ndarray, y: np.ndarray, **fields) -> dict:
-    upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
-                        files={"file": (f"{name}.npz", npz(x, y))})
-    assert upload.status_code == 201, upload.text
-    submitted = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
-                           json={**JOB_2_4, "dataset": upload.json()["id"], **fields})
-    assert submitted.status_code == 202, submitted.text
-    job = wait_for(daemon.job(submitted.json()["id"]), lambda j: j["state"] in ("succeeded", "failed"), timeout_s=240)
-    assert job["state"] == "succeeded", job
-    return job
-
-
 @pytest.fixture(scope="module")
 def three_jobs(tmp_path_factory):
     """digits (the base's first 2:4 task), parity sharing its pattern, parity with its own pattern."""
     daemon = Daemon(tmp_path_factory.mktemp("shared-pattern"))
     daemon.start()
-    digits = mnist_5k()
-    index = np.random.default_rng(1).permutation(len(digits))[:300]
-    x, y = digits.x.numpy()[index, 0], digits.y.numpy()[index]
+    x, y = mnist_sample(300, seed=1)
     try:
-        first = _run(daemon, "digits", x, y)
-        shared = _run(daemon, "parity", x, y % 2)
-        own = _run(daemon, "parity-own", x, y % 2, share_2_4=False)
+        first = run_job(daemon, "digits", x, y, JOB_2_4)
+        shared = run_job(daemon, "parity", x, y % 2, JOB_2_4)
+        own = run_job(daemon, "parity-own", x, y % 2, {**JOB_2_4, "share_2_4": False})
         merged = {key: load_safetensors(artifact(daemon, job, "merged.safetensors"))
                   for key, job in (("first", first), ("shared", shared), ("own", own))}
         pattern = unpack_pattern(artifact(daemon, first, "pattern_2_4.safetensors"))

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 
-import httpx
-import numpy as np
 import pytest
 import torch
 
-from daemon import AUTH, Daemon
-from jobs_helpers import FAST_JOB, wait_for
-from tasks_helpers import artifact, merged_model, npz, predict, single_thread_logits
+from daemon import Daemon
+from jobs_helpers import FAST_JOB
+from tasks_helpers import artifact, merged_model, mnist_sample, predict, run_job, single_thread_logits
 from edged.data.bundled import mnist_5k
 from edged.data.task import TaskData
 
@@ -25,21 +23,11 @@ def job_2_4(tmp_path_factory):
     """One 2:4 job (digits, 1 epoch, 16 px, dense reference on), its events and its two artifacts."""
     daemon = Daemon(tmp_path_factory.mktemp("sparse-task"))
     daemon.start()
-    digits = mnist_5k()
-    index = np.random.default_rng(2).permutation(len(digits))[:300]
     try:
-        upload = httpx.post(f"{daemon.url}/v1/datasets", headers=AUTH, timeout=60,
-                            files={"file": ("digits.npz", npz(digits.x.numpy()[index, 0], digits.y.numpy()[index]))})
-        assert upload.status_code == 201, upload.text
-        submitted = httpx.post(f"{daemon.url}/v1/jobs", headers=AUTH, timeout=60,
-                               json={**FAST_JOB, "dataset": upload.json()["id"], "sparsity": "2:4"})
-        assert submitted.status_code == 202, submitted.text
-        job = wait_for(daemon.job(submitted.json()["id"]), lambda j: j["state"] in ("succeeded", "failed"),
-                       timeout_s=240)
-        assert job["state"] == "succeeded", job
+        job = run_job(daemon, "digits", *mnist_sample(300, seed=2), {**FAST_JOB, "sparsity": "2:4"})
         events = daemon.events(job["id"])
         outputs = {name: artifact(daemon, job, name) for name in ("delta.safetensors", "merged.safetensors")}
-        yield daemon, job, events, outputs, digits.x.numpy()[5000 - PREDICT_IMAGES:, 0]  # digits it did not see
+        yield daemon, job, events, outputs, mnist_5k().x.numpy()[5000 - PREDICT_IMAGES:, 0]  # digits it did not see
     finally:
         daemon.stop()
 
