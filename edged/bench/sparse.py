@@ -1,6 +1,8 @@
 """`edged bench sparse`: dense vs 2:4 latency (p50/p95/p99) and throughput, per layer and end to end.
 
-On a CUDA GPU (fp16) it runs `edged.bench.sparse_gpu_probe`: ViT-B/16 layer shapes (qkv, proj,
+On a CUDA GPU (fp16) it runs `edged.bench.sparse_e2e`: ViT-B/16 and an LLM-sized MLP stack end to end,
+rows dense / torch 2:4 / edged's in-place per-layer choice / INT8 dense / INT8 2:4, with the per-layer
+choices (about 4 minutes on an H200). `--probe` runs `edged.bench.sparse_gpu_probe` instead: ViT-B/16 layer shapes (qkv, proj,
 fc1, fc2 at 197 tokens per image) and a ViT-B/16-sized encoder at batch 1, 8, 32, 128; per layer
 torch's straightforward `to_sparse_semi_structured` path, edged's direct cuSPARSELt call and its
 tuned config, eagerly and from CUDA graphs, against dense cuBLAS; end to end dense vs 2:4 with
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edged.bench.sparse_e2e import format_choices, format_e2e, run_e2e
 from edged.bench.sparse_gpu_probe import format_tables, run_probe
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_, tiny_vit_shape
 from edged.compile.semi_structured import probe, sparsify_linears_
@@ -111,6 +114,7 @@ def run_sparse_bench(
     adapted: tuple[nn.Module, Tensor] | None = None,
     iters: int = 100,
     out: str | Path | None = None,
+    layer_probe: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to `out` as JSON) machine, config and result rows.
 
@@ -128,7 +132,7 @@ def run_sparse_bench(
             raise SystemExit(f"cannot run the GPU benchmark: {why}")
         shape = shape or VIT_B16
         batches = batches or GPU_BATCHES
-        result.update(_bench_gpu(shape, batches, adapted, iters, out))
+        result.update(_bench_gpu(shape, batches, adapted, iters, out, layer_probe))
     result["config"] = {"batches": list(batches), "shape": vars(shape), "iters": iters}
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2, default=str))
@@ -136,14 +140,17 @@ def run_sparse_bench(
 
 
 def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int,
-               out: str | Path | None) -> dict:
-    """ViT layers and encoder through the isolated probe; the adapted model (if any) in this process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        probed = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
-                           compiled=True, shape=shape)
-    result: dict[str, Any] = {"probe": probed, "end_to_end": []}
+               out: str | Path | None, layer_probe: bool) -> dict:
+    """The end-to-end rows (or the isolated layer probe); the adapted model (if any) in this process."""
+    source, power = gpu_power_source()
+    result: dict[str, Any] = {"power_source": power, "end_to_end": []}
+    if layer_probe:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["probe"] = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
+                                        compiled=True, shape=shape)
+    else:
+        result["rows"] = run_e2e(list(batches), iters, source)
     if adapted is not None:
-        source, result["power_source"] = gpu_power_source()
         model, example = adapted
         for batch in batches:
             x = example[:1].expand(batch, *example.shape[1:]).contiguous()
@@ -179,15 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=100, help="timed iterations per measurement")
     parser.add_argument("--program", type=Path, help="adapted model: a torch.export .pt2 taking images")
     parser.add_argument("--image-size", type=int, default=224, help="input size for --program")
+    parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")
     parser.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
     args = parser.parse_args(argv)
     adapted = None
     if args.program:
         adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
-    result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out)
+    result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out,
+                              layer_probe=args.probe)
     print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}\n")
-    if result["device"] == "cuda":
+    if "probe" in result:
         print(format_tables(result["probe"]))
+    elif "rows" in result:
+        print(f"power: {result['power_source']}\n{format_e2e(result['rows'])}\n\nper layer group, in place\n"
+              f"{format_choices(result['rows'])}")
     else:
         print("per layer")
         print(format_table(result["layers"]))

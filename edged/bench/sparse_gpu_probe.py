@@ -20,7 +20,6 @@ DIR/sparse_gpu_probe.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -36,8 +35,8 @@ from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.semi_structured import (
-    DTYPE, GRAPH_REPEAT, MAX_SWEEP_ALG, CutlassSparseLinear, LayerChoice, SemiSparseLinear, Shape, check_close,
-    cuda_healthy, plan_layers, probe, random_2_4_linear, sparsify_linears_, torch_semi_structured_weight,
+    DTYPE, GRAPH_REPEAT, MAX_SWEEP_ALG, LayerChoice, SemiSparseLinear, Shape, check_close,
+    cuda_healthy, plan_layers, probe, TorchSparseLinear, random_2_4_linear, sparsify_linears_,
 )
 from edged.measure.clocks import graph_replay
 from edged.measure.energy import energy_per_item, gpu_power_source
@@ -50,12 +49,6 @@ E2E_VARIANTS = ("dense", "sparse_all", "sparse_chosen", "dense_compiled", "spars
 COMPILED_MIN_BATCH = 32  # torch.compile costs ~1 min per model and batch: only where it matters
 WORKER = "edged.bench.sparse_gpu_probe"
 E2E_TOL = 5e-2  # 12 blocks of fp16 rounding in a different order
-
-
-def _torch_path_linear(layer: nn.Linear) -> nn.Linear:
-    sub = copy.deepcopy(layer)
-    sub.weight = torch_semi_structured_weight(layer.weight, cutlass=False)
-    return sub
 
 
 @torch.inference_mode()
@@ -72,9 +65,9 @@ def layer_case(case: dict[str, Any]) -> dict[str, Any]:
     elif variant.startswith("direct"):
         module = SemiSparseLinear(layer.weight, layer.bias)
     elif variant.startswith("cutlass"):
-        module = CutlassSparseLinear(layer.weight, layer.bias)
+        module = TorchSparseLinear(layer.weight, layer.bias, cutlass=True)
     else:
-        module = _torch_path_linear(layer)
+        module = TorchSparseLinear(layer.weight, layer.bias)
         iters, warmup = TORCH_PATH_ITERS, 1
     err = check_close(module(x), ref, variant)
     graph = variant.endswith("_graph")
@@ -116,7 +109,7 @@ def e2e_case(case: dict[str, Any]) -> dict[str, Any]:
     sparse_layers = 0
     if variant.startswith("sparse"):
         sparsify_linears_(model, images, _plan(case["plan"], chosen_only="chosen" in variant))
-        sparse_layers = sum(isinstance(m, (SemiSparseLinear, CutlassSparseLinear)) for m in model.modules())
+        sparse_layers = sum(isinstance(m, (SemiSparseLinear, TorchSparseLinear)) for m in model.modules())
     fn = torch.compile(model) if variant.endswith("compiled") else model
     err = check_close(fn(images), ref, variant, tol=E2E_TOL)
     timing = time_cuda(lambda: fn(images), batch, warmup=5, iters=case["iters"], cuda_graph=True)

@@ -110,28 +110,36 @@ class SemiSparseLinear(nn.Module):
 
 
 def torch_semi_structured_weight(weight: Tensor, cutlass: bool) -> nn.Parameter:
-    """W (out, in) as torch's SparseSemiStructuredTensor: its CUTLASS kernels, or its default backend."""
+    """W (out, in) as torch's SparseSemiStructuredTensor: its CUTLASS kernels, or its default backend.
+
+    Why fuse_transpose: torch (<= 2.11) computes F.linear as (W x^T)^T and returns that transposed view,
+    (T, out) with strides (1, T). After a qkv reshape/permute, q/k/v then have a last-dim stride of T,
+    which SDPA's fused kernels refuse, so attention fell back to fp32 math kernels (ViT-B/16 on the H200:
+    3.1x slower than dense end to end). With the transpose fused into cuSPARSELt's output the result
+    is (T, out) row-major, like dense's."""
     from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
     SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass
     try:
-        return nn.Parameter(to_sparse_semi_structured(weight.detach().to(DTYPE).contiguous()), requires_grad=False)
+        tensor = to_sparse_semi_structured(weight.detach().to(DTYPE).contiguous())
     finally:
         SparseSemiStructuredTensor._FORCE_CUTLASS = False
+    tensor.fuse_transpose_cusparselt = not cutlass
+    return nn.Parameter(tensor, requires_grad=False)
 
 
-class CutlassSparseLinear(nn.Module):
-    """y = x W^T + b through torch's CUTLASS 2:4 kernels (compute capability 8.x)."""
+class TorchSparseLinear(nn.Module):
+    """y = x W^T + b through torch's semi-structured tensor: cuSPARSELt, or CUTLASS (compute capability 8.x)."""
 
     bias: Tensor | None
 
-    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, cutlass: bool = False) -> None:
         super().__init__()
-        self.weight = torch_semi_structured_weight(weight, cutlass=True)
+        self.weight = torch_semi_structured_weight(weight, cutlass=cutlass)
         self.register_buffer("bias", None if bias is None else bias.detach().to(DTYPE).contiguous())
 
-    def forward(self, x: Tensor) -> Tensor:  # (..., in)
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out) row-major, as dense returns it
+        return F.linear(x, self.weight, self.bias).contiguous()  # a no-op unless the kernel wrote a transposed view
 
 
 def max_rel_error(out: Tensor, ref: Tensor) -> float:
@@ -190,7 +198,7 @@ def tune_case(case: dict[str, Any]) -> dict[str, Any]:
         max_alg_id = SemiSparseLinear(layer.weight, layer.bias).plan(padded(x.shape[0])).max_alg_id
         return {"ms": graph_ms(lambda: layer(x)), "max_alg_id": max_alg_id}
     if case["op"] == "cutlass":
-        cutlass = CutlassSparseLinear(layer.weight, layer.bias)
+        cutlass = TorchSparseLinear(layer.weight, layer.bias, cutlass=True)
         err = check_close(cutlass(x), ref, "CUTLASS 2:4")
         return {"kernel": "cutlass", "config": None, "ms": graph_ms(lambda: cutlass(x)), "rel_err": err}
     sparse = SemiSparseLinear(layer.weight, layer.bias, KernelConfig(case.get("alg_id", 0)))
@@ -218,7 +226,7 @@ class LayerChoice:
     def module(self, layer: nn.Linear) -> nn.Module:
         """The sparse replacement of `layer` this choice names."""
         if self.kernel == "cutlass":
-            return CutlassSparseLinear(layer.weight, layer.bias)
+            return TorchSparseLinear(layer.weight, layer.bias, cutlass=True)
         return SemiSparseLinear(layer.weight, layer.bias, self.config)
 
     def describe(self) -> str:

@@ -1,0 +1,159 @@
+"""`edged bench sparse --device cuda`: end to end, one CUDA graph per model, fp16, rows per batch:
+
+  dense          cuBLAS everywhere (the baseline)
+  torch 2:4      every 2:4 Linear as torch's semi-structured tensor (cuSPARSELt, transposed output fused)
+  edged choice   the fastest verified kernel per layer group, chosen in place (`compile.in_place`)
+  int8 dense     every 2:4 Linear as torch._int_mm, scales from the calibration ranges
+  int8 2:4       every 2:4 Linear as cuSPARSELt int8 2:4
+
+on ViT-B/16 (197 tokens per image) and an LLM-sized MLP stack (4096 -> 14336 -> 4096, 64 tokens per
+sequence). Each row's output is checked against dense fp16 (INT8 within INT8_TOL). p50/p99 from graph
+replays, energy per item where a power source exists (NVML on a datacenter GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from edged.bench.vit import VIT_B16, VitEncoder, prune_by_magnitude_
+from edged.compile.in_place import E2E_TOL, choose_in_place_
+from edged.compile.int8_gemm import calibrated_amax, quantize_linears_
+from edged.compile.semi_structured import DTYPE, TorchSparseLinear, linear_shapes, max_rel_error, plan_layers
+from edged.measure.clocks import graph_replay
+from edged.measure.energy import energy_per_item
+from edged.measure.timing import time_cuda
+
+INT8_TOL = 0.15  # per-tensor activation scales over 12 blocks: a few % of the output's scale, not more
+ROWS = ("dense", "torch 2:4", "edged choice", "int8 dense", "int8 2:4")
+MLP_DIM, MLP_HIDDEN, MLP_TOKENS, MLP_DEPTH = 4096, 14336, 64, 2
+
+
+class MlpStack(nn.Module):
+    """x + fc2(gelu(fc1(x))) `depth` times, (B, T, dim): an LLM's MLP share of the work."""
+
+    def __init__(self, dim: int = MLP_DIM, hidden: int = MLP_HIDDEN, depth: int = MLP_DEPTH) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+                                    for _ in range(depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+def families() -> dict[str, tuple[nn.Module, Any]]:
+    """{name: (2:4-pruned fp16 CUDA model, batch -> example input)}."""
+    vit, mlp = VitEncoder(VIT_B16), MlpStack()
+    for model in (vit, mlp):
+        prune_by_magnitude_(model)
+    with torch.no_grad():  # timm-like init scale, so activations stay O(1) through the stack
+        for layer in mlp.modules():
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(0.5)
+    return {"ViT-B/16": (vit.to("cuda", DTYPE).eval(),
+                         lambda b: torch.randn(b, 3, VIT_B16.image, VIT_B16.image, device="cuda", dtype=DTYPE)),
+            f"MLP {MLP_DIM}->{MLP_HIDDEN}->{MLP_DIM} x{MLP_DEPTH}": (
+                mlp.to("cuda", DTYPE).eval(), lambda b: torch.randn(b, MLP_TOKENS, MLP_DIM, device="cuda", dtype=DTYPE))}
+
+
+def _swap_all_(model: nn.Module, names: list[str]) -> None:
+    for name in names:
+        layer = model.get_submodule(name)
+        assert isinstance(layer, nn.Linear)  # linear_shapes keeps Linear layers only
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, TorchSparseLinear(layer.weight, layer.bias))
+
+
+def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax: dict[str, float]) -> tuple[nn.Module, dict]:
+    """A copy of `model` as `row` names it, and what was chosen (edged choice)."""
+    model = copy.deepcopy(model)
+    names = list(linear_shapes(model, x)[0])
+    info: dict[str, Any] = {}
+    if row == "torch 2:4":
+        _swap_all_(model, names)
+    elif row == "edged choice":
+        choice = choose_in_place_(model, x, batch, plan=plan)
+        info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials]}
+    elif row.startswith("int8"):
+        quantize_linears_(model, {n: amax[n] for n in names}, sparse=row == "int8 2:4")
+    return model, info
+
+
+@torch.inference_mode()
+def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], iters: int, source: Any,
+                 tune_s: float) -> list[dict]:
+    """Every row at every batch for one model family."""
+    shapes = {b: linear_shapes(model, example(b))[0] for b in batches}
+    plan = plan_layers(sorted({s for by_name in shapes.values() for s in by_name.values()}), iters=10,
+                       timeout_s=tune_s, sweep_algs=6)
+    amax = calibrated_amax(model, list(shapes[batches[0]]), [example(8) for _ in range(2)])
+    rows = []
+    for batch in batches:
+        x = example(batch)
+        reference = model(x)
+        for row in ROWS:
+            started = time.monotonic()
+            try:
+                m, info = variant(row, model, x, batch, plan, amax)
+                err = max_rel_error(m(x), reference)
+                fn = graph_replay(partial(m, x))
+                timing = time_cuda(fn, batch, iters=iters).as_dict()
+                energy = energy_per_item(fn, batch, source, seconds=1.0)
+                ok = err <= (INT8_TOL if row.startswith("int8") else E2E_TOL)
+                rows.append({"family": name, "batch": batch, "row": row, **timing, "rel_err": err, "verified": ok,
+                             "j_per_item": energy, "setup_s": time.monotonic() - started, **info})
+                del m
+            except (RuntimeError, ValueError) as exc:
+                rows.append({"family": name, "batch": batch, "row": row, "error": str(exc)[:300]})
+            torch.cuda.empty_cache()
+    return rows
+
+
+def format_e2e(rows: list[dict]) -> str:
+    dense: dict[tuple, float]
+    head = f"{'family':<28} {'batch':>5} {'row':<13} {'p50 ms':>8} {'p99 ms':>8} {'vs dense':>8} {'mJ/item':>8} {'err':>7}"
+    lines, dense = [head, "-" * len(head)], {}  # (family, batch) -> dense p50 ms
+    for r in rows:
+        key = (r["family"], r["batch"])
+        if "error" in r:
+            lines.append(f"{r['family'][:28]:<28} {r['batch']:>5} {r['row']:<13} error: {r['error'][:60]}")
+            continue
+        if r["row"] == "dense":
+            dense[key] = r["p50_ms"]
+        speed = f"{dense[key] / r['p50_ms']:.2f}x" if key in dense else "-"
+        mj = f"{r['j_per_item'] * 1e3:.2f}" if r.get("j_per_item") else "-"
+        flag = "" if r["verified"] else " FAIL"
+        lines.append(f"{r['family'][:28]:<28} {r['batch']:>5} {r['row']:<13} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                     f"{speed:>8} {mj:>8} {r['rel_err']:>7.3f}{flag}")
+    return "\n".join(lines)
+
+
+def format_choices(rows: list[dict]) -> str:
+    """Per layer group: the kernel edged kept at each batch, and the whole model's ms of every trial."""
+    lines = []
+    for r in rows:
+        if r["row"] != "edged choice" or "trials" not in r:
+            continue
+        lines.append(f"{r['family']} batch {r['batch']}:")
+        for t in r["trials"]:
+            ms = f"{t['ms']:.3f} ms" if t["ms"] is not None else f"failed: {t['error'][:60]}"
+            lines.append(f"  {t['group']:<36} {t['kernel']:<6} {ms}{'  kept' if t['kept'] else ''}")
+    return "\n".join(lines)
+
+
+def run_e2e(batches: list[int], iters: int, source: Any, tune_s: float = 40.0) -> list[dict]:
+    rows: list[dict] = []
+    for name, (model, example) in families().items():
+        rows += bench_family(name, model, example, batches, iters, source, tune_s)
+        del model
+        torch.cuda.empty_cache()
+    return rows
+

@@ -1,0 +1,148 @@
+"""Per-layer kernel choice made in place: each candidate is timed inside the whole model's CUDA graph.
+
+Why not per layer in isolation: a layer's kernel can be faster alone and still slow the model down, by the
+layout of what it returns (a transposed output sends SDPA to its fp32 math kernels) or by what it does to its
+neighbours. So the choice is greedy over groups of layers with one role and shape (all `blocks.*.mlp.fc1`):
+switch the group to a candidate kernel, check the model's output against dense, capture the model's graph,
+replay it, and keep the switch only when the whole model gets faster than the current best by more than
+noise (MIN_SPEEDUP). The model therefore never ends slower than dense (at the measured batch).
+
+Candidates per Linear: "torch" (torch's semi-structured tensor: cuSPARSELt, or CUTLASS on compute
+capability 8.x), "edged" (edged's cuSPARSELt binding at the best verified alg id of the worker tuning,
+`semi_structured.plan_layers`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from edged.compile.inputs import ModelInputs, call_model
+from edged.compile.semi_structured import (
+    MIN_SPEEDUP, LayerChoice, Shape, TorchSparseLinear, check_close, linear_shapes, plan_layers,
+)
+from edged.errors import Unsupported
+from edged.measure.clocks import graph_replay
+from edged.measure.timing import time_cuda
+
+DENSE = "dense"
+E2E_TOL = 5e-2  # tens of layers of fp16 rounding in a different order
+
+
+def role(name: str) -> str:
+    """`blocks.3.mlp.fc1` -> `blocks.*.mlp.fc1`: layers that play one part in every block."""
+    return re.sub(r"\.\d+(?=\.|$)", ".*", name)
+
+
+def layer_groups(shapes: dict[str, Shape]) -> dict[str, list[str]]:
+    """{group: module names}: one role and one shape per group, the most matmul work first."""
+    groups: dict[str, list[str]] = {}
+    for name, shape in shapes.items():
+        groups.setdefault(f"{role(name)} {shape[1]}->{shape[0]}", []).append(name)
+    work = {g: sum(shapes[n][0] * shapes[n][1] * shapes[n][3] for n in names) for g, names in groups.items()}
+    return dict(sorted(groups.items(), key=lambda item: -work[item[0]]))
+
+
+@dataclass
+class Trial:
+    group: str
+    kernel: str
+    ms: float | None  # the whole model's p50 with this switch; None: failed (see error)
+    kept: bool
+    error: str = ""
+
+
+@dataclass
+class InPlaceChoice:
+    kernels: dict[str, str]  # group -> kernel ("dense", "torch", "edged")
+    dense_ms: float
+    best_ms: float
+    trials: list[Trial] = field(default_factory=list)
+
+
+def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
+                  model_ms: Callable[[dict[str, str]], tuple[float | None, str]]) -> InPlaceChoice:
+    """Greedy over `groups` in order: try each candidate kernel of a group with the groups before it at
+    their kept kernels; keep the fastest one if it beats the current best by MIN_SPEEDUP.
+    `model_ms(kernels by group)` -> (the model's p50 ms, or None and why it failed)."""
+    kernels = {g: DENSE for g in groups}
+    dense_ms, error = model_ms(kernels)
+    if dense_ms is None:
+        raise Unsupported(f"the dense model could not be timed: {error}")
+    best_ms, trials = dense_ms, []
+    for group in groups:
+        tried = []
+        for kernel in candidates.get(group, []):
+            ms, error = model_ms({**kernels, group: kernel})
+            tried.append(Trial(group, kernel, ms, False, error))
+        ok = [t for t in tried if t.ms is not None]
+        fastest = min(ok, key=lambda t: t.ms or 0.0, default=None)
+        if fastest is not None and fastest.ms and best_ms / fastest.ms >= MIN_SPEEDUP:
+            fastest.kept, kernels[group], best_ms = True, fastest.kernel, fastest.ms
+        trials += tried
+    return InPlaceChoice(kernels, dense_ms, best_ms, trials)
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+class LayerSwitch:
+    """Each 2:4 Linear of a CUDA fp16 model with its candidate replacements, built once; `apply_`
+    puts one kernel per group in place."""
+
+    def __init__(self, model: nn.Module, groups: dict[str, list[str]], shapes: dict[str, Shape],
+                 plan: dict[Shape, LayerChoice]) -> None:
+        self.model, self.groups = model, groups
+        self.modules: dict[str, dict[str, nn.Module]] = {}  # name -> kernel -> module
+        for names in groups.values():
+            for name in names:
+                layer = model.get_submodule(name)
+                assert isinstance(layer, nn.Linear)  # linear_shapes keeps Linear layers only
+                options: dict[str, nn.Module] = {DENSE: layer, "torch": TorchSparseLinear(layer.weight, layer.bias)}
+                choice = plan.get(shapes[name])
+                if choice is not None and choice.sparse_ms is not None:
+                    options["edged"] = choice.module(layer)
+                self.modules[name] = options
+
+    def candidates(self) -> dict[str, list[str]]:
+        return {g: [k for k in self.modules[names[0]] if k != DENSE] for g, names in self.groups.items()}
+
+    def apply_(self, kernels: dict[str, str]) -> None:
+        for group, names in self.groups.items():
+            for name in names:
+                _set_module(self.model, name, self.modules[name][kernels.get(group, DENSE)])
+
+
+def timed_in_graph(model: nn.Module, inputs: ModelInputs, reference: Tensor, batch: int, iters: int) -> float:
+    """The model's p50 ms replayed from one CUDA graph, after checking its output against `reference`."""
+    check_close(call_model(model, inputs), reference, "the switched model", E2E_TOL)
+    return time_cuda(graph_replay(partial(call_model, model, inputs)), batch, warmup=5, iters=iters).p50_ms
+
+
+@torch.inference_mode()
+def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: int = 30,
+                     plan: dict[Shape, LayerChoice] | None = None, tune_s: float = 120.0) -> InPlaceChoice:
+    """Put the fastest verified kernel per layer group into the fp16 CUDA `model`, in place."""
+    shapes, _ = linear_shapes(model, inputs)
+    plan = plan if plan is not None else plan_layers(sorted(set(shapes.values())), timeout_s=tune_s)
+    groups = layer_groups(shapes)
+    switch = LayerSwitch(model, groups, shapes, plan)
+    reference = call_model(model, inputs)
+
+    def model_ms(kernels: dict[str, str]) -> tuple[float | None, str]:
+        switch.apply_(kernels)
+        try:
+            return timed_in_graph(model, inputs, reference, batch, iters), ""
+        except (RuntimeError, Unsupported) as exc:  # a kernel that fails or disagrees is not chosen
+            return None, str(exc)[:300]
+
+    choice = greedy_choice(list(groups), switch.candidates(), model_ms)
+    switch.apply_(choice.kernels)
+    return choice

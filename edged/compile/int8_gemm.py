@@ -1,0 +1,97 @@
+"""INT8 Linear layers on the GPU: dense (torch._int_mm) and 2:4 (cuSPARSELt int8 via torch._cslt_sparse_mm).
+
+Scales: per tensor for the activation, static, from the calibration pass's input range (amax / 127,
+`edged.calibrate.ranges`); per output channel for the weight (its row amax / 127), so
+y = (x_q W_q^T) * s_x * s_w + b. The dense path accumulates in int32 and dequantizes in one fused
+elementwise pass; the 2:4 path lets cuSPARSELt apply s_x * s_w as its per-channel alpha and write fp16.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from edged.calibrate.ranges import AMAX, RangeCollector
+
+QMAX = 127.0
+INT_MM_MIN_ROWS = 17  # torch._int_mm needs more than 16 rows (cuBLASLt int8)
+
+
+def weight_scales(weight: Tensor) -> Tensor:
+    """(out,) per-output-channel scales: each row's amax / 127."""
+    return (weight.detach().float().abs().amax(dim=1) / QMAX).clamp_min(1e-12)
+
+
+def quantize(x: Tensor, scale: Tensor) -> Tensor:
+    """round(x / scale) clamped to [-127, 127], int8; scale broadcasts against x."""
+    return torch.clamp(torch.round(x.float() / scale), -QMAX, QMAX).to(torch.int8)
+
+
+class Int8Linear(nn.Module):
+    """y = dequant(quant(x) W_q^T) + b, dense int8 GEMM; fp16 in and out."""
+
+    bias: Tensor | None
+    weight_q: Tensor  # (out, in) int8
+    out_scale: Tensor  # (out,) float32: s_x * s_w
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, input_amax: float) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.input_scale = max(input_amax, 1e-12) / QMAX
+        w_scale = weight_scales(weight)  # (out,)
+        self.register_buffer("weight_q", quantize(weight, w_scale[:, None]))  # (out, in) int8
+        self.register_buffer("out_scale", (w_scale * self.input_scale).float())  # (out,)
+        self.register_buffer("bias", None if bias is None else bias.detach().half())
+
+    def _rows(self, x: Tensor) -> Tensor:  # (..., in) -> (T', in) int8, T' > 16
+        x2d = quantize(x.reshape(-1, self.in_features), torch.tensor(self.input_scale))
+        short = INT_MM_MIN_ROWS - x2d.shape[0]
+        return torch.nn.functional.pad(x2d, (0, 0, 0, short)) if short > 0 else x2d
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        acc = torch._int_mm(self._rows(x), self.weight_q.t())[: lead.numel()]  # (T, out) int32
+        y = acc.float() * self.out_scale
+        y = y + self.bias if self.bias is not None else y
+        return y.half().reshape(*lead, self.out_features)
+
+
+class Int8SparseLinear(Int8Linear):
+    """The same with W_q 2:4-sparse, compressed once for cuSPARSELt's int8 kernels."""
+
+    packed: Tensor  # cuSPARSELt's compressed W_q
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, input_amax: float) -> None:
+        super().__init__(weight, bias, input_amax)
+        self.register_buffer("packed", torch._cslt_compress(self.weight_q))
+        del self.weight_q
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        x2d = self._rows(x)
+        x2d = torch.nn.functional.pad(x2d, (0, 0, 0, (-x2d.shape[0]) % 16))  # cuSPARSELt int8: rows % 16
+        # (out, in) 2:4 @ (in, T') -> (T', out) fp16 with transpose_result, alpha = per-output scales
+        y = torch._cslt_sparse_mm(self.packed, x2d.t(), alpha=self.out_scale, out_dtype=torch.float16,
+                                  transpose_result=True)[: lead.numel()]
+        y = y + self.bias if self.bias is not None else y
+        return y.reshape(*lead, self.out_features)
+
+
+def calibrated_amax(model: nn.Module, names: list[str], batches: list[Tensor]) -> dict[str, float]:
+    """{module name: max |input|} over calibration `batches`, by the pipeline's own range collector."""
+    layers = {n: model.get_submodule(n) for n in names}
+    with torch.inference_mode(), RangeCollector(layers) as collector:  # type: ignore[arg-type]
+        for batch in batches:
+            model(batch)
+    return {n: float(r[AMAX]) for n, r in collector.ranges().items()}
+
+
+def quantize_linears_(model: nn.Module, amax: dict[str, float], sparse: bool) -> int:
+    """Swap each named Linear for its INT8 (2:4 when `sparse`) version, in place; returns how many."""
+    cls = Int8SparseLinear if sparse else Int8Linear
+    for name, top in amax.items():
+        layer = model.get_submodule(name)
+        assert isinstance(layer, nn.Linear)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, cls(layer.weight, layer.bias, top))
+    return len(amax)
