@@ -63,6 +63,7 @@ class InPlaceChoice:
     dense_ms: float
     best_ms: float
     trials: list[Trial] = field(default_factory=list)
+    layers: dict[str, str] = field(default_factory=dict)  # module name -> kernel, once applied to a model
 
 
 def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
@@ -145,4 +146,5 @@ def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: i
 
     choice = greedy_choice(list(groups), switch.candidates(), model_ms)
     switch.apply_(choice.kernels)
+    choice.layers = {name: choice.kernels[g] for g, names in groups.items() for name in names}
     return choice

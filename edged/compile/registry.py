@@ -21,7 +21,7 @@ from edged.compile.inputs import ModelInputs, validate_inputs
 
 BACKENDS: dict[str, str] = {
     "tensorrt": "edged.compile.tensorrt_builder",
-    "cusparselt": "edged.compile.semi_structured",
+    "cusparselt": "edged.compile.cusparselt_backend",
     "onnxruntime": "edged.compile.onnxrt",
     "eager": "edged.compile.eager",
 }

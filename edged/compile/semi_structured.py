@@ -1,4 +1,4 @@
-"""`cusparselt` backend: 2:4 Linear layers on sparse tensor cores through cuSPARSELt.
+"""2:4 Linear kernels for the `cusparselt` backend (`cusparselt_backend`): cuSPARSELt and torch's, tuned per shape.
 
 Why the straightforward `to_sparse_semi_structured` use is slow, and what this module does instead:
 - Plan set-up on every call: PyTorch's `_cslt_sparse_mm` (behind every F.linear on a
@@ -24,24 +24,19 @@ Conv2d layers stay dense here (both are matmul only).
 
 from __future__ import annotations
 
-import copy
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edged.compile.base import CompiledModel, two_four_layers
-from edged.compile.cuda_graph import GraphedRunner
+from edged.compile.base import two_four_layers
 from edged.compile.cusparselt_lib import CompressedWeight, CusparseLtError, KernelConfig, SparseMatmulPlan, context
-from edged.compile.inputs import ModelInputs, call_model, to_device
+from edged.compile.inputs import ModelInputs, call_model
 from edged.compile.isolation import run_isolated, worker_main
-from edged.compile.recipe import export_checked, predictor
 from edged.errors import Unsupported
 from edged.measure.timing import time_cuda
 from edged.sparse.nm import nm_keep_mask
@@ -359,35 +354,6 @@ def sparsify_linears_(
         check_close(sparse(x), layer(x), f"{name} with {choice.describe()}")
         _set_module(model, name, sparse)
     return choices, dense
-
-
-def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> CompiledModel:
-    """fp16 CUDA copy of `model` with fast 2:4 Linears, run through CUDA graphs.
-
-    Decisions are made at the example's batch size: compile with the batch you will serve.
-    The artifact is the plan (JSON: per-layer choice, timings, kernel configs, versions) next to
-    the torch.export program of the merged weights it applies to."""
-    exported = export_checked(model, example_inputs, out_dir / "model.pt2")
-    gpu_model = copy.deepcopy(model).to("cuda", DTYPE).eval()
-    inputs = to_device(example_inputs, "cuda", DTYPE)
-    with torch.inference_mode():
-        dense_out = call_model(gpu_model, inputs)
-    choices, dense = sparsify_linears_(gpu_model, inputs)
-    runner = GraphedRunner(lambda x: call_model(gpu_model, x))
-    max_err = check_close(runner(inputs), dense_out, "the 2:4 model")
-    report = exported.report("cusparselt")
-    report.dense.update(dense)  # adds the 2:4 layers cuSPARSELt keeps dense, each with why
-    report.sparse = {n: f"{c.describe()}: {c.reason}" for n, c in choices.items() if n not in dense}
-    report.details.update({
-        "max_rel_err_vs_dense_fp16": max_err,
-        "cuda_graph_fallbacks": runner.fallbacks,
-        "device": probe()[1],
-        "torch": torch.__version__,
-        "choices": {n: asdict(c) for n, c in choices.items()},
-    })
-    plan = out_dir / "cusparselt_plan.json"
-    plan.write_text(json.dumps({**report.as_dict(), "program": exported.path.name}, indent=2, default=str))
-    return CompiledModel("cusparselt", plan, predictor(runner, "cuda", DTYPE), report)
 
 
 if __name__ == "__main__":  # a tuning worker (see isolation.run_isolated)
