@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from edged.compile.inputs import ModelInputs, call_model
 from edged.compile.semi_structured import (
-    MIN_SPEEDUP, LayerChoice, Shape, TorchSparseLinear, check_close, linear_shapes, plan_layers,
+    MIN_SPEEDUP, PLAN_TIMEOUT_S, LayerChoice, Shape, TorchSparseLinear, check_close, linear_shapes, plan_layers,
 )
 from edged.errors import Unsupported
 from edged.measure.clocks import graph_replay
@@ -129,7 +129,7 @@ def timed_in_graph(model: nn.Module, inputs: ModelInputs, reference: Tensor, bat
 
 @torch.inference_mode()
 def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: int = 30,
-                     plan: dict[Shape, LayerChoice] | None = None, tune_s: float = 120.0) -> InPlaceChoice:
+                     plan: dict[Shape, LayerChoice] | None = None, tune_s: float = PLAN_TIMEOUT_S) -> InPlaceChoice:
     """Put the fastest verified kernel per layer group into the fp16 CUDA `model`, in place."""
     shapes, _ = linear_shapes(model, inputs)
     plan = plan if plan is not None else plan_layers(sorted(set(shapes.values())), timeout_s=tune_s)

@@ -22,7 +22,7 @@ def weight_scales(weight: Tensor) -> Tensor:
     return (weight.detach().float().abs().amax(dim=1) / QMAX).clamp_min(1e-12)
 
 
-def quantize(x: Tensor, scale: Tensor) -> Tensor:
+def quantize(x: Tensor, scale: Tensor | float) -> Tensor:
     """round(x / scale) clamped to [-127, 127], int8; scale broadcasts against x."""
     return torch.clamp(torch.round(x.float() / scale), -QMAX, QMAX).to(torch.int8)
 
@@ -44,7 +44,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().half())
 
     def _rows(self, x: Tensor) -> Tensor:  # (..., in) -> (T', in) int8, T' > 16
-        x2d = quantize(x.reshape(-1, self.in_features), torch.tensor(self.input_scale))
+        x2d = quantize(x.reshape(-1, self.in_features), self.input_scale)
         short = INT_MM_MIN_ROWS - x2d.shape[0]
         return torch.nn.functional.pad(x2d, (0, 0, 0, short)) if short > 0 else x2d
 
