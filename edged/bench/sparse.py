@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from edged.bench.sparse_e2e import format_choices, format_e2e, run_e2e
 from edged.bench.sparse_gpu_probe import format_tables, run_probe
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_, tiny_vit_shape
-from edged.compile.semi_structured import probe, sparsify_linears_
+from edged.compile.in_place import choose_in_place_
+from edged.compile.semi_structured import probe
 from edged.compile.onnx_export import OnnxRunner, export_onnx
 from edged.compile.program import load_program_module
 from edged.measure.clocks import graph_replay
@@ -56,12 +57,12 @@ def _row(what: str, batch: int, dense: Any, sparse: Any, **extra: Any) -> dict[s
 
 
 def bench_model_gpu(what: str, model: nn.Module, example: Tensor, batch: int, iters: int, source: Any) -> dict:
-    """Dense vs 2:4 (per-layer sparse-or-dense choice at this batch) model, both as CUDA graphs."""
+    """Dense vs 2:4 (kernels chosen in place at this batch) model, both as CUDA graphs."""
     dense_model = model.to("cuda", torch.float16).eval()
     x = example.to("cuda", torch.float16)
     sparse_model = copy.deepcopy(dense_model)
     with torch.inference_mode():
-        choices, kept_dense = sparsify_linears_(sparse_model, x)
+        choice = choose_in_place_(sparse_model, x, batch)
         dense_fn, sparse_fn = graph_replay(partial(dense_model, x)), graph_replay(partial(sparse_model, x))
         dense = time_cuda(dense_fn, batch, iters=iters)
         sparse = time_cuda(sparse_fn, batch, iters=iters)
@@ -69,9 +70,9 @@ def bench_model_gpu(what: str, model: nn.Module, example: Tensor, batch: int, it
                   "sparse_j_per_item": energy_per_item(sparse_fn, batch, source)}
     del sparse_model
     torch.cuda.empty_cache()
-    return _row(what, batch, dense, sparse, sparse_layers=sum(c.sparse for c in choices.values()),
-                dense_layers=len(kept_dense), energy=energy,
-                kept_dense={k: v for k, v in kept_dense.items() if "kept dense" in v})
+    kernels = list(choice.layers.values())
+    return _row(what, batch, dense, sparse, sparse_layers=sum(k != "dense" for k in kernels),
+                dense_layers=kernels.count("dense"), energy=energy, kernels=choice.kernels)
 
 
 def bench_cpu(shape: VitShape, batches: tuple[int, ...], iters: int) -> dict[str, list[dict]]:
