@@ -71,7 +71,7 @@ def test_torch_and_edged_2_4_linears_return_dense_layout_and_values():
 def test_in_place_choice_on_a_small_vit_matches_dense():
     from edged.bench.vit import VitEncoder, VitShape, prune_by_magnitude_
     from edged.compile.in_place import choose_in_place_
-    from edged.compile.semi_structured import DTYPE
+    from edged.compile.semi_structured import DTYPE, linear_shapes, plan_layers
 
     model = VitEncoder(VitShape(dim=256, depth=2, heads=4, mlp=1024, image=64, patch=8, classes=16))
     prune_by_magnitude_(model)
@@ -79,7 +79,9 @@ def test_in_place_choice_on_a_small_vit_matches_dense():
     x = torch.randn(8, 3, 64, 64, device="cuda", dtype=DTYPE)
     with torch.inference_mode():
         ref = model(x)
-        choice = choose_in_place_(model, x, batch=8, iters=5, tune_s=120.0)
+        shapes, _ = linear_shapes(model, x)
+        plan = plan_layers(sorted(set(shapes.values())), iters=5, timeout_s=90, sweep_algs=4)  # alg ids 0-3
+        choice = choose_in_place_(model, x, batch=8, iters=5, plan=plan)
         out = model(x)
     tried = {(t.group.split()[0], t.kernel) for t in choice.trials}
     assert ("blocks.*.fc1", "torch") in tried and ("blocks.*.qkv", "torch") in tried
