@@ -11,7 +11,8 @@ from tiny_model import tiny_classifier
 from edged.errors import Corrupt
 from edged.sparse.shared_pattern import pack_keep_mask
 from edged.tasks.delta import TaskDelta
-from edged.tasks.flat import FlatIndices, FlatWeights, backbone_tensors
+from edged.tasks.flat import FlatWeights, backbone_tensors
+from edged.tasks.indices import FlatIndices
 from edged.tasks.resident import ResidentModel
 
 
@@ -60,7 +61,7 @@ def test_a_2_4_pattern_zeroes_its_pruned_entries_a_trained_entry_wins_and_the_ba
     delta = TaskDelta({name: (trained_at, values)}, {}, _head(), {name: pack_keep_mask(keep)})
     resident = ResidentModel(model, lambda task: task.x, torch.device("cpu"))
     placed = resident.place(delta, "a 2:4 delta")
-    assert sum(indices.stored.numel() for indices in placed.zeros.values()) == 255  # 256 pruned, one trained
+    assert sum(indices.decode().numel() for indices in placed.zeros.values()) == 255  # 256 pruned, one trained
     resident.activate_("t", placed)
     weight = model.state_dict()[name].reshape(-1)
     expected = torch.where(keep, before[name].reshape(-1), torch.zeros(()))
