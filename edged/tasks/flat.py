@@ -48,8 +48,9 @@ class FlatWeights:
     to views of one contiguous buffer per floating dtype. Tied tensors (one object under two names) share a slot.
     Integer buffers (BatchNorm's num_batches_tracked) stay where they are and are copied whole."""
 
-    def __init__(self, tensors: dict[str, Tensor], index_format: str = "smaller") -> None:
+    def __init__(self, tensors: dict[str, Tensor], index_format: str = "smaller", share_zeros: bool = True) -> None:
         self.index_format = index_format  # how placed deltas store their indices (edged.tasks.indices)
+        self.share_zeros = share_zeros  # off: each task its own copy of its 2:4 zeros (the format before blocks)
         self.slots: dict[str, Slot] = {}
         self.whole: dict[str, Tensor] = {}
         by_object: dict[int, Slot] = {}
@@ -104,24 +105,27 @@ class FlatWeights:
             local = torch.arange(slot.numel)
             parts[slot.dtype].append((local + slot.offset, block_starts(local, slot.shape) + slot.offset,
                                       value.reshape(-1)))
-        writes = {}
-        for dtype, pieces in parts.items():
-            if pieces:
-                indices, order = torch.cat([i for i, _, _ in pieces]).sort()
-                starts, values = torch.cat([s for _, s, _ in pieces])[order], torch.cat([v for _, _, v in pieces])[order]
-                writes[dtype] = (self._encode(indices, starts, dtype), values)
-        zeros = {}
-        for dtype, pieces in zeroed.items():
-            if pieces:
-                indices, order = torch.cat([i for i, _ in pieces]).sort()
-                zeros[dtype] = self._shared(dtype, self._encode(indices, torch.cat([s for _, s in pieces])[order], dtype))
+        writes = {dtype: self._encode_values(dtype, pieces) for dtype, pieces in parts.items() if pieces}
+        zeros = {dtype: self._shared(dtype, self._encode(dtype, torch.cat([i for i, _ in pieces]),
+                                                         torch.cat([s for _, s in pieces])))
+                 for dtype, pieces in zeroed.items() if pieces}
         return PlacedDelta(writes, whole, delta.head, {}).to(self.device).with_zeros(zeros)
 
-    def _encode(self, indices: Tensor, starts: Tensor, dtype: torch.dtype) -> Indices:
-        return encode_indices(indices, starts, self.buffers[dtype].numel(), self.index_format)
+    def _encode_values(self, dtype: torch.dtype, pieces: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Indices, Tensor]:
+        """One buffer's written entries, (flat index, block start, value) pieces, as sorted indices and values."""
+        indices, order = torch.cat([i for i, _, _ in pieces]).sort()
+        starts, values = torch.cat([s for _, s, _ in pieces])[order], torch.cat([v for _, _, v in pieces])[order]
+        return encode_indices(indices, starts, self.buffers[dtype].numel(), self.index_format), values
+
+    def _encode(self, dtype: torch.dtype, indices: Tensor, starts: Tensor) -> Indices:
+        """(nnz,) flat indices, each with its block's start, sorted and stored in this base's index format."""
+        indices, order = indices.sort()
+        return encode_indices(indices, starts[order], self.buffers[dtype].numel(), self.index_format)
 
     def _shared(self, dtype: torch.dtype, encoded: Indices) -> Indices:
         """The one device copy of these zeroed indices that placed deltas share; freed with the last of them."""
+        if not self.share_zeros:
+            return encoded.to(self.device)
         digest = hashlib.sha256()
         for part in (encoded.starts, encoded.bitmaps) if isinstance(encoded, BlockIndices) else (encoded.stored,):
             digest.update(part.numpy().tobytes())

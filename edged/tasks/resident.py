@@ -49,6 +49,7 @@ class ResidentModel:
     # restore only the outgoing task's entries the incoming one does not write (a set intersection per switch);
     # off by default: measured slower than restoring everything (README, "Task switching")
     skip_shared: bool = False
+    share_zeros: bool = True  # tasks with one 2:4 pattern share its zeroed-index list (edged.tasks.flat)
     active: Optional[str] = None  # the task id whose delta is in the weights
     _writes: dict[torch.dtype, Overwritten] = field(default_factory=dict)  # by the active task's written entries
     _zeros: dict[torch.dtype, Overwritten] = field(default_factory=dict)  # by its 2:4 pattern's zeroed entries
@@ -56,7 +57,7 @@ class ResidentModel:
     flat: FlatWeights = field(init=False)
 
     def __post_init__(self) -> None:
-        self.flat = FlatWeights(backbone_tensors(self.model), self.index_format)
+        self.flat = FlatWeights(backbone_tensors(self.model), self.index_format, self.share_zeros)
 
     def place(self, delta: TaskDelta, source: str) -> PlacedDelta:
         """`delta` (parsed on the CPU) placed into this base's flat buffers, on this base's device."""
