@@ -89,8 +89,7 @@ def run_switch_bench(setup: SwitchSetup, switches: int, predicts: int, cache_fra
     rows = edged_table(setup, resident, traces, cache_fraction)
     storm = lock_storm(setup, resident, predicts, seed)
     resident.deactivate_()
-    if setup.base is not None:
-        storm += server_storm(setup, workdir, predicts, seed)
+    storm += server_storm(setup, resident, workdir, predicts, seed)
     rows += baseline_table(setup, traces, workdir, checkpoints)
     deltas = [read_delta(setup, resident, t).nbytes for t in range(count)]
     memory = {"tasks": count, "model_bytes": model, "deltas_bytes": sum(deltas), "delta_bytes_mean": sum(deltas) / count,

@@ -82,8 +82,8 @@ class SwitchSetup:
     tasks: list[TaskFiles]
     sample: Tensor  # (1, ...) one model-ready input, for the predicts
     source: str  # what the model and the tasks are
+    raw_sample: Tensor  # (C, H, W) uint8: the sample as a predict request sends it
     base: Optional[dict[str, Any]] = None  # base_model, model_options, seed: how the task server loads the base
-    raw_sample: Optional[Tensor] = None  # (C, H, W) uint8: the sample as a predict request sends it
 
 
 def _digit_data(task: DigitTask, samples: int, seed: int) -> TaskData:
@@ -127,8 +127,8 @@ def cpu_setup(workdir: Path, count: int, samples: int, image_size: int, seed: in
     sample = base.preprocess(images)
     assert isinstance(sample, Tensor) and isinstance(images.x, Tensor)  # images preprocess to one tensor
     return SwitchSetup(base.model.eval(), base.preprocess, torch.device("cpu"), tasks, sample[:1],
-                       f"MobileNetV2 {image_size} px, taskedge 0.1 %{variant}, {samples} samples, 1 epoch",
-                       {"base_model": "mobilenet_v2", "model_options": options, "seed": seed}, images.x[0])
+                       f"MobileNetV2 {image_size} px, taskedge 0.1 %{variant}, {samples} samples, 1 epoch", images.x[0],
+                       {"base_model": "mobilenet_v2", "model_options": options, "seed": seed})
 
 
 def _blocks_in_use(model: nn.Module, tasks: list[TaskFiles]) -> dict[str, Tensor]:
@@ -198,9 +198,11 @@ def vit_setup(workdir: Path, count: int, full_checkpoints: int, device: torch.de
             save_file(_merged(model, delta), str(directory / "merged.safetensors"))
         tasks.append(TaskFiles(f"task{index}", [str(c) for c in range(classes)], directory / "delta.safetensors",
                                directory / "merged.safetensors"))
-    sample = torch.randn(1, 3, VIT_B16.image, VIT_B16.image, device=device)
-    return SwitchSetup(model.to(device).eval(), _vit_preprocess, device, tasks, sample,
-                       f"ViT-B/16 ({source}), per-neuron top-K 0.1 % of every Linear, random values")
+    raw = torch.randint(0, 256, (3, VIT_B16.image, VIT_B16.image), dtype=torch.uint8)  # (C, H, W), as a request sends
+    sample = _vit_preprocess(TaskData("image", raw[None], torch.zeros(1, dtype=torch.int64), ["a", "b"], labelled=False))
+    assert isinstance(sample, Tensor)  # images preprocess to one tensor
+    return SwitchSetup(model.to(device).eval(), _vit_preprocess, device, tasks, sample.to(device),
+                       f"ViT-B/16 ({source}), per-neuron top-K 0.1 % of every Linear, random values", raw)
 
 
 def _vit_preprocess(data: TaskData) -> Inputs:

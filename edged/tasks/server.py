@@ -92,6 +92,11 @@ class TaskServer:
     def start(self) -> None:
         self._thread.start()
 
+    def serve_base_on(self, task: dict[str, Any], resident: ResidentModel) -> None:
+        """Serve the tasks of `task`'s base on `resident`, a model already loaded (a benchmark's ViT-B/16, which
+        the model registry does not build). Before `start`."""
+        self._bases[base_key(task)] = resident
+
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._thread.is_alive():
             self._queue.put(None)
