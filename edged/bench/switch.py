@@ -21,6 +21,7 @@ import torch
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.switch_rows import (CachedSwitch, Switch, edged_rows, full_file_row, full_host_row, markov_trace,
                                      peft_rows, read_delta, time_trace, uniform_trace)
+from edged.bench.switch_blocks import print_layouts, run_layouts
 from edged.bench.switch_storm import lock_storm, server_storm
 from edged.bench.switch_tasks import SwitchSetup, cpu_setup, state_bytes, vit_setup
 from edged.devices import resolve_device
@@ -88,8 +89,7 @@ def run_switch_bench(setup: SwitchSetup, switches: int, predicts: int, cache_fra
     rows = edged_table(setup, resident, traces, cache_fraction)
     storm = lock_storm(setup, resident, predicts, seed)
     resident.deactivate_()
-    if setup.base is not None:
-        storm += server_storm(setup, workdir, predicts, seed)
+    storm += server_storm(setup, resident, workdir, predicts, seed)
     rows += baseline_table(setup, traces, workdir, checkpoints)
     deltas = [read_delta(setup, resident, t).nbytes for t in range(count)]
     memory = {"tasks": count, "model_bytes": model, "deltas_bytes": sum(deltas), "delta_bytes_mean": sum(deltas) / count,
@@ -129,8 +129,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="CPU threads torch uses (default on the CPU: 1, the daemon's predict_threads default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keeps the adapted tasks between runs (default: a temp dir)")
+    parser.add_argument("--layouts", action="store_true",
+                        help="instead: how placed deltas are stored (entry-wise vs block-wise) on unaligned, aligned "
+                             "and 2:4 tasks, on the CPU (--tasks per set, default 5)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/switch.json"))
     args = parser.parse_args(argv)
+    if args.layouts:
+        return _layouts(args, sys.argv[1:] if argv is None else argv)
     device = resolve_device(args.device)
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
@@ -143,6 +148,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         result = run_switch_bench(setup, args.switches, args.predicts, args.cache_fraction,
                                   args.full_checkpoints, workdir, args.seed)
     print_report(result, sys.argv[1:] if argv is None else argv)
+    write_json(args.out, result)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def _layouts(args: argparse.Namespace, argv: list[str]) -> int:
+    torch.set_num_threads(args.threads or 1)
+    with tempfile.TemporaryDirectory(prefix="edged-switch-") as scratch:
+        result = run_layouts(args.workdir or Path(scratch), args.tasks or 5, args.samples, args.image_size,
+                             args.switches, args.seed)
+    print_layouts(result, argv)
     write_json(args.out, result)
     print(f"\nwrote {args.out}")
     return 0

@@ -5,7 +5,8 @@
   one forward; the storm thread switches to a random other task in a loop. The predicting client waits
   `think_ms` between predicts, so the storm gets the lock in between: storm latency = waiting for at most one
   switch + the switch back + the forward.
-- `server_storm` (CPU tasks with a loadable base): the real `TaskServer`. The predicting client submits to
+- `server_storm`: the real `TaskServer` (on the GPU it serves the ViT-B/16 base on the bench's resident model,
+  which the model registry does not build). The predicting client submits to
   task 0; the storm client submits one-sample predicts to random other tasks, each of which makes the server
   switch (and run that task's forward: a switch is only ever made to serve a request).
 """
@@ -87,20 +88,22 @@ def lock_storm(setup: SwitchSetup, resident: ResidentModel, predicts: int, seed:
     return _phases(predict_ms, switch_other, predicts, seed, "one lock, switches only")
 
 
-def _task_rows(setup: SwitchSetup, blobs: BlobStore) -> list[dict[str, Any]]:
-    assert setup.base is not None  # the caller checked: the server loads the base by its spec
+def _task_rows(setup: SwitchSetup, blobs: BlobStore, seed: int) -> list[dict[str, Any]]:
+    base = setup.base or {"base_model": f"edged bench switch: {setup.source}", "model_options": {}, "seed": seed}
     return [{"id": task.name, "kind": "image", "classes": task.classes, "delta_blob": blobs.put_file(task.delta),
-             **setup.base} for task in setup.tasks]
+             **base} for task in setup.tasks]
 
 
-def server_storm(setup: SwitchSetup, workdir: Path, predicts: int, seed: int) -> list[dict]:
+def server_storm(setup: SwitchSetup, resident: ResidentModel, workdir: Path, predicts: int, seed: int) -> list[dict]:
+    """`resident` serves the tasks where the server cannot load the base by its spec (`setup.base` is None)."""
     settings = Settings(data_dir=workdir / "task-server", device=str(setup.device), predict_threads=torch.get_num_threads())
     migrate(open_db(settings.db_path))
     blobs = BlobStore(settings.blobs_dir)
-    rows = _task_rows(setup, blobs)
-    assert setup.raw_sample is not None  # set with the base
+    rows = _task_rows(setup, blobs, seed)
     image = Samples("image", [setup.raw_sample])
     server = TaskServer(settings, blobs)
+    if setup.base is None:
+        server.serve_base_on(rows[0], resident)
     server.start()
 
     def ask(row: dict[str, Any]) -> float:

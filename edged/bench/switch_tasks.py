@@ -28,6 +28,9 @@ from edged.models.loader import load_model
 from edged.pipeline.adapt import adapt
 from edged.pipeline.config import AdaptConfig
 from edged.pipeline.outputs import write_outputs
+from edged.sparse.blocks import blocks_of, union_blocks
+from edged.sparse.shared_pattern import unpack_keep_mask
+from edged.tasks.delta import parse_delta
 
 Grouping = Callable[[Tensor], tuple[Tensor, list[str]]]  # digit labels (N,) -> (new labels (N,), class names)
 
@@ -79,8 +82,8 @@ class SwitchSetup:
     tasks: list[TaskFiles]
     sample: Tensor  # (1, ...) one model-ready input, for the predicts
     source: str  # what the model and the tasks are
+    raw_sample: Tensor  # (C, H, W) uint8: the sample as a predict request sends it
     base: Optional[dict[str, Any]] = None  # base_model, model_options, seed: how the task server loads the base
-    raw_sample: Optional[Tensor] = None  # (C, H, W) uint8: the sample as a predict request sends it
 
 
 def _digit_data(task: DigitTask, samples: int, seed: int) -> TaskData:
@@ -91,20 +94,32 @@ def _digit_data(task: DigitTask, samples: int, seed: int) -> TaskData:
     return TaskData(data.kind, data.x, labels, classes)
 
 
-def cpu_setup(workdir: Path, count: int, samples: int, image_size: int, seed: int) -> SwitchSetup:
-    """`count` real tasks on MobileNetV2, adapted here unless the work directory already holds them."""
+def cpu_setup(workdir: Path, count: int, samples: int, image_size: int, seed: int, align_strength: float = 0.0,
+              sparsity: str = "none") -> SwitchSetup:
+    """`count` real tasks on MobileNetV2, adapted here unless the work directory already holds them. With
+    `align_strength`, each task's mask prefers the blocks the earlier ones use; with `sparsity` "2:4", every
+    task is pruned to the first task's 2:4 pattern (as the daemon shares one per base)."""
     options: dict[str, Any] = {"image_size": image_size}
-    tasks = []
+    variant = (f"-aligned{align_strength:g}" if align_strength else "") + ("-2of4" if sparsity == "2:4" else "")
+    tasks: list[TaskFiles] = []
+    pattern: Optional[dict[str, Tensor]] = None
     for spec in DIGIT_TASKS[:count]:
-        directory = workdir / f"{spec.name}-{samples}s-{image_size}px-seed{seed}"
+        directory = workdir / f"{spec.name}-{samples}s-{image_size}px-seed{seed}{variant}"
         if not (directory / "merged.safetensors").exists():
             data = _digit_data(spec, samples, seed)
             loaded = load_model("mobilenet_v2", len(data.classes), seed=seed, **options)
             config = AdaptConfig(method="taskedge", budget=0.001, epochs=1, batch_size=32, seed=seed, device="cpu",
-                                 calibration_samples=min(samples, 128))
-            print(f"adapting {spec.name} ({len(data)} samples, {len(data.classes)} classes)", flush=True)
-            result = adapt(loaded.model, loaded.preprocess, data, config)
-            write_outputs(result.model, result.adaptation, directory, config, "mobilenet_v2")
+                                 calibration_samples=min(samples, 128), align_strength=align_strength,
+                                 sparsity=sparsity, dense_reference=False)
+            print(f"adapting {spec.name} ({len(data)} samples, {len(data.classes)} classes{variant})", flush=True)
+            result = adapt(loaded.model, loaded.preprocess, data, config, shared_pattern=pattern,
+                           aligned_blocks=_blocks_in_use(loaded.model, tasks) if align_strength and tasks else None)
+            keep = result.pruning.keep_masks if result.pruning is not None else None
+            write_outputs(result.model, result.adaptation, directory, config, "mobilenet_v2", keep)
+            if keep is not None and pattern is None:
+                pattern = keep
+        elif sparsity == "2:4" and pattern is None:
+            pattern = _pattern_of(directory / "delta.safetensors", load_model("mobilenet_v2", 2, **options).model)
         classes = spec.grouping(torch.arange(10))[1]
         tasks.append(TaskFiles(spec.name, classes, directory / "delta.safetensors", directory / "merged.safetensors"))
     base = load_model("mobilenet_v2", 2, seed=seed, **options)
@@ -112,8 +127,23 @@ def cpu_setup(workdir: Path, count: int, samples: int, image_size: int, seed: in
     sample = base.preprocess(images)
     assert isinstance(sample, Tensor) and isinstance(images.x, Tensor)  # images preprocess to one tensor
     return SwitchSetup(base.model.eval(), base.preprocess, torch.device("cpu"), tasks, sample[:1],
-                       f"MobileNetV2 {image_size} px, taskedge 0.1 %, {samples} samples, 1 epoch",
-                       {"base_model": "mobilenet_v2", "model_options": options, "seed": seed}, images.x[0])
+                       f"MobileNetV2 {image_size} px, taskedge 0.1 %{variant}, {samples} samples, 1 epoch", images.x[0],
+                       {"base_model": "mobilenet_v2", "model_options": options, "seed": seed})
+
+
+def _blocks_in_use(model: nn.Module, tasks: list[TaskFiles]) -> dict[str, Tensor]:
+    """Layer -> the blocks the earlier tasks' deltas use (what the daemon aligns a job with)."""
+    shapes = {name: t.shape for name, t in model.state_dict().items()}
+    return union_blocks([{name: blocks_of(shapes[name], indices) for name, (indices, _) in
+                          parse_delta(t.delta.read_bytes(), str(t.delta)).sparse.items()} for t in tasks])
+
+
+def _pattern_of(path: Path, model: nn.Module) -> dict[str, Tensor]:
+    """The 2:4 keep-masks of a task's delta, each shaped like its weight in `model`."""
+    shapes = {name: t.shape for name, t in model.state_dict().items()}
+    delta = parse_delta(path.read_bytes(), str(path))
+    return {name: unpack_keep_mask(bits, shapes[name].numel()).reshape(shapes[name])
+            for name, bits in delta.pruned.items()}
 
 
 def _linear_weights(model: nn.Module) -> dict[str, nn.Linear]:
@@ -168,9 +198,11 @@ def vit_setup(workdir: Path, count: int, full_checkpoints: int, device: torch.de
             save_file(_merged(model, delta), str(directory / "merged.safetensors"))
         tasks.append(TaskFiles(f"task{index}", [str(c) for c in range(classes)], directory / "delta.safetensors",
                                directory / "merged.safetensors"))
-    sample = torch.randn(1, 3, VIT_B16.image, VIT_B16.image, device=device)
-    return SwitchSetup(model.to(device).eval(), _vit_preprocess, device, tasks, sample,
-                       f"ViT-B/16 ({source}), per-neuron top-K 0.1 % of every Linear, random values")
+    raw = torch.randint(0, 256, (3, VIT_B16.image, VIT_B16.image), dtype=torch.uint8)  # (C, H, W), as a request sends
+    sample = _vit_preprocess(TaskData("image", raw[None], torch.zeros(1, dtype=torch.int64), ["a", "b"], labelled=False))
+    assert isinstance(sample, Tensor)  # images preprocess to one tensor
+    return SwitchSetup(model.to(device).eval(), _vit_preprocess, device, tasks, sample.to(device),
+                       f"ViT-B/16 ({source}), per-neuron top-K 0.1 % of every Linear, random values", raw)
 
 
 def _vit_preprocess(data: TaskData) -> Inputs:

@@ -1,8 +1,9 @@
 """Predictions through a task's compiled artifact, where its job compiled one.
 
-- `serving_route(task)`: which backend answers the task's predictions, and why it is the eager resident base when
-  the job compiled something that cannot answer here. The API and the task server ask the same function, so
-  `GET /v1/tasks/{id}` names the backend that predict uses.
+- `serving_route(task, device)`: which backend answers the task's predictions, and why it is the eager resident base
+  when the job compiled something that cannot answer here. cusparselt tasks answer through one compiled model per
+  resident base on CUDA (`edged.tasks.compiled_2_4`), eager on the resident base elsewhere. The API and the task
+  server ask the same function, so `GET /v1/tasks/{id}` names the backend that predict uses.
 - `CompiledRunner`: a loaded artifact, `logits(inputs) -> (N, classes)` CPU float32, like the resident base.
 - `CompiledCache`: the runners of the tasks, least recently used dropped beyond a byte budget (artifact sizes:
   an onnxruntime session holds the model's initializers, an engine its weights), each loaded on first use from
@@ -25,37 +26,46 @@ from torch import Tensor
 
 from edged.compile.registry import BACKENDS
 from edged.data.task import Inputs
-from edged.errors import Corrupt, NotFound, Unavailable
+from edged.devices import resolve_device
+from edged.errors import Corrupt, EdgedError, NotFound, Unavailable
 from edged.store.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
 EAGER = "eager"  # the resident base with the task's delta written in place
+CUSPARSELT = "cusparselt"  # one compiled model per resident base, switched by recompression (edged.tasks.compiled_2_4)
 RUNS_ARTIFACT = ("onnxruntime", "tensorrt")  # compile backends whose artifact predictions run through
-ON_RESIDENT_BASE = {
-    "cusparselt": "cusparselt tasks serve on the resident base (eager PyTorch): compressing the base's 2:4 weights "
-                  "for each task switch is not built yet",
-    "eager": "the job's eager artifact is the same PyTorch model: served on the resident base",
-}
 
 
 @dataclass(frozen=True)
 class Route:
-    backend: str  # what answers: "eager", "onnxruntime" or "tensorrt"
+    backend: str  # what answers: "eager", "cusparselt", "onnxruntime" or "tensorrt"
     reason: Optional[str] = None  # why eager answers a task whose job compiled an artifact; None otherwise
 
 
-def serving_route(task: dict[str, Any]) -> Route:
-    """The backend that answers `task` (a tasks row) here."""
+def serving_route(task: dict[str, Any], device: str) -> Route:
+    """The backend that answers `task` (a tasks row) here, where predictions run on `device` (the setting)."""
     compiled = task.get("compiled_backend")
     if compiled is None:
         return Route(EAGER)
-    if compiled not in RUNS_ARTIFACT:
-        return Route(EAGER, ON_RESIDENT_BASE.get(compiled, f"no runtime for {compiled!r} artifacts: served eager"))
+    if compiled == "eager":
+        return Route(EAGER, "the job's eager artifact is the same PyTorch model: served on the resident base")
+    if compiled == CUSPARSELT and not _serves_on_cuda(device):
+        return Route(EAGER, f"cusparselt needs the daemon to serve on a CUDA GPU (device {device!r} is not one here): "
+                            "served eager on the resident base")
+    if compiled not in (CUSPARSELT, *RUNS_ARTIFACT):
+        return Route(EAGER, f"no runtime for {compiled!r} artifacts: served eager")
     usable, why = runtime_probe(compiled)
     if not usable:
         return Route(EAGER, f"{compiled} cannot run here ({why}): served eager on the resident base")
     return Route(compiled)
+
+
+def _serves_on_cuda(device: str) -> bool:
+    try:
+        return resolve_device(device).type == "cuda"
+    except EdgedError:  # a device that cannot serve here: the daemon refuses it at start, the route says eager
+        return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,10 +154,11 @@ class CompiledCache:
         self._entries: OrderedDict[str, CompiledRunner] = OrderedDict()
         self._warned: set[str] = set()  # tasks whose fallback to eager was logged
 
-    def route(self, task: dict[str, Any]) -> Route:
-        """`serving_route(task)`, with a warning logged the first time a compiled task falls back to eager."""
-        route = serving_route(task)
-        if route.backend == EAGER and task.get("compiled_backend") in RUNS_ARTIFACT and task["id"] not in self._warned:
+    def route(self, task: dict[str, Any], device: str) -> Route:
+        """`serving_route(task, device)`, with a warning logged the first time a compiled task falls back to eager."""
+        route = serving_route(task, device)
+        if route.backend == EAGER and task.get("compiled_backend") in (CUSPARSELT, *RUNS_ARTIFACT) \
+                and task["id"] not in self._warned:
             self._warned.add(task["id"])
             log.warning("task %s: %s", task["id"], route.reason)
         return route

@@ -5,9 +5,10 @@ micro-batch holds `predict_batch_limit` samples or `predict_max_wait_ms` has pas
 its base (a delta switch: O(nnz)), runs one forward (its energy read from the power source around it, see
 edged.tasks.energy), and answers each request with its top-k and its share of those joules. A task whose job
 compiled an onnxruntime or TensorRT artifact runs that instead (edged.tasks.compiled), with the base's
-preprocessing. Each switch is recorded (buffered, written in batches so SQLite stays off the switch path);
-when the queue is idle, the likeliest next task after the active one (first-order transition counts) is loaded
-into the delta cache.
+preprocessing; a cusparselt task on CUDA runs through its base's one compiled 2:4 model, switched by recompressing
+the layers the two tasks' deltas touch (edged.tasks.compiled_2_4). Each switch is recorded (buffered, written in
+batches so SQLite stays off the switch path); when the queue is idle, the likeliest next task after the active
+one (first-order transition counts) is loaded into the delta cache.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from edged.store.db import open_db
 from edged.tasks import records
 from edged.tasks.batch import Forward, answer, model_inputs, refused, run_forward
 from edged.tasks.cache import DeltaCache
-from edged.tasks.compiled import EAGER, CompiledCache, load_runner
+from edged.tasks.compiled import CUSPARSELT, EAGER, CompiledCache, load_runner
+from edged.tasks.compiled_2_4 import CompiledBase, TaskLayers, plan_choices
 from edged.tasks.delta import parse_delta
 from edged.tasks.energy import InferenceEnergy
 from edged.tasks.flat import PlacedDelta
@@ -75,6 +77,8 @@ class TaskServer:
         self._queue: queue.Queue[Union[PendingPredict, Control, None]] = queue.Queue()
         self._held: list[PendingPredict] = []  # taken from the queue for another task's micro-batch
         self._bases: dict[str, ResidentModel] = {}
+        self._compiled_2_4: dict[str, CompiledBase] = {}  # base key -> its one cusparselt model (CUDA only)
+        self._layers: dict[str, TaskLayers] = {}  # task id -> the tensors its delta touches
         self._rows: dict[str, dict[str, Any]] = {}  # tasks seen, for prefetch
         self._transitions: Counter[tuple[Optional[str], str]] = Counter()
         self._last_task: Optional[str] = None
@@ -87,6 +91,11 @@ class TaskServer:
 
     def start(self) -> None:
         self._thread.start()
+
+    def serve_base_on(self, task: dict[str, Any], resident: ResidentModel) -> None:
+        """Serve the tasks of `task`'s base on `resident`, a model already loaded (a benchmark's ViT-B/16, which
+        the model registry does not build). Before `start`."""
+        self._bases[base_key(task)] = resident
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._thread.is_alive():
@@ -106,6 +115,10 @@ class TaskServer:
             self.cache.drop(task_id)
             self.compiled.drop(task_id)
             self._rows.pop(task_id, None)
+            self._layers.pop(task_id, None)
+            for key, compiled in list(self._compiled_2_4.items()):
+                if compiled.active == task_id:  # rebuilt from the next task's plan: nothing of this one is kept
+                    del self._compiled_2_4[key]
             for resident in self._bases.values():
                 if resident.active == task_id:
                     resident.deactivate_()
@@ -189,12 +202,14 @@ class TaskServer:
 
     def _serve(self, batch: list[PendingPredict]) -> None:
         task = batch[0].task
-        route = self.compiled.route(task)
+        route = self.compiled.route(task, self.settings.device)
         try:
             resident = self._resident(task)  # its preprocessing serves every route; its weights the eager one
             model: Forward = resident
             if route.backend == EAGER:
                 cost = self._activate(task, resident)
+            elif route.backend == CUSPARSELT:
+                model, cost = self._activate_compiled_2_4(task, resident)
             else:  # the compiled artifact is the whole adapted model: nothing to switch
                 model, cost = self.compiled.get(task), SwitchCost(0.0, 0)
         except Exception as exc:  # the whole batch shares the failure: the task could not be activated
@@ -237,6 +252,24 @@ class TaskServer:
             self._note_switch(task, previous, cost.seconds, cost.bytes_moved, found)
         return cost
 
+    def _activate_compiled_2_4(self, task: dict[str, Any], resident: ResidentModel) -> tuple[CompiledBase, SwitchCost]:
+        """The task on its base's one cusparselt model (built on first use from this task's plan): its delta written
+        into the resident base first, whose weights the changed layers are then recompressed from."""
+        cost = self._activate(task, resident)
+        key, layers = base_key(task), self._layers[task["id"]]
+        compiled = self._compiled_2_4.get(key)
+        if compiled is None:
+            with self.blobs.open(task["compiled_blob"]) as stored:  # verified against its digest as it is read
+                choices = plan_choices(stored.read(), f"task {task['id']}'s cusparselt plan")
+            compiled = self._compiled_2_4[key] = CompiledBase(resident, choices, task["id"], layers)
+            return compiled, cost
+        try:
+            recompressed = compiled.switch_(task["id"], layers)
+        except Exception:  # half-switched: rebuilt from the resident base on the next request
+            del self._compiled_2_4[key]
+            raise
+        return compiled, SwitchCost(cost.seconds + recompressed.seconds, cost.bytes_moved + recompressed.bytes_moved)
+
     def _resident(self, task: dict[str, Any]) -> ResidentModel:
         key = base_key(task)
         if key not in self._bases:
@@ -249,7 +282,9 @@ class TaskServer:
         with self.blobs.open(task["delta_blob"]) as stored:  # verified against its digest as it is read
             data = stored.read()
         source = f"the delta of task {task['id']}"
-        return self._resident(task).place(parse_delta(data, source), source)
+        delta = parse_delta(data, source)
+        self._layers[task["id"]] = TaskLayers.of(delta)  # what a compiled base's switch to it rewrites
+        return self._resident(task).place(delta, source)
 
     def _note_switch(self, task: dict[str, Any], previous: Optional[str], seconds: float, moved: int,
                      found: str) -> None:

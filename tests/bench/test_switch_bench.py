@@ -33,3 +33,19 @@ def test_switch_bench_writes_every_row_and_the_orderings_hold(tmp_path, capsys):
     assert result["storm"][3]["server"]["switches"] > 0  # the task server itself switched during its storm
     printed = capsys.readouterr().out
     assert "edged hot (device cache)" in printed and "x one model" in printed
+
+
+def test_switch_layouts_hold_the_same_weights_every_way_and_shared_2_4_zeros_move_nothing(tmp_path, capsys):
+    out = tmp_path / "layouts.json"
+    assert switch.main(["--layouts", "--tasks", "2", "--samples", "48", "--image-size", "32", "--switches", "10",
+                        "--workdir", str(tmp_path / "work"), "--out", str(out)]) == 0
+    rows = {(r["tasks"], r["row"]): r for r in json.loads(out.read_text())["rows"]}
+    assert len(rows) == 15 and all(r["same"] for r in rows.values())  # every layout leaves the same weights
+    before, default = (rows[("2:4 shared pattern", row)] for row in ("flat gaps, own zeros (before)",
+                                                                       "smaller, shared 2:4 zeros (default)"))
+    assert default["bytes_per_task"] < before["bytes_per_task"] and default["bytes_per_switch"] < before["bytes_per_switch"]
+    for tasks in ("unaligned", "aligned"):  # about one entry per block: the smaller form is the flat one
+        per_task = {row: rows[(tasks, row)]["bytes_per_task"] for row in
+                    ("smaller of the two", "flat gaps, own zeros (before)", "block-wise")}
+        assert per_task["smaller of the two"] == per_task["flat gaps, own zeros (before)"] < per_task["block-wise"]
+    assert "smaller, shared 2:4 zeros (default)" in capsys.readouterr().out

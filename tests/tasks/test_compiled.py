@@ -90,12 +90,15 @@ def test_a_missing_or_corrupt_artifact_is_refused_naming_task_and_artifact(tmp_p
 
 
 def test_the_route_names_the_backend_that_answers():
-    assert serving_route({"id": "a", "compiled_backend": None}).backend == "eager"
-    onnx = serving_route({"id": "b", "compiled_backend": "onnxruntime"})
+    assert serving_route({"id": "a", "compiled_backend": None}, "cpu").backend == "eager"
+    onnx = serving_route({"id": "b", "compiled_backend": "onnxruntime"}, "cpu")
     assert onnx.backend == "onnxruntime" and onnx.reason is None  # onnxruntime is installed with edged
-    sparse = serving_route({"id": "c", "compiled_backend": "cusparselt"})
-    assert sparse.backend == "eager" and "resident base" in sparse.reason
-    engine = serving_route({"id": "d", "compiled_backend": "tensorrt"})
+    sparse = serving_route({"id": "c", "compiled_backend": "cusparselt"}, "cpu")
+    assert sparse.backend == "eager" and "CUDA GPU" in sparse.reason and "resident base" in sparse.reason
+    on_gpu = serving_route({"id": "c", "compiled_backend": "cusparselt"}, "auto")
+    usable, why = runtime_probe("cusparselt")
+    assert on_gpu.backend == ("cusparselt" if usable and torch.cuda.is_available() else "eager")
+    engine = serving_route({"id": "d", "compiled_backend": "tensorrt"}, "cpu")
     usable, why = runtime_probe("tensorrt")
     assert engine.backend == ("tensorrt" if usable else "eager")
     if not usable:

@@ -11,7 +11,8 @@ from tiny_model import tiny_classifier
 from edged.errors import Corrupt
 from edged.sparse.shared_pattern import pack_keep_mask
 from edged.tasks.delta import TaskDelta
-from edged.tasks.flat import FlatIndices, FlatWeights, backbone_tensors
+from edged.tasks.flat import FlatWeights, backbone_tensors
+from edged.tasks.indices import BlockIndices, FlatIndices, block_starts, encode_indices
 from edged.tasks.resident import ResidentModel
 
 
@@ -60,7 +61,7 @@ def test_a_2_4_pattern_zeroes_its_pruned_entries_a_trained_entry_wins_and_the_ba
     delta = TaskDelta({name: (trained_at, values)}, {}, _head(), {name: pack_keep_mask(keep)})
     resident = ResidentModel(model, lambda task: task.x, torch.device("cpu"))
     placed = resident.place(delta, "a 2:4 delta")
-    assert sum(indices.stored.numel() for indices in placed.zeros.values()) == 255  # 256 pruned, one trained
+    assert sum(indices.decode().numel() for indices in placed.zeros.values()) == 255  # 256 pruned, one trained
     resident.activate_("t", placed)
     weight = model.state_dict()[name].reshape(-1)
     expected = torch.where(keep, before[name].reshape(-1), torch.zeros(()))
@@ -111,3 +112,18 @@ def test_flat_indices_decode_to_what_was_encoded(indices, stored):
     assert encoded.stored.dtype == stored
     assert encoded.decode().tolist() == indices
     assert encoded.nbytes == len(indices) * torch.tensor([], dtype=stored).element_size()
+
+
+def test_block_indices_decode_to_what_was_encoded_and_cost_a_block_not_an_entry():
+    shape = torch.Size((4, 40))  # rows of 40: blocks of 16, 16 and 8 entries
+    local = torch.tensor([0, 1, 15, 16, 39, 40, 41, 47, 150])
+    starts = block_starts(local, shape)
+    assert starts.tolist() == [0, 0, 0, 16, 32, 40, 40, 40, 136]
+    encoded = BlockIndices.encode(local + 100, starts + 100, buffer_numel=300)
+    assert encoded.decode().tolist() == (local + 100).tolist()
+    assert encoded.blocks == 5 and encoded.nbytes == 5 * (2 + 2)
+    full = torch.arange(0, 160, 2)  # half of every block, as a 2:4 pattern's zeros: block-wise is the smaller
+    assert isinstance(encode_indices(full, block_starts(full, shape), 300), BlockIndices)
+    assert isinstance(encode_indices(local, starts, 300), FlatIndices)  # about one entry a block: flat gaps
+    with pytest.raises(ValueError, match="accepted: smaller, flat, blocks"):
+        encode_indices(local, starts, 300, "bitmaps")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -12,7 +14,10 @@ from edged.pipeline.adapt import adapt
 from edged.pipeline.config import AdaptConfig
 from edged.pipeline.outputs import write_outputs
 from edged.tasks.cache import DeltaCache
-from edged.tasks.delta import parse_delta
+from edged.sparse.nm import nm_keep_mask
+from edged.sparse.shared_pattern import pack_keep_mask
+from edged.tasks.delta import TaskDelta, parse_delta
+from edged.tasks.indices import BlockIndices
 from edged.tasks.resident import ResidentModel
 
 
@@ -104,3 +109,77 @@ def test_on_cuda_a_task_is_its_merged_model_and_the_base_comes_back(two_tasks):
     for name, value in base.state_dict().items():
         if not name.startswith("head."):
             assert torch.equal(value, original[name]), name
+
+
+@pytest.mark.parametrize("index_format", ["blocks", "smaller"])
+def test_block_wise_placement_writes_exactly_what_the_flat_format_writes(two_tasks, index_format):
+    tasks, x = two_tasks
+    flat = ResidentModel(tiny_classifier(2).eval(), _preprocess, torch.device("cpu"), index_format="flat")
+    blocks = ResidentModel(tiny_classifier(2).eval(), _preprocess, torch.device("cpu"), index_format=index_format)
+    for name in ("digits", "parity", "digits"):
+        _, delta = tasks[name]
+        flat.activate_(name, flat.place(delta, name))
+        blocks.activate_(name, blocks.place(delta, name))
+        for key, value in flat.model.state_dict().items():
+            assert torch.equal(blocks.model.state_dict()[key], value), key
+        assert torch.equal(blocks.logits(x), flat.logits(x))
+
+
+def _pattern_delta(delta: TaskDelta, keep: dict[str, torch.Tensor], shift: float) -> TaskDelta:
+    """`delta` with a 2:4 pattern (`keep`: weight -> bool keep-mask) and its values moved by `shift`."""
+    sparse = {n: (i, v + shift) for n, (i, v) in delta.sparse.items() if n not in keep}
+    return TaskDelta(sparse, delta.dense, delta.head, {n: pack_keep_mask(k) for n, k in keep.items()})
+
+
+def test_tasks_that_share_a_2_4_pattern_share_its_zeros_and_a_switch_leaves_them_in_place(two_tasks):
+    tasks, x = two_tasks
+    base = tiny_classifier(2).eval()
+    original = {n: t.clone() for n, t in base.state_dict().items() if not n.startswith("head.")}
+    keep = {"backbone.3.weight": nm_keep_mask(base.get_parameter("backbone.3.weight").abs()),
+            "backbone.9.weight": nm_keep_mask(base.get_parameter("backbone.9.weight").abs())}
+    first, second = (_pattern_delta(tasks["digits"][1], keep, s) for s in (0.0, 0.5))
+    resident = ResidentModel(base, _preprocess, torch.device("cpu"))
+    placed = [resident.place(first, "first"), resident.place(second, "second")]
+    assert placed[0].zeros[torch.float32] is placed[1].zeros[torch.float32]  # one list for the pattern
+    zeros = placed[0].zeros[torch.float32]
+    assert isinstance(zeros, BlockIndices) and zeros.nbytes * 2 == zeros.decode().numel()  # 4 bytes a block of 8
+    resident.activate_("first", placed[0])
+    moved = resident.activate_("second", placed[1]).bytes_moved
+    written, values = placed[1].writes[torch.float32]
+    restored = placed[0].writes[torch.float32][1].numel() * 4
+    head = sum(p.numel() * p.element_size() for p in placed[1].head.parameters())
+    assert moved == restored + written.nbytes + values.numel() * 4 + head  # no zeroed entry moved
+    merged = ResidentModel(tiny_classifier(2).eval(), _preprocess, torch.device("cpu"))
+    merged.activate_("second", merged.place(second, "second"))  # the second task on a fresh base
+    for key, value in merged.model.state_dict().items():
+        assert torch.equal(base.state_dict()[key], value), key
+    resident.deactivate_()
+    assert all(torch.equal(base.state_dict()[n], t) for n, t in original.items())
+    del placed, zeros
+    gc.collect()
+    assert len(resident.flat._zeros) == 0  # the deleted tasks' blocks are freed with them
+
+
+def test_a_switch_between_aligned_tasks_restores_only_the_entries_the_incoming_task_does_not_write(two_tasks):
+    tasks, x = two_tasks
+    digits = tasks["digits"][1]
+    aligned = TaskDelta({n: (i, v * 2) for n, (i, v) in digits.sparse.items()}, {}, tasks["parity"][1].head)
+    name, (indices, values) = next(iter(digits.sparse.items()))
+    aligned.sparse[name] = (indices[: len(indices) // 2], values[: len(indices) // 2] * 2)  # half of one layer's
+    skip = ResidentModel(tiny_classifier(2).eval(), _preprocess, torch.device("cpu"), skip_shared=True)
+    full = ResidentModel(tiny_classifier(2).eval(), _preprocess, torch.device("cpu"))
+    for resident in (skip, full):
+        resident.activate_("digits", resident.place(digits, "digits"))
+    moved = {r.skip_shared: r.activate_("aligned", r.place(aligned, "aligned")).bytes_moved for r in (skip, full)}
+    not_shared = len(indices) - len(indices) // 2
+    assert moved[False] - moved[True] == (sum(v.numel() for _, v in digits.sparse.values()) - not_shared) * 4
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(skip.model.state_dict()[key], value), key
+    for task, delta in (("digits", digits), ("aligned", aligned)):
+        for resident in (skip, full):
+            resident.activate_(task, resident.place(delta, task))
+        assert torch.equal(skip.logits(x), full.logits(x))
+    skip.deactivate_()
+    full.deactivate_()
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(skip.model.state_dict()[key], value), key

@@ -25,17 +25,18 @@ router = APIRouter(tags=["tasks"])
 
 
 @router.get("/v1/tasks", response_model=list[TaskPublic], summary="List published tasks, newest first")
-async def list_tasks(db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> list[TaskPublic]:
-    return [_public(row) for row in records.list_tasks(db, limit)]
+async def list_tasks(db: DbDep, settings: SettingsDep,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> list[TaskPublic]:
+    return [_public(row, settings.device) for row in records.list_tasks(db, limit)]
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskPublic, responses=error_responses(404), summary="Show a task")
-async def get_task(task_id: str, db: DbDep) -> TaskPublic:
-    return _public(records.get_task(db, task_id))
+async def get_task(task_id: str, db: DbDep, settings: SettingsDep) -> TaskPublic:
+    return _public(records.get_task(db, task_id), settings.device)
 
 
-def _public(row: dict[str, Any]) -> TaskPublic:
-    route = serving_route(row)  # the task server routes its predicts by the same function
+def _public(row: dict[str, Any], device: str) -> TaskPublic:
+    route = serving_route(row, device)  # the task server routes its predicts by the same function
     return TaskPublic(**row, serving_backend=route.backend, serving_backend_reason=route.reason)
 
 
