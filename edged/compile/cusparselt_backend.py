@@ -56,6 +56,8 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
         "device": probe()[1],
         "torch": torch.__version__,
         "kernels": choice.kernels,
+        # what rebuilds each sparse layer's kernel (tasks/compiled_2_4 serves tasks on the base through these)
+        "choices": {f"{name}.weight": asdict(layer) for name, layer in choice.sparse_layers.items()},
         "trials": [asdict(t) for t in choice.trials],
     })
     plan = out_dir / "cusparselt_plan.json"

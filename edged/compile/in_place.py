@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -64,6 +64,7 @@ class InPlaceChoice:
     best_ms: float
     trials: list[Trial] = field(default_factory=list)
     layers: dict[str, str] = field(default_factory=dict)  # module name -> kernel, once applied to a model
+    sparse_layers: dict[str, LayerChoice] = field(default_factory=dict)  # module name -> how to rebuild its kernel
 
 
 def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
@@ -102,15 +103,18 @@ class LayerSwitch:
                  plan: dict[Shape, LayerChoice]) -> None:
         self.model, self.groups = model, groups
         self.modules: dict[str, dict[str, nn.Module]] = {}  # name -> kernel -> module
+        self.choices: dict[str, dict[str, LayerChoice]] = {}  # name -> kernel -> what rebuilds that module
         for names in groups.values():
             for name in names:
                 layer = model.get_submodule(name)
                 assert isinstance(layer, nn.Linear)  # linear_shapes keeps Linear layers only
                 options: dict[str, nn.Module] = {DENSE: layer, "torch": TorchSparseLinear(layer.weight, layer.bias)}
+                rebuild = {"torch": LayerChoice(shapes[name][3], None, None, None, True, "chosen in place", "torch")}
                 choice = plan.get(shapes[name])
                 if choice is not None and choice.sparse_ms is not None:
                     options["edged"] = choice.module(layer)
-                self.modules[name] = options
+                    rebuild["edged"] = replace(choice, sparse=True)
+                self.modules[name], self.choices[name] = options, rebuild
 
     def candidates(self) -> dict[str, list[str]]:
         return {g: [k for k in self.modules[names[0]] if k != DENSE] for g, names in self.groups.items()}
@@ -147,4 +151,5 @@ def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: i
     choice = greedy_choice(list(groups), switch.candidates(), model_ms)
     switch.apply_(choice.kernels)
     choice.layers = {name: choice.kernels[g] for g, names in groups.items() for name in names}
+    choice.sparse_layers = {name: switch.choices[name][kernel] for name, kernel in choice.layers.items() if kernel != DENSE}
     return choice

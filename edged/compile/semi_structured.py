@@ -216,16 +216,17 @@ class LayerChoice:
     config: KernelConfig | None  # cuSPARSELt's kernel; None for CUTLASS
     sparse: bool
     reason: str
-    kernel: str = "cusparselt"  # or "cutlass"
+    kernel: str = "cusparselt"  # edged's binding; or "cutlass", "torch" (torch's semi-structured tensor)
 
     def module(self, layer: nn.Linear) -> nn.Module:
         """The sparse replacement of `layer` this choice names."""
-        if self.kernel == "cutlass":
-            return TorchSparseLinear(layer.weight, layer.bias, cutlass=True)
+        if self.kernel in ("cutlass", "torch"):
+            return TorchSparseLinear(layer.weight, layer.bias, cutlass=self.kernel == "cutlass")
         return SemiSparseLinear(layer.weight, layer.bias, self.config)
 
     def describe(self) -> str:
-        return "CUTLASS" if self.kernel == "cutlass" else f"cuSPARSELt {self.config}"
+        names = {"cutlass": "CUTLASS", "torch": "torch semi-structured (cuSPARSELt)"}
+        return names.get(self.kernel, f"cuSPARSELt {self.config}")
 
 
 def choose(tokens: int, dense: dict[str, Any], tried: list[dict[str, Any]]) -> LayerChoice:
