@@ -113,4 +113,4 @@ class BlockVit(nn.Module):
 
 def block_vit() -> nn.Module:
     torch.manual_seed(0)
-    return BlockVit()
+    return BlockVit(depth=4)
