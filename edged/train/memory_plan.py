@@ -143,6 +143,9 @@ def probe_peak_mb(model: nn.Module, params: dict[str, nn.Parameter], x: Inputs, 
             for _ in range(2):
                 optimizer.zero_grad(set_to_none=True)
                 forward_backward(model, x, y, dtype, settings)
+                for p in params.values():
+                    if p.grad is not None:  # zeros (an overflowed fp16 gradient could make even lr 0 write NaN)
+                        p.grad.zero_()
                 optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     del optimizer
