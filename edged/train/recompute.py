@@ -2,9 +2,9 @@
 
 From cheapest to most memory-saving, each adding to the one before:
 - `none`: autograd keeps what every op saves.
-- `compute_dtype`: float32 activations saved under autocast are kept in the autocast dtype (bf16/fp16) and
-  cast back when backward reads them (parameters never: they are kept anyway); the largest such set in a ViT
-  is the residual stream that LayerNorm saves. Without autocast there is nothing to pack.
+- `compute_dtype`: under autocast, the float32 inputs normalization layers save (a ViT's residual stream, which
+  autocast keeps in float32 for LayerNorm) are kept in the autocast dtype (bf16/fp16) and cast back when
+  backward reads them. Without autocast there is nothing to pack.
 - `recompute_mlp`: each block's pointwise part (a transformer MLP, a conv block's 1x1 expansion) runs under
   non-reentrant `torch.utils.checkpoint`: only its input is kept, its activation inputs are recomputed.
 - `recompute_attn`: the attention modules too (q/k/v, softmax statistics, output recomputed).
@@ -120,7 +120,7 @@ def training_policy(model: nn.Module, policy: str, dtype: Optional[torch.dtype])
         part.forward = _checkpointed(part)  # type: ignore[method-assign]
     try:
         packing = policy != "none" and dtype is not None
-        with _saved_in_dtype(model, dtype) if packing else contextlib.nullcontext():  # type: ignore[arg-type]
+        with NormInputsInDtype(model, dtype) if packing else contextlib.nullcontext():  # type: ignore[arg-type]
             yield
     finally:
         for part, own in zip(parts, own_forwards):
@@ -167,19 +167,45 @@ def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(count)
 
 
-def _saved_in_dtype(model: nn.Module, dtype: torch.dtype) -> torch.autograd.graph.saved_tensors_hooks:
-    """Saved float32 activations kept in `dtype` (half the bytes), cast back to float32 when read. Parameters
-    are kept as they are (autograd holds them anyway), and so are per-row statistics with a last dimension
-    of 1 (LayerNorm's mean and 1/std, (B, T, 1)): small, and their rounding would scale whole rows."""
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+class NormInputsInDtype:
+    """Inside the `with` block, the float32 inputs that normalization layers save for backward (the residual
+    stream LayerNorm reads, which autocast keeps in float32: (B, T, D) per norm) are kept in `dtype` and cast back
+    to float32 when backward reads them. Only those: per-row statistics (LayerNorm's mean and 1/std, attention's
+    log-sum-exp) and parameters stay as they are, since their rounding would scale whole rows.
 
-    def pack(t: Tensor) -> Any:
-        if t.dtype != torch.float32 or t.dim() == 0 or t.shape[-1] == 1 or \
-                t.untyped_storage().data_ptr() in parameters:
-            return t
-        return (t.detach().to(dtype),)  # a tuple marks a packed tensor
+    Norm inputs are recognised by storage, recorded by forward pre-hooks on the norm layers and forgotten at each
+    forward of the model (so a later tensor at a freed address is not mistaken for one)."""
 
-    def unpack(saved: Any) -> Tensor:
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        self.model, self.dtype = model, dtype
+        self.norm_inputs: set[int] = set()
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.saved_hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+    def __enter__(self) -> NormInputsInDtype:
+        self.handles = [m.register_forward_pre_hook(self._remember) for m in self.model.modules() if _is_norm(m)]
+        self.handles.append(self.model.register_forward_pre_hook(lambda *_: self.norm_inputs.clear()))
+        self.saved_hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.saved_hooks.__exit__(*exc)
+        for handle in self.handles:
+            handle.remove()
+        self.norm_inputs.clear()
+
+    def _remember(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], Tensor) and args[0].dtype == torch.float32:
+            self.norm_inputs.add(args[0].untyped_storage().data_ptr())
+
+    def pack(self, t: Tensor) -> Any:
+        if t.dtype == torch.float32 and t.untyped_storage().data_ptr() in self.norm_inputs:
+            return (t.detach().to(self.dtype),)  # a tuple marks a packed tensor
+        return t
+
+    def unpack(self, saved: Any) -> Tensor:
         return saved[0].to(torch.float32) if isinstance(saved, tuple) else saved
 
-    return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or type(module).__name__.endswith("RMSNorm")

@@ -154,17 +154,18 @@ def test_policies_peaks_are_ordered_on_a_small_vit_under_bf16(test_model_module)
     assert peaks["checkpoint_blocks"] < 0.7 * peaks["none"] and peaks["compute_dtype"] < peaks["none"], peaks
 
 
-def test_compute_dtype_packs_float32_activations_and_leaves_parameters_and_row_statistics():
-    from edged.train.recompute import _saved_in_dtype
+def test_compute_dtype_packs_the_float32_inputs_of_norm_layers_only():
+    from edged.train.recompute import NormInputsInDtype
 
-    layer = nn.Linear(16, 16)
-    hooks = _saved_in_dtype(layer, torch.bfloat16)
-    activation, row_stats = torch.randn(4, 10, 16), torch.randn(4, 10, 1)
-    packed = hooks.pack_hook(activation)
-    assert isinstance(packed, tuple) and packed[0].dtype == torch.bfloat16
-    assert hooks.unpack_hook(packed).dtype == torch.float32
-    assert torch.allclose(hooks.unpack_hook(packed), activation, rtol=1e-2, atol=1e-2)
-    assert hooks.pack_hook(layer.weight) is layer.weight
-    transposed = layer.weight.t()  # a view of a parameter (what a Linear saves) is not copied either
-    assert hooks.pack_hook(transposed) is transposed
-    assert hooks.pack_hook(row_stats) is row_stats
+    model = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16), nn.Linear(16, 16))
+    seen: list[torch.Tensor] = []
+    model[1].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with NormInputsInDtype(model, torch.bfloat16) as packing:
+        model(torch.randn(4, 10, 16))
+        norm_input, other = seen[0], torch.randn(4, 10, 16)
+        packed = packing.pack(norm_input)
+        assert isinstance(packed, tuple) and packed[0].dtype == torch.bfloat16
+        assert packing.unpack(packed).dtype == torch.float32
+        assert torch.allclose(packing.unpack(packed), norm_input, rtol=1e-2, atol=1e-2)
+        assert packing.pack(other) is other and packing.pack(model[0].weight) is model[0].weight
+    assert len(model[1]._forward_pre_hooks) == 1 and not model._forward_pre_hooks  # only the test's own is left
