@@ -184,11 +184,18 @@ def run_policy_bench(policies: list[str], shape: VitShape, batch: int, device: t
             "lora_rank": rank, "machine": machine_summary(), "rows": rows}
 
 
+def _policy_list(text: str) -> list[str]:
+    """`--policies`: 'all' or a comma-separated list of recomputation policies."""
+    try:
+        return list(POLICIES) if text == "all" else [check_policy(p) for p in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _policies_main(args: argparse.Namespace, device: torch.device, shape: VitShape) -> int:
     """`--policies`: the policy table instead of the method table (its saved-for-backward column counts what
     autograd saves outside checkpointed regions, before compute_dtype's packing; the peak column sees both)."""
-    policies = list(POLICIES) if args.policies == "all" else [check_policy(p) for p in args.policies.split(",")]
-    result = run_policy_bench(policies, shape, args.batch, device, args.steps, args.budget, args.lora_rank,
+    result = run_policy_bench(args.policies, shape, args.batch, device, args.steps, args.budget, args.lora_rank,
                               prefer_timm=not args.no_timm)
     print(f"{result['rows'][0]['model']}, batch {args.batch}, {shape.image} px, {device}, {result['machine']}")
     print(format_table(result["rows"], POLICY_COLUMNS))
@@ -208,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny ViT (tests, CPU smoke runs)")
     parser.add_argument("--no-timm", action="store_true", help="use edged's plain-torch ViT even if timm is installed")
     parser.add_argument("--out", type=Path, default=Path("bench-results/train_step.json"))
-    parser.add_argument("--policies", help=f"'all' or some of {','.join(POLICIES)}: taskedge under each "
+    parser.add_argument("--policies", type=_policy_list, help=f"'all' or some of {','.join(POLICIES)}: taskedge under each "
                         "recomputation policy, full fine-tuning and LoRA without and with checkpoint_blocks")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
