@@ -41,7 +41,7 @@ class TrainingPlan:
     budget_mb: Optional[float]
     policy: str
     micro_batch: int
-    batch_size: int
+    batch_size: int  # the batch a step trains on: the job's, or all training samples where they are fewer
     probe_peaks_mb: dict[str, float] = field(default_factory=dict)  # "policy@micro_batch" -> measured peak
 
     def summary(self) -> dict[str, Any]:
@@ -50,7 +50,7 @@ class TrainingPlan:
                 "accumulation_steps": -(-self.batch_size // self.micro_batch), "probe_peaks_mb": self.probe_peaks_mb}
 
     def applied_to(self, settings: TrainSettings) -> TrainSettings:
-        micro_batch = self.micro_batch if self.micro_batch < settings.batch_size else None
+        micro_batch = self.micro_batch if self.micro_batch < self.batch_size else None
         return replace(settings, recompute=self.policy, micro_batch=micro_batch)
 
 
@@ -96,7 +96,7 @@ def plan_training(model: nn.Module, params: dict[str, nn.Parameter], train_data:
         if largest == batch:
             break
     chosen = chosen or (1, policies[-1])
-    return TrainingPlan(budget_mb, chosen[1], chosen[0], settings.batch_size, peaks)
+    return TrainingPlan(budget_mb, chosen[1], chosen[0], batch, peaks)
 
 
 def _micro_batches(batch: int) -> list[int]:
