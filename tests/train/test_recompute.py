@@ -143,7 +143,8 @@ def test_policies_peaks_are_ordered_on_a_small_vit_under_bf16(test_model_module)
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = Classifier(BlockVit(depth=4, dim=64, hidden=256), 64, 10, "image").to(device)
-    params = {name: p for name, p in model.named_parameters() if id(p) in {id(v) for v in _sparse_(model)}}
+    trainable = {id(v) for v in _sparse_(model)}
+    params = {name: p for name, p in model.named_parameters() if id(p) in trainable}
     x, y = torch.randn(64, 3, 16, 16, device=device), torch.randint(0, 10, (64,), device=device)
     settings = TrainSettings(epochs=1, batch_size=64, lr=0.01, head_lr=0.01)
     peaks = {p: probe_peak_mb(model, params, x, y, TrainSettings(**{**vars(settings), "recompute": p}), device)
