@@ -9,6 +9,7 @@ backward (activations, parameters excluded), trainable entries and optimizer sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 from pathlib import Path
@@ -29,6 +30,7 @@ from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
 from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.models.classifier import Classifier
 from edged.train.loop import amp_dtype
+from edged.train.recompute import POLICIES, check_policy, training_policy
 
 COLUMNS = [("method", "method"), ("trainable", "trainable"), ("peak_mb", "peak MB"),
            ("peak_above_weights_mb", "above weights MB"),
@@ -84,7 +86,7 @@ def _prepare(method: str, model: Classifier, images: Tensor, labels: Tensor, bud
 
 
 def measure_method(method: str, shape: VitShape, batch: int, device: torch.device, steps: int, budget: float,
-                   rank: int, prefer_timm: bool, seed: int = 0) -> dict:
+                   rank: int, prefer_timm: bool, seed: int = 0, policy: str = "none") -> dict:
     torch.manual_seed(seed)
     backbone, source = build_backbone(shape, prefer_timm)
     model = Classifier(backbone, shape.dim, 10, "image").to(device)
@@ -97,6 +99,8 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     dtype = amp_dtype(device, True)
     model.train()
+    recompute = contextlib.ExitStack()  # the recomputation policy, for every step measured below
+    recompute.enter_context(training_policy(model, policy, dtype))
 
     def forward_backward() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -121,7 +125,9 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
     result = {"method": method, "model": source, "trainable": adaptation.entries, "peak_mb": peak,
               "peak_above_weights_mb": None if peak is None else peak - weights_mb,
               "saved_activations_mb": saved / 2**20, "optimizer_state_mb": state / 2**20,
-              "saved_by_kind_mb": saved_groups, "step_ms": statistics.median(times), "step_ms_all": times}
+              "saved_by_kind_mb": saved_groups, "step_ms": statistics.median(times), "step_ms_all": times,
+              "policy": policy}
+    recompute.close()
     return result
 
 
@@ -152,6 +158,52 @@ def run_train_step_bench(methods: list[str], shape: VitShape, batch: int, device
             "lora_rank": rank, "machine": machine_summary(), "rows": rows}
 
 
+POLICY_COLUMNS = [("method", "method"), ("policy", "policy"), ("peak_mb", "peak MB"),
+                  ("saved_activations_mb", "saved for backward MB"), ("step_ms", "step ms (median)"),
+                  ("peak_vs_full", "peak / full"), ("step_vs_full", "step / full")]
+BASELINE_POLICIES = ("none", "checkpoint_blocks")  # full fine-tuning and LoRA: without and with checkpointing
+
+
+def run_policy_bench(policies: list[str], shape: VitShape, batch: int, device: torch.device, steps: int,
+                     budget: float, rank: int, prefer_timm: bool = True) -> dict:
+    """The trade-off curve: taskedge under each recomputation policy, full fine-tuning and LoRA without and with
+    block checkpointing; peak and step time against full fine-tuning without checkpointing."""
+    runs = [("taskedge", p) for p in policies] + [(m, p) for m in ("full", "lora") for p in BASELINE_POLICIES]
+    rows = []
+    for method, policy in runs:
+        rows.append(measure_method(method, shape, batch, device, steps, budget, rank, prefer_timm, policy=policy))
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    full = next(r for r in rows if (r["method"], r["policy"]) == ("full", "none"))
+    for row in rows:
+        row["step_vs_full"] = row["step_ms"] / full["step_ms"]
+        if row["peak_mb"] and full["peak_mb"]:
+            row["peak_vs_full"] = row["peak_mb"] / full["peak_mb"]
+    return {"shape": vars(shape), "batch": batch, "device": str(device), "steps": steps, "budget": budget,
+            "lora_rank": rank, "machine": machine_summary(), "rows": rows}
+
+
+def _policy_list(text: str) -> list[str]:
+    """`--policies`: 'all' or a comma-separated list of recomputation policies."""
+    try:
+        return list(POLICIES) if text == "all" else [check_policy(p) for p in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _policies_main(args: argparse.Namespace, device: torch.device, shape: VitShape) -> int:
+    """`--policies`: the policy table instead of the method table (its saved-for-backward column counts what
+    autograd saves outside checkpointed regions, before compute_dtype's packing; the peak column sees both)."""
+    result = run_policy_bench(args.policies, shape, args.batch, device, args.steps, args.budget, args.lora_rank,
+                              prefer_timm=not args.no_timm)
+    print(f"{result['rows'][0]['model']}, batch {args.batch}, {shape.image} px, {device}, {result['machine']}")
+    print(format_table(result["rows"], POLICY_COLUMNS))
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench train-step", description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="taskedge,lora,full")
@@ -163,9 +215,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny ViT (tests, CPU smoke runs)")
     parser.add_argument("--no-timm", action="store_true", help="use edged's plain-torch ViT even if timm is installed")
     parser.add_argument("--out", type=Path, default=Path("bench-results/train_step.json"))
+    parser.add_argument("--policies", type=_policy_list, help=f"'all' or some of {','.join(POLICIES)}: taskedge under each "
+                        "recomputation policy, full fine-tuning and LoRA without and with checkpoint_blocks")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     shape = tiny_vit_shape() if args.tiny else VIT_B16
+    if args.policies:
+        return _policies_main(args, device, shape)
     result = run_train_step_bench(args.methods.split(","), shape, args.batch, device, args.steps, args.budget,
                                   args.lora_rank, prefer_timm=not args.no_timm)
     print(f"{result['rows'][0]['model']}, batch {args.batch}, {shape.image} px, {device}, {result['machine']}")

@@ -61,10 +61,13 @@ def checked_job(db: sqlite_utils.Database, body: Any, settings: Settings) -> tup
 
 
 def job_config(job: JobCreate, settings: Settings, dataset_kind: Optional[str]) -> JobConfig:
-    """What the worker runs: the request's job fields with the daemon's device and default memory budget,
+    """What the worker runs: the request's job fields with the daemon's device and default memory budget (and
+    the job's own budget, if it set one, for training too),
     the model's options, the compile choice."""
     fields = job.model_dump(include=set(JobFields.model_fields))
     fields["memory_budget_mb"] = job.memory_budget_mb or settings.default_memory_budget_mb
+    # Training is held to a budget the job sets itself; the daemon's default bounds calibration only.
+    fields["training_memory_budget_mb"] = job.memory_budget_mb
     # Options left at their defaults are left out (an empty drop_weight_keys among them), so the stored options,
     # which name a task's resident base, stay those of earlier jobs on the same model.
     options = job.model_dump(include=set(ModelOptions.model_fields), exclude_defaults=True)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from edged.calibrate import calibrate as calibration_pass
 from edged.calibrate.ranges import PCTL
+from edged.data.task import Inputs
 from edged.methods.base import ScoreConfig, backbone_layers
 from edged.methods.options import MaskOptions
 from edged.methods.sparse_delta import prepare_sparse, select_mask
@@ -32,6 +33,7 @@ from edged.train.evaluate import accuracy
 from edged.train.batchnorm_stats import has_batchnorm, reestimate_batchnorm_
 from edged.train.head_fit import HeadFitSettings, fit_head_
 from edged.train.loop import TrainResult, TrainSettings, amp_dtype, train
+from edged.train.memory_plan import TrainingPlan, plan_training, unbudgeted_plan
 from edged.train.lr_search import DEFAULT_HEAD_LR, candidate_grid, search_learning_rates
 
 
@@ -158,6 +160,8 @@ def train_stage(run: AdaptRun) -> Optional[int]:
         checkpoint_dir=checkpoint_dir,
     )
     train_data = (split.train.inputs, split.train.labels)
+    run.training_plan = _training_plan(run, params, train_data, settings)
+    settings = run.training_plan.applied_to(settings)
     if "auto" in (config.lr, config.head_lr):
         run.lr_search = cached_search(run.workdir, lambda: search_learning_rates(
             model, params, set(head_params), train_data, settings,
@@ -167,6 +171,16 @@ def train_stage(run: AdaptRun) -> Optional[int]:
     run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
                          settings, run.device, run.on_progress, run.teacher_logits)
     return len(split.train) * len(run.training.history)
+
+
+def _training_plan(run: AdaptRun, params: dict[str, nn.Parameter], train_data: tuple[Inputs, Tensor],
+                   settings: TrainSettings) -> TrainingPlan:
+    """The recomputation policy and micro-batch measured to keep training (the learning-rate search's trials
+    too) inside the job's own memory budget; without one, none and the whole batch."""
+    budget = run.config.training_memory_budget_mb
+    if budget is None:
+        return unbudgeted_plan(settings)
+    return plan_training(made(run.model, "validate"), params, train_data, settings, run.device, budget)
 
 
 def _fit_head(run: AdaptRun, checkpoint_dir: Optional[Path], on_progress: Optional[Callable[[dict], None]]

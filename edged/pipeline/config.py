@@ -47,7 +47,9 @@ class JobFields(MethodOptions):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(
         None, gt=0.0, description="peak memory allowed for the calibration pass above the loaded model, in MiB "
-        "(a job's default: EDGED_DEFAULT_MEMORY_BUDGET_MB)",
+        "(a job's default: EDGED_DEFAULT_MEMORY_BUDGET_MB); when the job sets it, also training's whole peak "
+        "(CUDA allocator, or the worker's resident set on CPU): the recomputation policy and micro-batch are chosen "
+        "by measured probes to fit it (metrics.training_memory)",
     )
     sparsity: Sparsity = Field("none", description="prune to 2:4 before training")
     quantize: Quantize = Field(
@@ -140,6 +142,9 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
     calibration_samples: int = Field(512, ge=1, description="training samples used for calibration/scoring")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16)")
+    training_memory_budget_mb: Optional[float] = Field(
+        None, gt=0.0, description="the whole peak training may reach, in MiB (edged.train.memory_plan): a job's own "
+        "memory_budget_mb; None trains without recomputation")
     reestimate_batchnorm: bool = Field(True, description="after training, re-estimate BatchNorm statistics on the "
                                        "calibration samples when the method trained with BatchNorm in train mode "
                                        "(kept unless they score lower on those training samples)")

@@ -29,6 +29,7 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "train_samples": len(split.train), "val_samples": len(split.val),
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
         "batchnorm_reestimated": run.batchnorm.summary() if run.batchnorm else None,
+        "training_memory": run.training_plan.summary() if run.training_plan else None,
     }
     if run.head_warmup is not None:
         metrics["head_warmup"] = run.head_warmup

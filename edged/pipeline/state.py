@@ -27,6 +27,7 @@ from edged.pipeline.timer import ProgressCallback, StageTimer
 from edged.sparse.nm import PruneReport
 from edged.train.batchnorm_stats import BatchNormReestimate
 from edged.train.loop import TrainResult
+from edged.train.memory_plan import TrainingPlan
 
 T = TypeVar("T")
 
@@ -68,6 +69,7 @@ class AdaptRun:
     adaptation: Optional[Adaptation] = None
     head_warmup: Optional[dict[str, Any]] = None  # the LP-FT head fit's record (weight decay, val accuracy)
     lr_search: Optional[dict[str, Any]] = None  # the automatic learning rates' search summary, when it ran
+    training_plan: Optional[TrainingPlan] = None  # the recomputation policy and micro-batch training ran with
     training: Optional[TrainResult] = None
     batchnorm: Optional[BatchNormReestimate] = None  # statistics re-estimated after training, where they apply
     accuracy_after: Optional[float] = None

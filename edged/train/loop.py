@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.calibrate.memory import measure_peak
-from edged.data.task import Inputs, batches, num_samples, to_device
+from edged.data.task import Inputs, batches, num_samples, take, to_device
 from edged.train.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -23,6 +23,7 @@ from edged.train.checkpoint import (
     save_checkpoint,
 )
 from edged.train.evaluate import accuracy
+from edged.train.recompute import training_policy
 from edged.train.schedule import make_scheduler
 
 ProgressCallback = Callable[[dict], None]
@@ -45,6 +46,8 @@ class TrainSettings:
     checkpoint_dir: Optional[Path] = None
     distill_weight: float = 0.5  # share of the loss taken by the teacher's soft targets (when given)
     distill_temperature: float = 2.0
+    recompute: str = "none"  # a policy of edged.train.recompute: what backward recomputes instead of keeping
+    micro_batch: Optional[int] = None  # samples per forward/backward (gradients accumulate to batch_size)
 
 
 @dataclass
@@ -64,7 +67,7 @@ def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _set_train_mode(model: nn.Module, train_norm_layers: bool) -> None:
+def set_train_mode(model: nn.Module, train_norm_layers: bool) -> None:
     """Train mode, except BatchNorm statistics stay frozen unless the method adapts them."""
     model.train()
     if not train_norm_layers:
@@ -109,11 +112,11 @@ def train(
     first_epoch, best = _resume_(settings.checkpoint_dir, params, optimizer, scheduler, steps_per_epoch, generator)
     history: list[dict] = []
     step, seen, busy = first_epoch * steps_per_epoch, 0, 0.0
-    with measure_peak(device) as peak:
+    with measure_peak(device) as peak, training_policy(model, settings.recompute, dtype):
         for epoch in range(first_epoch, settings.epochs):
             if epoch - 1 - best.best_epoch >= settings.patience:
                 break  # stopped early (only a resumed run gets here: a fresh one breaks below)
-            _set_train_mode(model, settings.train_norm_layers)
+            set_train_mode(model, settings.train_norm_layers)
             started, losses = time.perf_counter(), []
             for x, y in batches(inputs, targets, settings.batch_size, generator):
                 loss = _step(model, optimizer, scaler, scheduler, to_device(x, device), to_device(y, device), dtype, settings)
@@ -175,15 +178,33 @@ def distill_loss(logits: Tensor, target: Inputs, w: float, t: float) -> Tensor:
 
 def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Optional[torch.dtype],
           settings: TrainSettings) -> float:
-    device_type = (y if isinstance(y, Tensor) else y["y"]).device.type
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-        loss = distill_loss(model(x), y, settings.distill_weight, settings.distill_temperature)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    loss = forward_backward(model, x, y, dtype, settings, scaler)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return float(loss.detach())
+    return loss
+
+
+def forward_backward(model: nn.Module, x: Inputs, y: Inputs, dtype: Optional[torch.dtype], settings: TrainSettings,
+                     scaler: Optional[torch.amp.GradScaler] = None) -> float:
+    """The batch's loss and its gradients, accumulated over micro-batches of `settings.micro_batch` samples:
+    each micro-batch's mean loss is weighted by its share of the batch, so the gradients are the whole batch's
+    (BatchNorm in training mode normalises by each micro-batch instead)."""
+    n = num_samples(y)
+    size = settings.micro_batch or n
+    device_type = (y if isinstance(y, Tensor) else y["y"]).device.type
+    total = 0.0
+    for first in range(0, n, size):
+        part = slice(first, first + size)
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            loss = distill_loss(model(take(x, part)), take(y, part), settings.distill_weight,
+                                settings.distill_temperature)
+        share = min(size, n - first) / n
+        weighted = loss if share == 1 else loss * share
+        (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        total += float(loss.detach()) * share
+    return total
 
 
 def _rng_states(generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:

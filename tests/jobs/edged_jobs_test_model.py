@@ -64,3 +64,53 @@ def slow_bn_cnn() -> nn.Module:
         nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32), nn.ReLU(),
         nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
     )
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention as timm writes it: (N, T, D) -> (N, T, D)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, d))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block with `attn` and an `mlp` (Linear, GELU, Linear), as timm's ViT has."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class BlockVit(nn.Module):
+    """(N, 3, 16, 16) -> (N, 32): a ViT with one token per pixel (256 tokens) and narrow layers, so its saved
+    activations are large next to its compute: what the recomputation policies trade (training memory tests)."""
+
+    def __init__(self, depth: int = 2, dim: int = 32, heads: int = 2, hidden: int = 128) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, dim)
+        self.pos = nn.Parameter(torch.randn(1, 256, dim) * 0.02)
+        self.blocks = nn.Sequential(*(Block(dim, heads, hidden) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embed(images.flatten(2).transpose(1, 2)) + self.pos  # (N, 256, D)
+        return self.norm(self.blocks(x)).mean(1)
+
+
+def block_vit() -> nn.Module:
+    torch.manual_seed(0)
+    return BlockVit(depth=4)

@@ -84,6 +84,13 @@ def test_memory_budget_defaults_to_the_daemons_setting(tmp_path):
     assert job_config(job, settings, "image").adapt.memory_budget_mb == 123.0
 
 
+def test_only_a_jobs_own_memory_budget_holds_its_training(tmp_path):
+    settings = get_settings(data_dir=tmp_path, token=TEST_TOKEN, default_memory_budget_mb=123.0)
+    unset = job_config(JobCreate(model="mobilenet_v2", dataset="d"), settings, "image").adapt
+    own = job_config(JobCreate(model="mobilenet_v2", dataset="d", memory_budget_mb=500.0), settings, "image").adapt
+    assert unset.training_memory_budget_mb is None and own.training_memory_budget_mb == own.memory_budget_mb == 500.0
+
+
 def test_the_2_4_rule_comes_from_the_method_registry():
     with pytest.raises(ValueError, match="cannot be kept by method 'full'"):
         AdaptConfig(method="full", sparsity="2:4")

@@ -1,0 +1,168 @@
+"""The training memory plan: the recomputation policy and micro-batch that keep training inside a memory budget.
+
+Measured, not estimated. A probe runs two real forward/backward/AdamW steps of one micro-batch (the second with
+the optimizer state in place, as every later step has it) at learning rate 0, so the trained values do not move;
+BatchNorm statistics and the RNG streams are put back after. With gradient accumulation every micro-step peaks
+alike, so one micro-batch's steps measure the plan. The peak is the whole device's: the CUDA allocator's
+(weights, optimizer state, activations), or on CPU the process's resident set (the Python runtime and torch's
+libraries included), whose high-water mark is reset before each probe.
+
+The chosen plan is the cheapest policy (`edged.train.recompute.POLICIES`, skipping those that change nothing on
+this model) at the largest micro-batch (the batch, halved as often as needed; gradients accumulate to the same
+batch) whose measured peak is within the budget's headroom. Sizes are probed upwards, and a size whose
+extrapolated peak would not fit is not run, so probing stays inside the budget too. If the most memory-saving
+policy does not fit at micro-batch 1, `OutOfBudget` names the smallest budget that would have worked.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from edged.calibrate.memory import current_mb, measure_peak
+from edged.data.task import Inputs, take, to_device
+from edged.errors import InvalidInput, OutOfBudget
+from edged.train.loop import TrainSettings, amp_dtype, forward_backward, set_train_mode
+from edged.train.recompute import POLICIES, changes_anything, training_policy
+
+# A probe's peak must stay this far below the budget: later steps vary by allocator rounding and heap
+# fragmentation (on CPU, probes of one plan in one process varied by up to 5 % here).
+HEADROOM = 0.9
+
+
+@dataclass
+class TrainingPlan:
+    budget_mb: Optional[float]
+    policy: str
+    micro_batch: int
+    batch_size: int  # the batch a step trains on: the job's, or all training samples where they are fewer
+    probe_peaks_mb: dict[str, float] = field(default_factory=dict)  # "policy@micro_batch" -> measured peak
+
+    def summary(self) -> dict[str, Any]:
+        """The job's `training_memory` metrics."""
+        return {"budget_mb": self.budget_mb, "policy": self.policy, "micro_batch": self.micro_batch,
+                "accumulation_steps": -(-self.batch_size // self.micro_batch), "probe_peaks_mb": self.probe_peaks_mb}
+
+    def applied_to(self, settings: TrainSettings) -> TrainSettings:
+        micro_batch = self.micro_batch if self.micro_batch < self.batch_size else None
+        return replace(settings, recompute=self.policy, micro_batch=micro_batch)
+
+
+def unbudgeted_plan(settings: TrainSettings) -> TrainingPlan:
+    return TrainingPlan(None, "none", settings.batch_size, settings.batch_size)
+
+
+def plan_training(model: nn.Module, params: dict[str, nn.Parameter], train_data: tuple[Inputs, Tensor],
+                  settings: TrainSettings, device: torch.device, budget_mb: float) -> TrainingPlan:
+    """The cheapest policy at the largest micro-batch whose measured whole peak fits `budget_mb` (module
+    docstring). Each policy's micro-batch grows 1, 2, 4, ... (halvings of the batch, read upwards) while the
+    next size's peak, extrapolated from those measured, fits: a probe predicted not to fit is not run, so
+    probing itself stays inside the budget (but for micro-batch 1, the smallest step there is)."""
+    inputs, labels = train_data
+    batch = min(settings.batch_size, int(labels.shape[0]))
+    x, y = to_device(take(inputs, slice(0, batch)), device), labels[:batch].to(device)
+    dtype = amp_dtype(device, settings.amp)
+    policies = [p for p in POLICIES if changes_anything(model, p, dtype)]
+    limit = budget_mb * HEADROOM
+    peaks: dict[str, float] = {}
+
+    def probe(policy: str, micro: int) -> float:
+        """One micro-batch's steps: with accumulation every micro-step peaks alike (gradients are summed in place)."""
+        key = f"{policy}@{micro}"
+        if key not in peaks:
+            peaks[key] = round(probe_peak_mb(model, params, take(x, slice(0, micro)), y[:micro],
+                                             replace(settings, recompute=policy, micro_batch=None), device), 1)
+        return peaks[key]
+
+    smallest = probe(policies[-1], 1)
+    if smallest > limit:
+        raise _too_small(budget_mb, peaks, f"{policies[-1]}@1", smallest)
+    base = current_mb(device) or 0.0  # after a first step: the runtime's one-time costs (kernels, imports) are in
+    chosen: Optional[tuple[int, str]] = None  # (micro-batch, policy); cheaper policies are tried first
+    sizes = _micro_batches(batch)
+    for policy in policies:
+        # A policy that saves more fits where a cheaper one did: its ladder starts one size below that one's
+        # largest (two points to extrapolate from); the size it is chosen at is measured all the same.
+        start = max(0, sizes.index(chosen[0]) - 1) if chosen else 0
+        largest = _largest_fitting(functools.partial(probe, policy), sizes[start:], base, limit)
+        if largest and (chosen is None or largest > chosen[0]):
+            chosen = (largest, policy)
+        if largest == batch:
+            break
+    chosen = chosen or (1, policies[-1])
+    return TrainingPlan(budget_mb, chosen[1], chosen[0], batch, peaks)
+
+
+def _micro_batches(batch: int) -> list[int]:
+    """The batch halved down to 1, smallest first: 1, 2, 4, 8, 16, 32 for 32; 1, 3, 6, 12, 25 for 25."""
+    sizes, size = [], batch
+    while size >= 1:
+        sizes.append(size)
+        size //= 2
+    return sorted(set(sizes))
+
+
+def _largest_fitting(peak_at: Callable[[int], float], sizes: list[int], base: float, limit: float) -> int:
+    """The largest of `sizes` (ascending) measured within `limit`, 0 if none; a size whose peak, extrapolated
+    from the sizes measured before it, would not fit is not measured (nor any larger one)."""
+    measured: list[tuple[int, float]] = []
+    for size in sizes:
+        if measured and _extrapolated(measured, size, base) > limit:
+            break
+        peak = peak_at(size)
+        if peak > limit:
+            break
+        measured.append((size, peak))
+    return measured[-1][0] if measured else 0
+
+
+def _extrapolated(measured: list[tuple[int, float]], size: int, base: float) -> float:
+    """The peak at `size`: on the line through the last two measured sizes, or from one, in proportion to its
+    peak above `base` (memory in use before probing), which over-predicts: its fixed part scales too."""
+    (m1, p1), (m2, p2) = measured[-2] if len(measured) > 1 else (0, base), measured[-1]
+    return p2 + (p2 - p1) / (m2 - m1) * (size - m2)
+
+
+def probe_peak_mb(model: nn.Module, params: dict[str, nn.Parameter], x: Inputs, y: Tensor, settings: TrainSettings,
+                  device: torch.device) -> float:
+    """The whole device's peak over two training steps under `settings.recompute` and `settings.micro_batch`,
+    in MiB; trainable values, buffers and RNG states are as they were after."""
+    dtype = amp_dtype(device, settings.amp)
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    optimizer = torch.optim.AdamW(list(params.values()), lr=0.0, weight_decay=0.0)  # lr 0: values stay put
+    gc.collect()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        set_train_mode(model, settings.train_norm_layers)
+        with measure_peak(device, baseline_mb=0.0) as peak, training_policy(model, settings.recompute, dtype):
+            for _ in range(2):
+                optimizer.zero_grad(set_to_none=True)
+                forward_backward(model, x, y, dtype, settings)
+                for p in params.values():
+                    if p.grad is not None:  # zeros (an overflowed fp16 gradient could make even lr 0 write NaN)
+                        p.grad.zero_()
+                optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    del optimizer
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    gc.collect()
+    if peak.mb is None:
+        raise InvalidInput("a training memory budget needs a peak-memory probe (CUDA, or Linux's /proc/self/"
+                           "clear_refs on CPU), which this platform lacks; leave memory_budget_mb out")
+    return peak.mb
+
+
+def _too_small(budget_mb: float, peaks: dict[str, float], candidate: str, peak: float) -> OutOfBudget:
+    smallest = math.ceil(peak / HEADROOM)
+    return OutOfBudget(
+        f"memory budget {budget_mb:g} MB is too small to train: the smallest that would work is {smallest} MB "
+        f"({candidate}, the most memory-saving policy at micro-batch 1, peaked at {peak:.0f} MB)",
+        detail={"accepted": f"memory_budget_mb >= {smallest}", "probe_peaks_mb": peaks},
+    )
