@@ -87,7 +87,7 @@ def _triton_kernel() -> Any:
         cols = tl.load(cols_ptr + entries, mask=entry_ok, other=0)
         acc = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
         first = split * chunk
-        for offset in range(0, chunk, BLOCK_T):
+        for offset in tl.range(0, chunk, BLOCK_T):
             t = first + offset + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
             ok = (t < tokens)[:, None] & entry_ok[None, :]
             g = tl.load(g_ptr + t[:, None] * g_stride_t + rows[None, :] * g_stride_c, mask=ok, other=0.0)
