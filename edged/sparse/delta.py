@@ -41,8 +41,9 @@ class SparseDelta(nn.Module):
         self.register_buffer("col_slot", col_slot)  # (nnz,) position of each entry's column in used_cols
         self.values = nn.Parameter(torch.zeros(rows.numel(), dtype=torch.float32))
         self.weight_shape = tuple(mask.shape)
-        # dtype -> (weight version, frozen W0 in that dtype): made once per compute dtype, not a buffer (not saved)
-        self._frozen_copies: dict[torch.dtype, tuple[int, Tensor]] = {}
+        # (name, dtype) -> (version, frozen weight or bias in that dtype): made once per compute dtype on CUDA,
+        # not a buffer (not saved)
+        self._frozen_copies: dict[tuple[str, torch.dtype], tuple[int, Tensor]] = {}
 
     def merged(self, weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """W0 + delta as a new dense tensor shaped like the weight, in `dtype` (default: the weight's).
@@ -54,14 +55,15 @@ class SparseDelta(nn.Module):
         flat[self.rows, self.cols] = flat[self.rows, self.cols] + self.values.to(flat.dtype)
         return flat.reshape(weight.shape)
 
-    def frozen(self, weight: Tensor, dtype: torch.dtype) -> Tensor:
-        """W0 in `dtype`, without the delta: the weight itself, or a copy kept until W0 is written again."""
-        if weight.dtype == dtype:
-            return weight
-        version, copy = self._frozen_copies.get(dtype, (-1, weight))
-        if version != weight._version or copy.device != weight.device:
-            copy = weight.detach().to(dtype)
-            self._frozen_copies[dtype] = (weight._version, copy)
+    def frozen(self, name: str, tensor: Tensor, dtype: torch.dtype) -> Tensor:
+        """The layer's frozen `tensor` (its weight W0 or bias, called `name`) in `dtype`: itself, or a copy made
+        once and kept until the tensor is written again (autograd's version counter says when)."""
+        if tensor.dtype == dtype:
+            return tensor
+        version, copy = self._frozen_copies.get((name, dtype), (-1, tensor))
+        if version != tensor._version or copy.device != tensor.device:
+            copy = tensor.detach().to(dtype)
+            self._frozen_copies[(name, dtype)] = (tensor._version, copy)
         return copy
 
 
@@ -93,12 +95,13 @@ class _SparseDeltaLinear(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             xc = _cast(x, dtype)
             x2d = xc.reshape(-1, x.shape[-1])  # (T, in)
-            b = None if bias is None else _cast(bias, dtype)
             if x.is_cuda:
-                v = _cast(values, dtype)
-                y = _add_sparse_product_(F.linear(x2d, delta.frozen(weight, dtype), b), x2d, v, delta.cols, delta.rows)
+                w0, v = delta.frozen("weight", weight, dtype), _cast(values, dtype)
+                b = None if bias is None else delta.frozen("bias", bias, dtype)
+                y = _add_sparse_product_(F.linear(x2d, w0, b), x2d, v, delta.cols, delta.rows)  # (T, out)
                 y = y.reshape(*x.shape[:-1], y.shape[-1])
             else:
+                b = None if bias is None else _cast(bias, dtype)
                 y, v = F.linear(xc, delta.merged(weight, dtype), b), values
             # (T, U): only the columns some trainable entry reads; all of them need no gather copy.
             x_used = x2d if delta.used_cols.numel() == x2d.shape[1] else x2d[:, delta.used_cols]
@@ -114,7 +117,7 @@ class _SparseDeltaLinear(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             if g.is_cuda:
-                w0 = delta.frozen(weight, g.dtype)
+                w0 = delta.frozen("weight", weight, g.dtype)
                 grad_x = _add_sparse_product_(g @ w0, g, _cast(v, g.dtype), delta.rows, delta.cols)
             else:
                 grad_x = g @ delta.merged(weight, g.dtype)
