@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from edged.pipeline.config import AdaptConfig
 from edged.bench.report import format_table, machine_summary, write_json
+from edged.bench.step_capture import captured_step, top_kernels, warm_up
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
 from edged.calibrate import calibrate
 from edged.devices import resolve_device
@@ -36,7 +37,7 @@ COLUMNS = [("method", "method"), ("trainable", "trainable"), ("peak_mb", "peak M
            ("peak_above_weights_mb", "above weights MB"),
            ("saved_activations_mb", "saved for backward MB"), ("optimizer_state_mb", "optimizer MB"),
            ("step_ms", "step ms (median)"), ("peak_vs_lora", "peak / LoRA"), ("peak_vs_full", "peak / full"),
-           ("step_vs_lora", "step / LoRA")]
+           ("step_vs_lora", "step / LoRA"), ("step_vs_full", "step / full")]
 
 
 def build_backbone(shape: VitShape, prefer_timm: bool) -> tuple[nn.Module, str]:
@@ -86,7 +87,10 @@ def _prepare(method: str, model: Classifier, images: Tensor, labels: Tensor, bud
 
 
 def measure_method(method: str, shape: VitShape, batch: int, device: torch.device, steps: int, budget: float,
-                   rank: int, prefer_timm: bool, seed: int = 0, policy: str = "none") -> dict:
+                   rank: int, prefer_timm: bool, seed: int = 0, policy: str = "none", graph: bool = False,
+                   profile: int = 0) -> dict:
+    """One method's row under a recomputation `policy`; `graph`: the whole step (zero_grad, forward, backward,
+    AdamW) replayed as one CUDA graph; `profile` > 0: print that many of one step's CUDA kernels by self time."""
     torch.manual_seed(seed)
     backbone, source = build_backbone(shape, prefer_timm)
     model = Classifier(backbone, shape.dim, 10, "image").to(device)
@@ -96,14 +100,15 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
     params = list(adaptation.parameters) + list(model.head.parameters())
     for p in model.head.parameters():
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, capturable=graph)
     dtype = amp_dtype(device, True)
     model.train()
     recompute = contextlib.ExitStack()  # the recomputation policy, for every step measured below
     recompute.enter_context(training_policy(model, policy, dtype))
 
     def forward_backward() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        # a graph replays the casts it captured: autocast's weight-cast cache would be freed under it
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=not graph):
             loss = F.cross_entropy(model(images), labels)
         loss.backward()
 
@@ -112,17 +117,21 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
         forward_backward()
         optimizer.step()
 
-    for _ in range(3):  # warm-up: kernels chosen, optimizer state allocated
-        step()
+    warm_up(step, 3, side_stream=graph)  # kernels chosen, optimizer state allocated
     saved, saved_groups = _saved_tensors(model, forward_backward)
     optimizer.zero_grad(set_to_none=True)
     weights_mb = _sync_memory_mb(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = cuda_event_ms(step, steps) if device.type == "cuda" else wall_clock_ms(step, steps)
+    timed = captured_step(step) if graph else step
+    times = cuda_event_ms(timed, steps) if device.type == "cuda" else wall_clock_ms(timed, steps)
+    if profile:
+        print(f"{method}{' (graph)' if graph else ''}: top {profile} CUDA kernels of one step")
+        print(top_kernels(timed, profile))
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
-    result = {"method": method, "model": source, "trainable": adaptation.entries, "peak_mb": peak,
+    result = {"method": f"{method} (graph)" if graph else method, "model": source, "trainable": adaptation.entries,
+              "peak_mb": peak,
               "peak_above_weights_mb": None if peak is None else peak - weights_mb,
               "saved_activations_mb": saved / 2**20, "optimizer_state_mb": state / 2**20,
               "saved_by_kind_mb": saved_groups, "step_ms": statistics.median(times), "step_ms_all": times,
@@ -140,20 +149,26 @@ def _sync_memory_mb(device: torch.device) -> float:
 
 
 def run_train_step_bench(methods: list[str], shape: VitShape, batch: int, device: torch.device, steps: int,
-                         budget: float, rank: int, prefer_timm: bool = True) -> dict:
+                         budget: float, rank: int, prefer_timm: bool = True, graph: bool = False,
+                         profile: int = 0) -> dict:
+    """Every method eagerly, then (with `graph`) every method again as one CUDA graph per step."""
     rows = []
-    for method in methods:  # each method's model is freed before the next one is built
-        rows.append(measure_method(method, shape, batch, device, steps, budget, rank, prefer_timm))
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    for graphed in (False, True) if graph else (False,):
+        for method in methods:  # each method's model is freed before the next one is built
+            rows.append(measure_method(method, shape, batch, device, steps, budget, rank, prefer_timm,
+                                       graph=graphed, profile=profile))
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     by_method = {r["method"]: r for r in rows}
     for row in rows:
+        suffix = " (graph)" if row["method"].endswith(" (graph)") else ""  # graph rows against graph rows
         for ref, key in (("lora", "peak_vs_lora"), ("full", "peak_vs_full")):
-            if ref in by_method and row["peak_mb"] and by_method[ref]["peak_mb"]:
-                row[key] = row["peak_mb"] / by_method[ref]["peak_mb"]
-        if "lora" in by_method:
-            row["step_vs_lora"] = row["step_ms"] / by_method["lora"]["step_ms"]
+            if ref + suffix in by_method and row["peak_mb"] and by_method[ref + suffix]["peak_mb"]:
+                row[key] = row["peak_mb"] / by_method[ref + suffix]["peak_mb"]
+        for ref, key in (("lora", "step_vs_lora"), ("full", "step_vs_full")):
+            if ref + suffix in by_method:
+                row[key] = row["step_ms"] / by_method[ref + suffix]["step_ms"]
     return {"shape": vars(shape), "batch": batch, "device": str(device), "steps": steps, "budget": budget,
             "lora_rank": rank, "machine": machine_summary(), "rows": rows}
 
@@ -214,16 +229,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tiny", action="store_true", help="a tiny ViT (tests, CPU smoke runs)")
     parser.add_argument("--no-timm", action="store_true", help="use edged's plain-torch ViT even if timm is installed")
+    parser.add_argument("--graph", action="store_true",
+                        help="also time every method with its whole step captured in one CUDA graph (CUDA only)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the top N CUDA kernels of one step per method (torch.profiler)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/train_step.json"))
     parser.add_argument("--policies", type=_policy_list, help=f"'all' or some of {','.join(POLICIES)}: taskedge under each "
                         "recomputation policy, full fine-tuning and LoRA without and with checkpoint_blocks")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    for flag, wanted in (("--graph", args.graph), ("--profile", args.profile)):
+        if wanted and device.type != "cuda":
+            parser.error(f"{flag} needs a CUDA device, got --device {args.device} ({device})")
     shape = tiny_vit_shape() if args.tiny else VIT_B16
     if args.policies:
         return _policies_main(args, device, shape)
     result = run_train_step_bench(args.methods.split(","), shape, args.batch, device, args.steps, args.budget,
-                                  args.lora_rank, prefer_timm=not args.no_timm)
+                                  args.lora_rank, prefer_timm=not args.no_timm, graph=args.graph,
+                                  profile=args.profile)
     print(f"{result['rows'][0]['model']}, batch {args.batch}, {shape.image} px, {device}, {result['machine']}")
     print(format_table(result["rows"], COLUMNS))
     for row in result["rows"]:

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Largest (rows x used columns) gradient block computed at once when reducing the value gradient.
-_CHUNK_ELEMENTS = 1 << 24
+from edged.sparse.sddmm import value_grad
 
 
 class SparseDelta(nn.Module):
@@ -34,7 +33,7 @@ class SparseDelta(nn.Module):
     def __init__(self, mask: Tensor) -> None:
         super().__init__()
         flat = mask.reshape(mask.shape[0], -1)  # (out, fan_in)
-        rows, cols = flat.nonzero(as_tuple=True)  # row-major order: deterministic
+        rows, cols = flat.nonzero(as_tuple=True)  # row-major order: deterministic, sorted as the SDDMM wants
         used_cols, col_slot = torch.unique(cols, return_inverse=True)
         self.register_buffer("rows", rows)  # (nnz,)
         self.register_buffer("cols", cols)  # (nnz,)
@@ -42,6 +41,9 @@ class SparseDelta(nn.Module):
         self.register_buffer("col_slot", col_slot)  # (nnz,) position of each entry's column in used_cols
         self.values = nn.Parameter(torch.zeros(rows.numel(), dtype=torch.float32))
         self.weight_shape = tuple(mask.shape)
+        # (name, dtype) -> (version, frozen weight or bias in that dtype): made once per compute dtype on CUDA,
+        # not a buffer (not saved)
+        self._frozen_copies: dict[tuple[str, torch.dtype], tuple[int, Tensor]] = {}
 
     def merged(self, weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """W0 + delta as a new dense tensor shaped like the weight, in `dtype` (default: the weight's).
@@ -53,6 +55,17 @@ class SparseDelta(nn.Module):
         flat[self.rows, self.cols] = flat[self.rows, self.cols] + self.values.to(flat.dtype)
         return flat.reshape(weight.shape)
 
+    def frozen(self, name: str, tensor: Tensor, dtype: torch.dtype) -> Tensor:
+        """The layer's frozen `tensor` (its weight W0 or bias, called `name`) in `dtype`: itself, or a copy made
+        once and kept until the tensor is written again (autograd's version counter says when)."""
+        if tensor.dtype == dtype:
+            return tensor
+        version, copy = self._frozen_copies.get((name, dtype), (-1, tensor))
+        if version != tensor._version or copy.device != tensor.device:
+            copy = tensor.detach().to(dtype)
+            self._frozen_copies[(name, dtype)] = (tensor._version, copy)
+        return copy
+
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
@@ -60,51 +73,56 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _value_grad(grad_out: Tensor, inputs: Tensor, rows: Tensor, col_slot: Tensor) -> Tensor:
-    """sum_t grad_out[t, rows[e]] * inputs[t, col_slot[e]] for every entry e, as float32 (nnz,).
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
 
-    grad_out (T, out), inputs (T, U). One tensor-core matmul per block of output rows gives the (rows, U)
-    block of the weight gradient restricted to the used columns; the entries are gathered from it and the
-    block is freed at once, so no dense weight gradient is kept. Blocks hold at most _CHUNK_ELEMENTS.
-    """
-    out, used = grad_out.shape[1], inputs.shape[1]
-    step = max(1, _CHUNK_ELEMENTS // max(used, 1))
-    if step >= out:
-        block = grad_out.t().mm(inputs.to(grad_out.dtype))  # (out, U)
-        return block[rows, col_slot].float()
-    values = torch.empty(rows.numel(), dtype=torch.float32, device=grad_out.device)
-    for first in range(0, out, step):
-        chosen = ((rows >= first) & (rows < first + step)).nonzero().flatten()
-        if chosen.numel():
-            block = grad_out[:, first : first + step].t().mm(inputs.to(grad_out.dtype))  # (step, U)
-            values[chosen] = block[rows[chosen] - first, col_slot[chosen]].float()
-    return values
+
+def _add_sparse_product_(out: Tensor, x: Tensor, values: Tensor, take: Tensor, put: Tensor) -> Tensor:
+    """out[:, put[e]] += values[e] * x[:, take[e]] for every entry e; out (T, a), x (T, b), values (nnz,).
+
+    Forward: take=cols, put=rows (x W^T's correction); backward: take=rows, put=cols (g W's correction)."""
+    return out.index_add_(1, put, x.index_select(1, take) * values)
 
 
 class _SparseDeltaLinear(torch.autograd.Function):
+    """y = x (W0 + delta)^T + b. CPU: through the merged weight. CUDA: x W0c^T plus the sparse correction, W0c a
+    persistent copy of W0 in the compute dtype, so per call there is no weight-sized work beyond the matmuls and
+    nothing that syncs the host (the step can be captured in a CUDA graph)."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, values, delta):  # type: ignore[override]
         dtype = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            w = delta.merged(weight, dtype)  # (out, in)
-            y = F.linear(x.to(dtype), w, None if bias is None else bias.to(dtype))
-            x2d = x.reshape(-1, x.shape[-1])
+            xc = _cast(x, dtype)
+            x2d = xc.reshape(-1, x.shape[-1])  # (T, in)
+            if x.is_cuda:
+                w0, v = delta.frozen("weight", weight, dtype), _cast(values, dtype)
+                b = None if bias is None else delta.frozen("bias", bias, dtype)
+                y = _add_sparse_product_(F.linear(x2d, w0, b), x2d, v, delta.cols, delta.rows)  # (T, out)
+                y = y.reshape(*x.shape[:-1], y.shape[-1])
+            else:
+                b = None if bias is None else _cast(bias, dtype)
+                y, v = F.linear(xc, delta.merged(weight, dtype), b), values
             # (T, U): only the columns some trainable entry reads; all of them need no gather copy.
-            x_used = (x2d if delta.used_cols.numel() == x2d.shape[1] else x2d[:, delta.used_cols]).to(dtype)
+            x_used = x2d if delta.used_cols.numel() == x2d.shape[1] else x2d[:, delta.used_cols]
         ctx.delta, ctx.x_shape, ctx.x_dtype = delta, x.shape, x.dtype
-        ctx.save_for_backward(x_used, weight, values)
+        ctx.save_for_backward(x_used, weight, v)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
-        x_used, weight, _ = ctx.saved_tensors
+        x_used, weight, v = ctx.saved_tensors
         delta = ctx.delta
         g = grad_y.reshape(-1, grad_y.shape[-1])  # (T, out)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            w = delta.merged(weight, g.dtype)
-            grad_x = (g @ w).reshape(ctx.x_shape).to(ctx.x_dtype)
-        grad_values = _value_grad(g, x_used, delta.rows, delta.col_slot)
+            if g.is_cuda:
+                w0 = delta.frozen("weight", weight, g.dtype)
+                grad_x = _add_sparse_product_(g @ w0, g, _cast(v, g.dtype), delta.rows, delta.cols)
+            else:
+                grad_x = g @ delta.merged(weight, g.dtype)
+            grad_x = _cast(grad_x.reshape(ctx.x_shape), ctx.x_dtype)
+        grad_values = value_grad(g, x_used, delta.rows, delta.col_slot)
         return grad_x, None, None, grad_values, None
 
 
@@ -114,8 +132,9 @@ class _SparseDeltaConv(torch.autograd.Function):
         dtype = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
             w = delta.merged(weight, dtype)
-            xc = x.to(dtype)
-            y = F.conv2d(xc, w, None if bias is None else bias.to(dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+            xc = _cast(x, dtype)
+            b = None if bias is None else _cast(bias, dtype)
+            y = F.conv2d(xc, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
             pointwise = _is_pointwise(conv)
             saved = xc[:, delta.used_cols] if pointwise else xc  # (N, U, H, W) or (N, C, H, W)
         ctx.delta, ctx.conv, ctx.pointwise, ctx.x_shape, ctx.x_dtype = delta, conv, pointwise, x.shape, x.dtype
@@ -129,13 +148,13 @@ class _SparseDeltaConv(torch.autograd.Function):
         w = delta.merged(weight, grad_y.dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.nn.grad.conv2d_input(
+            grad_x = _cast(torch.nn.grad.conv2d_input(
                 ctx.x_shape, w, grad_y, conv.stride, conv.padding, conv.dilation, conv.groups
-            ).to(ctx.x_dtype)
+            ), ctx.x_dtype)
         if ctx.pointwise:
             g = grad_y.permute(0, 2, 3, 1).reshape(-1, grad_y.shape[1])  # (N*H*W, out)
             x_used = saved.permute(0, 2, 3, 1).reshape(-1, saved.shape[1])  # (N*H*W, U)
-            grad_values = _value_grad(g, x_used, delta.rows, delta.col_slot)
+            grad_values = value_grad(g, x_used, delta.rows, delta.col_slot)
         else:
             dense = torch.nn.grad.conv2d_weight(saved, w.shape, grad_y, conv.stride, conv.padding, conv.dilation, conv.groups)
             grad_values = dense.reshape(dense.shape[0], -1)[delta.rows, delta.cols].float()

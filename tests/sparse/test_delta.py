@@ -111,11 +111,11 @@ def test_cuda_autocast_value_gradients_match_the_dense_gradient():
 
 
 def test_value_gradient_in_row_blocks_equals_the_single_block(monkeypatch):
-    from edged.sparse import delta as delta_module
+    from edged.sparse import sddmm
 
     g, x = torch.randn(50, 40), torch.randn(50, 12)
     rows, slots = torch.randint(0, 40, (30,)), torch.randint(0, 12, (30,))
-    whole = delta_module._value_grad(g, x, rows, slots)
-    monkeypatch.setattr(delta_module, "_CHUNK_ELEMENTS", 24)  # 2 rows per block
-    torch.testing.assert_close(delta_module._value_grad(g, x, rows, slots), whole)
+    whole = sddmm.value_grad(g, x, rows, slots)
+    monkeypatch.setattr(sddmm, "CHUNK_ELEMENTS", 24)  # 2 rows per block
+    torch.testing.assert_close(sddmm.value_grad(g, x, rows, slots), whole)
     torch.testing.assert_close(whole, (g[:, rows] * x[:, slots]).sum(0))
