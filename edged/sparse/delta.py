@@ -44,6 +44,8 @@ class SparseDelta(nn.Module):
         # (name, dtype) -> (version, frozen weight or bias in that dtype): made once per compute dtype on CUDA,
         # not a buffer (not saved)
         self._frozen_copies: dict[tuple[str, torch.dtype], tuple[int, Tensor]] = {}
+        # dtype -> (weight version, W0 + delta in that dtype, W0's nnz entries in that dtype): resident_merged's
+        self._resident: dict[torch.dtype, tuple[int, Tensor, Tensor]] = {}
 
     def merged(self, weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """W0 + delta as a new dense tensor shaped like the weight, in `dtype` (default: the weight's).
@@ -54,6 +56,18 @@ class SparseDelta(nn.Module):
         # (rows, cols) pairs are unique, so gather-add-scatter is exact and avoids accumulate's index sort.
         flat[self.rows, self.cols] = flat[self.rows, self.cols] + self.values.to(flat.dtype)
         return flat.reshape(weight.shape)
+
+    def resident_merged(self, weight: Tensor, dtype: torch.dtype) -> Tensor:
+        """W0 + delta in `dtype`, the same numbers as `merged`, held in one persistent copy: the frozen part is
+        cast once (again only if the weight is written), and each call rewrites only the nnz entries, so a call
+        costs O(nnz) instead of a pass over the weight."""
+        version, resident, base = self._resident.get(dtype, (-1, weight, weight))
+        if version != weight._version or resident.device != weight.device:
+            resident = weight.detach().reshape(weight.shape[0], -1).to(dtype, copy=True)  # (out, fan_in)
+            base = resident[self.rows, self.cols].clone()  # (nnz,) W0's entries in `dtype`
+            self._resident[dtype] = (weight._version, resident, base)
+        resident[self.rows, self.cols] = base + self.values.detach().to(dtype)
+        return resident.view(weight.shape)
 
     def frozen(self, name: str, tensor: Tensor, dtype: torch.dtype) -> Tensor:
         """The layer's frozen `tensor` (its weight W0 or bias, called `name`) in `dtype`: itself, or a copy made
@@ -84,10 +98,17 @@ def _add_sparse_product_(out: Tensor, x: Tensor, values: Tensor, take: Tensor, p
     return out.index_add_(1, put, x.index_select(1, take) * values)
 
 
+# How a sparse Linear on CUDA applies W0 + delta. "resident": one persistent merged copy per compute dtype whose
+# nnz entries are rewritten each call (O(nnz) per call, the merged weight's exact numbers); "correction": x W0c^T
+# plus values[e] * x[:, cols[e]] added into y[:, rows[e]] (O(T * nnz) per call). `edged bench train-step
+# --cuda-forward` measures both.
+CUDA_FORWARD = "resident"
+CUDA_FORWARDS = ("resident", "correction")
+
+
 class _SparseDeltaLinear(torch.autograd.Function):
-    """y = x (W0 + delta)^T + b. CPU: through the merged weight. CUDA: x W0c^T plus the sparse correction, W0c a
-    persistent copy of W0 in the compute dtype, so per call there is no weight-sized work beyond the matmuls and
-    nothing that syncs the host (the step can be captured in a CUDA graph)."""
+    """y = x (W0 + delta)^T + b. CPU: through the merged weight. CUDA: see CUDA_FORWARD; either way per call there is
+    no weight-sized work beyond the matmuls and nothing that syncs the host (a step can be captured in a CUDA graph)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, values, delta):  # type: ignore[override]
@@ -95,7 +116,10 @@ class _SparseDeltaLinear(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             xc = _cast(x, dtype)
             x2d = xc.reshape(-1, x.shape[-1])  # (T, in)
-            if x.is_cuda:
+            if x.is_cuda and CUDA_FORWARD == "resident":
+                b = None if bias is None else delta.frozen("bias", bias, dtype)
+                y, v = F.linear(xc, delta.resident_merged(weight, dtype), b), values
+            elif x.is_cuda:
                 w0, v = delta.frozen("weight", weight, dtype), _cast(values, dtype)
                 b = None if bias is None else delta.frozen("bias", bias, dtype)
                 y = _add_sparse_product_(F.linear(x2d, w0, b), x2d, v, delta.cols, delta.rows)  # (T, out)
@@ -103,26 +127,31 @@ class _SparseDeltaLinear(torch.autograd.Function):
             else:
                 b = None if bias is None else _cast(bias, dtype)
                 y, v = F.linear(xc, delta.merged(weight, dtype), b), values
-            # (T, U): only the columns some trainable entry reads; all of them need no gather copy.
-            x_used = x2d if delta.used_cols.numel() == x2d.shape[1] else x2d[:, delta.used_cols]
-        ctx.delta, ctx.x_shape, ctx.x_dtype = delta, x.shape, x.dtype
-        ctx.save_for_backward(x_used, weight, v)
+            # Saved for the value gradient: the whole input (T, in) where the entries read most of its columns
+            # (the SDDMM indexes it by `cols`, no gather copy), else only the used columns (T, U), indexed by
+            # `col_slot`. On the CPU always (T, U): its blocked matmul costs U columns.
+            whole = x.is_cuda and 2 * delta.used_cols.numel() > x2d.shape[1]
+            x_saved = x2d if whole or delta.used_cols.numel() == x2d.shape[1] else x2d[:, delta.used_cols]
+        ctx.delta, ctx.x_shape, ctx.x_dtype, ctx.read_cols = delta, x.shape, x.dtype, delta.cols if whole else delta.col_slot
+        ctx.save_for_backward(x_saved, weight, v)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
-        x_used, weight, v = ctx.saved_tensors
+        x_saved, weight, v = ctx.saved_tensors
         delta = ctx.delta
         g = grad_y.reshape(-1, grad_y.shape[-1])  # (T, out)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            if g.is_cuda:
+            if g.is_cuda and CUDA_FORWARD == "resident":
+                grad_x = g @ delta.resident_merged(weight, g.dtype).reshape(g.shape[1], -1)
+            elif g.is_cuda:
                 w0 = delta.frozen("weight", weight, g.dtype)
                 grad_x = _add_sparse_product_(g @ w0, g, _cast(v, g.dtype), delta.rows, delta.cols)
             else:
                 grad_x = g @ delta.merged(weight, g.dtype)
             grad_x = _cast(grad_x.reshape(ctx.x_shape), ctx.x_dtype)
-        grad_values = value_grad(g, x_used, delta.rows, delta.col_slot)
+        grad_values = value_grad(g, x_saved, delta.rows, ctx.read_cols)
         return grad_x, None, None, grad_values, None
 
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edged.sparse import delta as delta_module
 from edged.sparse.delta import attach_deltas_
 from edged.sparse.sddmm import value_grad, value_grad_torch
 
@@ -87,7 +88,9 @@ def _vit_like_mlp(device):
 
 @pytest.mark.gpu
 @no_cuda
-def test_cuda_path_without_merged_weight_matches_the_merged_reference_under_bf16_autocast():
+@pytest.mark.parametrize("cuda_forward", delta_module.CUDA_FORWARDS)
+def test_cuda_path_matches_the_merged_reference_under_bf16_autocast(monkeypatch, cuda_forward):
+    monkeypatch.setattr(delta_module, "CUDA_FORWARD", cuda_forward)
     model, masks = _vit_like_mlp("cuda")
     x = torch.randn(8, 197, 256, device="cuda", requires_grad=True)  # 1576 tokens: not a multiple of the tile
     deltas = attach_deltas_(model, masks)
@@ -110,7 +113,10 @@ def test_cuda_path_without_merged_weight_matches_the_merged_reference_under_bf16
 
 @pytest.mark.gpu
 @no_cuda
-def test_a_cuda_graph_captured_training_step_matches_eager():
+@pytest.mark.parametrize("cuda_forward", delta_module.CUDA_FORWARDS)
+def test_a_cuda_graph_captured_training_step_matches_eager(monkeypatch, cuda_forward):
+    monkeypatch.setattr(delta_module, "CUDA_FORWARD", cuda_forward)
+
     def run(graphed):
         model, masks = _vit_like_mlp("cuda")
         deltas = attach_deltas_(model, masks)
