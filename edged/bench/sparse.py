@@ -116,6 +116,7 @@ def run_sparse_bench(
     iters: int = 100,
     out: str | Path | None = None,
     layer_probe: bool = False,
+    tune_s: float = 40.0,
 ) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to `out` as JSON) machine, config and result rows.
 
@@ -133,7 +134,7 @@ def run_sparse_bench(
             raise SystemExit(f"cannot run the GPU benchmark: {why}")
         shape = shape or VIT_B16
         batches = batches or GPU_BATCHES
-        result.update(_bench_gpu(shape, batches, adapted, iters, out, layer_probe))
+        result.update(_bench_gpu(shape, batches, adapted, iters, out, layer_probe, tune_s))
     result["config"] = {"batches": list(batches), "shape": vars(shape), "iters": iters}
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2, default=str))
@@ -141,7 +142,7 @@ def run_sparse_bench(
 
 
 def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int,
-               out: str | Path | None, layer_probe: bool) -> dict:
+               out: str | Path | None, layer_probe: bool, tune_s: float) -> dict:
     """The end-to-end rows (or the isolated layer probe); the adapted model (if any) in this process."""
     source, power = gpu_power_source()
     result: dict[str, Any] = {"power_source": power, "end_to_end": []}
@@ -150,7 +151,7 @@ def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Modu
             result["probe"] = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
                                         compiled=True, shape=shape)
     else:
-        result["rows"] = run_e2e(list(batches), iters, source)
+        result["rows"] = run_e2e(list(batches), iters, source, tune_s)
     if adapted is not None:
         model, example = adapted
         for batch in batches:
@@ -188,13 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--program", type=Path, help="adapted model: a torch.export .pt2 taking images")
     parser.add_argument("--image-size", type=int, default=224, help="input size for --program")
     parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")
+    parser.add_argument("--tune-s", type=float, default=40.0,
+                        help="GPU: seconds per model family for the per-shape alg-id tuning before the in-place choice")
     parser.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
     args = parser.parse_args(argv)
     adapted = None
     if args.program:
         adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
     result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out,
-                              layer_probe=args.probe)
+                              layer_probe=args.probe, tune_s=args.tune_s)
     print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}\n")
     if "probe" in result:
         print(format_tables(result["probe"]))

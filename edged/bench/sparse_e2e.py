@@ -113,6 +113,7 @@ def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], 
                 del m
             except (RuntimeError, ValueError) as exc:
                 rows.append({"family": name, "batch": batch, "row": row, "error": str(exc)[:300]})
+            print(format_e2e(rows).splitlines()[-1], flush=True)  # each row as it lands: a long run shows progress
             torch.cuda.empty_cache()
     return rows
 

@@ -24,7 +24,6 @@ from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.step_capture import captured_step, top_kernels, warm_up
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
 from edged.calibrate import calibrate
-from edged.sparse import delta as sparse_delta
 from edged.devices import resolve_device
 from edged.measure.clocks import cuda_event_ms, wall_clock_ms
 from edged.methods import get_method
@@ -91,11 +90,7 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
                    rank: int, prefer_timm: bool, seed: int = 0, policy: str = "none", graph: bool = False,
                    profile: int = 0) -> dict:
     """One method's row under a recomputation `policy`; `graph`: the whole step (zero_grad, forward, backward,
-    AdamW) replayed as one CUDA graph; `profile` > 0: print that many of one step's CUDA kernels by self time.
-    `method` may name how sparse Linears apply their delta on CUDA: "taskedge@correction" (sparse.delta.CUDA_FORWARD)."""
-    label, _, forward = method.partition("@")
-    sparse_delta.CUDA_FORWARD = forward or "resident"
-    method = label
+    AdamW) replayed as one CUDA graph; `profile` > 0: print that many of one step's CUDA kernels by self time."""
     torch.manual_seed(seed)
     backbone, source = build_backbone(shape, prefer_timm)
     model = Classifier(backbone, shape.dim, 10, "image").to(device)
@@ -135,8 +130,7 @@ def measure_method(method: str, shape: VitShape, batch: int, device: torch.devic
         print(top_kernels(timed, profile))
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
-    name = f"{method}@{forward}" if forward else method
-    result = {"method": f"{name} (graph)" if graph else name, "model": source, "trainable": adaptation.entries,
+    result = {"method": f"{method} (graph)" if graph else method, "model": source, "trainable": adaptation.entries,
               "peak_mb": peak,
               "peak_above_weights_mb": None if peak is None else peak - weights_mb,
               "saved_activations_mb": saved / 2**20, "optimizer_state_mb": state / 2**20,
