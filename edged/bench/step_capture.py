@@ -12,28 +12,23 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from edged.measure.clocks import capture_graph, warm_up_on_side_stream
+
 
 def warm_up(step: Callable[[], None], times: int, side_stream: bool) -> None:
     """Run `step` `times` times; on a side stream when it is to be captured, as CUDA graph capture requires
     (kernels chosen, lazy state such as the optimizer's and the sparse deltas' weight copies allocated)."""
-    if not side_stream:
-        for _ in range(times):
-            step()
+    if side_stream:
+        warm_up_on_side_stream(step, times)
         return
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(times):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
+    for _ in range(times):
+        step()
 
 
 def captured_step(step: Callable[[], None]) -> Callable[[], None]:
     """`step` (which sets grads to None first, so backward writes fresh gradients in the graph's pool) captured
-    once; returns the replay. Inputs and parameters stay at the addresses the capture saw."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    once, already warmed up; returns the replay. Inputs and parameters stay at the addresses the capture saw."""
+    graph, _ = capture_graph(step, warmup=0)
     return graph.replay
 
 

@@ -57,6 +57,17 @@ def cuda_event_ms(fn: Callable[[], Any], iters: int, repeat: int = 1) -> list[fl
     return [s.elapsed_time(e) / repeat for s, e in zip(starts, ends)]
 
 
+def warm_up_on_side_stream(fn: Callable[[], Any], times: int) -> None:
+    """Call `fn` `times` times on a side stream, ordered after and before the current stream's work: the warm-up
+    torch requires before a CUDA graph capture."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(times):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+
+
 def capture_graph(fn: Callable[[], Any], warmup: int = 3, repeat: int = 1) -> tuple[torch.cuda.CUDAGraph, Any]:
     """Capture `fn()` (fixed shapes, static inputs) `repeat` times in one CUDA graph; returns
     (graph, the last call's output).
@@ -64,12 +75,7 @@ def capture_graph(fn: Callable[[], Any], warmup: int = 3, repeat: int = 1) -> tu
     Warm-up runs on a side stream first, as torch requires, so lazy initialisation (cuBLAS and
     cuSPARSELt handles, workspace allocation) happens outside the capture.
     """
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
+    warm_up_on_side_stream(fn, warmup)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for _ in range(repeat):
