@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from edged.bench.vit import VIT_B16, VitEncoder, prune_by_magnitude_
+from edged.compile.base import replace_module
 from edged.compile.in_place import E2E_TOL, choose_in_place_
 from edged.compile.int8_gemm import calibrated_amax, quantize_linears_
 from edged.compile.semi_structured import DTYPE, TorchSparseLinear, linear_shapes, max_rel_error, plan_layers
@@ -68,8 +69,7 @@ def _swap_all_(model: nn.Module, names: list[str]) -> None:
     for name in names:
         layer = model.get_submodule(name)
         assert isinstance(layer, nn.Linear)  # linear_shapes keeps Linear layers only
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, TorchSparseLinear(layer.weight, layer.bias))
+        replace_module(model, name, TorchSparseLinear(layer.weight, layer.bias))
 
 
 def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax: dict[str, float]) -> tuple[nn.Module, dict]:

@@ -15,6 +15,12 @@ from edged.sparse.layers import PRUNABLE_TYPES, WeightLayer
 from edged.sparse.nm import check_2_4, nm_ineligible_reason
 
 
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where the submodule `name` (dotted) of `model` is (nn.Module.set_submodule is torch >= 2.5)."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
 @dataclass
 class CompileReport:
     """Which layers run sparse kernels and which run dense, each with the reason."""

@@ -22,6 +22,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from edged.compile.base import replace_module
 from edged.compile.inputs import ModelInputs, call_model
 from edged.compile.semi_structured import (
     MIN_SPEEDUP, PLAN_TIMEOUT_S, LayerChoice, Shape, TorchSparseLinear, check_close, linear_shapes, plan_layers,
@@ -90,11 +91,6 @@ def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
     return InPlaceChoice(kernels, dense_ms, best_ms, trials)
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 class LayerSwitch:
     """Each 2:4 Linear of a CUDA fp16 model with its candidate replacements, built once; `apply_`
     puts one kernel per group in place."""
@@ -122,7 +118,7 @@ class LayerSwitch:
     def apply_(self, kernels: dict[str, str]) -> None:
         for group, names in self.groups.items():
             for name in names:
-                _set_module(self.model, name, self.modules[name][kernels.get(group, DENSE)])
+                replace_module(self.model, name, self.modules[name][kernels.get(group, DENSE)])
 
 
 def timed_in_graph(model: nn.Module, inputs: ModelInputs, reference: Tensor, batch: int, iters: int) -> float:

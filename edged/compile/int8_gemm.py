@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from edged.calibrate.ranges import AMAX, RangeCollector
+from edged.compile.base import replace_module
 
 QMAX = 127.0
 INT_MM_MIN_ROWS = 17  # torch._int_mm needs more than 16 rows (cuBLASLt int8)
@@ -92,6 +93,5 @@ def quantize_linears_(model: nn.Module, amax: dict[str, float], sparse: bool) ->
     for name, top in amax.items():
         layer = model.get_submodule(name)
         assert isinstance(layer, nn.Linear)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, cls(layer.weight, layer.bias, top))
+        replace_module(model, name, cls(layer.weight, layer.bias, top))
     return len(amax)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edged.compile.base import two_four_layers
+from edged.compile.base import replace_module, two_four_layers
 from edged.compile.cusparselt_lib import CompressedWeight, CusparseLtError, KernelConfig, SparseMatmulPlan, context
 from edged.compile.inputs import ModelInputs, call_model
 from edged.compile.isolation import run_isolated, worker_main
@@ -328,11 +328,6 @@ def linear_shapes(model: nn.Module, inputs: ModelInputs) -> tuple[dict[str, Shap
     return shapes, dense
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 @torch.inference_mode()
 def sparsify_linears_(
     model: nn.Module, inputs: ModelInputs, plan: dict[Shape, LayerChoice] | None = None
@@ -353,7 +348,7 @@ def sparsify_linears_(
         sparse = choice.module(layer)
         x = torch.randn(shape[3], shape[1], device=layer.weight.device, dtype=DTYPE)  # (T, in)
         check_close(sparse(x), layer(x), f"{name} with {choice.describe()}")
-        _set_module(model, name, sparse)
+        replace_module(model, name, sparse)
     return choices, dense
 
 

@@ -106,6 +106,7 @@ class CompiledBase:
 def _sparsify_(backbone: nn.Module, choices: dict[str, Any]) -> dict[str, str]:
     """Each backbone Linear the plan runs sparse swapped for its kernel, checked against the dense layer on random
     inputs of its tuned token count. Returns {weight name: kernel}."""
+    from edged.compile.base import replace_module
     from edged.compile.cusparselt_lib import KernelConfig
     from edged.compile.semi_structured import DTYPE, LayerChoice, check_close
 
@@ -121,7 +122,6 @@ def _sparsify_(backbone: nn.Module, choices: dict[str, Any]) -> dict[str, str]:
         sparse = choice.module(layer)
         x = torch.randn(choice.tokens, layer.in_features, device=layer.weight.device, dtype=DTYPE)  # (T, in)
         check_close(sparse(x), layer(x), f"{name} with {choice.describe()}")
-        parent, _, child = module_name.rpartition(".")
-        setattr(backbone.get_submodule(parent) if parent else backbone, child, sparse)
+        replace_module(backbone, module_name, sparse)
         kernels[name] = choice.describe()
     return kernels
