@@ -41,9 +41,8 @@ class SparseDelta(nn.Module):
         self.register_buffer("col_slot", col_slot)  # (nnz,) position of each entry's column in used_cols
         self.values = nn.Parameter(torch.zeros(rows.numel(), dtype=torch.float32))
         self.weight_shape = tuple(mask.shape)
-        # (name, dtype) -> (version, frozen weight or bias in that dtype): made once per compute dtype on CUDA,
-        # not a buffer (not saved)
-        self._frozen_copies: dict[tuple[str, torch.dtype], tuple[int, Tensor]] = {}
+        # dtype -> (bias version, the frozen bias in that dtype): made once per compute dtype on CUDA, not a buffer
+        self._bias_copies: dict[torch.dtype, tuple[int, Tensor]] = {}
         # dtype -> (weight version, W0 + delta in that dtype, W0's nnz entries in that dtype): resident_merged's
         self._resident: dict[torch.dtype, tuple[int, Tensor, Tensor]] = {}
 
@@ -69,15 +68,15 @@ class SparseDelta(nn.Module):
         resident[self.rows, self.cols] = base + self.values.detach().to(dtype)
         return resident.view(weight.shape)
 
-    def frozen(self, name: str, tensor: Tensor, dtype: torch.dtype) -> Tensor:
-        """The layer's frozen `tensor` (its weight W0 or bias, called `name`) in `dtype`: itself, or a copy made
-        once and kept until the tensor is written again (autograd's version counter says when)."""
-        if tensor.dtype == dtype:
-            return tensor
-        version, copy = self._frozen_copies.get((name, dtype), (-1, tensor))
-        if version != tensor._version or copy.device != tensor.device:
-            copy = tensor.detach().to(dtype)
-            self._frozen_copies[(name, dtype)] = (tensor._version, copy)
+    def frozen_bias(self, bias: Tensor, dtype: torch.dtype) -> Tensor:
+        """The layer's frozen bias in `dtype`: itself, or a copy made once and kept until the bias is written
+        again (autograd's version counter says when), so a call casts nothing."""
+        if bias.dtype == dtype:
+            return bias
+        version, copy = self._bias_copies.get(dtype, (-1, bias))
+        if version != bias._version or copy.device != bias.device:
+            copy = bias.detach().to(dtype)
+            self._bias_copies[dtype] = (bias._version, copy)
         return copy
 
 
@@ -106,7 +105,7 @@ class _SparseDeltaLinear(torch.autograd.Function):
             xc = _cast(x, dtype)
             x2d = xc.reshape(-1, x.shape[-1])  # (T, in)
             if x.is_cuda:
-                b = None if bias is None else delta.frozen("bias", bias, dtype)
+                b = None if bias is None else delta.frozen_bias(bias, dtype)
                 y = F.linear(xc, delta.resident_merged(weight, dtype), b)
             else:
                 b = None if bias is None else _cast(bias, dtype)
