@@ -152,14 +152,8 @@ def run_train_step_bench(methods: list[str], shape: VitShape, batch: int, device
                          budget: float, rank: int, prefer_timm: bool = True, graph: bool = False,
                          profile: int = 0) -> dict:
     """Every method eagerly, then (with `graph`) every method again as one CUDA graph per step."""
-    rows = []
-    for graphed in (False, True) if graph else (False,):
-        for method in methods:  # each method's model is freed before the next one is built
-            rows.append(measure_method(method, shape, batch, device, steps, budget, rank, prefer_timm,
-                                       graph=graphed, profile=profile))
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    runs = [{"method": m, "graph": g, "profile": profile} for g in ((False, True) if graph else (False,)) for m in methods]
+    rows = _measure_each(runs, shape, batch, device, steps, budget, rank, prefer_timm)
     by_method = {r["method"]: r for r in rows}
     for row in rows:
         suffix = " (graph)" if row["method"].endswith(" (graph)") else ""  # graph rows against graph rows
@@ -169,6 +163,25 @@ def run_train_step_bench(methods: list[str], shape: VitShape, batch: int, device
         for ref, key in (("lora", "step_vs_lora"), ("full", "step_vs_full")):
             if ref + suffix in by_method:
                 row[key] = row["step_ms"] / by_method[ref + suffix]["step_ms"]
+    return _result(rows, shape, batch, device, steps, budget, rank)
+
+
+def _measure_each(runs: list[dict], shape: VitShape, batch: int, device: torch.device, steps: int, budget: float,
+                  rank: int, prefer_timm: bool) -> list[dict]:
+    """One `measure_method` row per run (its method and keyword options), each method's model freed before the
+    next one is built."""
+    rows = []
+    for run in runs:
+        rows.append(measure_method(shape=shape, batch=batch, device=device, steps=steps, budget=budget, rank=rank,
+                                   prefer_timm=prefer_timm, **run))
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _result(rows: list[dict], shape: VitShape, batch: int, device: torch.device, steps: int, budget: float,
+            rank: int) -> dict:
     return {"shape": vars(shape), "batch": batch, "device": str(device), "steps": steps, "budget": budget,
             "lora_rank": rank, "machine": machine_summary(), "rows": rows}
 
@@ -183,20 +196,15 @@ def run_policy_bench(policies: list[str], shape: VitShape, batch: int, device: t
                      budget: float, rank: int, prefer_timm: bool = True) -> dict:
     """The trade-off curve: taskedge under each recomputation policy, full fine-tuning and LoRA without and with
     block checkpointing; peak and step time against full fine-tuning without checkpointing."""
-    runs = [("taskedge", p) for p in policies] + [(m, p) for m in ("full", "lora") for p in BASELINE_POLICIES]
-    rows = []
-    for method, policy in runs:
-        rows.append(measure_method(method, shape, batch, device, steps, budget, rank, prefer_timm, policy=policy))
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    runs = [{"method": "taskedge", "policy": p} for p in policies]
+    runs += [{"method": m, "policy": p} for m in ("full", "lora") for p in BASELINE_POLICIES]
+    rows = _measure_each(runs, shape, batch, device, steps, budget, rank, prefer_timm)
     full = next(r for r in rows if (r["method"], r["policy"]) == ("full", "none"))
     for row in rows:
         row["step_vs_full"] = row["step_ms"] / full["step_ms"]
         if row["peak_mb"] and full["peak_mb"]:
             row["peak_vs_full"] = row["peak_mb"] / full["peak_mb"]
-    return {"shape": vars(shape), "batch": batch, "device": str(device), "steps": steps, "budget": budget,
-            "lora_rank": rank, "machine": machine_summary(), "rows": rows}
+    return _result(rows, shape, batch, device, steps, budget, rank)
 
 
 def _policy_list(text: str) -> list[str]:
@@ -241,6 +249,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for flag, wanted in (("--graph", args.graph), ("--profile", args.profile)):
         if wanted and device.type != "cuda":
             parser.error(f"{flag} needs a CUDA device, got --device {args.device} ({device})")
+        if wanted and args.policies:
+            parser.error(f"--policies measures eager steps only: drop {flag}, or --policies for the method table")
     shape = tiny_vit_shape() if args.tiny else VIT_B16
     if args.policies:
         return _policies_main(args, device, shape)
