@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edged.bench.sparse_e2e import format_choices, format_e2e, run_e2e
+from edged.bench.sparse_e2e import FAMILIES, format_choices, format_e2e, run_e2e
 from edged.bench.sparse_gpu_probe import format_tables, run_probe
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_, tiny_vit_shape
 from edged.compile.in_place import choose_in_place_
@@ -117,6 +117,7 @@ def run_sparse_bench(
     out: str | Path | None = None,
     layer_probe: bool = False,
     tune_s: float = 40.0,
+    families: tuple[str, ...] = FAMILIES,
 ) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to `out` as JSON) machine, config and result rows.
 
@@ -134,7 +135,7 @@ def run_sparse_bench(
             raise SystemExit(f"cannot run the GPU benchmark: {why}")
         shape = shape or VIT_B16
         batches = batches or GPU_BATCHES
-        result.update(_bench_gpu(shape, batches, adapted, iters, out, layer_probe, tune_s))
+        result.update(_bench_gpu(shape, batches, adapted, iters, out, layer_probe, tune_s, families))
     result["config"] = {"batches": list(batches), "shape": vars(shape), "iters": iters}
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2, default=str))
@@ -142,7 +143,7 @@ def run_sparse_bench(
 
 
 def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int,
-               out: str | Path | None, layer_probe: bool, tune_s: float) -> dict:
+               out: str | Path | None, layer_probe: bool, tune_s: float, families: tuple[str, ...]) -> dict:
     """The end-to-end rows (or the isolated layer probe); the adapted model (if any) in this process."""
     source, power = gpu_power_source()
     result: dict[str, Any] = {"power_source": power, "end_to_end": []}
@@ -151,7 +152,7 @@ def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Modu
             result["probe"] = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
                                         compiled=True, shape=shape)
     else:
-        result["rows"] = run_e2e(list(batches), iters, source, tune_s)
+        result["rows"] = run_e2e(list(batches), iters, source, tune_s, families)
     if adapted is not None:
         model, example = adapted
         for batch in batches:
@@ -180,6 +181,15 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _families(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown model family {', '.join(unknown) or text!r}: "
+                                         f"accepted {', '.join(FAMILIES)}, comma-separated")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench sparse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -191,13 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")
     parser.add_argument("--tune-s", type=float, default=40.0,
                         help="GPU: seconds per model family for the per-shape alg-id tuning before the in-place choice")
+    parser.add_argument("--families", type=_families, default=FAMILIES,
+                        help=f"GPU: comma-separated model families end to end, of {','.join(FAMILIES)} (default all)")
     parser.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
     args = parser.parse_args(argv)
     adapted = None
     if args.program:
         adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
     result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out,
-                              layer_probe=args.probe, tune_s=args.tune_s)
+                              layer_probe=args.probe, tune_s=args.tune_s, families=args.families)
     print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}\n")
     if "probe" in result:
         print(format_tables(result["probe"]))

@@ -24,10 +24,10 @@ from torch import Tensor, nn
 
 from edged.bench.vit import VIT_B16, VitEncoder, prune_by_magnitude_
 from edged.compile.base import replace_module
-from edged.compile.in_place import E2E_TOL, choose_in_place_
+from edged.compile.in_place import E2E_TOL, Trial, choose_in_place_, replayed_graph
 from edged.compile.int8_gemm import calibrated_amax, quantize_linears_
 from edged.compile.semi_structured import DTYPE, TorchSparseLinear, linear_shapes, max_rel_error, plan_layers
-from edged.measure.clocks import graph_replay
+from edged.errors import Unsupported
 from edged.measure.energy import energy_per_item
 from edged.measure.timing import time_cuda
 
@@ -50,19 +50,24 @@ class MlpStack(nn.Module):
         return x
 
 
-def families() -> dict[str, tuple[nn.Module, Any]]:
-    """{name: (2:4-pruned fp16 CUDA model, batch -> example input)}."""
-    vit, mlp = VitEncoder(VIT_B16), MlpStack()
-    for model in (vit, mlp):
-        prune_by_magnitude_(model)
+FAMILIES = ("vit", "mlp")
+
+
+def family(key: str) -> tuple[str, nn.Module, Any]:
+    """"vit" or "mlp" -> (its name, the 2:4-pruned fp16 CUDA model, batch -> example input)."""
+    if key == "vit":
+        vit = VitEncoder(VIT_B16)
+        prune_by_magnitude_(vit)
+        return ("ViT-B/16", vit.to("cuda", DTYPE).eval(),
+                lambda b: torch.randn(b, 3, VIT_B16.image, VIT_B16.image, device="cuda", dtype=DTYPE))
+    mlp = MlpStack()
+    prune_by_magnitude_(mlp)
     with torch.no_grad():  # timm-like init scale, so activations stay O(1) through the stack
         for layer in mlp.modules():
             if isinstance(layer, nn.Linear):
                 layer.weight.mul_(0.5)
-    return {"ViT-B/16": (vit.to("cuda", DTYPE).eval(),
-                         lambda b: torch.randn(b, 3, VIT_B16.image, VIT_B16.image, device="cuda", dtype=DTYPE)),
-            f"MLP {MLP_DIM}->{MLP_HIDDEN}->{MLP_DIM} x{MLP_DEPTH}": (
-                mlp.to("cuda", DTYPE).eval(), lambda b: torch.randn(b, MLP_TOKENS, MLP_DIM, device="cuda", dtype=DTYPE))}
+    return (f"MLP {MLP_DIM}->{MLP_HIDDEN}->{MLP_DIM} x{MLP_DEPTH}", mlp.to("cuda", DTYPE).eval(),
+            lambda b: torch.randn(b, MLP_TOKENS, MLP_DIM, device="cuda", dtype=DTYPE))
 
 
 def _swap_all_(model: nn.Module, names: list[str]) -> None:
@@ -80,7 +85,13 @@ def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax:
     if row == "torch 2:4":
         _swap_all_(model, names)
     elif row == "edged choice":
-        choice = choose_in_place_(model, x, batch, plan=plan)
+        started = time.monotonic()
+
+        def progress(t: Trial) -> None:
+            ms = f"{t.ms:.3f} ms" if t.ms is not None else f"failed: {t.error[:80]}"
+            print(f"    trial {t.group:<36} {t.kernel:<6} {ms}  [{time.monotonic() - started:.0f} s]", flush=True)
+
+        choice = choose_in_place_(model, x, batch, plan=plan, on_trial=progress)
         info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials]}
     elif row.startswith("int8"):
         quantize_linears_(model, {n: amax[n] for n in names}, sparse=row == "int8 2:4")
@@ -103,15 +114,15 @@ def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], 
             started = time.monotonic()
             try:
                 m, info = variant(row, model, x, batch, plan, amax)
-                err = max_rel_error(m(x), reference)
-                fn = graph_replay(partial(m, x))
+                fn, out = replayed_graph(partial(m, x))
+                err = max_rel_error(out, reference)
                 timing = time_cuda(fn, batch, iters=iters).as_dict()
                 energy = energy_per_item(fn, batch, source, seconds=1.0)
                 ok = err <= (INT8_TOL if row.startswith("int8") else E2E_TOL)
                 rows.append({"family": name, "batch": batch, "row": row, **timing, "rel_err": err, "verified": ok,
                              "j_per_item": energy, "setup_s": time.monotonic() - started, **info})
                 del m
-            except (RuntimeError, ValueError) as exc:
+            except (RuntimeError, ValueError, Unsupported) as exc:
                 rows.append({"family": name, "batch": batch, "row": row, "error": str(exc)[:300]})
             print(format_e2e(rows).splitlines()[-1], flush=True)  # each row as it lands: a long run shows progress
             torch.cuda.empty_cache()
@@ -120,7 +131,8 @@ def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], 
 
 def format_e2e(rows: list[dict]) -> str:
     dense: dict[tuple, float]
-    head = f"{'family':<28} {'batch':>5} {'row':<13} {'p50 ms':>8} {'p99 ms':>8} {'vs dense':>8} {'mJ/item':>8} {'err':>7}"
+    head = (f"{'family':<28} {'batch':>5} {'row':<13} {'p50 ms':>8} {'p99 ms':>8} {'vs dense':>8} {'mJ/item':>8} "
+            f"{'err':>7} {'setup s':>7}")
     lines, dense = [head, "-" * len(head)], {}  # (family, batch) -> dense p50 ms
     for r in rows:
         key = (r["family"], r["batch"])
@@ -133,7 +145,7 @@ def format_e2e(rows: list[dict]) -> str:
         mj = f"{r['j_per_item'] * 1e3:.2f}" if r.get("j_per_item") else "-"
         flag = "" if r["verified"] else " FAIL"
         lines.append(f"{r['family'][:28]:<28} {r['batch']:>5} {r['row']:<13} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                     f"{speed:>8} {mj:>8} {r['rel_err']:>7.3f}{flag}")
+                     f"{speed:>8} {mj:>8} {r['rel_err']:>7.3f} {r['setup_s']:>7.1f}{flag}")
     return "\n".join(lines)
 
 
@@ -150,9 +162,11 @@ def format_choices(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_e2e(batches: list[int], iters: int, source: Any, tune_s: float = 40.0) -> list[dict]:
+def run_e2e(batches: list[int], iters: int, source: Any, tune_s: float = 40.0,
+            families: tuple[str, ...] = FAMILIES) -> list[dict]:
     rows: list[dict] = []
-    for name, (model, example) in families().items():
+    for key in families:
+        name, model, example = family(key)
         rows += bench_family(name, model, example, batches, iters, source, tune_s)
         del model
         torch.cuda.empty_cache()

@@ -28,7 +28,7 @@ from edged.compile.semi_structured import (
     MIN_SPEEDUP, PLAN_TIMEOUT_S, LayerChoice, Shape, TorchSparseLinear, check_close, linear_shapes, plan_layers,
 )
 from edged.errors import Unsupported
-from edged.measure.clocks import graph_replay
+from edged.measure.clocks import capture_graph
 from edged.measure.timing import time_cuda
 
 DENSE = "dense"
@@ -69,10 +69,12 @@ class InPlaceChoice:
 
 
 def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
-                  model_ms: Callable[[dict[str, str]], tuple[float | None, str]]) -> InPlaceChoice:
+                  model_ms: Callable[[dict[str, str]], tuple[float | None, str]],
+                  on_trial: Callable[[Trial], None] | None = None) -> InPlaceChoice:
     """Greedy over `groups` in order: try each candidate kernel of a group with the groups before it at
     their kept kernels; keep the fastest one if it beats the current best by MIN_SPEEDUP.
-    `model_ms(kernels by group)` -> (the model's p50 ms, or None and why it failed)."""
+    `model_ms(kernels by group)` -> (the model's p50 ms, or None and why it failed); `on_trial` sees each
+    trial as it lands (a long choice shows progress)."""
     kernels = {g: DENSE for g in groups}
     dense_ms, error = model_ms(kernels)
     if dense_ms is None:
@@ -83,6 +85,8 @@ def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
         for kernel in candidates.get(group, []):
             ms, error = model_ms({**kernels, group: kernel})
             tried.append(Trial(group, kernel, ms, False, error))
+            if on_trial is not None:
+                on_trial(tried[-1])
         ok = [t for t in tried if t.ms is not None]
         fastest = min(ok, key=lambda t: t.ms or 0.0, default=None)
         if fastest is not None and fastest.ms and best_ms / fastest.ms >= MIN_SPEEDUP:
@@ -121,15 +125,28 @@ class LayerSwitch:
                 replace_module(self.model, name, self.modules[name][kernels.get(group, DENSE)])
 
 
+def replayed_graph(fn: Callable[[], Tensor]) -> tuple[Callable[[], object], Tensor]:
+    """`fn` captured in a CUDA graph after one warm-up call and replayed once: (replay, the graph's output).
+
+    Checking the graph's own output saves eager calls, which cost: torch's semi-structured Linear took ~0.25 s
+    a call on the H100 outside a graph (plan set-up), so trials that paid five eager calls per layer took 17 s
+    per 12-layer group."""
+    graph, out = capture_graph(fn, warmup=1)
+    graph.replay()
+    return graph.replay, out
+
+
 def timed_in_graph(model: nn.Module, inputs: ModelInputs, reference: Tensor, batch: int, iters: int) -> float:
-    """The model's p50 ms replayed from one CUDA graph, after checking its output against `reference`."""
-    check_close(call_model(model, inputs), reference, "the switched model", E2E_TOL)
-    return time_cuda(graph_replay(partial(call_model, model, inputs)), batch, warmup=5, iters=iters).p50_ms
+    """The model's p50 ms replayed from one CUDA graph, after checking the graph's output against `reference`."""
+    replay, out = replayed_graph(partial(call_model, model, inputs))
+    check_close(out, reference, "the switched model", E2E_TOL)
+    return time_cuda(replay, batch, warmup=5, iters=iters).p50_ms
 
 
 @torch.inference_mode()
 def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: int = 30,
-                     plan: dict[Shape, LayerChoice] | None = None, tune_s: float = PLAN_TIMEOUT_S) -> InPlaceChoice:
+                     plan: dict[Shape, LayerChoice] | None = None, tune_s: float = PLAN_TIMEOUT_S,
+                     on_trial: Callable[[Trial], None] | None = None) -> InPlaceChoice:
     """Put the fastest verified kernel per layer group into the fp16 CUDA `model`, in place."""
     shapes, _ = linear_shapes(model, inputs)
     plan = plan if plan is not None else plan_layers(sorted(set(shapes.values())), timeout_s=tune_s)
@@ -144,7 +161,7 @@ def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: i
         except (RuntimeError, Unsupported) as exc:  # a kernel that fails or disagrees is not chosen
             return None, str(exc)[:300]
 
-    choice = greedy_choice(list(groups), switch.candidates(), model_ms)
+    choice = greedy_choice(list(groups), switch.candidates(), model_ms, on_trial)
     switch.apply_(choice.kernels)
     choice.layers = {name: choice.kernels[g] for g, names in groups.items() for name in names}
     choice.sparse_layers = {name: switch.choices[name][kernel] for name, kernel in choice.layers.items() if kernel != DENSE}

@@ -2,8 +2,9 @@
 
 Scales: per tensor for the activation, static, from the calibration pass's input range (amax / 127,
 `edged.calibrate.ranges`); per output channel for the weight (its row amax / 127), so
-y = (x_q W_q^T) * s_x * s_w + b. The dense path accumulates in int32 and dequantizes in one fused
-elementwise pass; the 2:4 path lets cuSPARSELt apply s_x * s_w as its per-channel alpha and write fp16.
+y = (x_q W_q^T) * s_x * s_w + b. Quantizing x is one kernel (`int8_kernels`); the dense path accumulates in
+int32 and dequantizes in one more; the 2:4 path lets cuSPARSELt apply s_x * s_w as its per-channel alpha and
+write fp16.
 """
 
 from __future__ import annotations
@@ -13,19 +14,14 @@ from torch import Tensor, nn
 
 from edged.calibrate.ranges import AMAX, RangeCollector
 from edged.compile.base import replace_module
+from edged.compile.int8_kernels import QMAX, dequantize_rows, quantize, quantize_rows
 
-QMAX = 127.0
 INT_MM_MIN_ROWS = 17  # torch._int_mm needs more than 16 rows (cuBLASLt int8)
 
 
 def weight_scales(weight: Tensor) -> Tensor:
     """(out,) per-output-channel scales: each row's amax / 127."""
     return (weight.detach().float().abs().amax(dim=1) / QMAX).clamp_min(1e-12)
-
-
-def quantize(x: Tensor, scale: Tensor | float) -> Tensor:
-    """round(x / scale) clamped to [-127, 127], int8; scale broadcasts against x."""
-    return torch.clamp(torch.round(x.float() / scale), -QMAX, QMAX).to(torch.int8)
 
 
 class Int8Linear(nn.Module):
@@ -44,17 +40,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("out_scale", (w_scale * self.input_scale).float())  # (out,)
         self.register_buffer("bias", None if bias is None else bias.detach().half())
 
-    def _rows(self, x: Tensor) -> Tensor:  # (..., in) -> (T', in) int8, T' > 16
-        x2d = quantize(x.reshape(-1, self.in_features), self.input_scale)
-        short = INT_MM_MIN_ROWS - x2d.shape[0]
-        return torch.nn.functional.pad(x2d, (0, 0, 0, short)) if short > 0 else x2d
-
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        acc = torch._int_mm(self._rows(x), self.weight_q.t())[: lead.numel()]  # (T, out) int32
-        y = acc.float() * self.out_scale
-        y = y + self.bias if self.bias is not None else y
-        return y.half().reshape(*lead, self.out_features)
+        x_q = quantize_rows(x.reshape(-1, self.in_features), self.input_scale, max(lead.numel(), INT_MM_MIN_ROWS))
+        acc = torch._int_mm(x_q, self.weight_q.t())  # (T', out) int32
+        return dequantize_rows(acc, self.out_scale, self.bias, lead.numel()).reshape(*lead, self.out_features)
 
 
 class Int8SparseLinear(Int8Linear):
@@ -69,10 +59,10 @@ class Int8SparseLinear(Int8Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        x2d = self._rows(x)
-        x2d = torch.nn.functional.pad(x2d, (0, 0, 0, (-x2d.shape[0]) % 16))  # cuSPARSELt int8: rows % 16
+        rows = max(lead.numel(), INT_MM_MIN_ROWS)
+        x_q = quantize_rows(x.reshape(-1, self.in_features), self.input_scale, rows + (-rows) % 16)  # int8: rows % 16
         # (out, in) 2:4 @ (in, T') -> (T', out) fp16 with transpose_result, alpha = per-output scales
-        y = torch._cslt_sparse_mm(self.packed, x2d.t(), alpha=self.out_scale, out_dtype=torch.float16,
+        y = torch._cslt_sparse_mm(self.packed, x_q.t(), alpha=self.out_scale, out_dtype=torch.float16,
                                   transpose_result=True)[: lead.numel()]
         y = y + self.bias if self.bias is not None else y
         return y.reshape(*lead, self.out_features)

@@ -88,13 +88,13 @@ def test_e2e_table_shows_speedup_over_dense_failed_checks_and_kept_kernels():
 
     def row(name: str, p50: float, ok: bool = True, **extra) -> dict:
         return {"family": "MLP", "batch": 8, "row": name, "p50_ms": p50, "p99_ms": p50 * 1.1, "rel_err": 0.01,
-                "verified": ok, "j_per_item": 0.002, **extra}
+                "verified": ok, "j_per_item": 0.002, "setup_s": 3.0, **extra}
 
     trials = [{"group": "blocks.*.0 4096->14336", "kernel": "torch", "ms": 1.5, "kept": True, "error": ""},
               {"group": "blocks.*.0 4096->14336", "kernel": "edged", "ms": None, "kept": False, "error": "boom"}]
     rows = [row("dense", 2.0), row("edged choice", 1.0, trials=trials), row("int8 2:4", 0.8, ok=False),
             {"family": "MLP", "batch": 8, "row": "int8 dense", "error": "no int8 kernel"}]
     table = format_e2e(rows)
-    assert "2.00x" in table and "2.50x" in table and "0.010 FAIL" in table and "no int8 kernel" in table
+    assert "2.00x" in table and "2.50x" in table and "0.010     3.0 FAIL" in table and "no int8 kernel" in table
     choices = format_choices(rows)
     assert "torch  1.500 ms  kept" in choices and "failed: boom" in choices

@@ -45,3 +45,38 @@ def test_int8_layers_match_fp16_dense_within_int8_tolerance(tokens):
             y = int8(x)
             assert y.shape == ref.shape and y.dtype == DTYPE and y.is_contiguous()
             assert max_rel_error(y, ref) < 0.05, type(int8).__name__
+
+
+def _quantize_case(device):
+    torch.manual_seed(0)
+    x = (torch.randn(37, 48) * 40).to(device, torch.float16)
+    x[0, :4] = torch.tensor([2.5, 3.5, -0.5, -1.5])  # ties round to even, as torch.round
+    return x
+
+
+def test_quantize_rows_pads_with_zero_rows_and_dequantize_rows_scales_each_column():
+    from edged.compile.int8_kernels import dequantize_rows, quantize_rows
+
+    x = _quantize_case("cpu")
+    q = quantize_rows(x, 1.0, 48)
+    assert q.shape == (48, 48) and q.dtype == torch.int8 and not q[37:].any()
+    assert q[0, :4].tolist() == [2, 4, 0, -2] and int(q.abs().max()) == QMAX
+    acc = torch.randint(-1000, 1000, (48, 20), dtype=torch.int32)
+    scale, bias = torch.rand(20), torch.randn(20).half()
+    y = dequantize_rows(acc, scale, bias, 37)
+    assert y.shape == (37, 20) and y.dtype == torch.float16
+    torch.testing.assert_close(y, (acc[:37].float() * scale + bias).half())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+def test_triton_quantize_and_dequantize_equal_the_torch_ops():
+    from edged.compile.int8_kernels import dequantize_rows, quantize_rows
+
+    x = _quantize_case("cuda")
+    assert torch.equal(quantize_rows(x, 0.7, 48).cpu(), quantize_rows(x.cpu(), 0.7, 48))
+    acc = torch.randint(-1000, 1000, (48, 20), dtype=torch.int32)
+    scale, bias = torch.rand(20), torch.randn(20).half()
+    for b in (bias, None):
+        got = dequantize_rows(acc.cuda(), scale.cuda(), None if b is None else b.cuda(), 37)
+        torch.testing.assert_close(got.cpu(), dequantize_rows(acc, scale, b, 37), rtol=1e-3, atol=1e-3)

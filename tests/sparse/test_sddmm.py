@@ -64,12 +64,14 @@ def _dense_reference_grads(model, deltas, x, y):
 
 @pytest.mark.parametrize("tokens,out,used", [(197, 96, 64), (1000, 768, 682), (64 * 197, 768, 748), (5, 40, 3)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("token_contiguous", [False, True])  # row-major, and strides (1, T) as the delta saves it
 @pytest.mark.gpu
 @no_cuda
-def test_triton_value_grad_equals_the_dense_reference(tokens, out, used, dtype):
+def test_triton_value_grad_equals_the_dense_reference(tokens, out, used, dtype, token_contiguous):
     torch.manual_seed(0)
     g = torch.randn(tokens, out, device="cuda").to(dtype)
     x = torch.randn(tokens, used, device="cuda").to(dtype)
+    x = x.t().contiguous().t() if token_contiguous else x
     rows, cols = (t.cuda() for t in _entries(out, used, 0.01 if out > 100 else 0.2))
     expected = (g.double().t() @ x.double())[rows, cols].float()  # float64 reference of the same inputs
     got = value_grad(g, x, rows, cols)
@@ -167,3 +169,32 @@ def test_resident_merged_weight_equals_the_merged_weight_bit_for_bit_and_follows
     with torch.no_grad():
         weight.mul_(2)  # the frozen weight written: its version changes, the resident copy is cast again
     assert torch.equal(delta.resident_merged(weight, torch.bfloat16), delta.merged(weight, torch.bfloat16))
+
+
+@pytest.mark.gpu
+@no_cuda
+def test_on_cuda_the_saved_input_is_the_used_columns_token_contiguous():
+    layer = nn.Linear(64, 32).cuda()
+    mask = torch.zeros(32, 64, dtype=torch.bool, device="cuda")
+    mask[:, 5] = True
+    mask[3, 9] = True
+    attach_deltas_(layer, {"weight": mask})
+    x = torch.randn(10, 64, device="cuda", requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append((t.shape, t.stride())) or t, lambda t: t):
+        layer(x).sum().backward()
+    assert (torch.Size([10, 2]), (1, 10)) in saved  # (T, U) read along tokens; the whole (10, 64) input is not kept
+    assert not any(shape == torch.Size([10, 64]) for shape, _ in saved)
+
+
+@pytest.mark.gpu
+@no_cuda
+@pytest.mark.parametrize("tokens,width,used", [(150, 96, 70), (12608, 768, 748), (5, 3072, 1)])
+def test_token_major_columns_are_the_used_columns_stored_along_tokens(tokens, width, used):
+    from edged.sparse.sddmm import token_major_columns
+
+    x = torch.randn(tokens, width, device="cuda").to(torch.bfloat16)
+    cols = torch.randperm(width, device="cuda")[:used].sort().values
+    got = token_major_columns(x, cols)
+    assert got.shape == (tokens, used) and got.stride() == (1, tokens)
+    assert torch.equal(got, x[:, cols])
