@@ -54,7 +54,7 @@ def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, in
     epochs = len(result.history)
     spread = torch.linspace(0, len(task) - 1, min(infer_batch, len(task))).long()  # several classes: a valid task
     batch = loaded.preprocess(task.subset(spread))
-    timing = time_cpu(lambda: result.model(batch), batch=infer_batch, warmup=1, iters=5)
+    timing = time_cpu(lambda: result.model(batch), batch=infer_batch, warmup=3, iters=10)  # a fresh model's first calls run slow
     keep = options["token_keep"]
     label = "all tokens" if keep == 1.0 else f"keep {keep} after layer {loaded.info.options['token_layer']}"
     return {"setting": label, "model_options": loaded.info.options, "accuracy": m["accuracy_after"],

@@ -198,3 +198,13 @@ def test_token_major_columns_are_the_used_columns_stored_along_tokens(tokens, wi
     got = token_major_columns(x, cols)
     assert got.shape == (tokens, used) and got.stride() == (1, tokens)
     assert torch.equal(got, x[:, cols])
+
+
+def test_token_major_columns_on_the_cpu_are_the_used_columns_stored_along_tokens():
+    from edged.sparse.sddmm import token_major_columns
+
+    x, cols = torch.randn(9, 12), torch.tensor([1, 4, 5, 11])
+    got = token_major_columns(x, cols)
+    assert got.stride() == (1, 9) and torch.equal(got, x[:, cols])
+    assert torch.equal(value_grad(torch.ones(9, 3), got, torch.tensor([0, 2]), torch.tensor([3, 0])),
+                       value_grad_torch(torch.ones(9, 3), x[:, cols], torch.tensor([0, 2]), torch.tensor([3, 0])))
