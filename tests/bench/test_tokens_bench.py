@@ -24,3 +24,13 @@ def test_tokens_bench_compares_keep_ratios_against_every_token(tmp_path, capsys)
     assert kept["accuracy"].count("±") == 1 and kept["delta_mean"] == pytest.approx(
         (selected["accuracy_delta"] + second_seed["accuracy_delta"]) / 2)
     assert "keep 4 after layer 0" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+def test_tokens_bench_trains_and_times_on_the_gpu(tmp_path):
+    out = tmp_path / "tokens.json"
+    assert tokens.main(["--samples", "20", "--epochs", "1", "--method", "head", "--keeps", "1.0,4@0",
+                        "--infer-batch", "4", "--device", "cuda", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "cuda" and all(r["infer_samples_per_s"] > 0 for r in result["rows"])
