@@ -22,7 +22,7 @@ from edged.compile.cuda_graph import GraphedRunner
 from edged.compile.in_place import DENSE, E2E_TOL, choose_in_place_
 from edged.compile.inputs import ModelInputs, call_model, to_device
 from edged.compile.recipe import export_checked, predictor
-from edged.compile.semi_structured import DTYPE, check_close, linear_shapes
+from edged.compile.semi_structured import DTYPE, check_close
 from edged.compile.semi_structured import probe as probe  # the backend's probe (registry contract)
 
 
@@ -38,8 +38,8 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
     inputs = to_device(example_inputs, "cuda", DTYPE)
     with torch.inference_mode():
         dense_out = call_model(gpu_model, inputs)
-    _, dense = linear_shapes(gpu_model, inputs)
     choice = choose_in_place_(gpu_model, inputs, _batch(inputs))
+    dense = dict(choice.refused)
     runner = GraphedRunner(lambda x: call_model(gpu_model, x))
     max_err = check_close(runner(inputs), dense_out, "the 2:4 model", E2E_TOL)
     report = exported.report("cusparselt")

@@ -66,6 +66,7 @@ class InPlaceChoice:
     trials: list[Trial] = field(default_factory=list)
     layers: dict[str, str] = field(default_factory=dict)  # module name -> kernel, once applied to a model
     sparse_layers: dict[str, LayerChoice] = field(default_factory=dict)  # module name -> how to rebuild its kernel
+    refused: dict[str, str] = field(default_factory=dict)  # weight name -> why no 2:4 kernel can run it
 
 
 def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
@@ -148,7 +149,7 @@ def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: i
                      plan: dict[Shape, LayerChoice] | None = None, tune_s: float = PLAN_TIMEOUT_S,
                      on_trial: Callable[[Trial], None] | None = None) -> InPlaceChoice:
     """Put the fastest verified kernel per layer group into the fp16 CUDA `model`, in place."""
-    shapes, _ = linear_shapes(model, inputs)
+    shapes, refused = linear_shapes(model, inputs)
     plan = plan if plan is not None else plan_layers(sorted(set(shapes.values())), timeout_s=tune_s)
     groups = layer_groups(shapes)
     switch = LayerSwitch(model, groups, shapes, plan)
@@ -165,4 +166,5 @@ def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: i
     switch.apply_(choice.kernels)
     choice.layers = {name: choice.kernels[g] for g, names in groups.items() for name in names}
     choice.sparse_layers = {name: switch.choices[name][kernel] for name, kernel in choice.layers.items() if kernel != DENSE}
+    choice.refused = refused
     return choice
