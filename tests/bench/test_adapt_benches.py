@@ -59,6 +59,9 @@ def test_verdicts_miss_on_each_broken_condition_and_say_not_run_without_the_rows
     assert far["above_magnitude"]["met"] is False  # below magnitude
     taso = far["taso_lora_vs_lora_1"]
     assert taso["met"] is False and "counts differ" in taso["detail"]  # 2 % fewer entries, though more accurate
+    ahead = pair_verdicts({TASKEDGE: [0.975, 0.975], LORA_8: [0.958, 0.958]}, pct=100 * 10617 / 10616832)
+    assert ahead["near_lora_8"]["met"] is True  # one entry over 0.1 % from rounding up, and ahead of LoRA
+    assert "1.7 points ahead" in ahead["near_lora_8"]["detail"]
     over_budget = pair_verdicts({TASKEDGE: [0.96, 0.96], LORA_8: [0.96, 0.96]}, pct=0.2)
     assert over_budget["near_lora_8"]["met"] is False
     assert {v["met"] for k, v in over_budget.items() if k != "near_lora_8"} == {None}
