@@ -78,12 +78,12 @@ def _swap_all_(model: nn.Module, names: list[str]) -> None:
 
 
 def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax: dict[str, float]) -> tuple[nn.Module, dict]:
-    """A copy of `model` as `row` names it, and what was chosen (edged choice)."""
+    """A copy of `model` as `row` names it, and what was chosen (edged choice). `amax` is keyed by the model's
+    2:4 Linears (the family's shape pass found them), so they are not looked up again here."""
     model = copy.deepcopy(model)
-    names = list(linear_shapes(model, x)[0])
     info: dict[str, Any] = {}
     if row == "torch 2:4":
-        _swap_all_(model, names)
+        _swap_all_(model, list(amax))
     elif row == "edged choice":
         started = time.monotonic()
 
@@ -94,7 +94,7 @@ def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax:
         choice = choose_in_place_(model, x, batch, plan=plan, on_trial=progress)
         info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials]}
     elif row.startswith("int8"):
-        quantize_linears_(model, {n: amax[n] for n in names}, sparse=row == "int8 2:4")
+        quantize_linears_(model, amax, sparse=row == "int8 2:4")
     return model, info
 
 
