@@ -17,7 +17,8 @@ from edged.bench.adapt_rows import ROWS, BenchRow, lr_grid_rows
 from edged.bench.adapt_verdicts import aggregate, format_verdicts, verdicts
 from edged.bench.report import format_table, machine_summary, write_json
 
-COLUMNS = [("row", "method"), ("accuracy", "accuracy % (mean ± std)"), ("trainable", "trainable entries"),
+COLUMNS = [("row", "method"), ("accuracy", "accuracy % (mean ± std)"),
+           ("trained_head", "head as trained, before its refit"), ("trainable", "trainable entries"),
            ("trainable_pct", "% of backbone"), ("wall_s_mean", "wall s (mean)")]
 
 

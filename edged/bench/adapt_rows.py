@@ -69,6 +69,7 @@ class AdaptRow:
                 "wall_s": time.perf_counter() - started, "head_params": metrics["head_params"],
                 "train_s": metrics["stage_seconds"]["train"], "samples_per_s": metrics["samples_per_s"],
                 "lr_search": metrics.get("lr_search"), "head_warmup": metrics.get("head_warmup"),
+                "accuracy_trained_head": (metrics.get("head_refit") or {}).get("val_accuracy_trained_head"),
                 "batchnorm_reestimated": metrics["batchnorm_reestimated"],
                 "peak_memory_mb": metrics["peak_memory_mb"], "accuracy_before": metrics["accuracy_before"],
                 "stage_seconds": metrics["stage_seconds"], "config": config.model_dump()}

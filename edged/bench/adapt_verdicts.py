@@ -21,7 +21,8 @@ MAX_TASKEDGE_PCT = 0.1  # % of the backbone
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per label over its seeds, in first-seen order: accuracy mean and sample std (0 for one seed),
+    """One row per label over its seeds, in first-seen order: accuracy mean and sample std (0 for one seed), the
+    same for the head as training left it where the row refit its head (`accuracy_trained_head`, else None),
     trainable entries and % (the same for every seed; the largest is kept), wall time mean."""
     by_label: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
@@ -32,10 +33,19 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"row": label, "method": seeds[0]["method"], "seeds": len(seeds),
                      "accuracy_mean": statistics.fmean(accuracy),
                      "accuracy_std": statistics.stdev(accuracy) if len(seeds) > 1 else 0.0,
+                     "trained_head": _mean_std([r.get("accuracy_trained_head") for r in seeds]),
                      "trainable": max(r["trainable"] for r in seeds),
                      "trainable_pct": max(r["trainable_pct"] for r in seeds),
                      "wall_s_mean": statistics.fmean(r["wall_s"] for r in seeds)})
     return rows
+
+
+def _mean_std(values: list[Optional[float]]) -> Optional[str]:
+    """'mean ± std' in points of fractions given for every seed, else None."""
+    if any(v is None for v in values):
+        return None
+    points = [100 * float(v) for v in values if v is not None]
+    return f"{statistics.fmean(points):.1f} ± {statistics.stdev(points) if len(points) > 1 else 0.0:.1f}"
 
 
 def _verdict(key: str, target: str, pair: str, met: Optional[bool], detail: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The adaptation's stages, each `stage(run: AdaptRun) -> None`, in the order `edged.pipeline.stages` runs them:
 prepare -> evaluate_before -> [dense_reference] -> [calibrate] -> [prune -> evaluate_pruned] ->
-score -> mask | prepare_method -> train -> merge -> [reestimate_batchnorm] -> evaluate -> [int8_ranges].
+score -> mask | prepare_method -> train -> merge -> [reestimate_batchnorm] -> [refit_head] -> evaluate -> [int8_ranges].
 
 With 2:4 the backbone is pruned by task importance (|W| * ||X||_2, the calibration pass), BatchNorm
 statistics are re-estimated on the task data (pruning shifts every activation), and the trainable mask is
@@ -250,6 +250,23 @@ def reestimate_batchnorm(run: AdaptRun) -> None:
         model, calib.inputs, calib.labels, run.eval_batch, run.device, run.amp_dtype))
     if run.batchnorm.kept:
         adaptation.changed.update({name: None for name in run.batchnorm.buffers if name not in adaptation.changed})
+
+
+def refits_head(run: AdaptRun) -> bool:
+    """A method that trained a backbone part, with the job's `refit_head` on ('head' fits its head this way)."""
+    return run.config.refit_head and run.method.trains_backbone
+
+
+def refit_head(run: AdaptRun) -> None:
+    """The head refit as a linear probe on the adapted backbone's features (`edged.train.head_fit`: L-BFGS, weight
+    decay chosen on part of the training samples). The head AdamW trained beside the backbone part in a few epochs
+    is far from its optimum on small jobs: on 1,000 8x8 digits, 2 epochs, 3 seeds, refitting lifted taskedge 0.1 %
+    from 83.7 to 91.7 % and LoRA r=8 from 90.7 to 95.0 % (README). The validation accuracy with the trained head is
+    recorded beside the refit's, only to report what the refit changed."""
+    trained_head = _val_accuracy(run)
+    fit = _fit_head(run, run.workdir / "head_refit" if run.workdir else None, None).history[0]
+    run.head_refit = {"val_accuracy_trained_head": trained_head, "val_accuracy": fit["val_accuracy"],
+                      "weight_decay": fit["weight_decay"], "train_loss": fit["train_loss"]}
 
 
 def evaluate(run: AdaptRun) -> None:

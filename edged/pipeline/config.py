@@ -43,6 +43,10 @@ class JobFields(MethodOptions):
     head_warmup: bool = Field(
         False, description="LP-FT: before training a method that trains a backbone part, fit the head as a linear "
         "probe on the frozen backbone's cached features (as 'head' does), then train from there")
+    refit_head: bool = Field(
+        True, description="after a method that trains a backbone part, refit the head as a linear probe on the adapted "
+        "backbone's features of the training samples (L-BFGS, weight decay chosen on part of the training split): "
+        "metrics.head_refit. No effect for 'head', which fits its head that way already")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the data held out for validation")
     memory_budget_mb: Optional[float] = Field(

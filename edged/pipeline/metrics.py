@@ -33,6 +33,8 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
     }
     if run.head_warmup is not None:
         metrics["head_warmup"] = run.head_warmup
+    if run.head_refit is not None:
+        metrics["head_refit"] = run.head_refit
     if run.lr_search is not None:
         metrics["lr_search"] = {**run.lr_search, "fraction_of_train_time": _search_share(run)}
     if split.test is not None:  # the held-out test set: reported only, never trained or selected on

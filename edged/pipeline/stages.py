@@ -4,7 +4,7 @@ adaptation's stages (those not marked `job_only`); a job runs them all, between 
 recording its metrics:
 
 validate -> prepare -> evaluate_before -> [dense_reference] -> [calibrate] -> [prune -> evaluate_pruned]
--> score -> mask | prepare_method -> train -> merge -> [reestimate_batchnorm] -> evaluate
+-> score -> mask | prepare_method -> train -> merge -> [reestimate_batchnorm] -> [refit_head] -> evaluate
 -> [int8_ranges] -> export -> [compile] -> benchmark -> record
 """
 
@@ -116,6 +116,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", 60, adapt_stages.train_stage),
     Stage("merge", 1, adapt_stages.merge),
     Stage("reestimate_batchnorm", 1, adapt_stages.reestimate_batchnorm, adapt_stages.reestimates_batchnorm),
+    Stage("refit_head", 1, adapt_stages.refit_head, adapt_stages.refits_head),
     Stage("evaluate", 1, adapt_stages.evaluate),
     Stage("int8_ranges", 4, adapt_stages.int8_ranges, _int8),
     Stage("export", 1, _job_stage(job_stages.export), job_only=True),

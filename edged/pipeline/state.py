@@ -72,6 +72,7 @@ class AdaptRun:
     training_plan: Optional[TrainingPlan] = None  # the recomputation policy and micro-batch training ran with
     training: Optional[TrainResult] = None
     batchnorm: Optional[BatchNormReestimate] = None  # statistics re-estimated after training, where they apply
+    head_refit: Optional[dict[str, Any]] = None  # the head refit on the adapted features: its record
     accuracy_after: Optional[float] = None
     test_accuracy_before: Optional[float] = None  # on test_task, when there is one
     test_accuracy_after: Optional[float] = None

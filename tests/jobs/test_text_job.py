@@ -40,10 +40,13 @@ def test_text_and_image_jobs_succeed_end_to_end(daemon):
             for method in ("taskedge", "lora", "full")]
     head_job = {key: value for key, value in TEXT_JOB.items() if key != "lr"}  # only the head trains, by L-BFGS
     jobs.insert(0, {**head_job, "dataset": text, "method": "head", "compile": "none"})
-    jobs.append({**FAST_JOB, "dataset": _upload(daemon, "digits.npz", digits_npz(200)), "compile": "eager"})
+    jobs.append({**FAST_JOB, "dataset": _upload(daemon, "digits.npz", digits_npz(200)), "compile": "eager",
+                 "refit_head": False})
     for job in jobs:
         done = _run_job(daemon, job)
         assert done["state"] == "succeeded", (job, done["error"])
+        refits = job["method"] != "head" and job.get("refit_head", True)  # the head refit on adapted features
+        assert ("head_refit" in done["metrics"]) == refits, job
         latency = done["metrics"]["latency"]
         assert latency["dense"]["p50_ms"] > 0
         if job["compile"] != "none":
