@@ -2,7 +2,8 @@
 # Developer / quick-start set-up: one command makes the virtual environment and runs something in it.
 #
 #   bash deploy/setup.sh demo [edged demo options]    # set up, then run `edged demo`
-#   bash deploy/setup.sh test [pytest options]        # set up, then run the test suite
+#   bash deploy/setup.sh test [pytest options]        # set up, then run the test suite (EDGED_TEST_WORKERS
+#                                                     # processes, default 2; with options, pytest as given)
 #   bash deploy/setup.sh env                          # set up only
 #
 # What it does, once (later runs only check and go straight to the command):
@@ -116,14 +117,31 @@ ensure_setup() {
     say "set-up done: $VENV"
 }
 
-run_tests() {
-    cd "$REPO"
+# The whole suite runs on TEST_WORKERS processes (pytest-xdist; a test file stays on one of them, so its module
+# fixtures are built once), except the Schemathesis test: its cases share one test id, and xdist, which
+# schedules by id, would run only one of them, so it runs on its own after the rest.
+TEST_WORKERS="${EDGED_TEST_WORKERS:-2}"
+SERIAL_TESTS="tests/api/test_schemathesis.py"
+
+run_pytest() {
     local status=0
     "$VENV/bin/python" -m pytest -q "$@" || status=$?
     if [ "$status" -eq 5 ]; then
         say "pytest collected no tests for: ${*:-the whole suite} (exit 5); nothing failed"
         return 0
     fi
+    return "$status"
+}
+
+run_tests() {
+    cd "$REPO"
+    if [ $# -gt 0 ]; then
+        run_pytest "$@"
+        return
+    fi
+    local status=0
+    run_pytest -n "$TEST_WORKERS" --dist loadfile --ignore="$SERIAL_TESTS" || status=$?
+    run_pytest "$SERIAL_TESTS" || status=$?
     return "$status"
 }
 

@@ -70,7 +70,7 @@ def rapl_client(tmp_path, settings):
 
 
 CORE_STAGES = {"validate", "prepare", "evaluate_before", "dense_reference", "calibrate", "prune", "evaluate_pruned",
-               "score", "mask", "train", "merge", "evaluate", "export", "compile", "benchmark", "record"}
+               "score", "mask", "train", "merge", "refit_head", "evaluate", "export", "compile", "benchmark", "record"}
 
 
 def _run_job(client, auth, **overrides) -> dict:
