@@ -41,7 +41,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _mean_std(values: list[Optional[float]]) -> Optional[str]:
-    """'mean ± std' in points of fractions given for every seed, else None."""
+    """'mean ± std' in points of accuracies given as fractions, or None where a seed has none."""
     if any(v is None for v in values):
         return None
     points = [100 * float(v) for v in values if v is not None]
