@@ -14,6 +14,7 @@ import statistics
 from typing import Any, Optional
 
 from edged.bench.adapt_rows import COUNT_TOLERANCE, LORA_1, LORA_8, MAGNITUDE, RANDOM, TASKEDGE, TASO_LORA
+from edged.bench.report import mean_std
 
 WITHIN_POINTS = 1.0  # accuracy points taskedge may trail LoRA r=8 by
 AUTO_WITHIN_POINTS = 0.5  # accuracy points the automatic rates may trail the grid's best by
@@ -44,8 +45,7 @@ def _mean_std(values: list[Optional[float]]) -> Optional[str]:
     """'mean ± std' in points of accuracies given as fractions, or None where a seed has none."""
     if any(v is None for v in values):
         return None
-    points = [100 * float(v) for v in values if v is not None]
-    return f"{statistics.fmean(points):.1f} ± {statistics.stdev(points) if len(points) > 1 else 0.0:.1f}"
+    return mean_std([100 * float(v) for v in values if v is not None])
 
 
 def _verdict(key: str, target: str, pair: str, met: Optional[bool], detail: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +19,11 @@ def machine_summary() -> dict[str, Any]:
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     compute_capability=f"{props.major}.{props.minor}")
     return info
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± sample std' to one decimal (std 0 for one value)."""
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:

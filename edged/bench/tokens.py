@@ -20,7 +20,7 @@ import torch
 
 from edged.bench.adapt import parse_seeds
 from edged.bench.adapt_pairs import subset
-from edged.bench.report import format_table, machine_summary, write_json
+from edged.bench.report import format_table, machine_summary, mean_std, write_json
 from edged.data.bundled import bbc_news
 from edged.data.task import Inputs, TaskData, to_device
 from edged.measure.timing import Timing, time_cpu, time_cuda
@@ -101,14 +101,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  for key in ("train_samples_per_s", "train_speedup", "infer_samples_per_s", "infer_speedup")}
         met = (statistics.fmean(delta) >= -TARGET_POINTS and means["train_speedup"] >= TARGET_SPEEDUP
                and means["infer_speedup"] >= TARGET_SPEEDUP)
-        summary.append({"setting": setting, "seeds": len(seeds), "accuracy": _mean_std(acc), "delta": _mean_std(delta),
+        summary.append({"setting": setting, "seeds": len(seeds), "accuracy": mean_std(acc), "delta": mean_std(delta),
                         "accuracy_mean": statistics.fmean(acc), "delta_mean": statistics.fmean(delta), **means,
                         "target": "-" if seeds[0]["model_options"]["token_keep"] == 1.0 else ("met" if met else "missed")})
     return summary
-
-
-def _mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
 
 
 def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keeps: list[dict[str, Any]],
