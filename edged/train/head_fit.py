@@ -166,13 +166,14 @@ def fit_head_(model: nn.Module, train_inputs: Inputs, train_labels: Tensor, val_
 
         decay, selection, start = choose_weight_decay(z, labels, teacher, head.out_features, settings, on_step)
         weight, bias, loss = fit_linear(z, labels, teacher, decay, start, settings, on_step)
-        _set_head_(head, weight, bias, mean, std)
         val_x = extract_features(model, val_inputs, settings.batch_size, device, settings.amp_dtype)
+        head_before = accuracy_of(head(val_x).float().cpu(), val_labels)  # the head this fit replaces
+        _set_head_(head, weight, bias, mean, std)
         val_accuracy = accuracy_of(head(val_x).float().cpu(), val_labels)
     samples_per_s = len(train_labels) / max(time.perf_counter() - started, 1e-9)
     record = {"type": "epoch", "epoch": 0, "train_loss": loss, "val_accuracy": val_accuracy,
-              "samples_per_s": samples_per_s, "weight_decay": decay, "holdout_accuracy": selection,
-              "cached_features": True}
+              "val_accuracy_head_before": head_before, "samples_per_s": samples_per_s, "weight_decay": decay,
+              "holdout_accuracy": selection, "cached_features": True}
     result = TrainResult(val_accuracy, 0, 1, step[0], samples_per_s, peak.mb, [record])
     _save_fit(head, settings.checkpoint_dir, result)
     if on_progress:  # after the checkpoint: an epoch announced is an epoch a restart keeps
@@ -184,7 +185,8 @@ def _save_fit(head: nn.Linear, directory: Optional[Path], result: TrainResult) -
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
         record = result.history[0]
-        meta = {key: str(record[key]) for key in ("train_loss", "val_accuracy", "samples_per_s", "weight_decay")}
+        meta = {key: str(record[key]) for key in ("train_loss", "val_accuracy", "val_accuracy_head_before",
+                                                  "samples_per_s", "weight_decay")}
         save_tensors_atomic(directory / FIT_FILE, {"weight": head.weight.detach().cpu(), "bias": head.bias.detach().cpu()},
                             {**meta, "steps": str(result.steps)})
 
@@ -193,12 +195,14 @@ def _save_fit(head: nn.Linear, directory: Optional[Path], result: TrainResult) -
 def _load_fit_(head: nn.Linear, directory: Optional[Path]) -> Optional[TrainResult]:
     """The stored fit copied into `head` and its result, or None (no dir, no file, or another head's shape)."""
     stored = load_tensors(directory / FIT_FILE) if directory is not None else None
-    if stored is None or stored.tensors["weight"].shape != head.weight.shape:
+    if stored is None or stored.tensors["weight"].shape != head.weight.shape \
+            or "val_accuracy_head_before" not in stored.metadata:  # another head, or written by an older edged
         return None
     head.weight.copy_(stored.tensors["weight"])
     head.bias.copy_(stored.tensors["bias"])
     meta = stored.metadata
     val_accuracy, samples_per_s = float(meta["val_accuracy"]), float(meta["samples_per_s"])
     record = {"type": "epoch", "epoch": 0, "train_loss": float(meta["train_loss"]), "val_accuracy": val_accuracy,
-              "samples_per_s": samples_per_s, "weight_decay": float(meta["weight_decay"]), "cached_features": True}
+              "val_accuracy_head_before": float(meta["val_accuracy_head_before"]), "samples_per_s": samples_per_s,
+              "weight_decay": float(meta["weight_decay"]), "cached_features": True}
     return TrainResult(val_accuracy, 0, 1, int(meta["steps"]), samples_per_s, None, [record])

@@ -48,4 +48,6 @@ def test_the_folded_head_scores_on_the_model_what_the_fit_scored_on_cached_featu
     resumed, resumed_events = tiny_classifier(), []
     again = fit_head_(resumed, train_x, train_y, val_x, val_y, settings, CPU, resumed_events.append)
     assert resumed_events == [] and again.best_accuracy == result.best_accuracy
+    # the replaced head's accuracy (what a head refit reports) comes back with the stored fit
+    assert again.history[0]["val_accuracy_head_before"] == result.history[0]["val_accuracy_head_before"]
     assert torch.equal(resumed.head.weight, model.head.weight) and torch.equal(resumed.head.bias, model.head.bias)
