@@ -145,9 +145,19 @@ def _checkpointed(part: nn.Module) -> Callable[..., Any]:
             with contextlib.nullcontext() if calls[0] == 1 else _frozen_running_stats(part):
                 return forward(*a, **k)
 
-        return checkpoint(once_then_recompute, *args, use_reentrant=False, **kwargs)
+        return checkpoint(once_then_recompute, *args, use_reentrant=False, preserve_rng_state=draws_random,
+                          **kwargs)
 
+    # Saving and restoring the RNG state only matters where the part draws random numbers; skipping it elsewhere
+    # keeps the step capturable as one CUDA graph (torch reads the CUDA generator's state for it, which older
+    # versions refuse during capture: pytorch#83148, #162504)
+    draws_random = _draws_random(part)
     return run
+
+
+def _draws_random(module: nn.Module) -> bool:
+    """Whether a dropout layer inside `module` zeroes anything (p > 0)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
 
 
 @contextlib.contextmanager

@@ -55,6 +55,19 @@ def test_every_policy_gives_the_gradients_of_keeping_everything(block_vit, polic
 
 
 @pytest.mark.parametrize("policy", ["recompute_mlp", "checkpoint_blocks"])
+def test_a_recomputed_dropout_draws_the_mask_it_drew_in_forward(block_vit, policy):
+    """The RNG state is saved only for parts that hold a dropout (the rest stay capturable in a CUDA graph): where
+    one does, the recomputation must replay its mask, or the gradients would be those of another mask."""
+    for block in block_vit.backbone.blocks:
+        block.mlp.insert(2, nn.Dropout(0.3))  # Linear, GELU, Dropout, Linear
+    _sparse_(block_vit)
+    block_vit.train()
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    reference = _gradients(block_vit, x, y, "none", SETTINGS)
+    assert all(torch.equal(g, reference[n]) for n, g in _gradients(block_vit, x, y, policy, SETTINGS).items())
+
+
+@pytest.mark.parametrize("policy", ["recompute_mlp", "checkpoint_blocks"])
 def test_batchnorm_in_training_mode_updates_its_statistics_once(policy):
     """Full fine-tuning trains MobileNetV2 with batch statistics: recomputing a block in backward must not move
     the running statistics a second time, and the gradients stay those of keeping everything."""
