@@ -11,7 +11,9 @@ The chosen plan is the cheapest policy (`edged.train.recompute.POLICIES`, skippi
 this model) at the largest micro-batch (the batch, halved as often as needed; gradients accumulate to the same
 batch) whose measured peak is within the budget's headroom. Sizes are probed upwards, and a size whose
 extrapolated peak would not fit is not run, so probing stays inside the budget too. If the most memory-saving
-policy does not fit at micro-batch 1, `OutOfBudget` names the smallest budget that would have worked.
+policy does not fit at micro-batch 1, `OutOfBudget` names the smallest budget that would have worked. Where
+the plan comes to checkpointing every block, it checkpoints only as many of the first blocks as the budget needs
+(`checkpoint_blocks:K`): each block left out is one block's forward less to recompute.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from edged.calibrate.memory import current_mb, measure_peak
 from edged.data.task import Inputs, take, to_device
 from edged.errors import InvalidInput, OutOfBudget
 from edged.train.loop import TrainSettings, amp_dtype, forward_backward, set_train_mode
-from edged.train.recompute import POLICIES, changes_anything, training_policy
+from edged.train.recompute import POLICIES, changes_anything, find_blocks, partial_policy, training_policy
 
 # A probe's peak must stay this far below the budget: later steps vary by allocator rounding and heap
 # fragmentation (on CPU, probes of one plan in one process varied by up to 5 % here).
@@ -95,8 +97,12 @@ def plan_training(model: nn.Module, params: dict[str, nn.Parameter], train_data:
             chosen = (largest, policy)
         if largest == batch:
             break
-    chosen = chosen or (1, policies[-1])
-    return TrainingPlan(budget_mb, chosen[1], chosen[0], batch, peaks)
+    micro, policy = chosen or (1, policies[-1])
+    if policy == "checkpoint_blocks" and len(find_blocks(model)) > 1:
+        blocks = len(find_blocks(model))
+        fewest = _fewest_fitting(lambda k: probe(partial_policy(k) if k < blocks else policy, micro), blocks, limit)
+        policy = policy if fewest == blocks else partial_policy(fewest)
+    return TrainingPlan(budget_mb, policy, micro, batch, peaks)
 
 
 def _micro_batches(batch: int) -> list[int]:
@@ -120,6 +126,36 @@ def _largest_fitting(peak_at: Callable[[int], float], sizes: list[int], base: fl
             break
         measured.append((size, peak))
     return measured[-1][0] if measured else 0
+
+
+def _fewest_fitting(peak_at: Callable[[int], float], blocks: int, limit: float) -> int:
+    """The fewest of the first blocks checkpointed (of `blocks`, all of which fit) whose peak is within `limit`.
+    Each block fewer keeps about one block's activations more, so after two measured counts the next is read off
+    the line through the last two (`_next_count`); where that lands short, the counts above it are walked back."""
+    measured = [(blocks, peak_at(blocks))]
+    while measured[-1][0] > 1 and (count := _next_count(measured, limit)) is not None:
+        peak = peak_at(count)
+        while peak > limit and count + 1 < measured[-1][0]:
+            count += 1
+            peak = peak_at(count)
+        if peak > limit:
+            break
+        measured.append((count, peak))
+    return measured[-1][0]
+
+
+def _next_count(measured: list[tuple[int, float]], limit: float) -> Optional[int]:
+    """One block fewer than the last measured count until two are measured; then the fewest the line through the
+    last two predicts within `limit`, None where not even one fewer is."""
+    fewest, peak = measured[-1]
+    if len(measured) == 1:
+        return fewest - 1
+    more, more_peak = measured[-2]
+    per_block = (peak - more_peak) / (more - fewest)  # MB each block left out of checkpointing keeps
+    if per_block <= 0:  # within the measurement's noise: step one block
+        return fewest - 1
+    spare = int((limit - peak) / per_block)
+    return max(1, fewest - spare) if spare >= 1 else None
 
 
 def _extrapolated(measured: list[tuple[int, float]], size: int, base: float) -> float:

@@ -9,6 +9,9 @@ From cheapest to most memory-saving, each adding to the one before:
   non-reentrant `torch.utils.checkpoint`: only its input is kept, its activation inputs are recomputed.
 - `recompute_attn`: the attention modules too (q/k/v, softmax statistics, output recomputed).
 - `checkpoint_blocks`: whole blocks, the last resort (the whole forward runs twice).
+- `checkpoint_blocks:K`: the first K blocks only (the rest as under `compute_dtype`), between the two: each block
+  checkpointed saves about one block's activations for one block's forward again, so the memory planner can stop
+  at the fewest blocks that fit a budget instead of paying for all of them.
 
 `training_policy(model, policy, dtype)` applies one for the duration of a `with` block and removes it after.
 Parts are found by structure, not by one model's names (`find_blocks`, `pointwise_parts`, `attention_parts`).
@@ -29,10 +32,24 @@ _ACTIVATIONS = (nn.GELU, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Mish, nn.T
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+PARTIAL = "checkpoint_blocks:"  # + K: the first K blocks checkpointed
+
+
 def check_policy(policy: str) -> str:
-    if policy not in POLICIES:
-        raise ValueError(f"unknown recomputation policy {policy!r}; accepted: {', '.join(POLICIES)}")
+    count = policy.removeprefix(PARTIAL)
+    if policy not in POLICIES and not (policy.startswith(PARTIAL) and count.isdigit() and int(count) > 0):
+        raise ValueError(f"unknown recomputation policy {policy!r}; accepted: {', '.join(POLICIES)}, or "
+                         f"{PARTIAL}K for the first K blocks (K >= 1)")
     return policy
+
+
+def partial_policy(count: int) -> str:
+    return f"{PARTIAL}{count}"
+
+
+def _blocks_checkpointed(policy: str) -> Optional[int]:
+    """K of `checkpoint_blocks:K`; None for every other policy (`checkpoint_blocks` itself: all blocks)."""
+    return int(policy.removeprefix(PARTIAL)) if policy.startswith(PARTIAL) else None
 
 
 def find_blocks(model: nn.Module) -> list[nn.Module]:
@@ -97,6 +114,8 @@ def checkpointed_parts(model: nn.Module, policy: str) -> list[nn.Module]:
     """The modules `policy` runs under checkpoint (none for the first two policies)."""
     if policy == "checkpoint_blocks":
         return find_blocks(model)
+    if (count := _blocks_checkpointed(policy)) is not None:
+        return find_blocks(model)[:count]
     parts = pointwise_parts(model) if policy in ("recompute_mlp", "recompute_attn") else []
     return parts + attention_parts(model) if policy == "recompute_attn" else parts
 
@@ -107,6 +126,8 @@ def changes_anything(model: nn.Module, policy: str, dtype: Optional[torch.dtype]
         return dtype is not None
     if policy == "recompute_attn":
         return bool(attention_parts(model))
+    if (count := _blocks_checkpointed(policy)) is not None:
+        return count < len(find_blocks(model))  # K of all the blocks is `checkpoint_blocks`
     return policy == "none" or bool(checkpointed_parts(model, policy))
 
 

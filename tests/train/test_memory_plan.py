@@ -12,7 +12,7 @@ import torch
 from edged.calibrate.memory import cpu_peak_measurable
 from edged.errors import OutOfBudget
 from edged.train.loop import TrainSettings
-from edged.train.memory_plan import HEADROOM, plan_training, probe_peak_mb
+from edged.train.memory_plan import HEADROOM, _fewest_fitting, plan_training, probe_peak_mb
 from tiny_model import tiny_classifier
 
 pytestmark = pytest.mark.skipif(not cpu_peak_measurable(), reason="no resettable peak RSS (/proc/self/clear_refs)")
@@ -50,3 +50,17 @@ def test_an_impossible_budget_names_the_smallest_that_would_work():
     smallest = int(re.search(r"the smallest that would work is (\d+) MB", error.value.message).group(1))
     peak = error.value.detail["probe_peaks_mb"]["none@1"]  # a flat CNN has no blocks: 'none' is its only policy
     assert smallest >= peak / HEADROOM > 1 and error.value.detail["accepted"] == f"memory_budget_mb >= {smallest}"
+
+
+@pytest.mark.parametrize("limit, fewest", [(145.0, 8), (100.0, 12), (1000.0, 1), (131.0, 9)])
+def test_the_fewest_checkpointed_blocks_that_fit_are_found_without_probing_far_over_the_limit(limit, fewest):
+    """12 blocks, each one left out of checkpointing keeps 10 MB more (100 MB with all 12 checkpointed)."""
+    probed: list[int] = []
+
+    def peak_at(count: int) -> float:
+        probed.append(count)
+        return 100.0 + 10.0 * (12 - count)
+
+    assert _fewest_fitting(peak_at, 12, limit) == fewest
+    over = [k for k in probed if 100.0 + 10.0 * (12 - k) > limit]
+    assert len(over) <= 1 and len(probed) <= 5, probed  # read off the line, not walked block by block

@@ -13,7 +13,8 @@ from edged.models.classifier import Classifier
 from edged.models.mobilenet_v2 import make_features
 from edged.sparse.layers import weight_layers
 from edged.train.loop import TrainSettings, forward_backward, train
-from edged.train.recompute import POLICIES, attention_parts, find_blocks, pointwise_parts, training_policy
+from edged.train.recompute import (POLICIES, attention_parts, changes_anything, check_policy, checkpointed_parts,
+                                   find_blocks, pointwise_parts, training_policy)
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: str, 
 SETTINGS = TrainSettings(epochs=1, batch_size=8, lr=0.01, head_lr=0.01)
 
 
-@pytest.mark.parametrize("policy", POLICIES[1:])
+@pytest.mark.parametrize("policy", [*POLICIES[1:], "checkpoint_blocks:1"])
 def test_every_policy_gives_the_gradients_of_keeping_everything(block_vit, policy):
     trainable = _sparse_(block_vit)
     block_vit.train()
@@ -186,3 +187,13 @@ def test_compute_dtype_packs_the_float32_inputs_of_norm_layers_only():
         assert torch.allclose(packing.unpack(packed), norm_input, rtol=1e-2, atol=1e-2)
         assert packing.pack(other) is other and packing.pack(model[0].weight) is model[0].weight
     assert len(model[1]._forward_pre_hooks) == 1 and not model._forward_pre_hooks  # only the test's own is left
+
+
+def test_checkpointing_the_first_blocks_keeps_the_rest_and_is_refused_without_a_count(block_vit):
+    blocks = find_blocks(block_vit)
+    assert checkpointed_parts(block_vit, "checkpoint_blocks:1") == blocks[:1]
+    assert changes_anything(block_vit, "checkpoint_blocks:1", None)
+    assert not changes_anything(block_vit, f"checkpoint_blocks:{len(blocks)}", None)  # that is checkpoint_blocks
+    for wrong in ("checkpoint_blocks:0", "checkpoint_blocks:", "checkpoint_blocks:two"):
+        with pytest.raises(ValueError, match="checkpoint_blocks:K for the first K blocks"):
+            check_policy(wrong)
