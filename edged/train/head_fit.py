@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.calibrate.memory import measure_peak
@@ -124,6 +125,35 @@ def choose_weight_decay(features: Tensor, labels: Tensor, teacher: Optional[Tens
         solutions[decay] = start = (weight, bias)
     best = max(WEIGHT_DECAYS, key=lambda decay: (scores[str(decay)], decay))
     return best, scores, solutions[best]
+
+
+def cross_validated_probe(features: Tensor, labels: Tensor, classes: int, decay: float, folds: int = 4
+                          ) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of linear probes on `features` (N, D), each fit as the refit fits one
+    (standardised on its own fit part, L-BFGS at `decay`) on all but one of `folds` stratified parts and scored
+    on that part: what a head refit on these features would score, from the one pass that computed them."""
+    n, settings = int(labels.shape[0]), HeadFitSettings(seed=0, batch_size=max(int(labels.shape[0]), 1))
+    part = stratified_folds(labels, folds).to(features.device)
+    hits, loss = 0.0, 0.0
+    for fold in part.unique().tolist():
+        fit, held = part != fold, part == fold
+        # (D,) each; the biased std, so that a fit part of one sample standardises (to 0) rather than to NaN
+        mean, std = features[fit].mean(0), features[fit].std(0, correction=0).clamp_min(1e-6)
+        weight, bias, _ = fit_linear((features[fit] - mean) / std, labels[fit], None, decay,
+                                     _zeros(classes, features), settings, lambda _: None)
+        logits = (features[held] - mean) / std @ weight.T + bias  # (held, classes)
+        hits += accuracy_of(logits.cpu(), labels[held].cpu()) * int(held.sum())
+        loss += float(F.cross_entropy(logits, labels[held], reduction="sum"))
+    return hits / max(n, 1), loss / max(n, 1)
+
+
+def stratified_folds(labels: Tensor, folds: int) -> Tensor:
+    """(N,) the fold of each sample: the samples grouped by class (each class in its order) and dealt
+    round-robin, so every fold holds about 1/folds of every class and of the samples however they are ordered
+    (interleaving the samples as they come, ordered by class, can leave a class out of every fit part but one)."""
+    part = torch.empty(labels.shape[0], dtype=torch.int64)
+    part[torch.argsort(labels.cpu(), stable=True)] = torch.arange(labels.shape[0]) % folds
+    return part
 
 
 def _zeros(classes: int, features: Tensor) -> tuple[Tensor, Tensor]:
