@@ -165,7 +165,7 @@ def test_a_trial_for_a_refit_job_is_ranked_by_the_probe_on_its_features(digits_t
     trial's backbone features (search-validation samples x the tiny model's 64) and their labels."""
     calls: list[tuple[torch.Size, torch.Tensor]] = []
 
-    def probe(features, labels, classes, decay, folds):
+    def probe(features, labels, classes, decay, folds, iterations):
         calls.append((features.shape, labels))
         return float(len(calls) - 1), 0.0
 
