@@ -163,10 +163,11 @@ def train_stage(run: AdaptRun) -> Optional[int]:
     run.training_plan = _training_plan(run, params, train_data, settings)
     settings = run.training_plan.applied_to(settings)
     if "auto" in (config.lr, config.head_lr):
+        refit = refits_head(run)  # the search then scores what the job will report: a refit head's accuracy
         run.lr_search = cached_search(run.workdir, lambda: search_learning_rates(
             model, params, set(head_params), train_data, settings,
-            candidate_grid(settings.lr, settings.head_lr, config.lr == "auto", config.head_lr == "auto"),
-            run.device, _trial_events(run)).summary())
+            candidate_grid(settings.lr, settings.head_lr, config.lr == "auto", config.head_lr == "auto", refit),
+            run.device, _trial_events(run), refit_head=refit).summary())
         settings = replace(settings, lr=run.lr_search["lr"], head_lr=run.lr_search["head_lr"])
     run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
                          settings, run.device, run.on_progress, run.teacher_logits)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.calibrate.memory import measure_peak
@@ -73,12 +74,14 @@ def _objective(weight: Tensor, bias: Tensor, features: Tensor, labels: Tensor, t
 
 def fit_linear(features: Tensor, labels: Tensor, teacher: Optional[Tensor], decay: float,
                start: tuple[Tensor, Tensor], settings: HeadFitSettings,
-               on_step: Callable[[float], None]) -> tuple[Tensor, Tensor, float]:
+               on_step: Callable[[float], None], steps: int = STEPS_PER_FIT,
+               iterations: int = ITERATIONS_PER_STEP) -> tuple[Tensor, Tensor, float]:
     """(weight (classes, D), bias (classes,), final loss) of the regularised logistic regression on
     standardised `features` (N, D), by L-BFGS from `start` (the problem is convex: the start only changes how
-    soon it converges). `on_step(loss)` is called every ITERATIONS_PER_STEP iterations."""
+    soon it converges), at most `steps` x `iterations` iterations. `on_step(loss)` is called every
+    `iterations` iterations."""
     weight, bias = (t.detach().clone().requires_grad_(True) for t in start)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=ITERATIONS_PER_STEP, history_size=20,
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=iterations, history_size=20,
                                   tolerance_grad=1e-7, tolerance_change=TOLERANCE_CHANGE, line_search_fn="strong_wolfe")
 
     last = [float("nan")]  # the objective at the latest evaluation
@@ -90,11 +93,11 @@ def fit_linear(features: Tensor, labels: Tensor, teacher: Optional[Tensor], deca
         last[0] = float(loss.detach())
         return loss
 
-    for _ in range(STEPS_PER_FIT):
-        iterations = optimizer.state[weight].get("n_iter", 0)
+    for _ in range(steps):
+        done = optimizer.state[weight].get("n_iter", 0)
         optimizer.step(closure)
         on_step(last[0])
-        if optimizer.state[weight]["n_iter"] - iterations < ITERATIONS_PER_STEP:
+        if optimizer.state[weight]["n_iter"] - done < iterations:
             break  # L-BFGS stopped before its iteration cap: converged
     return weight.detach(), bias.detach(), last[0]
 
@@ -124,6 +127,36 @@ def choose_weight_decay(features: Tensor, labels: Tensor, teacher: Optional[Tens
         solutions[decay] = start = (weight, bias)
     best = max(WEIGHT_DECAYS, key=lambda decay: (scores[str(decay)], decay))
     return best, scores, solutions[best]
+
+
+def cross_validated_probe(features: Tensor, labels: Tensor, classes: int, decay: float, folds: int = 4,
+                          iterations: int = STEPS_PER_FIT * ITERATIONS_PER_STEP) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of linear probes on `features` (N, D), each fit as the refit fits one
+    (standardised on its own fit part, L-BFGS at `decay`) on all but one of `folds` stratified parts and scored
+    on that part: what a head refit on these features would score, from the one pass that computed them. Each
+    fit stops after `iterations` L-BFGS iterations, if it has not converged before."""
+    n, settings = int(labels.shape[0]), HeadFitSettings(seed=0, batch_size=max(int(labels.shape[0]), 1))
+    part = stratified_folds(labels, folds).to(features.device)
+    hits, loss = 0.0, 0.0
+    for fold in part.unique().tolist():
+        fit, held = part != fold, part == fold
+        # (D,) each; the biased std, so that a fit part of one sample standardises (to 0) rather than to NaN
+        mean, std = features[fit].mean(0), features[fit].std(0, correction=0).clamp_min(1e-6)
+        weight, bias, _ = fit_linear((features[fit] - mean) / std, labels[fit], None, decay,
+                                     _zeros(classes, features), settings, lambda _: None, 1, iterations)
+        logits = (features[held] - mean) / std @ weight.T + bias  # (held, classes)
+        hits += accuracy_of(logits.cpu(), labels[held].cpu()) * int(held.sum())
+        loss += float(F.cross_entropy(logits, labels[held], reduction="sum"))
+    return hits / max(n, 1), loss / max(n, 1)
+
+
+def stratified_folds(labels: Tensor, folds: int) -> Tensor:
+    """(N,) the fold of each sample: the samples grouped by class (each class in its order) and dealt
+    round-robin, so every fold holds about 1/folds of every class and of the samples however they are ordered
+    (interleaving the samples as they come, ordered by class, can leave a class out of every fit part but one)."""
+    part = torch.empty(labels.shape[0], dtype=torch.int64)
+    part[torch.argsort(labels.cpu(), stable=True)] = torch.arange(labels.shape[0]) % folds
+    return part
 
 
 def _zeros(classes: int, features: Tensor) -> tuple[Tensor, Tensor]:

@@ -3,11 +3,12 @@ the folded head is the fitted one, and a stored fit is what a resumed run gets."
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from edged.data.preprocess import preprocess_images
 from edged.train.evaluate import accuracy
-from edged.train.head_fit import FIT_FILE, HeadFitSettings, fit_head_
+from edged.train.head_fit import FIT_FILE, HeadFitSettings, cross_validated_probe, fit_head_, stratified_folds
 from tiny_model import tiny_classifier
 
 CPU = torch.device("cpu")
@@ -51,3 +52,52 @@ def test_the_folded_head_scores_on_the_model_what_the_fit_scored_on_cached_featu
     # the replaced head's accuracy (what a head refit reports) comes back with the stored fit
     assert again.history[0]["val_accuracy_head_before"] == result.history[0]["val_accuracy_head_before"]
     assert torch.equal(resumed.head.weight, model.head.weight) and torch.equal(resumed.head.bias, model.head.bias)
+
+
+def _blobs(samples: int = 96, classes: int = 4, dim: int = 16, spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(classes, dim, generator=generator)
+    labels = torch.arange(samples) % classes
+    return centers[labels] * 3 + spread * torch.randn(samples, dim, generator=generator) * 3, labels
+
+
+def test_the_cross_validated_probe_matches_sklearn_on_the_same_folds():
+    """The learning-rate search's trial probe against an independent one: sklearn's multinomial logistic
+    regression (StandardScaler, lbfgs, C = 1 / (2 N decay) for the mean-loss objective, intercept unpenalised)
+    fit on the same folds. Overlapping classes, so neither is trivially right."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    preprocessing = pytest.importorskip("sklearn.preprocessing")
+    features, labels = _blobs(spread=2.0)
+    accuracy_, loss = cross_validated_probe(features, labels, 4, decay=1e-3, folds=4)
+    hits, reference_loss = 0, 0.0
+    for fold in range(4):
+        held = stratified_folds(labels, 4) == fold
+        scaler = preprocessing.StandardScaler().fit(features[~held].numpy())
+        fit_x, held_x = scaler.transform(features[~held].numpy()), scaler.transform(features[held].numpy())
+        probe = linear_model.LogisticRegression(C=1 / (2 * int((~held).sum()) * 1e-3), max_iter=1000, tol=1e-8)
+        probe.fit(fit_x, labels[~held].numpy())
+        hits += int((probe.predict(held_x) == labels[held].numpy()).sum())
+        log_p = torch.tensor(probe.predict_log_proba(held_x))
+        reference_loss -= float(log_p[torch.arange(int(held.sum())), labels[held]].sum())
+    assert 0.4 < hits / len(labels) < 0.95  # the data neither separable nor noise
+    assert abs(accuracy_ - hits / len(labels)) <= 2 / len(labels)
+    assert loss == pytest.approx(reference_loss / len(labels), rel=0.05)
+
+
+def test_the_cross_validated_probe_scores_only_held_out_samples():
+    """Labels shuffled against the features: a probe scored on the samples it fit would still score well (16
+    dims, 24 samples a class); scored on held-out folds it is near chance."""
+    features, labels = _blobs(spread=0.3)
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
+    assert cross_validated_probe(features, labels, 4, decay=1e-3)[0] > 0.9
+    assert cross_validated_probe(features, shuffled, 4, decay=1e-3)[0] < 0.5
+
+
+def test_folds_hold_every_class_however_the_samples_are_ordered():
+    """Labels ordered with a period equal to the fold count (class = index % 4): interleaved folds would put
+    one class in each fold, so no fit part would see it."""
+    labels = torch.arange(40) % 4
+    part = stratified_folds(labels, 4)
+    for fold in range(4):
+        assert set(labels[part == fold].tolist()) == {0, 1, 2, 3}
+    assert torch.bincount(part).tolist() == [10, 10, 10, 10]

@@ -1,5 +1,6 @@
 """Automatic learning rates (`lr: "auto"`): the search stays inside its sample budget, reads only training
-samples, leaves the model as it found it, and a job records what it chose."""
+samples, leaves the model as it found it, and a job records what it chose; with the head refit (a job's
+default) it scores each trial by a refit probe and searches the backbone's rate."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from edged.pipeline.split import LabelledInputs, split_task
 from edged.pipeline.stages import ADAPT_STAGES, run_stages
 from edged.pipeline.state import AdaptRun
 from edged.pipeline.timer import StageTimer
+from edged.train import lr_search
 from edged.train.lr_search import BUDGET_FRACTION, Candidate, candidate_grid, carve
 from tiny_model import tiny_classifier
 
@@ -34,8 +36,10 @@ def _auto(task, workdir=None, **options):
 
 
 def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
-    result, events = _auto(digits_task)
+    """Without the refit: the whole 6-point grid, scored by the trained head."""
+    result, events = _auto(digits_task, refit_head=False)
     search = result.metrics["lr_search"]
+    assert search["scored_by"] == "trained head"
     train_samples = result.metrics["train_samples"]
     assert search["budget_forwards"] == int(BUDGET_FRACTION * 16 * train_samples * 3)
     assert 0 < 3 * search["samples"] < search["forwards"] <= search["budget_forwards"]  # training and scoring passes
@@ -118,8 +122,8 @@ def test_head_warmup_fits_the_head_first_and_says_so(digits_task):
 
 def test_a_budget_too_small_for_the_grid_tries_only_the_heads_rates(digits_task):
     """3 epochs of 320 samples: 432 forward passes, too few for the 6-point grid's 9 trials, enough for the head's
-    two rates (about 50 samples each)."""
-    result, _ = _auto(digits_task, epochs=3)
+    two rates (about 50 samples each). Without the refit: with it, the head's rate is not searched."""
+    result, _ = _auto(digits_task, epochs=3, refit_head=False)
     search = result.metrics["lr_search"]
     assert search["skipped"] is None and {(t["lr"], t["head_lr"]) for t in search["trials"]} == {(5e-3, 1e-3), (5e-3, 1e-2)}
     first, second = (t["samples"] for t in search["trials"])
@@ -137,3 +141,44 @@ def test_a_resumed_run_keeps_its_chosen_rates_without_searching_again(digits_tas
 
     assert choice(again.metrics) == choice(first.metrics)
     assert not [e for e in events if e["type"] == "lr_trial"]
+
+
+def test_with_the_refit_the_search_tries_the_backbone_rates_at_the_same_cost(digits_task):
+    """The head refit after training (the default): the backbone's rate at 1/4 and 1 x taskedge's default, the
+    head at its default; every trial ranked by its probe accuracy (its trained head's kept beside it), and the
+    probe costs no forward pass: the same job without the refit gives its two trials the same samples."""
+    refit, _ = _auto(digits_task, epochs=3)
+    search = refit.metrics["lr_search"]
+    assert search["scored_by"] == "refit probe" and search["skipped"] is None
+    assert [(t["lr"], t["head_lr"]) for t in search["trials"]] == [(5e-3 / 4, 1e-3), (5e-3, 1e-3)]
+    assert all(0 <= t["trained_head_accuracy"] <= 1 for t in search["trials"])
+    best = max(search["trials"], key=lambda t: (t["accuracy"], -t["loss"]))
+    assert (search["lr"], search["head_lr"]) == (best["lr"], best["head_lr"])
+    plain = _auto(digits_task, epochs=3, refit_head=False)[0].metrics["lr_search"]
+    assert [t["samples"] for t in search["trials"]] == [t["samples"] for t in plain["trials"]]
+    assert search["forwards"] == plain["forwards"] <= search["budget_forwards"] == plain["budget_forwards"]
+
+
+def test_a_trial_for_a_refit_job_is_ranked_by_the_probe_on_its_features(digits_task, monkeypatch):
+    """The probe decides, not the trained head: a stand-in probe that scores the second trial 1.0 and the
+    first 0.0 makes the search choose the second, whatever the trained heads scored; it is handed the
+    trial's backbone features (search-validation samples x the tiny model's 64) and their labels."""
+    calls: list[tuple[torch.Size, torch.Tensor]] = []
+
+    def probe(features, labels, classes, decay, folds, iterations):
+        calls.append((features.shape, labels))
+        return float(len(calls) - 1), 0.0
+
+    monkeypatch.setattr(lr_search, "cross_validated_probe", probe)
+    search = _auto(digits_task, epochs=3)[0].metrics["lr_search"]
+    assert [t["accuracy"] for t in search["trials"]] == [0.0, 1.0]
+    assert (search["lr"], search["head_lr"]) == (search["trials"][1]["lr"], search["trials"][1]["head_lr"])
+    assert [shape[1] for shape, _ in calls] == [64, 64] and calls[0][0][0] == len(calls[0][1]) > 0
+    calls.clear()
+    _auto(digits_task, epochs=3, refit_head=False)
+    assert calls == []  # no refit: the trained head ranks the trials
+
+
+def test_with_the_refit_a_given_backbone_rate_leaves_nothing_to_search():
+    assert candidate_grid(5e-3, 1e-3, False, True, refit_head=True) == [Candidate(5e-3, 1e-3)]
+    assert candidate_grid(5e-3, 1e-3, True, True, refit_head=True) == [Candidate(1.25e-3, 1e-3), Candidate(5e-3, 1e-3)]
