@@ -61,10 +61,11 @@ class Int8SparseLinear(Int8Linear):
         lead = x.shape[:-1]
         rows = max(lead.numel(), INT_MM_MIN_ROWS)
         x_q = quantize_rows(x.reshape(-1, self.in_features), self.input_scale, rows + (-rows) % 16)  # int8: rows % 16
-        # (out, in) 2:4 @ (in, T') -> (T', out) fp16 with transpose_result, alpha = per-output scales
-        y = torch._cslt_sparse_mm(self.packed, x_q.t(), alpha=self.out_scale, out_dtype=torch.float16,
-                                  transpose_result=True)[: lead.numel()]
-        y = y + self.bias if self.bias is not None else y
+        # (out, in) 2:4 @ (in, T') -> (T', out) fp16 with transpose_result; alpha = per-output scales. The bias goes
+        # into the same call: added after as its own pass it cost more than the GEMM saved on ViT-B fc1 (H100,
+        # 768 -> 3072 at 6,304 tokens: 0.100 ms vs 0.035 fused, dense 0.058)
+        y = torch._cslt_sparse_mm(self.packed, x_q.t(), bias=self.bias, alpha=self.out_scale,
+                                  out_dtype=torch.float16, transpose_result=True)[: lead.numel()]
         return y.reshape(*lead, self.out_features)
 
 
