@@ -3,7 +3,7 @@
 Scales: per tensor for the activation, static, from the calibration pass's input range (amax / 127,
 `edged.calibrate.ranges`); per output channel for the weight (its row amax / 127), so
 y = (x_q W_q^T) * s_x * s_w + b. Quantizing x is one kernel (`int8_kernels`); the dense path accumulates in
-int32 and dequantizes in one more; the 2:4 path lets cuSPARSELt apply s_x * s_w as its per-channel alpha and
+int32 and dequantizes in one more; the 2:4 path lets cuSPARSELt apply s_x * s_w as its per-channel alpha, add b and
 write fp16.
 """
 
