@@ -155,6 +155,7 @@ def _checkpointed(part: nn.Module) -> Callable[..., Any]:
     """`part`'s forward under non-reentrant checkpoint while gradients are recorded. The recomputation in
     backward leaves BatchNorm running statistics alone (training-mode BatchNorm would update them twice)."""
     forward = part.forward
+    has_dropout = _has_dropout(part)
 
     def run(*args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled():
@@ -166,19 +167,23 @@ def _checkpointed(part: nn.Module) -> Callable[..., Any]:
             with contextlib.nullcontext() if calls[0] == 1 else _frozen_running_stats(part):
                 return forward(*a, **k)
 
-        return checkpoint(once_then_recompute, *args, use_reentrant=False, preserve_rng_state=draws_random,
-                          **kwargs)
+        return checkpoint(once_then_recompute, *args, use_reentrant=False,
+                          preserve_rng_state=has_dropout or not _capturing_cuda_graph(), **kwargs)
 
-    # Saving and restoring the RNG state only matters where the part draws random numbers; skipping it elsewhere
-    # keeps the step capturable as one CUDA graph (torch reads the CUDA generator's state for it, which older
-    # versions refuse during capture: pytorch#83148, #162504)
-    draws_random = _draws_random(part)
     return run
 
 
-def _draws_random(module: nn.Module) -> bool:
+def _has_dropout(module: nn.Module) -> bool:
     """Whether a dropout layer inside `module` zeroes anything (p > 0)."""
     return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
+
+
+def _capturing_cuda_graph() -> bool:
+    """Whether a CUDA graph is being captured now. The recomputation replays the forward's random numbers by
+    saving and restoring the RNG state, which torch refuses during capture in older versions (pytorch#83148,
+    #162504): a captured step (`edged bench train-step --graph`) skips it for parts without a dropout layer;
+    eager training always keeps it, so any random draw (stochastic depth, a functional dropout) is replayed."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 @contextlib.contextmanager

@@ -55,12 +55,21 @@ def test_every_policy_gives_the_gradients_of_keeping_everything(block_vit, polic
     assert all(torch.equal(g, reference[n]) for n, g in _gradients(block_vit, x, y, policy, SETTINGS).items())
 
 
+class RandomScale(nn.Module):
+    """Stochastic depth's kind of draw: a random factor per sample from torch.rand, no dropout layer to be seen."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rand(x.shape[0], *[1] * (x.dim() - 1))
+
+
+@pytest.mark.parametrize("random_layer", [lambda: nn.Dropout(0.3), RandomScale])
 @pytest.mark.parametrize("policy", ["recompute_mlp", "checkpoint_blocks"])
-def test_a_recomputed_dropout_draws_the_mask_it_drew_in_forward(block_vit, policy):
-    """The RNG state is saved only for parts that hold a dropout (the rest stay capturable in a CUDA graph): where
-    one does, the recomputation must replay its mask, or the gradients would be those of another mask."""
+def test_a_recomputed_random_draw_replays_the_one_drawn_in_forward(block_vit, policy, random_layer):
+    """Eager training saves the RNG state for every checkpointed part (only a captured CUDA graph skips it for
+    parts without a dropout layer): the recomputation must replay the forward's draws, a dropout's mask or any
+    other, or the gradients would be those of other draws."""
     for block in block_vit.backbone.blocks:
-        block.mlp.insert(2, nn.Dropout(0.3))  # Linear, GELU, Dropout, Linear
+        block.mlp.insert(2, random_layer())  # Linear, GELU, the random layer, Linear
     _sparse_(block_vit)
     block_vit.train()
     x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
