@@ -98,8 +98,8 @@ def plan_training(model: nn.Module, params: dict[str, nn.Parameter], train_data:
         if largest == batch:
             break
     micro, policy = chosen or (1, policies[-1])
-    if policy == "checkpoint_blocks" and len(find_blocks(model)) > 1:
-        blocks = len(find_blocks(model))
+    blocks = len(find_blocks(model))
+    if policy == "checkpoint_blocks" and blocks > 1:
         fewest = _fewest_fitting(lambda k: probe(partial_policy(k) if k < blocks else policy, micro), blocks, limit)
         policy = policy if fewest == blocks else partial_policy(fewest)
     return TrainingPlan(budget_mb, policy, micro, batch, peaks)
