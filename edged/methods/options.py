@@ -29,10 +29,12 @@ class MaskOptions(MethodOptions):
     """How importance scores become the trainable mask (every sparse method, and masked LoRA)."""
 
     k: Optional[int] = Field(None, ge=1, description="entries per output row instead of a budget (per_neuron only)")
-    allocation: Literal["per_neuron", "global", "layer_mass"] = Field(
-        "per_neuron", description="how the budget is spread: 'per_neuron' (every output row gets its top entries), "
-        "'global' (the best entries over all layers), 'layer_mass' (TR-PTS: layers share the budget in proportion "
-        "to their score mass, the Fisher mass with method 'fisher', then each layer keeps its best entries)",
+    allocation: Literal["per_neuron", "neuron_mass", "global", "layer_mass"] = Field(
+        "per_neuron", description="how the budget is spread: 'per_neuron' (every output row gets its top entries, "
+        "layers share what is left in proportion to their rows), 'neuron_mass' (the same, but layers share in "
+        "proportion to their score mass, as TR-PTS's layers do), 'global' (the best entries over all layers), "
+        "'layer_mass' (TR-PTS: layers share the budget in proportion to their score mass, the Fisher mass with "
+        "method 'fisher', then each layer keeps its best entries)",
     )
     nm: Optional[str] = Field(None, description="N:M limit on the trainable mask, e.g. '2:4'")
 

@@ -17,7 +17,8 @@ from edged.sparse.masks import (budget_to_count, global_topk, layer_mass_topk, n
 def select_mask(
     model: nn.Module, scores: dict[str, Tensor], options: MaskOptions, allowed: Optional[dict[str, Tensor]] = None
 ) -> dict[str, Tensor]:
-    """The trainable mask: budget or k, per-neuron, global or by layer mass, optional N:M limit, inside `allowed`."""
+    """The trainable mask: budget or k, per-neuron (layers sharing by rows or by mass), global or by layer
+    mass, optional N:M limit, inside `allowed`."""
     if allowed is not None:
         scores = restrict_scores(scores, allowed)
     nm = options.nm_pair()
@@ -30,7 +31,7 @@ def select_mask(
         return global_topk(scores, count)
     if options.allocation == "layer_mass":
         return layer_mass_topk(scores, count)
-    return per_neuron_topk(scores, count=count)
+    return per_neuron_topk(scores, count=count, by_mass=options.allocation == "neuron_mass")
 
 
 def prepare_sparse(method: str, model: nn.Module, masks: dict[str, Tensor]) -> Adaptation:

@@ -125,3 +125,30 @@ def test_per_neuron_places_budgets_beyond_one_extra_per_row():
     masks = per_neuron_topk(scores, count=2000)
     assert count_selected(masks) == 2000
     assert masks["short"].all()  # the short layer is full, the rest went to the long one
+
+
+@pytest.mark.parametrize("count", [1, 7, 72, 100, 999, 2000])
+def test_neuron_mass_meets_the_budget_in_layer_mass_shares_spread_over_each_layers_rows(count):
+    scores = _scores()
+    scores["c.weight"] = scores["c.weight"] * 20  # the 8-row layer holds most of the mass
+    masks = per_neuron_topk(scores, count=count, by_mass=True)
+    assert count_selected(masks) == count
+    if count < 72:  # below one entry per row, the layers share as layer_mass's do
+        assert [int(m.sum()) for m in masks.values()] == [int(m.sum()) for m in layer_mass_topk(scores, count).values()]
+    for mask in masks.values():
+        per_row = mask.reshape(mask.shape[0], -1).sum(1)
+        assert int(per_row.max() - per_row.min()) <= 1  # a row gets its next entry only once every row has as many
+
+
+def test_neuron_mass_gives_the_layer_with_the_mass_more_than_its_rows_would():
+    scores = _scores()
+    scores["c.weight"] = scores["c.weight"] * 20  # 8 of the 72 rows; masses about 256 : 3,456 : 5,120
+    by_mass, by_rows = per_neuron_topk(scores, count=100, by_mass=True), per_neuron_topk(scores, count=100)
+    # one entry per row (72), then the 28 left: by rows c gets 28 x 8 / 72 = 3, by mass 28 x 0.58 = 16
+    assert int(by_rows["c.weight"].sum()) == 8 + 3 and int(by_mass["c.weight"].sum()) == 8 + 16
+
+
+def test_neuron_mass_falls_back_to_rows_where_no_layer_has_mass():
+    zeros = {name: torch.zeros_like(s) for name, s in _scores().items()}
+    assert all(torch.equal(a, b) for a, b in zip(per_neuron_topk(zeros, count=50, by_mass=True).values(),
+                                                   per_neuron_topk(zeros, count=50).values()))
