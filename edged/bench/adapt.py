@@ -22,9 +22,12 @@ COLUMNS = [("row", "method"), ("accuracy", "accuracy % (mean ± std)"),
            ("trainable_pct", "% of backbone"), ("wall_s_mean", "wall s (mean)")]
 
 
-def selected_rows(only: Optional[list[str]], grid: Optional[tuple[list[float], list[float]]] = None) -> list[BenchRow]:
-    """The rows to run, all or those whose method is in `only`, then the learning-rate grid's rows if asked for."""
-    return [row for row in ROWS if not only or row.method in only] + (lr_grid_rows(*grid) if grid else [])
+def selected_rows(only: Optional[list[str]], grid: Optional[tuple[list[float], list[float]]] = None,
+                  labels: Optional[list[str]] = None) -> list[BenchRow]:
+    """The rows to run, all or those whose method is in `only` and whose label is in `labels`, then the
+    learning-rate grid's rows if asked for."""
+    return [row for row in ROWS if (not only or row.method in only) and (not labels or row.label in labels)] + (
+        lr_grid_rows(*grid) if grid else [])
 
 
 def display(row: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +80,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, help="token limit of the text pair (default: 128)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--methods", help="comma-separated subset of methods to run (e.g. taskedge,lora,taso_lora)")
+    parser.add_argument("--rows", help="comma-separated row labels to run, e.g. 'taskedge 0.1%%,LoRA r=8' (with "
+                        "--methods: the rows both select)")
     parser.add_argument("--lr-grid", type=parse_grid, help="also run taskedge 0.1 %% at each fixed (lr, head_lr) of "
                         "LRS:HEAD_LRS (e.g. 0.001,0.005,0.02:0.001,0.01), to compare the automatic rates with")
     parser.add_argument("--no-bn-reestimate", action="store_true",
@@ -87,6 +92,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     unknown = sorted(set(args.methods.split(",")) - set(known)) if args.methods else []
     if unknown:
         parser.error(f"--methods names no row for {', '.join(unknown)}; accepted: {', '.join(known)}")
+    labels = [row.label for row in ROWS]
+    unknown = [label for label in args.rows.split(",") if label not in labels] if args.rows else []
+    if unknown:
+        parser.error(f"--rows names no row {', '.join(map(repr, unknown))}; accepted: {', '.join(labels)}")
     return args
 
 
@@ -94,7 +103,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     base = {"epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
             "reestimate_batchnorm": not args.no_bn_reestimate}
-    rows = selected_rows(args.methods.split(",") if args.methods else None, args.lr_grid)
+    rows = selected_rows(args.methods.split(",") if args.methods else None, args.lr_grid,
+                         args.rows.split(",") if args.rows else None)
     results: dict[str, Any] = {"machine": machine_summary()}
     for name in PAIRS if args.pair == "all" else [args.pair]:
         pair = with_options(PAIRS[name], args.image_size, args.max_length)

@@ -112,10 +112,16 @@ def test_adapt_bench_runs_seeds_of_rows_on_a_real_pair_and_writes_raw_rows_aggre
 
 
 def test_adapt_bench_names_what_it_accepts_on_bad_seeds_and_methods(capsys):
-    for argv, accepted in ((["--seeds", "0,x"], "integers >= 0"), (["--methods", "taskedge,nope"], "accepted: bn_bias")):
+    for argv, accepted in ((["--seeds", "0,x"], "integers >= 0"), (["--methods", "taskedge,nope"], "accepted: bn_bias"),
+                           (["--rows", "LoRA r=8,LoRA r=9"], "no row 'LoRA r=9'; accepted: taskedge 0.1%")):
         with pytest.raises(SystemExit):
             adapt_bench.parse_args(argv)
         assert accepted in capsys.readouterr().err
+
+
+def test_adapt_bench_rows_select_by_label_within_the_methods():
+    assert [r.label for r in adapt_bench.selected_rows(None, None, [TASKEDGE, "LoRA r=8"])] == [TASKEDGE, "LoRA r=8"]
+    assert [r.label for r in adapt_bench.selected_rows(["lora"], None, [TASKEDGE, "LoRA r=8"])] == ["LoRA r=8"]
 
 
 def test_train_step_bench_measures_every_method(tmp_path):
