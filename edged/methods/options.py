@@ -30,7 +30,7 @@ class MaskOptions(MethodOptions):
 
     k: Optional[int] = Field(None, ge=1, description="entries per output row instead of a budget (per_neuron only)")
     allocation: Literal["per_neuron", "neuron_mass", "global", "layer_mass"] = Field(
-        "per_neuron", description="how the budget is spread: 'per_neuron' (every output row gets its top entries, "
+        "neuron_mass", description="how the budget is spread: 'per_neuron' (every output row gets its top entries, "
         "layers share what is left in proportion to their rows), 'neuron_mass' (the same, but layers share in "
         "proportion to their score mass, as TR-PTS's layers do), 'global' (the best entries over all layers), "
         "'layer_mass' (TR-PTS: layers share the budget in proportion to their score mass, the Fisher mass with "

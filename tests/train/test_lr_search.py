@@ -22,6 +22,8 @@ from edged.train import lr_search
 from edged.train.lr_search import BUDGET_FRACTION, Candidate, candidate_grid, carve
 from tiny_model import tiny_classifier
 
+TASKEDGE_LR = get_method("taskedge").default_lr
+
 
 def _preprocess(task):
     return preprocess_images(task.x, image_size=16)
@@ -44,7 +46,7 @@ def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
     assert search["budget_forwards"] == int(BUDGET_FRACTION * 16 * train_samples * 3)
     assert 0 < 3 * search["samples"] < search["forwards"] <= search["budget_forwards"]  # training and scoring passes
     assert sum(t["samples"] for t in search["trials"]) == search["samples"]
-    grid = {(c.lr, c.head_lr) for c in candidate_grid(5e-3, 1e-3, True, True)}
+    grid = {(c.lr, c.head_lr) for c in candidate_grid(TASKEDGE_LR, 1e-3, True, True)}
     assert {(t["lr"], t["head_lr"]) for t in search["trials"] if t["rung"] == 0} == grid
     assert (search["lr"], search["head_lr"]) in grid
     assert [e for e in events if e["type"] == "lr_trial"] == [{"type": "lr_trial", **t} for t in search["trials"]]
@@ -96,7 +98,7 @@ def test_small_budgets_keep_the_defaults_and_say_why(digits_task):
     result, _ = _auto(digits_task.subset(torch.arange(120)), epochs=1)
     search = result.metrics["lr_search"]
     assert search["trials"] == [] and "budget" in search["skipped"]
-    assert (search["lr"], search["head_lr"]) == (5e-3, 1e-3)  # taskedge's default, the head's default
+    assert (search["lr"], search["head_lr"]) == (TASKEDGE_LR, 1e-3)  # taskedge's default, the head's default
 
 
 def test_rates_are_numbers_auto_or_the_methods_default():
@@ -125,7 +127,8 @@ def test_a_budget_too_small_for_the_grid_tries_only_the_heads_rates(digits_task)
     two rates (about 50 samples each). Without the refit: with it, the head's rate is not searched."""
     result, _ = _auto(digits_task, epochs=3, refit_head=False)
     search = result.metrics["lr_search"]
-    assert search["skipped"] is None and {(t["lr"], t["head_lr"]) for t in search["trials"]} == {(5e-3, 1e-3), (5e-3, 1e-2)}
+    assert search["skipped"] is None and {(t["lr"], t["head_lr"]) for t in search["trials"]} == {(TASKEDGE_LR, 1e-3),
+                                                                                          (TASKEDGE_LR, 1e-2)}
     first, second = (t["samples"] for t in search["trials"])
     assert first == second >= 32 and search["forwards"] <= search["budget_forwards"]
 
@@ -150,7 +153,7 @@ def test_with_the_refit_the_search_tries_the_backbone_rates_at_the_same_cost(dig
     refit, _ = _auto(digits_task, epochs=3)
     search = refit.metrics["lr_search"]
     assert search["scored_by"] == "refit probe" and search["skipped"] is None
-    assert [(t["lr"], t["head_lr"]) for t in search["trials"]] == [(5e-3 / 4, 1e-3), (5e-3, 1e-3)]
+    assert [(t["lr"], t["head_lr"]) for t in search["trials"]] == [(TASKEDGE_LR / 4, 1e-3), (TASKEDGE_LR, 1e-3)]
     assert all(0 <= t["trained_head_accuracy"] <= 1 for t in search["trials"])
     best = max(search["trials"], key=lambda t: (t["accuracy"], -t["loss"]))
     assert (search["lr"], search["head_lr"]) == (best["lr"], best["head_lr"])
