@@ -36,13 +36,14 @@ def _rank_rows(score: Tensor) -> Tensor:
     return torch.sort(score.double(), dim=1, descending=True, stable=True).indices
 
 
-def per_neuron_topk(scores: Scores, k: int | None = None, count: int | None = None, by_mass: bool = False) -> Masks:
+def per_neuron_topk(scores: Scores, k: int | None = None, count: int | None = None,
+                    masses: dict[str, float] | None = None) -> Masks:
     """Each output row (neuron) keeps its best entries.
 
     Give `k` (entries per row, the same in every layer) or `count` (exact total over all layers).
     With `count`, every row gets count // rows entries (at most the shortest row); the remainder is shared
-    between layers in proportion to their row counts, or with `by_mass` to their score mass (TR-PTS's layer
-    shares: the sum of a layer's selectable scores), by largest remainders, then layer order; inside a layer it
+    between layers in proportion to their row counts, or to `masses` where given (`layer_masses`: TR-PTS's
+    layer shares, the sum of a layer's selectable scores), by largest remainders, then layer order; inside a layer it
     goes to the rows whose next-best entry scores highest, one more per row at a time. So the budget spreads
     over all layers and neurons, as TaskEdge intends. Below one entry per row (0.1 % of MobileNetV2 is one per
     eight of its 17,056 rows), shares by rows give its last 1x1 conv (1,280 rows) 165 entries and its first
@@ -64,7 +65,7 @@ def per_neuron_topk(scores: Scores, k: int | None = None, count: int | None = No
         base = k
     else:
         assert count is not None  # exactly one of k and count is given (checked above)
-        base, extra = _share_count(flat, count, by_mass)
+        base, extra = _share_count(flat, count, masses)
     masks = {}
     for name, score in flat.items():
         order = _rank_rows(score)  # (out, width) columns best first
@@ -101,7 +102,7 @@ def _add_extra_(keep: Tensor, score: Tensor, order: Tensor, base: int, extra: in
         rank += 1
 
 
-def _share_count(flat: Scores, count: int, by_mass: bool = False) -> tuple[int, dict[str, int]]:
+def _share_count(flat: Scores, count: int, masses: dict[str, float] | None = None) -> tuple[int, dict[str, int]]:
     """Split an exact total into a per-row base plus a per-layer remainder (largest-remainder method).
 
     The remainder is shared in proportion to each layer's rows (or score mass), capped by the entries the layer
@@ -115,7 +116,7 @@ def _share_count(flat: Scores, count: int, by_mass: bool = False) -> tuple[int, 
     base = min(count // all_rows, min(s.shape[1] for s in flat.values()))
     left = count - base * all_rows
     room = {name: flat[name].shape[0] * (flat[name].shape[1] - base) for name in flat}
-    weight = {name: _mass(s) for name, s in flat.items()} if by_mass else {name: float(n) for name, n in rows.items()}
+    weight = dict(masses) if masses is not None else {name: float(n) for name, n in rows.items()}
     if sum(weight.values()) <= 0:  # no layer has mass: share by rows
         weight = {name: float(n) for name, n in rows.items()}
     quota = {name: left * weight[name] / sum(weight.values()) for name in flat}
@@ -149,20 +150,21 @@ def global_topk(scores: Scores, count: int) -> Masks:
     return masks
 
 
-def layer_mass_topk(scores: Scores, count: int) -> Masks:
+def layer_mass_topk(scores: Scores, count: int, masses: dict[str, float] | None = None) -> Masks:
     """TR-PTS's layer-wise allocation: `count` entries split over layers in proportion to each layer's score
     mass (the sum of its selectable scores: the Fisher mass with the `fisher` scorer), then each layer's best.
 
     Layer shares are rounded by largest remainders (ties in layer order), so the total is exactly `count`;
     a layer never gets more than its selectable entries, and what a capped layer cannot take is shared
     over the others by mass. Layers whose selectable scores are all zero share by size when no layer has mass.
+    `masses` replaces the scores' own (`layer_masses`) where the shares should follow other scores.
     """
     flat = {name: s.double().flatten() for name, s in scores.items()}  # (numel,) per layer
     room = {name: int(torch.isfinite(s).sum()) for name, s in flat.items()}  # -inf: excluded (N:M, pruned)
     if not 1 <= count <= sum(room.values()):
         raise InvalidInput(f"cannot select {count} of {sum(room.values())} selectable weights",
                            detail={"accepted": f"1..{sum(room.values())}"})
-    shares = _mass_shares({name: _mass(s) for name, s in flat.items()}, room, count)
+    shares = _mass_shares(masses if masses is not None else layer_masses(scores), room, count)
     masks = {}
     for name, score in flat.items():
         keep = torch.zeros_like(score, dtype=torch.bool)
@@ -171,9 +173,9 @@ def layer_mass_topk(scores: Scores, count: int) -> Masks:
     return masks
 
 
-def _mass(score: Tensor) -> float:
-    """A layer's score mass: the sum of its selectable (finite), non-negative scores."""
-    return float(score[torch.isfinite(score)].double().clamp(min=0).sum())
+def layer_masses(scores: Scores) -> dict[str, float]:
+    """Each layer's score mass: the sum of its selectable (finite), non-negative scores."""
+    return {name: float(s[torch.isfinite(s)].double().clamp(min=0).sum()) for name, s in scores.items()}
 
 
 def _mass_shares(mass: dict[str, float], room: dict[str, int], count: int) -> dict[str, int]:

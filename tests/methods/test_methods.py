@@ -60,6 +60,21 @@ def test_sparse_method_meets_the_budget_exactly(name, allocation, digits_inputs)
     assert adaptation.entries == round(0.01 * total)
 
 
+@pytest.mark.parametrize("allocation", ["neuron_mass", "layer_mass"])
+def test_scores_boosted_towards_other_tasks_blocks_pick_entries_inside_layers_not_their_shares(allocation,
+                                                                                                 digits_inputs):
+    """Alignment multiplies one layer's scores: the layers' shares still follow the task's own importance."""
+    model = tiny_classifier()
+    batches = TaskBatches(digits_inputs[0][:64], digits_inputs[1][:64], batch_size=32)
+    own = METHODS["taskedge"].function(model, batches, ScoreConfig(seed=0))
+    first = next(iter(own))
+    boosted = {name: s * 50 if name == first else s for name, s in own.items()}
+    config = AdaptConfig(method="taskedge", budget=0.01, allocation=allocation)
+    shares = {name: int(m.sum()) for name, m in select_mask(model, own, config).items()}
+    assert {name: int(m.sum()) for name, m in select_mask(model, boosted, config, shares_from=own).items()} == shares
+    assert int(select_mask(model, boosted, config)[first].sum()) > shares[first]  # without it, the boost takes budget
+
+
 @pytest.mark.parametrize("name", ADAPTERS)
 def test_adapter_trains_and_merges_into_a_plain_model(name, digits_inputs):
     x, y = digits_inputs[0][:32], digits_inputs[1][:32]

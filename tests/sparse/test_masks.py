@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from edged.errors import InvalidInput
-from edged.sparse.masks import (budget_to_count, count_selected, global_topk, layer_mass_topk, nm_limited_scores,
-                                per_neuron_topk, restrict_scores)
+from edged.sparse.masks import (budget_to_count, count_selected, global_topk, layer_mass_topk, layer_masses,
+                                nm_limited_scores, per_neuron_topk, restrict_scores)
 
 
 def _scores(seed=0):
@@ -131,7 +131,7 @@ def test_per_neuron_places_budgets_beyond_one_extra_per_row():
 def test_neuron_mass_meets_the_budget_in_layer_mass_shares_spread_over_each_layers_rows(count):
     scores = _scores()
     scores["c.weight"] = scores["c.weight"] * 20  # the 8-row layer holds most of the mass
-    masks = per_neuron_topk(scores, count=count, by_mass=True)
+    masks = per_neuron_topk(scores, count=count, masses=layer_masses(scores))
     assert count_selected(masks) == count
     if count < 72:  # below one entry per row, the layers share as layer_mass's do
         assert [int(m.sum()) for m in masks.values()] == [int(m.sum()) for m in layer_mass_topk(scores, count).values()]
@@ -143,12 +143,12 @@ def test_neuron_mass_meets_the_budget_in_layer_mass_shares_spread_over_each_laye
 def test_neuron_mass_gives_the_layer_with_the_mass_more_than_its_rows_would():
     scores = _scores()
     scores["c.weight"] = scores["c.weight"] * 20  # 8 of the 72 rows; masses about 256 : 3,456 : 5,120
-    by_mass, by_rows = per_neuron_topk(scores, count=100, by_mass=True), per_neuron_topk(scores, count=100)
+    by_mass, by_rows = per_neuron_topk(scores, count=100, masses=layer_masses(scores)), per_neuron_topk(scores, count=100)
     # one entry per row (72), then the 28 left: by rows c gets 28 x 8 / 72 = 3, by mass 28 x 0.58 = 16
     assert int(by_rows["c.weight"].sum()) == 8 + 3 and int(by_mass["c.weight"].sum()) == 8 + 16
 
 
 def test_neuron_mass_falls_back_to_rows_where_no_layer_has_mass():
     zeros = {name: torch.zeros_like(s) for name, s in _scores().items()}
-    assert all(torch.equal(a, b) for a, b in zip(per_neuron_topk(zeros, count=50, by_mass=True).values(),
+    assert all(torch.equal(a, b) for a, b in zip(per_neuron_topk(zeros, count=50, masses=layer_masses(zeros)).values(),
                                                    per_neuron_topk(zeros, count=50).values()))
