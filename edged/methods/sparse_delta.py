@@ -33,12 +33,14 @@ def select_mask(
     if options.k is not None:
         return per_neuron_topk(scores, k=options.k)
     count = budget_to_count(options.budget, count_weights(backbone_layers(model)))
-    masses = layer_masses(selectable(shares_from) if shares_from is not None else scores)
     if options.allocation == "global":
         return global_topk(scores, count)
+    if options.allocation == "per_neuron":
+        return per_neuron_topk(scores, count=count)
+    masses = layer_masses(selectable(shares_from) if shares_from is not None else scores)
     if options.allocation == "layer_mass":
         return layer_mass_topk(scores, count, masses)
-    return per_neuron_topk(scores, count=count, masses=masses if options.allocation == "neuron_mass" else None)
+    return per_neuron_topk(scores, count=count, masses=masses)
 
 
 def prepare_sparse(method: str, model: nn.Module, masks: dict[str, Tensor]) -> Adaptation:

@@ -118,9 +118,9 @@ def mask(run: AdaptRun) -> None:
         options = run.method.options_for(run.config)
         assert isinstance(options, MaskOptions)  # every sparse method reads MaskOptions (registry.register_scorer)
         allowed = run.pruning.keep_masks if run.pruning else None
-        scores = own = made(run.scores, "score")
+        scores, own = made(run.scores, "score"), None
         if run.aligned_blocks and run.config.align_strength > 0:
-            scores = aligned_scores(own, run.aligned_blocks, run.config.align_strength)
+            own, scores = scores, aligned_scores(scores, run.aligned_blocks, run.config.align_strength)
         run.masks = select_mask(model, scores, options, allowed, shares_from=own)
         save_masks(run.workdir, run.masks)
     run.adaptation = prepare_sparse(run.method.name, model, run.masks)

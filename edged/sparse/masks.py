@@ -116,9 +116,8 @@ def _share_count(flat: Scores, count: int, masses: dict[str, float] | None = Non
     base = min(count // all_rows, min(s.shape[1] for s in flat.values()))
     left = count - base * all_rows
     room = {name: flat[name].shape[0] * (flat[name].shape[1] - base) for name in flat}
-    weight = dict(masses) if masses is not None else {name: float(n) for name, n in rows.items()}
-    if sum(weight.values()) <= 0:  # no layer has mass: share by rows
-        weight = {name: float(n) for name, n in rows.items()}
+    # by mass where given and any layer has some, else by rows
+    weight = masses if masses is not None and sum(masses.values()) > 0 else {n: float(r) for n, r in rows.items()}
     quota = {name: left * weight[name] / sum(weight.values()) for name in flat}
     extra = {name: min(int(quota[name]), room[name]) for name in flat}
     # What rounding left goes to the largest fractional quotas first; what the caps left, in layer order.
