@@ -11,7 +11,11 @@ included, are restored after it), so the job then trains as if the search had no
 rates.
 
 Successive halving: rung 0 trains every candidate on n0 samples, each later rung keeps the better half
-(search-validation accuracy, ties to the lower loss) and doubles the samples, until one is left. Where the
+(search-validation accuracy, ties to the lower loss) and doubles the samples, until one is left. The defaults
+(the rates in `settings`, each method's measured best) rank with one binomial standard error of the scoring set
+added to their accuracy: another rate replaces them only when it wins by more than the noise of ~128 scored
+samples (measured: trials of 66-84 % often within a few samples of each other picked 1/4 of the default on 2 of 3
+seeds on the 8x8 digits, 97.3 % against 98.4 % at the default). Where the
 budget cannot give every candidate of the grid MIN_TRIAL_SAMPLES, only the head's rates are tried.
 
 With the head refit after training (`refit_head`, a job's default), the job reports a linear probe on the adapted
@@ -127,6 +131,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     snapshot = _snapshot(model, params)
     result = SearchResult(candidates[0], budget_forwards=budget, scored_by=scored_by)
     alive, samples, rung = list(candidates), n0, 0
+    default = Candidate(settings.lr, settings.head_lr)
     while len(alive) > 1:
         scored = []
         for candidate in alive:
@@ -137,7 +142,9 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
             result.trials.append(trial)
             result.samples += trial["samples"]
             result.forwards += TRAIN_COST * trial["samples"] + len(check)
-            scored.append((-trial["accuracy"], trial["loss"], candidate))
+            prior = _standard_error(trial["accuracy"], len(check)) if candidate == default else 0.0
+            trial.update(prior=prior)
+            scored.append((-(trial["accuracy"] + prior), trial["loss"], candidate))
             if on_trial is not None:
                 on_trial(trial)
         scored.sort(key=lambda s: (s[0], s[1]))
@@ -145,6 +152,11 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
     return result
+
+
+def _standard_error(accuracy: float, samples: int) -> float:
+    """One binomial standard error of an accuracy (a fraction) measured on `samples` samples."""
+    return (accuracy * (1.0 - accuracy) / max(samples, 1)) ** 0.5
 
 
 def _affordable(candidates: list[Candidate], settings: TrainSettings, budget: int, checks: int) -> list[Candidate]:

@@ -155,8 +155,9 @@ def test_with_the_refit_the_search_tries_the_backbone_rates_at_the_same_cost(dig
     assert search["scored_by"] == "refit probe" and search["skipped"] is None
     assert [(t["lr"], t["head_lr"]) for t in search["trials"]] == [(TASKEDGE_LR / 4, 1e-3), (TASKEDGE_LR, 1e-3)]
     assert all(0 <= t["trained_head_accuracy"] <= 1 for t in search["trials"])
-    best = max(search["trials"], key=lambda t: (t["accuracy"], -t["loss"]))
+    best = max(search["trials"], key=lambda t: (t["accuracy"] + t["prior"], -t["loss"]))
     assert (search["lr"], search["head_lr"]) == (best["lr"], best["head_lr"])
+    assert search["trials"][0]["prior"] == 0.0 < search["trials"][1]["prior"] or search["trials"][1]["accuracy"] == 1.0
     plain = _auto(digits_task, epochs=3, refit_head=False)[0].metrics["lr_search"]
     assert [t["samples"] for t in search["trials"]] == [t["samples"] for t in plain["trials"]]
     assert search["forwards"] == plain["forwards"] <= search["budget_forwards"] == plain["budget_forwards"]
@@ -180,6 +181,25 @@ def test_a_trial_for_a_refit_job_is_ranked_by_the_probe_on_its_features(digits_t
     calls.clear()
     _auto(digits_task, epochs=3, refit_head=False)
     assert calls == []  # no refit: the trained head ranks the trials
+
+
+@pytest.mark.parametrize("scores, chosen", [((0.80, 0.78), 1), ((0.95, 0.60), 0)])
+def test_the_default_rate_gives_way_only_to_a_rate_that_wins_by_more_than_the_scoring_noise(
+        digits_task, monkeypatch, scores, chosen):
+    """Trials are [default / 4, default]. A lead of 2 points on ~100 scored samples is inside one binomial standard
+    error (~4 points), so the default stays; a lead of 35 points is not, so the other rate is chosen."""
+    calls: list[int] = []
+
+    def probe(features, labels, classes, decay, folds, iterations):
+        calls.append(len(labels))
+        return scores[len(calls) - 1], 0.5
+
+    monkeypatch.setattr(lr_search, "cross_validated_probe", probe)
+    search = _auto(digits_task, epochs=3)[0].metrics["lr_search"]
+    default = search["trials"][1]
+    assert default["lr"] == TASKEDGE_LR and default["prior"] == pytest.approx((0.78 * 0.22 / calls[1]) ** 0.5
+                                                                              if chosen else (0.6 * 0.4 / calls[1]) ** 0.5)
+    assert search["lr"] == search["trials"][chosen]["lr"]
 
 
 def test_with_the_refit_a_given_backbone_rate_leaves_nothing_to_search():
