@@ -16,6 +16,7 @@ opaque struct gets OPAQUE_BYTES, the largest.
 Layout: the sparse operand comes first, so y (T, out) = x (T, in) W^T is computed as
 D = W X^T with W row-major (out, in), X^T the column-major view of x (in, T) and D column-major
 (out, T), which is y row-major: no transposes, no copies. The bias is per row of D (per output).
+With `KernelConfig.feature_major` D is (out, T) row-major instead, and one tiled copy makes y.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from edged.compile.row_major import row_major
 
 OPAQUE_BYTES = 13072  # the largest opaque struct of any supported version (0.6)
 ALIGN_BYTES = 16  # cuSPARSELt requires 16-byte aligned opaque structs and device pointers
@@ -79,6 +82,9 @@ class KernelConfig:
     alg_id: int = 0
     split_k: int = 1
     split_k_mode: int = 0  # 0: the library's choice (only read when split_k > 1)
+    # D written as (out, T) row-major, then copied to y (T, out) row-major (`row_major`): on sm_90 the kernels are
+    # about twice as fast in that layout, which can be worth the copy (edged/compile/row_major.py)
+    feature_major: bool = False
 
 
 class Opaque:
@@ -234,11 +240,13 @@ class SparseMatmulPlan:
         ctx, value_type = weight.ctx, VALUE_TYPES[weight.dtype]
         self.bias = None if bias is None else bias.detach().to(weight.dtype).contiguous()  # (out,)
         self.x_desc, self.y_desc = Opaque(), Opaque()
-        # X^T: (in, T) column-major, leading dimension in; D: (out, T) column-major, leading dimension out
+        # X^T: (in, T) column-major, leading dimension in; D: (out, T) column-major (leading dimension out),
+        # or row-major (leading dimension T) when feature-major
         ctx.call("cusparseLtDenseDescriptorInit", self.x_desc.ptr, weight.in_features, tokens, weight.in_features,
                  ALIGN_BYTES, value_type, ORDER_COL)
-        ctx.call("cusparseLtDenseDescriptorInit", self.y_desc.ptr, weight.out_features, tokens, weight.out_features,
-                 ALIGN_BYTES, value_type, ORDER_COL)
+        y_order, y_lead = (ORDER_ROW, tokens) if config.feature_major else (ORDER_COL, weight.out_features)
+        ctx.call("cusparseLtDenseDescriptorInit", self.y_desc.ptr, weight.out_features, tokens, y_lead,
+                 ALIGN_BYTES, value_type, y_order)
         self.matmul = Opaque()
         ctx.call("cusparseLtMatmulDescriptorInit", self.matmul.ptr, OP_NON_TRANSPOSE, OP_NON_TRANSPOSE,
                  weight.desc.ptr, self.x_desc.ptr, self.y_desc.ptr, self.y_desc.ptr, COMPUTE_32F)
@@ -282,7 +290,10 @@ class SparseMatmulPlan:
         if x2d.shape != (self.tokens, self.weight.in_features) or x2d.dtype != self.weight.dtype or not x2d.is_contiguous():
             raise CusparseLtError(f"plan for ({self.tokens}, {self.weight.in_features}) {self.weight.dtype} contiguous, "
                                   f"got {tuple(x2d.shape)} {x2d.dtype}")
-        y = torch.empty(self.tokens, self.weight.out_features, dtype=x2d.dtype, device=x2d.device)  # (T, out)
+        if self.config.feature_major:  # D (out, T) row-major, seen as y (T, out) with strides (1, T)
+            y = torch.empty(self.weight.out_features, self.tokens, dtype=x2d.dtype, device=x2d.device).t()
+        else:
+            y = torch.empty(self.tokens, self.weight.out_features, dtype=x2d.dtype, device=x2d.device)  # (T, out)
         self._streams[0] = _stream_ptr()
         workspace = self.workspace.data_ptr() if self.workspace is not None else None
         self.weight.ctx.call(function, self.plan.ptr, ctypes.byref(self._alpha), self.weight.data.data_ptr(),
@@ -290,15 +301,16 @@ class SparseMatmulPlan:
                              self._streams, 1)
         return y
 
-    def __call__(self, x2d: Tensor) -> Tensor:  # (T, in) -> (T, out)
-        return self._launch("cusparseLtMatmul", x2d)
+    def __call__(self, x2d: Tensor) -> Tensor:  # (T, in) -> (T, out) row-major
+        return row_major(self._launch("cusparseLtMatmul", x2d))
 
     def search(self, x2d: Tensor) -> KernelConfig:
         """cuSPARSELt's own search at this shape; the plan keeps the winner, which is returned."""
         self._launch("cusparseLtMatmulSearch", x2d)
         torch.cuda.current_stream().synchronize()
         self._allocate_workspace()  # the chosen kernel may need a different workspace
-        self.config = KernelConfig(self._get_alg(ALG_CONFIG_ID), self._get_alg(ALG_SPLIT_K), self._get_alg(ALG_SPLIT_K_MODE))
+        self.config = KernelConfig(self._get_alg(ALG_CONFIG_ID), self._get_alg(ALG_SPLIT_K), self._get_alg(ALG_SPLIT_K_MODE),
+                                   self.config.feature_major)
         return self.config
 
     def __del__(self) -> None:

@@ -37,6 +37,7 @@ from edged.compile.base import replace_module, two_four_layers
 from edged.compile.cusparselt_lib import CompressedWeight, CusparseLtError, KernelConfig, SparseMatmulPlan, context
 from edged.compile.inputs import ModelInputs, call_model
 from edged.compile.isolation import run_isolated, worker_main
+from edged.compile.row_major import row_major
 from edged.errors import Unsupported
 from edged.measure.timing import time_cuda
 from edged.sparse.nm import nm_keep_mask
@@ -107,11 +108,10 @@ class SemiSparseLinear(nn.Module):
 def torch_semi_structured_weight(weight: Tensor, cutlass: bool) -> nn.Parameter:
     """W (out, in) as torch's SparseSemiStructuredTensor: its CUTLASS kernels, or its default backend.
 
-    Why fuse_transpose: torch (<= 2.11) computes F.linear as (W x^T)^T and returns that transposed view,
-    (T, out) with strides (1, T). After a qkv reshape/permute, q/k/v then have a last-dim stride of T,
-    which SDPA's fused kernels refuse, so attention fell back to fp32 math kernels (ViT-B/16 on the H200:
-    3.1x slower than dense end to end). With the transpose fused into cuSPARSELt's output the result
-    is (T, out) row-major, like dense's."""
+    The transpose is not fused into cuSPARSELt's output: on the H100 that fused call ran at 0.44-0.69x dense,
+    while the plain call, which returns (W x^T)^T as a (T, out) view with strides (1, T), ran at 1.19-1.82x dense
+    on three of four ViT/LLM shapes. `TorchSparseLinear` makes that view row-major with one tiled copy (a strided
+    q/k/v sends SDPA to its fp32 math kernels). torch builds after 2.11 may fuse the transpose themselves."""
     from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
     SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass
@@ -119,7 +119,7 @@ def torch_semi_structured_weight(weight: Tensor, cutlass: bool) -> nn.Parameter:
         tensor = to_sparse_semi_structured(weight.detach().to(DTYPE).contiguous())
     finally:
         SparseSemiStructuredTensor._FORCE_CUTLASS = False
-    tensor.fuse_transpose_cusparselt = not cutlass
+    tensor.fuse_transpose_cusparselt = False
     return nn.Parameter(tensor, requires_grad=False)
 
 
@@ -134,7 +134,7 @@ class TorchSparseLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().to(DTYPE).contiguous())
 
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out) row-major, as dense returns it
-        return F.linear(x, self.weight, self.bias).contiguous()  # a no-op unless the kernel wrote a transposed view
+        return row_major(F.linear(x, self.weight, self.bias))  # a no-op unless the kernel wrote a transposed view
 
 
 def max_rel_error(out: Tensor, ref: Tensor) -> float:
@@ -196,7 +196,8 @@ def tune_case(case: dict[str, Any]) -> dict[str, Any]:
         cutlass = TorchSparseLinear(layer.weight, layer.bias, cutlass=True)
         err = check_close(cutlass(x), ref, "CUTLASS 2:4")
         return {"kernel": "cutlass", "config": None, "ms": graph_ms(lambda: cutlass(x)), "rel_err": err}
-    sparse = SemiSparseLinear(layer.weight, layer.bias, KernelConfig(case.get("alg_id", 0)))
+    config = KernelConfig(case.get("alg_id", 0), feature_major=case.get("feature_major", False))
+    sparse = SemiSparseLinear(layer.weight, layer.bias, config)
     if case["op"] == "search":
         sparse.search(x)
     err = check_close(sparse(x), ref, f"cuSPARSELt {sparse.config}")
@@ -254,12 +255,14 @@ broken_alg_ids: set[int] = set()
 
 def tuning_cases(shapes: list[Shape], max_alg_ids: dict[Shape, int], iters: int,
                  sweep_algs: int = MAX_SWEEP_ALG) -> list[dict[str, Any]]:
-    """Every alg id (the first `sweep_algs`) for every shape, alg-major: an alg id that breaks a worker
-    once (its group) is skipped for the remaining shapes instead of breaking one worker per shape."""
+    """Every alg id (the first `sweep_algs`) for every shape in both output layouts, alg-major: an alg id that
+    breaks a worker once (its group) is skipped for the remaining shapes instead of breaking one worker per shape."""
     top = min(max(max_alg_ids.values(), default=0), sweep_algs)
-    return [{"op": "alg", "alg_id": alg, "out": o, "in": i, "bias": b, "tokens": t, "iters": iters, "group": f"alg {alg}"}
+    return [{"op": "alg", "alg_id": alg, "feature_major": layout, "out": o, "in": i, "bias": b, "tokens": t,
+             "iters": iters, "group": f"alg {alg}"}
             for alg in range(top) if alg not in broken_alg_ids
-            for (o, i, b, t) in shapes if alg < max_alg_ids.get((o, i, b, t), 0)]
+            for (o, i, b, t) in shapes if alg < max_alg_ids.get((o, i, b, t), 0)
+            for layout in (False, True)]
 
 
 def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TIMEOUT_S,
@@ -269,15 +272,15 @@ def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TI
     deadline = time.monotonic() + timeout_s
     base = [{"out": o, "in": i, "bias": b, "tokens": t, "iters": iters} for o, i, b, t in shapes]
     first = [{**c, "op": "dense", "group": f"dense {n}"} for n, c in enumerate(base)]
-    first += [{**c, "op": "search", "group": "search"} for c in base]
+    first += [{**c, "op": "search", "feature_major": layout, "group": "search"} for layout in (False, True) for c in base]
     first += [{**c, "op": "cutlass", "group": "cutlass"} for c in base]
     rows = run_isolated(WORKER, first, deadline - time.monotonic(), max_breaks=1)
     n = len(shapes)
-    dense, searched, cutlass = rows[:n], rows[n:2 * n], rows[2 * n:]
+    dense, searched, cutlass = rows[:n], rows[n:3 * n], rows[3 * n:]
     max_alg_ids = {shape: row.get("max_alg_id", 0) for shape, row in zip(shapes, dense)}
     sweep = tuning_cases(shapes, max_alg_ids, iters, sweep_algs)
     swept = run_isolated(WORKER, sweep, deadline - time.monotonic(), max_breaks=1) if sweep else []
-    tried: dict[Shape, list[dict]] = {shape: [s, c] for shape, s, c in zip(shapes, searched, cutlass)}
+    tried: dict[Shape, list[dict]] = {shape: [s, f, c] for shape, s, f, c in zip(shapes, searched, searched[n:], cutlass)}
     for case, row in zip(sweep, swept):
         tried[(case["out"], case["in"], case["bias"], case["tokens"])].append(row)
         if row.get("worker_broken") and "time budget" not in row.get("error", ""):

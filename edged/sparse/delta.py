@@ -14,12 +14,25 @@ entries from a transient dense weight gradient (these layers are small in the mo
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edged.sparse.entry_write import write_entries
 from edged.sparse.sddmm import token_major_columns, value_grad
+
+
+@dataclass
+class _ResidentCopy:
+    """W0 + delta in one compute dtype, kept between calls (`SparseDelta.resident_merged`)."""
+
+    weight_version: int  # the frozen weight's autograd version when `merged` was cast from it
+    merged: Tensor  # (out, fan_in) W0 + delta
+    index: Tensor  # (nnz,) flat position of each entry in `merged`
+    base: Tensor  # (nnz,) W0's entries in the compute dtype
+    values_written: tuple[int, int] = (-1, 0)  # (values' version, data pointer) last written into `merged`
 
 
 class SparseDelta(nn.Module):
@@ -43,8 +56,7 @@ class SparseDelta(nn.Module):
         self.weight_shape = tuple(mask.shape)
         # dtype -> (bias version, the frozen bias in that dtype): made once per compute dtype on CUDA, not a buffer
         self._bias_copies: dict[torch.dtype, tuple[int, Tensor]] = {}
-        # dtype -> (weight version, W0 + delta in that dtype, W0's nnz entries in that dtype): resident_merged's
-        self._resident: dict[torch.dtype, tuple[int, Tensor, Tensor]] = {}
+        self._resident: dict[torch.dtype, _ResidentCopy] = {}  # compute dtype -> resident_merged's copy
 
     def merged(self, weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """W0 + delta as a new dense tensor shaped like the weight, in `dtype` (default: the weight's).
@@ -56,17 +68,26 @@ class SparseDelta(nn.Module):
         flat[self.rows, self.cols] = flat[self.rows, self.cols] + self.values.to(flat.dtype)
         return flat.reshape(weight.shape)
 
-    def resident_merged(self, weight: Tensor, dtype: torch.dtype) -> Tensor:
+    def resident_merged(self, weight: Tensor, dtype: torch.dtype, reuse: bool = False) -> Tensor:
         """W0 + delta in `dtype`, the same numbers as `merged`, held in one persistent copy: the frozen part is
         cast once (again only if the weight is written), and each call rewrites only the nnz entries, so a call
-        costs O(nnz) instead of a pass over the weight."""
-        version, resident, base = self._resident.get(dtype, (-1, weight, weight))
-        if version != weight._version or resident.device != weight.device:
-            resident = weight.detach().reshape(weight.shape[0], -1).to(dtype, copy=True)  # (out, fan_in)
-            base = resident[self.rows, self.cols].clone()  # (nnz,) W0's entries in `dtype`
-            self._resident[dtype] = (weight._version, resident, base)
-        resident[self.rows, self.cols] = base + self.values.detach().to(dtype)
-        return resident.view(weight.shape)
+        costs O(nnz) instead of a pass over the weight.
+
+        reuse: skip even that write when these values (same autograd version and storage) were the last written,
+        as in a backward after its forward. A forward always writes: a CUDA graph replays only what its capture
+        launched, so the write must be in the captured forward."""
+        copy = self._resident.get(dtype)
+        if copy is None or copy.weight_version != weight._version or copy.merged.device != weight.device:
+            merged = weight.detach().reshape(weight.shape[0], -1).to(dtype, copy=True)  # (out, fan_in)
+            copy = _ResidentCopy(weight._version, merged, self.rows * merged.shape[1] + self.cols,
+                                 merged[self.rows, self.cols].clone())
+            self._resident[dtype] = copy
+        values = self.values.detach()
+        current = (values._version, values.data_ptr())
+        if not (reuse and copy.values_written == current):
+            write_entries(copy.merged.view(-1), copy.index, copy.base, values)
+            copy.values_written = current
+        return copy.merged.view(weight.shape)
 
     def frozen_bias(self, bias: Tensor, dtype: torch.dtype) -> Tensor:
         """The layer's frozen bias in `dtype`: itself, or a copy made once and kept until the bias is written
@@ -123,7 +144,7 @@ class _SparseDeltaLinear(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             if g.is_cuda:
-                grad_x = g @ delta.resident_merged(weight, g.dtype)
+                grad_x = g @ delta.resident_merged(weight, g.dtype, reuse=True)  # the forward wrote these values
             else:
                 grad_x = g @ delta.merged(weight, g.dtype)
             grad_x = _cast(grad_x.reshape(ctx.x_shape), ctx.x_dtype)

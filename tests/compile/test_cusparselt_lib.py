@@ -61,7 +61,9 @@ def test_choose_takes_the_fastest_verified_config_and_stays_dense_where_sparse_l
 def test_tuning_cases_are_alg_major_and_respect_each_shapes_alg_count():
     a, b = (64, 32, True, 8), (128, 64, False, 16)
     cases = tuning_cases([a, b], {a: 3, b: 2}, iters=5)
-    assert [(c["alg_id"], c["out"]) for c in cases] == [(0, 64), (0, 128), (1, 64), (1, 128), (2, 64)]
+    assert [(c["alg_id"], c["out"], c["feature_major"]) for c in cases] == [
+        (0, 64, False), (0, 64, True), (0, 128, False), (0, 128, True), (1, 64, False), (1, 64, True),
+        (1, 128, False), (1, 128, True), (2, 64, False), (2, 64, True)]  # both output layouts of every alg id
     assert all(c["group"] == f"alg {c['alg_id']}" and c["op"] == "alg" for c in cases)
     assert tuning_cases([a], {a: 0}, iters=5) == []  # dense timing failed: nothing to sweep
 
@@ -69,7 +71,7 @@ def test_tuning_cases_are_alg_major_and_respect_each_shapes_alg_count():
 def test_alg_ids_that_broke_a_worker_are_not_tried_again(monkeypatch):
     a = (64, 32, True, 8)
     monkeypatch.setattr(semi_structured, "broken_alg_ids", {1})
-    assert [c["alg_id"] for c in tuning_cases([a], {a: 3}, iters=5)] == [0, 2]
+    assert [c["alg_id"] for c in tuning_cases([a], {a: 3}, iters=5)] == [0, 0, 2, 2]
 
 
 @pytest.mark.gpu
@@ -78,12 +80,16 @@ def test_plan_matches_dense_and_is_built_once_per_token_count():
     from edged.compile.semi_structured import SemiSparseLinear, random_2_4_linear
 
     layer = random_2_4_linear(64, 128, bias=True)
-    sparse = SemiSparseLinear(layer.weight, layer.bias)
-    with torch.inference_mode():
-        for tokens in (8, 21, 8):  # 21 is padded to 24
-            x = torch.randn(tokens, 128, device="cuda", dtype=torch.float16)
-            torch.testing.assert_close(sparse(x), layer(x), atol=2e-2, rtol=2e-2)
-    assert sorted(sparse.plans) == [8, 24]
+    for feature_major in (True, False):  # D written (out, T) row-major and copied, or (T, out) row-major at once
+        sparse = SemiSparseLinear(layer.weight, layer.bias, cl.KernelConfig(feature_major=feature_major))
+        with torch.inference_mode():
+            for tokens in (8, 21, 8, 200):  # 21 is padded to 24; 200 spans several tiles of the copy
+                x = torch.randn(tokens, 128, device="cuda", dtype=torch.float16)
+                y = sparse(x)
+                assert y.is_contiguous()
+                torch.testing.assert_close(y, layer(x), atol=2e-2, rtol=2e-2)
+        assert sorted(sparse.plans) == [8, 24, 200]
+        assert sparse.search(x).feature_major == feature_major  # the library's pick keeps the layout
     plan = sparse.plans[8]
     assert plan.max_alg_id >= 1
     with pytest.raises(cl.CusparseLtError, match=r"plan for \(8, 128\)"):

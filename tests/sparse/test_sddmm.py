@@ -171,6 +171,22 @@ def test_resident_merged_weight_equals_the_merged_weight_bit_for_bit_and_follows
     assert torch.equal(delta.resident_merged(weight, torch.bfloat16), delta.merged(weight, torch.bfloat16))
 
 
+
+def test_a_backward_reuses_the_entries_its_forward_wrote_and_rewrites_them_once_the_values_change():
+    from edged.sparse.delta import SparseDelta
+
+    weight = torch.randn(48, 32)
+    delta = SparseDelta(torch.rand(48, 32) < 0.05)
+    resident = delta.resident_merged(weight, torch.bfloat16)  # the forward's write
+    row, col = int(delta.rows[0]), int(delta.cols[0])
+    resident[row, col] = 1024.0  # a marker: a write would replace it
+    assert float(delta.resident_merged(weight, torch.bfloat16, reuse=True)[row, col]) == 1024.0  # same values: no write
+    with torch.no_grad():
+        delta.values.add_(0.5)  # an optimizer step between the two calls
+    again = delta.resident_merged(weight, torch.bfloat16, reuse=True)
+    assert torch.equal(again, delta.merged(weight, torch.bfloat16))
+    assert float(delta.resident_merged(weight, torch.bfloat16)[row, col]) != 1024.0  # a forward always writes
+
 @pytest.mark.gpu
 @no_cuda
 def test_on_cuda_the_saved_input_is_the_used_columns_token_contiguous():
