@@ -26,7 +26,7 @@ def row_major(y: Tensor) -> Tensor:
     y2d = y.reshape(-1, y.shape[-1])  # (T, out): a view whenever y is a feature-major result
     kernel = _kernel() if y.is_cuda else None
     if kernel is None or y2d.stride() != (1, y2d.shape[0]):
-        return y.contiguous()
+        return y2d.contiguous().view(y.shape)  # y2d is already a row-major copy where reshape had to copy
     tokens, features = y2d.shape
     out = y.new_empty(tokens, features)  # (T, out)
     grid = (-(-tokens // _TILE), -(-features // _TILE))
