@@ -9,11 +9,12 @@ Triton) the torch ops compute the same numbers.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from edged.lazy_triton import lazy_triton
 
 QMAX = 127.0
 _BLOCK = 1024
@@ -56,14 +57,9 @@ def triton_blocks(n: int) -> int:
     return -(-n // _BLOCK)
 
 
-@functools.lru_cache(maxsize=1)
-def _kernels() -> Any:
+@lazy_triton
+def _kernels(triton: Any, tl: Any) -> Any:
     """(quantize kernel, dequantize kernel), or None where Triton is not installed (imported lazily)."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
 
     @triton.jit
     def quantize_kernel(x_ptr, q_ptr, n_valid, n_total, scale, BLOCK: tl.constexpr):

@@ -10,10 +10,11 @@ contiguous.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from torch import Tensor
+
+from edged.lazy_triton import lazy_triton
 
 _TILE = 64
 
@@ -34,14 +35,9 @@ def row_major(y: Tensor) -> Tensor:
     return out.view(y.shape)
 
 
-@functools.lru_cache(maxsize=1)
-def _kernel() -> Any:
+@lazy_triton
+def _kernel(triton: Any, tl: Any) -> Any:
     """The Triton kernel, or None where Triton is not installed."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
 
     @triton.jit
     def transpose_copy_kernel(src_ptr, out_ptr, tokens, features, TILE: tl.constexpr):

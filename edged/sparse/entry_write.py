@@ -8,10 +8,11 @@ one kernel; torch needs three (the cast, the add, the index write). A ViT-B/16 s
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from torch import Tensor
+
+from edged.lazy_triton import lazy_triton
 
 _BLOCK = 1024
 
@@ -26,14 +27,9 @@ def write_entries(merged_flat: Tensor, index: Tensor, base: Tensor, values: Tens
     kernel[(-(-index.numel() // _BLOCK),)](merged_flat, index, base, values, index.numel(), BLOCK=_BLOCK)
 
 
-@functools.lru_cache(maxsize=1)
-def _kernel() -> Any:
+@lazy_triton
+def _kernel(triton: Any, tl: Any) -> Any:
     """The Triton kernel, or None where Triton is not installed (CPU-only installs lack it)."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
 
     @triton.jit
     def write_entries_kernel(merged_ptr, index_ptr, base_ptr, values_ptr, nnz, BLOCK: tl.constexpr):

@@ -14,11 +14,12 @@ used columns followed by a gather computes the same numbers.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from edged.lazy_triton import lazy_triton
 
 # Largest (rows x columns) gradient block the torch path computes at once.
 CHUNK_ELEMENTS = 1 << 24
@@ -88,15 +89,10 @@ def _value_grad_triton(grad_out: Tensor, x: Tensor, rows: Tensor, cols: Tensor) 
     return partial[0] if splits == 1 else partial.sum(0)
 
 
-@functools.lru_cache(maxsize=1)
-def _kernels() -> Any:
+@lazy_triton
+def _kernels(triton: Any, tl: Any) -> Any:
     """(SDDMM kernel, gather-transpose kernel), or None where Triton is not installed (imported lazily:
     CPU-only installs lack it)."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
 
     @triton.jit
     def sddmm_kernel(g_ptr, x_ptr, rows_ptr, cols_ptr, partial_ptr, tokens, nnz, chunk,
