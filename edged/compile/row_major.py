@@ -20,18 +20,19 @@ _TILE = 64
 
 
 def row_major(y: Tensor) -> Tensor:
-    """y (..., out), any strides -> the same values row-major. A transposed 2-D layout (the last dim's stride is
-    the token count: a feature-major result) is copied through tiles on CUDA with Triton; other layouts by torch."""
+    """y (..., out), any strides -> the same values row-major. A feature-major layout (the 2-D view's strides
+    (1, ld) with ld >= T: cuSPARSELt's (out, T) result, or torch's (out, T') one narrowed from padded T' tokens)
+    is copied through tiles on CUDA with Triton; other layouts by torch."""
     if y.is_contiguous():
         return y
     y2d = y.reshape(-1, y.shape[-1])  # (T, out): a view whenever y is a feature-major result
-    kernel = _kernel() if y.is_cuda else None
-    if kernel is None or y2d.stride() != (1, y2d.shape[0]):
-        return y2d.contiguous().view(y.shape)  # y2d is already a row-major copy where reshape had to copy
     tokens, features = y2d.shape
+    kernel = _kernel() if y.is_cuda else None
+    if kernel is None or y2d.stride(0) != 1 or y2d.stride(1) < tokens:
+        return y2d.contiguous().view(y.shape)  # y2d is already a row-major copy where reshape had to copy
     out = y.new_empty(tokens, features)  # (T, out)
     grid = (-(-tokens // _TILE), -(-features // _TILE))
-    kernel[grid](y2d, out, tokens, features, TILE=_TILE)
+    kernel[grid](y2d, out, tokens, features, y2d.stride(1), TILE=_TILE)
     return out.view(y.shape)
 
 
@@ -40,11 +41,12 @@ def _kernel(triton: Any, tl: Any) -> Any:
     """The Triton kernel, or None where Triton is not installed."""
 
     @triton.jit
-    def transpose_copy_kernel(src_ptr, out_ptr, tokens, features, TILE: tl.constexpr):
-        t = tl.program_id(0) * TILE + tl.arange(0, TILE)  # (TILE,)
-        f = tl.program_id(1) * TILE + tl.arange(0, TILE)  # (TILE,)
+    def transpose_copy_kernel(src_ptr, out_ptr, tokens, features, src_lead, TILE: tl.constexpr):
+        # 64-bit offsets: an (out, T) result of 2^31 elements or more is 4 GiB in fp16, large but possible
+        t = (tl.program_id(0) * TILE + tl.arange(0, TILE)).to(tl.int64)  # (TILE,)
+        f = (tl.program_id(1) * TILE + tl.arange(0, TILE)).to(tl.int64)  # (TILE,)
         ok = (t < tokens)[:, None] & (f < features)[None, :]
-        v = tl.load(src_ptr + f[None, :] * tokens + t[:, None], mask=ok)  # src (out, T) row-major: along t
+        v = tl.load(src_ptr + f[None, :] * src_lead + t[:, None], mask=ok)  # src (out, >= T) row-major: along t
         tl.store(out_ptr + t[:, None] * features + f[None, :], v, mask=ok)  # out (T, out) row-major: along f
 
     return transpose_copy_kernel

@@ -248,21 +248,25 @@ def choose(tokens: int, dense: dict[str, Any], tried: list[dict[str, Any]]) -> L
     return choice
 
 
-# alg ids that broke a tuning worker in this process (the GPU, driver and library do not change
-# while it runs): later tunings skip them instead of paying a worker restart each
-broken_alg_ids: set[int] = set()
+# (alg id, feature-major) configurations that broke a tuning worker in this process (the GPU, driver and library do
+# not change while it runs): later tunings skip them instead of paying a worker restart each
+broken_configs: set[tuple[int, bool]] = set()
+
+
+def _layout_group(name: str, feature_major: bool) -> str:
+    """A worker group per output layout: a layout whose kernels break a worker leaves the other's untouched."""
+    return f"{name} feature-major" if feature_major else name
 
 
 def tuning_cases(shapes: list[Shape], max_alg_ids: dict[Shape, int], iters: int,
                  sweep_algs: int = MAX_SWEEP_ALG) -> list[dict[str, Any]]:
-    """Every alg id (the first `sweep_algs`) for every shape in both output layouts, alg-major: an alg id that
+    """Every alg id (the first `sweep_algs`) for every shape in both output layouts, alg-major: a configuration that
     breaks a worker once (its group) is skipped for the remaining shapes instead of breaking one worker per shape."""
     top = min(max(max_alg_ids.values(), default=0), sweep_algs)
     return [{"op": "alg", "alg_id": alg, "feature_major": layout, "out": o, "in": i, "bias": b, "tokens": t,
-             "iters": iters, "group": f"alg {alg}"}
-            for alg in range(top) if alg not in broken_alg_ids
-            for (o, i, b, t) in shapes if alg < max_alg_ids.get((o, i, b, t), 0)
-            for layout in (False, True)]
+             "iters": iters, "group": _layout_group(f"alg {alg}", layout)}
+            for alg in range(top) for layout in (False, True) if (alg, layout) not in broken_configs
+            for (o, i, b, t) in shapes if alg < max_alg_ids.get((o, i, b, t), 0)]
 
 
 def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TIMEOUT_S,
@@ -272,7 +276,8 @@ def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TI
     deadline = time.monotonic() + timeout_s
     base = [{"out": o, "in": i, "bias": b, "tokens": t, "iters": iters} for o, i, b, t in shapes]
     first = [{**c, "op": "dense", "group": f"dense {n}"} for n, c in enumerate(base)]
-    first += [{**c, "op": "search", "feature_major": layout, "group": "search"} for layout in (False, True) for c in base]
+    first += [{**c, "op": "search", "feature_major": layout, "group": _layout_group("search", layout)}
+              for layout in (False, True) for c in base]
     first += [{**c, "op": "cutlass", "group": "cutlass"} for c in base]
     rows = run_isolated(WORKER, first, deadline - time.monotonic(), max_breaks=1)
     n = len(shapes)
@@ -284,7 +289,7 @@ def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TI
     for case, row in zip(sweep, swept):
         tried[(case["out"], case["in"], case["bias"], case["tokens"])].append(row)
         if row.get("worker_broken") and "time budget" not in row.get("error", ""):
-            broken_alg_ids.add(case["alg_id"])
+            broken_configs.add((case["alg_id"], case["feature_major"]))
     return {shape: choose(shape[3], d, tried[shape]) for shape, d in zip(shapes, dense)}
 
 

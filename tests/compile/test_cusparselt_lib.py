@@ -61,17 +61,20 @@ def test_choose_takes_the_fastest_verified_config_and_stays_dense_where_sparse_l
 def test_tuning_cases_are_alg_major_and_respect_each_shapes_alg_count():
     a, b = (64, 32, True, 8), (128, 64, False, 16)
     cases = tuning_cases([a, b], {a: 3, b: 2}, iters=5)
-    assert [(c["alg_id"], c["out"], c["feature_major"]) for c in cases] == [
-        (0, 64, False), (0, 64, True), (0, 128, False), (0, 128, True), (1, 64, False), (1, 64, True),
-        (1, 128, False), (1, 128, True), (2, 64, False), (2, 64, True)]  # both output layouts of every alg id
-    assert all(c["group"] == f"alg {c['alg_id']}" and c["op"] == "alg" for c in cases)
+    assert [(c["alg_id"], c["feature_major"], c["out"]) for c in cases] == [
+        (0, False, 64), (0, False, 128), (0, True, 64), (0, True, 128), (1, False, 64), (1, False, 128),
+        (1, True, 64), (1, True, 128), (2, False, 64), (2, True, 64)]  # both output layouts of every alg id
+    assert all(c["op"] == "alg" for c in cases)
+    # one worker group per (alg id, layout): a layout that breaks a worker does not take the other down with it
+    assert {c["group"] for c in cases if c["alg_id"] == 0} == {"alg 0", "alg 0 feature-major"}
     assert tuning_cases([a], {a: 0}, iters=5) == []  # dense timing failed: nothing to sweep
 
 
-def test_alg_ids_that_broke_a_worker_are_not_tried_again(monkeypatch):
+def test_configurations_that_broke_a_worker_are_not_tried_again(monkeypatch):
     a = (64, 32, True, 8)
-    monkeypatch.setattr(semi_structured, "broken_alg_ids", {1})
-    assert [c["alg_id"] for c in tuning_cases([a], {a: 3}, iters=5)] == [0, 0, 2, 2]
+    monkeypatch.setattr(semi_structured, "broken_configs", {(1, True)})
+    cases = tuning_cases([a], {a: 3}, iters=5)
+    assert [(c["alg_id"], c["feature_major"]) for c in cases] == [(0, False), (0, True), (1, False), (2, False), (2, True)]
 
 
 @pytest.mark.gpu

@@ -22,6 +22,8 @@ def test_on_cuda_a_feature_major_result_is_copied_exactly_and_keeps_its_leading_
     y = feature_major.t()  # (T, out), strides (1, T): what the 2:4 kernels return
     out = row_major(y)
     assert out.is_contiguous() and torch.equal(out, y.contiguous())
+    narrowed = torch.randn(features, tokens + 11, device="cuda", dtype=torch.float16)[:, :tokens].t()  # padded T'
+    assert torch.equal(row_major(narrowed), narrowed.contiguous())
     if tokens % 2 == 0:  # (batch, sequence, out), as a Linear over a 3-D input returns it
         y3 = y.view(2, tokens // 2, features)
         out3 = row_major(y3)

@@ -171,7 +171,6 @@ def test_resident_merged_weight_equals_the_merged_weight_bit_for_bit_and_follows
     assert torch.equal(delta.resident_merged(weight, torch.bfloat16), delta.merged(weight, torch.bfloat16))
 
 
-
 def test_a_backward_reuses_the_entries_its_forward_wrote_and_rewrites_them_once_the_values_change():
     from edged.sparse.delta import SparseDelta
 
