@@ -58,7 +58,13 @@ class MaskOptions(MethodOptions):
 class LowRankOptions(MethodOptions):
     """Rank of the low-rank update (LoRA and its masked / TASO variants)."""
 
-    lora_rank: int = Field(8, ge=1, le=256, description="rank for lora / taskedge_lora / taso_lora")
+    lora_rank: Optional[int] = Field(
+        None, ge=1, le=256, description="rank for lora / taskedge_lora / taso_lora; null: the method's own default "
+        "(8 for lora and taskedge_lora, 1 for taso_lora)")
+
+    def rank(self, default: int = 8) -> int:
+        """The rank asked for, else the method's `default`."""
+        return self.lora_rank if self.lora_rank is not None else default
 
 
 class MaskedLowRankOptions(MaskOptions, LowRankOptions):

@@ -117,3 +117,16 @@ def test_a_method_that_says_it_keeps_2_4_does(name, digits_task):
     assert result.pruning is not None and result.pruning.pruned
     assert all(check_2_4(weights[weight].detach()) for weight in result.pruning.pruned)
     assert result.metrics["sparsity"]["pattern_holds"]
+
+
+@pytest.mark.parametrize(("name", "rank"), [("lora", 8), ("taskedge_lora", 8), ("taso_lora", 1)])
+def test_a_low_rank_method_left_without_a_rank_uses_its_own_default(name, rank, digits_inputs):
+    """A job leaves `lora_rank` null: LoRA and masked LoRA train rank 8, TASO rank 1; a rank asked for is kept."""
+    x, y = digits_inputs[0][:32], digits_inputs[1][:32]
+    for asked, expected in [(None, rank), (3, 3)]:
+        model = tiny_classifier().eval()
+        config = AdaptConfig(method=name, budget=0.05, lora_rank=asked)
+        adaptation = METHODS[name].function(model, TaskBatches(x, y, batch_size=16), METHODS[name].options_for(config),
+                                            None)
+        ranks = {a.shape[0] for a in adaptation.parameters[0::2]}  # each layer's A (rank, ...), then its B
+        assert ranks == {expected}, (asked, ranks)

@@ -27,7 +27,8 @@ def prepare(model: nn.Module, batches: TaskBatches, options: LowRankOptions,
         for name, layer in layers.items()
         if not (isinstance(layer, nn.Conv2d) and layer.groups > 1)
     ]
-    lora_config = LoraConfig(r=options.lora_rank, lora_alpha=2 * options.lora_rank, lora_dropout=0.0, target_modules=targets)
+    rank = options.rank()
+    lora_config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
     inject_adapter_in_model(lora_config, backbone)
     params = [p for name, p in backbone.named_parameters() if "lora_" in name]
     for p in params:

@@ -28,6 +28,6 @@ def prepare(model: nn.Module, batches: TaskBatches, options: MaskedLowRankOption
     deltas = {}
     for name, mask in masks.items():
         if bool(mask.any()):
-            deltas[name] = LowRankDelta(layers[name].weight, options.lora_rank, mask=mask, generator=generator)
+            deltas[name] = LowRankDelta(layers[name].weight, options.rank(), mask=mask, generator=generator)
             attach_lowrank_(layers[name], deltas[name])
     return lowrank_adaptation("taskedge_lora", model, deltas, mask_entries=int(sum(int(m.sum()) for m in masks.values())))
