@@ -305,15 +305,7 @@ class SparseMatmulPlan:
         return row_major(self._launch("cusparseLtMatmul", x2d))
 
     def search(self, x2d: Tensor) -> KernelConfig:
-        """cuSPARSELt's own search at this shape; the plan keeps the winner, which is returned.
-
-        Column-major output only: on an H100 (cuSPARSELt 0.8.0, torch 2.11.0+cu130) the search of a feature-major
-        plan (64 x 128 weight, 200 tokens) failed with status 7 (internal error) and left the process's CUDA
-        context broken (every later kernel: illegal instruction), while matmuls on that plan were right. That
-        layout is tuned by explicit alg ids instead."""
-        if self.config.feature_major:
-            raise CusparseLtError("cuSPARSELt's search is not run on a feature-major plan (it broke CUDA on "
-                                  "cuSPARSELt 0.8); accepted: a column-major plan, or an explicit alg id")
+        """cuSPARSELt's own search at this shape; the plan keeps the winner, which is returned."""
         self._launch("cusparseLtMatmulSearch", x2d)
         torch.cuda.current_stream().synchronize()
         self._allocate_workspace()  # the chosen kernel may need a different workspace

@@ -272,20 +272,20 @@ def tuning_cases(shapes: list[Shape], max_alg_ids: dict[Shape, int], iters: int,
 def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TIMEOUT_S,
                 sweep_algs: int = MAX_SWEEP_ALG) -> dict[Shape, LayerChoice]:
     """Tune every shape in worker processes; {shape: choice}. Never breaks this process's CUDA.
-    First dense and cuSPARSELt's search (column-major output) per shape, then the alg-id sweep in both output
-    layouts, all within `timeout_s`."""
+    First dense and cuSPARSELt's search per shape, then the alg-id sweep, all within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     base = [{"out": o, "in": i, "bias": b, "tokens": t, "iters": iters} for o, i, b, t in shapes]
     first = [{**c, "op": "dense", "group": f"dense {n}"} for n, c in enumerate(base)]
-    first += [{**c, "op": "search", "group": "search"} for c in base]  # column-major only: see SparseMatmulPlan.search
+    first += [{**c, "op": "search", "feature_major": layout, "group": _layout_group("search", layout)}
+              for layout in (False, True) for c in base]
     first += [{**c, "op": "cutlass", "group": "cutlass"} for c in base]
     rows = run_isolated(WORKER, first, deadline - time.monotonic(), max_breaks=1)
     n = len(shapes)
-    dense, searched, cutlass = rows[:n], rows[n:2 * n], rows[2 * n:]
+    dense, searched, cutlass = rows[:n], rows[n:3 * n], rows[3 * n:]
     max_alg_ids = {shape: row.get("max_alg_id", 0) for shape, row in zip(shapes, dense)}
     sweep = tuning_cases(shapes, max_alg_ids, iters, sweep_algs)
     swept = run_isolated(WORKER, sweep, deadline - time.monotonic(), max_breaks=1) if sweep else []
-    tried: dict[Shape, list[dict]] = {shape: [s, c] for shape, s, c in zip(shapes, searched, cutlass)}
+    tried: dict[Shape, list[dict]] = {shape: [s, f, c] for shape, s, f, c in zip(shapes, searched, searched[n:], cutlass)}
     for case, row in zip(sweep, swept):
         tried[(case["out"], case["in"], case["bias"], case["tokens"])].append(row)
         if row.get("worker_broken") and "time budget" not in row.get("error", ""):
