@@ -40,8 +40,9 @@ def test_text_and_image_jobs_succeed_end_to_end(daemon):
             for method in ("taskedge", "lora", "full")]
     head_job = {key: value for key, value in TEXT_JOB.items() if key != "lr"}  # only the head trains, by L-BFGS
     jobs.insert(0, {**head_job, "dataset": text, "method": "head", "compile": "none"})
-    jobs.append({**FAST_JOB, "dataset": _upload(daemon, "digits.npz", digits_npz(200)), "compile": "eager",
-                 "refit_head": False})
+    digits = _upload(daemon, "digits.npz", digits_npz(200))
+    jobs.append({**FAST_JOB, "dataset": digits, "compile": "eager", "refit_head": False})
+    jobs.append({**FAST_JOB, "dataset": digits, "method": "taso_lora", "compile": "none"})  # rank 1, its default
     for job in jobs:
         done = _run_job(daemon, job)
         assert done["state"] == "succeeded", (job, done["error"])
