@@ -20,7 +20,7 @@ from edged.data.task import TaskData
 from edged.methods.base import TaskBatches
 from edged.methods.options import LowRankOptions
 from edged.methods.registry import get_method
-from edged.methods.taso_lora import DEFAULT_RANK as TASO_DEFAULT_RANK
+from edged.methods.taso_lora import DEFAULT_RANK as TASO_LORA_RANK  # the row's rank: the method's own
 from edged.methods.taso_lora import core_sizes, layer_shapes
 from edged.models.loader import load_model
 from edged.pipeline.adapt import adapt
@@ -33,9 +33,6 @@ RANDOM = "random 0.1%"
 LORA_8 = "LoRA r=8"
 LORA_1 = "LoRA r=1"
 TASO_LORA = "taso_lora at LoRA r=1's count"
-# taso_lora's own default rank (1). At LoRA r=1's count on MobileNetV2, rank 8 would give 22 of 52 layers a core,
-# rank 1 gives all 52 one.
-TASO_LORA_RANK = TASO_DEFAULT_RANK
 COUNT_TOLERANCE = 0.01  # taso_lora trains LoRA r=1's count minus at most 1 % (floors per layer)
 
 

@@ -55,6 +55,9 @@ class MaskOptions(MethodOptions):
         return int(n), int(m)
 
 
+DEFAULT_LORA_RANK = 8  # lora's and taskedge_lora's rank when the config leaves it null (taso_lora has its own)
+
+
 class LowRankOptions(MethodOptions):
     """Rank of the low-rank update (LoRA and its masked / TASO variants)."""
 
@@ -62,7 +65,7 @@ class LowRankOptions(MethodOptions):
         None, ge=1, le=256, description="rank for lora / taskedge_lora / taso_lora; null: the method's own default "
         "(8 for lora and taskedge_lora, 1 for taso_lora)")
 
-    def rank(self, default: int = 8) -> int:
+    def rank(self, default: int = DEFAULT_LORA_RANK) -> int:
         """The rank asked for, else the method's `default`."""
         return self.lora_rank if self.lora_rank is not None else default
 
