@@ -26,7 +26,8 @@ from edged.bench.vit import VIT_B16, VitEncoder, prune_by_magnitude_
 from edged.compile.base import replace_module
 from edged.compile.in_place import E2E_TOL, Trial, choose_in_place_, replayed_graph
 from edged.compile.int8_gemm import calibrated_amax, quantize_linears_
-from edged.compile.semi_structured import DTYPE, TorchSparseLinear, linear_shapes, max_rel_error, plan_layers
+from edged.compile.semi_structured import DTYPE, TorchSparseLinear, linear_shapes, max_rel_error
+from edged.compile.sparse_tuning import plan_layers
 from edged.errors import Unsupported
 from edged.measure.energy import energy_per_item
 from edged.measure.timing import time_cuda
@@ -88,8 +89,9 @@ def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax:
         started = time.monotonic()
 
         def progress(t: Trial) -> None:
-            ms = f"{t.ms:.3f} ms" if t.ms is not None else f"failed: {t.error[:80]}"
-            print(f"    trial {t.group:<36} {t.kernel:<6} {ms}  [{time.monotonic() - started:.0f} s]", flush=True)
+            ms = f"{t.ms:.3f} ms vs {t.base_ms:.3f} before" if t.ms is not None else f"failed: {t.error[:80]}"
+            print(f"    trial {t.group:<36} {trial_kernels(asdict(t)):<13} {ms}  [{time.monotonic() - started:.0f} s]",
+                  flush=True)
 
         choice = choose_in_place_(model, x, batch, plan=plan, on_trial=progress)
         info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials]}
@@ -149,6 +151,11 @@ def format_e2e(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def trial_kernels(trial: dict) -> str:
+    """The kernel a trial put on its group, and on any group switched with it ("edged chained + <group> edged")."""
+    return " + ".join([trial["kernel"], *(f"{g} {k}" for g, k in trial.get("partner", {}).items())])
+
+
 def format_choices(rows: list[dict]) -> str:
     """Per layer group: the kernel edged kept at each batch, and the whole model's ms of every trial."""
     lines = []
@@ -157,8 +164,9 @@ def format_choices(rows: list[dict]) -> str:
             continue
         lines.append(f"{r['family']} batch {r['batch']}:")
         for t in r["trials"]:
-            ms = f"{t['ms']:.3f} ms" if t["ms"] is not None else f"failed: {t['error'][:60]}"
-            lines.append(f"  {t['group']:<36} {t['kernel']:<6} {ms}{'  kept' if t['kept'] else ''}")
+            failed = f"failed: {t['error'][:60]}"
+            ms = f"{t['ms']:.3f} ms vs {t.get('base_ms', 0.0):.3f} before" if t["ms"] is not None else failed
+            lines.append(f"  {t['group']:<36} {trial_kernels(t):<13} {ms}{'  kept' if t['kept'] else ''}")
     return "\n".join(lines)
 
 

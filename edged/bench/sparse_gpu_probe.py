@@ -34,9 +34,9 @@ from torch import nn
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
-from edged.compile.semi_structured import (
-    DTYPE, GRAPH_REPEAT, MAX_SWEEP_ALG, LayerChoice, SemiSparseLinear, Shape, check_close,
-    cuda_healthy, plan_layers, probe, TorchSparseLinear, random_2_4_linear, sparsify_linears_,
+from edged.compile.semi_structured import DTYPE, SemiSparseLinear, Shape, TorchSparseLinear, check_close, probe
+from edged.compile.sparse_tuning import (
+    GRAPH_REPEAT, MAX_SWEEP_ALG, LayerChoice, cuda_healthy, plan_layers, random_2_4_linear, sparsify_linears_,
 )
 from edged.measure.clocks import graph_replay
 from edged.measure.energy import energy_per_item, gpu_power_source

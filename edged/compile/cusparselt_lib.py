@@ -16,7 +16,9 @@ opaque struct gets OPAQUE_BYTES, the largest.
 Layout: the sparse operand comes first, so y (T, out) = x (T, in) W^T is computed as
 D = W X^T with W row-major (out, in), X^T the column-major view of x (in, T) and D column-major
 (out, T), which is y row-major: no transposes, no copies. The bias is per row of D (per output).
-With `KernelConfig.feature_major` D is (out, T) row-major instead, and one tiled copy makes y.
+With `KernelConfig.feature_major` D is (out, T) row-major instead, and one tiled copy makes y, unless the caller
+takes D as it is (`chain`): a next layer with `KernelConfig.input_feature_major` reads it as its X^T, (in, T)
+row-major, so a chain of 2:4 layers stays feature-major with no copy between them.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class KernelConfig:
     # D written as (out, T) row-major, then copied to y (T, out) row-major (`row_major`): on sm_90 the kernels are
     # about twice as fast in that layout, which can be worth the copy (edged/compile/row_major.py)
     feature_major: bool = False
+    # X^T read as (in, T) row-major: the input arrives feature-major (a chained layer's D, through an elementwise
+    # activation), so it is read as it is instead of copied
+    input_feature_major: bool = False
 
 
 class Opaque:
@@ -240,10 +245,11 @@ class SparseMatmulPlan:
         ctx, value_type = weight.ctx, VALUE_TYPES[weight.dtype]
         self.bias = None if bias is None else bias.detach().to(weight.dtype).contiguous()  # (out,)
         self.x_desc, self.y_desc = Opaque(), Opaque()
-        # X^T: (in, T) column-major, leading dimension in; D: (out, T) column-major (leading dimension out),
-        # or row-major (leading dimension T) when feature-major
-        ctx.call("cusparseLtDenseDescriptorInit", self.x_desc.ptr, weight.in_features, tokens, weight.in_features,
-                 ALIGN_BYTES, value_type, ORDER_COL)
+        # X^T: (in, T) column-major, leading dimension in, or row-major (leading dimension T) when the input is
+        # feature-major; D: (out, T) column-major (leading dimension out), or row-major (leading dimension T)
+        x_order, x_lead = (ORDER_ROW, tokens) if config.input_feature_major else (ORDER_COL, weight.in_features)
+        ctx.call("cusparseLtDenseDescriptorInit", self.x_desc.ptr, weight.in_features, tokens, x_lead,
+                 ALIGN_BYTES, value_type, x_order)
         y_order, y_lead = (ORDER_ROW, tokens) if config.feature_major else (ORDER_COL, weight.out_features)
         ctx.call("cusparseLtDenseDescriptorInit", self.y_desc.ptr, weight.out_features, tokens, y_lead,
                  ALIGN_BYTES, value_type, y_order)
@@ -287,9 +293,11 @@ class SparseMatmulPlan:
         return self._get_alg(ALG_CONFIG_MAX_ID)
 
     def _launch(self, function: str, x2d: Tensor) -> Tensor:
-        if x2d.shape != (self.tokens, self.weight.in_features) or x2d.dtype != self.weight.dtype or not x2d.is_contiguous():
-            raise CusparseLtError(f"plan for ({self.tokens}, {self.weight.in_features}) {self.weight.dtype} contiguous, "
-                                  f"got {tuple(x2d.shape)} {x2d.dtype}")
+        layout = "feature-major, strides (1, T)" if self.config.input_feature_major else "contiguous"
+        laid_out = x2d.t().is_contiguous() if self.config.input_feature_major else x2d.is_contiguous()
+        if x2d.shape != (self.tokens, self.weight.in_features) or x2d.dtype != self.weight.dtype or not laid_out:
+            raise CusparseLtError(f"plan for ({self.tokens}, {self.weight.in_features}) {self.weight.dtype} {layout}, "
+                                  f"got {tuple(x2d.shape)} {x2d.dtype} strides {x2d.stride()}")
         if self.config.feature_major:  # D (out, T) row-major, seen as y (T, out) with strides (1, T)
             y = torch.empty(self.weight.out_features, self.tokens, dtype=x2d.dtype, device=x2d.device).t()
         else:
@@ -301,8 +309,11 @@ class SparseMatmulPlan:
                              self._streams, 1)
         return y
 
-    def __call__(self, x2d: Tensor) -> Tensor:  # (T, in) -> (T, out) row-major
-        return row_major(self._launch("cusparseLtMatmul", x2d))
+    def __call__(self, x2d: Tensor, chain: bool = False) -> Tensor:
+        """(T, in) -> (T, out): row-major, or with `chain` a feature-major D as it is (strides (1, T)) for a next
+        layer that reads it so."""
+        y = self._launch("cusparseLtMatmul", x2d)
+        return y if chain else row_major(y)
 
     def search(self, x2d: Tensor) -> KernelConfig:
         """cuSPARSELt's own search at this shape; the plan keeps the winner, which is returned."""
@@ -310,7 +321,7 @@ class SparseMatmulPlan:
         torch.cuda.current_stream().synchronize()
         self._allocate_workspace()  # the chosen kernel may need a different workspace
         self.config = KernelConfig(self._get_alg(ALG_CONFIG_ID), self._get_alg(ALG_SPLIT_K), self._get_alg(ALG_SPLIT_K_MODE),
-                                   self.config.feature_major)
+                                   self.config.feature_major, self.config.input_feature_major)
         return self.config
 
     def __del__(self) -> None:

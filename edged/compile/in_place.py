@@ -9,7 +9,10 @@ noise (MIN_SPEEDUP). The model therefore never ends slower than dense (at the me
 
 Candidates per Linear: "torch" (torch's semi-structured tensor: cuSPARSELt, or CUTLASS on compute
 capability 8.x), "edged" (edged's cuSPARSELt binding at the best verified alg id of the worker tuning,
-`semi_structured.plan_layers`).
+`sparse_tuning.plan_layers`), "edged chained" (edged's binding writing (out, T) and leaving it so: no copy back to
+(T, out); a next 2:4 layer reads it as it is, through an elementwise activation, so an MLP's fc1 -> GELU -> fc2
+moves its wide hidden activation once instead of three times). Whether the layers after a chained one cope
+with its layout is what the in-place timing decides.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from torch import Tensor, nn
 
 from edged.compile.base import replace_module
 from edged.compile.inputs import ModelInputs, call_model
-from edged.compile.semi_structured import (
-    MIN_SPEEDUP, PLAN_TIMEOUT_S, LayerChoice, Shape, TorchSparseLinear, check_close, linear_shapes, plan_layers,
-)
+from edged.compile.semi_structured import Shape, TorchSparseLinear, check_close, linear_shapes
+from edged.compile.sparse_tuning import MIN_SPEEDUP, PLAN_TIMEOUT_S, LayerChoice, plan_layers
 from edged.errors import Unsupported
 from edged.measure.clocks import capture_graph
 from edged.measure.timing import time_cuda
 
 DENSE = "dense"
+EDGED = "edged"
+CHAINED = "edged chained"
 E2E_TOL = 5e-2  # tens of layers of fp16 rounding in a different order
 
 
@@ -56,11 +60,13 @@ class Trial:
     ms: float | None  # the whole model's p50 with this switch; None: failed (see error)
     kept: bool
     error: str = ""
+    partner: dict[str, str] = field(default_factory=dict)  # other groups switched with this one in the trial
+    base_ms: float = 0.0  # the kernels in place before the trial, timed beside it
 
 
 @dataclass
 class InPlaceChoice:
-    kernels: dict[str, str]  # group -> kernel ("dense", "torch", "edged")
+    kernels: dict[str, str]  # group -> kernel ("dense", "torch", "edged", "edged chained")
     dense_ms: float
     best_ms: float
     trials: list[Trial] = field(default_factory=list)
@@ -69,30 +75,79 @@ class InPlaceChoice:
     refused: dict[str, str] = field(default_factory=dict)  # weight name -> why no 2:4 kernel can run it
 
 
-def greedy_choice(groups: list[str], candidates: dict[str, list[str]],
-                  model_ms: Callable[[dict[str, str]], tuple[float | None, str]],
-                  on_trial: Callable[[Trial], None] | None = None) -> InPlaceChoice:
-    """Greedy over `groups` in order: try each candidate kernel of a group with the groups before it at
-    their kept kernels; keep the fastest one if it beats the current best by MIN_SPEEDUP.
+def next_groups(groups: dict[str, list[str]], order: list[str]) -> dict[str, str]:
+    """{group: the group of the Linear that comes right after the group's first one in `order` (the model's module
+    order)}, where that is another group: the layer a chained group's output would reach (an MLP's fc1 -> fc2)."""
+    group_of = {name: g for g, names in groups.items() for name in names}
+    partners = {}
+    for group, names in groups.items():
+        at = order.index(names[0])
+        if at + 1 < len(order) and group_of[order[at + 1]] != group:
+            partners[group] = group_of[order[at + 1]]
+    return partners
+
+
+def _moves(group: str, kernel: str, kernels: dict[str, str], candidates: dict[str, list[str]],
+           partners: dict[str, str]) -> list[dict[str, str]]:
+    """The switches one candidate is tried as: alone, and a chained group also with its next group on edged's
+    binding (which reads the chained layout as it is): the chain only pays off as a pair, which one switch at a
+    time would never try."""
+    moves = [{group: kernel}]
+    partner = partners.get(group)
+    if kernel == CHAINED and partner and kernels[partner] != EDGED and EDGED in candidates.get(partner, []):
+        moves.append({group: kernel, partner: EDGED})
+    return moves
+
+
+ModelMs = Callable[[dict[str, str]], tuple[float | None, str]]
+
+
+def paired_ms(model_ms: ModelMs, current: dict[str, str], switched: dict[str, str]) -> tuple[float | None, float, str]:
+    """(switched ms, current ms, why switched failed), timed current, switched, switched, current: the GPU's clock
+    drifts by more than the keep margin over seconds (H100, the same MLP kernels 4.59 then 4.86 ms two trials apart),
+    and this order cancels a linear drift. Each is the mean of its two timings."""
+    first, _ = model_ms(current)
+    ms, error = model_ms(switched)
+    if ms is None:
+        return None, first or 0.0, error
+    again, error = model_ms(switched)
+    last, _ = model_ms(current)
+    base = [t for t in (first, last) if t is not None]
+    return (None if again is None else (ms + again) / 2), sum(base) / max(len(base), 1), error
+
+
+def greedy_choice(groups: list[str], candidates: dict[str, list[str]], model_ms: ModelMs,
+                  on_trial: Callable[[Trial], None] | None = None,
+                  partners: dict[str, str] | None = None) -> InPlaceChoice:
+    """Greedy over `groups` in order: try each candidate kernel of a group with the other groups at their
+    kept kernels (a chained candidate also as a pair with its partner group, `_moves`), each timed beside the
+    current kernels (`paired_ms`); keep the one with the largest speed-up if it is at least MIN_SPEEDUP.
     `model_ms(kernels by group)` -> (the model's p50 ms, or None and why it failed); `on_trial` sees each
-    trial as it lands (a long choice shows progress)."""
+    trial as it lands (a long choice shows progress). The best is timed once more at the end."""
     kernels = {g: DENSE for g in groups}
     dense_ms, error = model_ms(kernels)
     if dense_ms is None:
         raise Unsupported(f"the dense model could not be timed: {error}")
-    best_ms, trials = dense_ms, []
+    trials = []
     for group in groups:
         tried = []
         for kernel in candidates.get(group, []):
-            ms, error = model_ms({**kernels, group: kernel})
-            tried.append(Trial(group, kernel, ms, False, error))
-            if on_trial is not None:
-                on_trial(tried[-1])
-        ok = [t for t in tried if t.ms is not None]
-        fastest = min(ok, key=lambda t: t.ms or 0.0, default=None)
-        if fastest is not None and fastest.ms and best_ms / fastest.ms >= MIN_SPEEDUP:
-            fastest.kept, kernels[group], best_ms = True, fastest.kernel, fastest.ms
+            for move in _moves(group, kernel, kernels, candidates, partners or {}):
+                if all(kernels[g] == k for g, k in move.items()):
+                    continue  # what is in place already
+                ms, base_ms, error = paired_ms(model_ms, kernels, {**kernels, **move})
+                tried.append(Trial(group, kernel, ms, False, error, {g: k for g, k in move.items() if g != group},
+                                   base_ms))
+                if on_trial is not None:
+                    on_trial(tried[-1])
+        best = max((t for t in tried if t.ms), key=lambda t: t.base_ms / (t.ms or 1.0), default=None)
+        if best is not None and best.ms and best.base_ms / best.ms >= MIN_SPEEDUP:
+            best.kept = True
+            kernels.update({group: best.kernel, **best.partner})
         trials += tried
+    best_ms, error = model_ms(kernels)
+    if best_ms is None:  # every kept kernel ran in its trials; failing now is a fault, not a choice
+        raise Unsupported(f"the chosen kernels could not be timed again: {error}")
     return InPlaceChoice(kernels, dense_ms, best_ms, trials)
 
 
@@ -113,8 +168,11 @@ class LayerSwitch:
                 rebuild = {"torch": LayerChoice(shapes[name][3], None, None, None, True, "chosen in place", "torch")}
                 choice = plan.get(shapes[name])
                 if choice is not None and choice.sparse_ms is not None:
-                    options["edged"] = choice.module(layer)
-                    rebuild["edged"] = replace(choice, sparse=True)
+                    options[EDGED] = choice.module(layer)
+                    rebuild[EDGED] = replace(choice, sparse=True)
+                if choice is not None and (chained := choice.chained()) is not None:
+                    options[CHAINED] = chained.module(layer)
+                    rebuild[CHAINED] = chained
                 self.modules[name], self.choices[name] = options, rebuild
 
     def candidates(self) -> dict[str, list[str]]:
@@ -162,7 +220,7 @@ def choose_in_place_(model: nn.Module, inputs: ModelInputs, batch: int, iters: i
         except (RuntimeError, Unsupported) as exc:  # a kernel that fails or disagrees is not chosen
             return None, str(exc)[:300]
 
-    choice = greedy_choice(list(groups), switch.candidates(), model_ms, on_trial)
+    choice = greedy_choice(list(groups), switch.candidates(), model_ms, on_trial, next_groups(groups, list(shapes)))
     switch.apply_(choice.kernels)
     choice.layers = {name: choice.kernels[g] for g, names in groups.items() for name in names}
     choice.sparse_layers = {name: switch.choices[name][kernel] for name, kernel in choice.layers.items() if kernel != DENSE}

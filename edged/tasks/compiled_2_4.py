@@ -107,8 +107,8 @@ def _sparsify_(backbone: nn.Module, choices: dict[str, Any]) -> dict[str, str]:
     """Each backbone Linear the plan runs sparse swapped for its kernel, checked against the dense layer on random
     inputs of its tuned token count. Returns {weight name: kernel}."""
     from edged.compile.base import replace_module
-    from edged.compile.cusparselt_lib import KernelConfig
-    from edged.compile.semi_structured import DTYPE, LayerChoice, check_close
+    from edged.compile.semi_structured import DTYPE, check_close
+    from edged.compile.sparse_tuning import LayerChoice
 
     kernels = {}
     for name, raw in choices.items():
@@ -118,7 +118,7 @@ def _sparsify_(backbone: nn.Module, choices: dict[str, Any]) -> dict[str, str]:
         layer = backbone.get_submodule(module_name)
         if not isinstance(layer, nn.Linear):
             raise Corrupt(f"the cusparselt plan runs {name} sparse, but it is a {type(layer).__name__} in the base")
-        choice = LayerChoice(**{**raw, "config": KernelConfig(**raw["config"]) if raw.get("config") else None})
+        choice = LayerChoice.from_dict(raw)
         sparse = choice.module(layer)
         x = torch.randn(choice.tokens, layer.in_features, device=layer.weight.device, dtype=DTYPE)  # (T, in)
         check_close(sparse(x), layer(x), f"{name} with {choice.describe()}")

@@ -6,7 +6,8 @@ import torch
 from edged.bench.sparse import format_table, main
 from edged.bench.sparse_gpu_probe import format_tables, layer_shapes_at, plan_entries, run_probe, tuned_rows
 from edged.bench.vit import VitEncoder, prune_by_magnitude_, tiny_vit_shape
-from edged.compile.semi_structured import choose, probe
+from edged.compile.semi_structured import probe
+from edged.compile.sparse_tuning import choose
 from edged.sparse.layers import weight_layers
 from edged.sparse.nm import group_nonzeros
 
@@ -90,11 +91,15 @@ def test_e2e_table_shows_speedup_over_dense_failed_checks_and_kept_kernels():
         return {"family": "MLP", "batch": 8, "row": name, "p50_ms": p50, "p99_ms": p50 * 1.1, "rel_err": 0.01,
                 "verified": ok, "j_per_item": 0.002, "setup_s": 3.0, **extra}
 
-    trials = [{"group": "blocks.*.0 4096->14336", "kernel": "torch", "ms": 1.5, "kept": True, "error": ""},
-              {"group": "blocks.*.0 4096->14336", "kernel": "edged", "ms": None, "kept": False, "error": "boom"}]
+    trials = [{"group": "blocks.*.0 4096->14336", "kernel": "torch", "ms": 1.5, "kept": True, "error": "",
+               "base_ms": 2.0},
+              {"group": "blocks.*.0 4096->14336", "kernel": "edged", "ms": None, "kept": False, "error": "boom"},
+              {"group": "blocks.*.0 4096->14336", "kernel": "edged chained", "ms": 1.6, "kept": False, "error": "",
+               "partner": {"blocks.*.2 14336->4096": "edged"}}]
     rows = [row("dense", 2.0), row("edged choice", 1.0, trials=trials), row("int8 2:4", 0.8, ok=False),
             {"family": "MLP", "batch": 8, "row": "int8 dense", "error": "no int8 kernel"}]
     table = format_e2e(rows)
     assert "2.00x" in table and "2.50x" in table and "0.010     3.0 FAIL" in table and "no int8 kernel" in table
     choices = format_choices(rows)
-    assert "torch  1.500 ms  kept" in choices and "failed: boom" in choices
+    assert "torch         1.500 ms vs 2.000 before  kept" in choices and "failed: boom" in choices
+    assert "edged chained + blocks.*.2 14336->4096 edged 1.600 ms" in choices  # a pair trial names both switches

@@ -39,7 +39,7 @@ def test_cusparselt_matches_pytorch_and_reports_every_linear(pruned_mlp, tmp_pat
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUSPARSELT_OK, reason=CUSPARSELT_WHY)
 def test_tuning_workers_verify_every_config_they_time():
-    from edged.compile.semi_structured import plan_layers
+    from edged.compile.sparse_tuning import plan_layers
 
     shapes = [(64, 32, True, 21), (128, 64, False, 256)]
     plan = plan_layers(shapes, iters=5, timeout_s=300, sweep_algs=4)
@@ -56,7 +56,7 @@ def test_a_failing_worker_is_recorded_and_the_rest_go_on():
     """Without CUDA every tuning case fails and leaves the worker unusable: each such case gets its
     own error row, and after two broken workers the group's remaining cases are skipped."""
     cases = [{"op": "dense", "out": 16, "in": 16, "bias": False, "tokens": 8, "group": "tune"} for _ in range(3)]
-    rows = run_isolated("edged.compile.semi_structured", cases, timeout_s=120)
+    rows = run_isolated("edged.compile.sparse_tuning", cases, timeout_s=120)
     assert [r["worker_broken"] for r in rows] == [True, True, False]
     assert all("cuda" in r["error"].lower() for r in rows[:2])  # each case's own failure, not a generic one
     assert rows[2]["error"].startswith("skipped: tune broke")

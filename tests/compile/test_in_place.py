@@ -5,8 +5,9 @@ whole choice on a small ViT."""
 import pytest
 import torch
 
-from edged.compile.in_place import DENSE, greedy_choice, layer_groups, role
-from edged.compile.semi_structured import MIN_SPEEDUP, probe
+from edged.compile.in_place import CHAINED, DENSE, EDGED, greedy_choice, layer_groups, next_groups, role
+from edged.compile.semi_structured import probe
+from edged.compile.sparse_tuning import MIN_SPEEDUP
 
 CUSPARSELT_OK, CUSPARSELT_WHY = probe()
 
@@ -48,10 +49,49 @@ def test_greedy_never_ends_slower_than_dense():
     assert choice.kernels == {"a": DENSE, "b": DENSE} and choice.best_ms == choice.dense_ms
 
 
+def test_a_clock_that_drifts_between_timings_does_not_pick_a_kernel_that_is_no_faster():
+    calls = []
+
+    def drifting_ms(kernels: dict[str, str]) -> tuple[float | None, str]:
+        calls.append(dict(kernels))
+        return 10.0 - 0.1 * len(calls), ""  # every kernel equally fast; the clock speeds up by 1 % a call
+
+    choice = greedy_choice(["fc1"], {"fc1": ["torch"]}, drifting_ms)
+    # timed in place, switched, switched, in place: the drift cancels, so the equal kernel is not kept
+    assert [c["fc1"] for c in calls[1:5]] == [DENSE, "torch", "torch", DENSE]
+    assert choice.kernels == {"fc1": DENSE} and not choice.trials[0].kept
+    assert choice.trials[0].ms == pytest.approx(choice.trials[0].base_ms)
+
+
+def test_a_chained_group_is_also_tried_as_a_pair_with_the_group_after_it():
+    shapes = {"blocks.0.fc1": (128, 32, True, 40), "blocks.0.fc2": (32, 128, True, 40),
+              "blocks.1.fc1": (128, 32, True, 40), "blocks.1.fc2": (32, 128, True, 40), "head": (16, 32, True, 2)}
+    groups = layer_groups(shapes)
+    fc1, fc2, head = "blocks.*.fc1 32->128", "blocks.*.fc2 128->32", "head 32->16"
+    assert next_groups(groups, list(shapes)) == {fc1: fc2, fc2: fc1}  # the head's next Linear: none
+
+    def model_ms(kernels: dict[str, str]) -> tuple[float | None, str]:
+        # a chained fc1 only pays off when fc2 reads its layout (edged's binding); alone it costs more than dense
+        chain = kernels[fc1] == CHAINED and kernels[fc2] == EDGED
+        ms = {DENSE: 4.0, EDGED: 3.8, CHAINED: 4.1}[kernels[fc1]] + {DENSE: 4.0, EDGED: 3.6}[kernels[fc2]]
+        return ms - (1.5 if chain else 0.0) + 1.0, ""
+
+    choice = greedy_choice(list(groups), {fc1: [EDGED, CHAINED], fc2: [EDGED], head: []}, model_ms,
+                           partners=next_groups(groups, list(shapes)))
+    assert choice.kernels == {fc1: CHAINED, fc2: EDGED, head: DENSE}
+    pair = [t for t in choice.trials if t.partner]
+    assert [(t.kernel, t.partner, t.kept) for t in pair] == [(CHAINED, {fc2: EDGED}, True)]
+    assert choice.best_ms == 4.1 + 3.6 - 1.5 + 1.0
+    # without partners (one switch at a time) the chain is never found
+    alone = greedy_choice(list(groups), {fc1: [EDGED, CHAINED], fc2: [EDGED], head: []}, model_ms)
+    assert alone.kernels == {fc1: EDGED, fc2: EDGED, head: DENSE} and alone.best_ms > choice.best_ms
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUSPARSELT_OK, reason=CUSPARSELT_WHY)
 def test_torch_and_edged_2_4_linears_return_dense_layout_and_values():
-    from edged.compile.semi_structured import DTYPE, SemiSparseLinear, TorchSparseLinear, random_2_4_linear
+    from edged.compile.semi_structured import DTYPE, SemiSparseLinear, TorchSparseLinear
+    from edged.compile.sparse_tuning import random_2_4_linear
 
     layer = random_2_4_linear(2304, 768, bias=True)
     x = torch.randn(2, 197, 768, device="cuda", dtype=DTYPE)  # 394 tokens: padded for cuSPARSELt
@@ -71,7 +111,8 @@ def test_torch_and_edged_2_4_linears_return_dense_layout_and_values():
 def test_in_place_choice_on_a_small_vit_matches_dense():
     from edged.bench.vit import VitEncoder, VitShape, prune_by_magnitude_
     from edged.compile.in_place import choose_in_place_
-    from edged.compile.semi_structured import DTYPE, linear_shapes, plan_layers
+    from edged.compile.semi_structured import DTYPE, linear_shapes
+    from edged.compile.sparse_tuning import plan_layers
 
     model = VitEncoder(VitShape(dim=256, depth=2, heads=4, mlp=1024, image=64, patch=8, classes=16))
     prune_by_magnitude_(model)

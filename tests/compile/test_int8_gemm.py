@@ -34,7 +34,8 @@ def test_calibrated_amax_is_the_max_input_of_each_layer():
 @pytest.mark.parametrize("tokens", [(1, 197), (4, 197)])
 def test_int8_layers_match_fp16_dense_within_int8_tolerance(tokens):
     from edged.compile.int8_gemm import Int8Linear, Int8SparseLinear
-    from edged.compile.semi_structured import DTYPE, max_rel_error, random_2_4_linear
+    from edged.compile.semi_structured import DTYPE, max_rel_error
+    from edged.compile.sparse_tuning import random_2_4_linear
 
     layer = random_2_4_linear(3072, 768, bias=True)
     x = torch.randn(*tokens, 768, device="cuda", dtype=DTYPE)

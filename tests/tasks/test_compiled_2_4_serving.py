@@ -77,7 +77,8 @@ def test_a_switch_between_tasks_of_one_pattern_rewrites_what_their_deltas_write_
 @pytest.mark.skipif(not CUSPARSELT_OK, reason=CUSPARSELT_WHY)
 def test_cusparselt_tasks_on_one_base_share_one_compiled_model_that_switches_in_place(two_2_4_tasks, tmp_path):
     from edged.compile.cusparselt_lib import KernelConfig
-    from edged.compile.semi_structured import LayerChoice, SemiSparseLinear, max_rel_error
+    from edged.compile.semi_structured import SemiSparseLinear, max_rel_error
+    from edged.compile.sparse_tuning import LayerChoice
 
     tasks, images, inputs = two_2_4_tasks
     settings = Settings(data_dir=tmp_path / "data", device="cuda", model_factories=TEST_FACTORIES,
