@@ -12,7 +12,7 @@ how much all tokens attend to a token is the pooled output's view of its importa
 The merged token stands for the tokens it replaced (ToMe's proportional attention): later layers see it with
 an attention bias of log(its size), and the mean pooling weighs it by its size. Padding is never kept (it
 scores -inf) and never merged; a text with no more real tokens than it keeps is unchanged, and when that holds
-for every text of a batch the encoder runs as without selection, bit for bit.
+for a text of the batch's padded length (so for every text) the encoder runs as without selection, bit for bit.
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ class TokenSelection:
     keep: float  # a fraction in (0, 1), or a count >= 2
     layer: int  # the encoder layer whose attention picks the kept tokens; the layers after it run on them
 
+    def slots(self, length: int) -> int:
+        """Kept positions for inputs padded to `length` tokens: what a text of that many real tokens keeps. It comes
+        from the shape, not the data, so the forward never waits on the GPU to learn it (and could be graphed)."""
+        if self.keep < 1:
+            return max(1, math.ceil(length * self.keep))  # float64, as kept_counts computes it
+        return min(length, int(self.keep))
+
     def kept_counts(self, lengths: Tensor) -> Tensor:
         """(N,) real tokens of each text -> (N,) tokens it keeps (all of them when it has no more)."""
         if self.keep < 1:
-            return torch.ceil(lengths * self.keep).long().clamp(min=1)
+            return torch.ceil(lengths.double() * self.keep).long().clamp(min=1)
         return lengths.clamp(max=int(self.keep))
 
 
@@ -76,21 +83,24 @@ def _bert_layers(encoder: Any) -> nn.ModuleList:
 def encode_selected(encoder: Any, inputs: Mapping[str, Tensor],
                     selection: TokenSelection) -> tuple[Tensor, Tensor]:
     """{input_ids, attention_mask} (N, L) -> (hidden (N, T, H), sizes (N, T, 1)): the last hidden states and
-    how many input tokens each position stands for (0: padding), T = L when nothing is merged, else at most
-    max kept + 1."""
+    how many input tokens each position stands for (0: padding), T = L when no text of L tokens would merge, else
+    R + 1 with R = `selection.slots(L)` (the most any text keeps when the batch is padded to its longest).
+
+    No step reads a value back from the GPU: a sync per call left the GPU idle while the host launched the
+    later layers (H100, bf16: 12.3 ms a call for 2.3 ms of kernels)."""
     mask = inputs["attention_mask"]  # (N, L), 1 for tokens, 0 for padding
-    lengths = mask.sum(dim=1)  # (N,)
-    kept = selection.kept_counts(lengths)
-    if bool((kept >= lengths).all()):  # nothing to merge: the encoder unchanged
+    slots = selection.slots(mask.shape[1])
+    if slots >= mask.shape[1]:  # no text of this padded length merges anything: the encoder unchanged
         hidden = encoder(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
         return hidden, mask.unsqueeze(-1).to(hidden.dtype)
+    kept = selection.kept_counts(mask.sum(dim=1)).clamp(max=slots)  # (N,)
     layers = _bert_layers(encoder)
     hidden = encoder.embeddings(input_ids=inputs["input_ids"])  # (N, L, H)
     sizes = mask.to(hidden.dtype)  # (N, L)
     for layer in layers[: selection.layer]:
         hidden = _run_layer(layer, hidden, sizes)
     hidden, received = _run_layer_with_attention(layers[selection.layer], hidden, sizes)
-    hidden, sizes = _merge_unkept(hidden, received, sizes, kept)
+    hidden, sizes = _merge_unkept(hidden, received, sizes, kept, slots)
     for layer in layers[selection.layer + 1:]:
         hidden = _run_layer(layer, hidden, sizes)
     return hidden, sizes.unsqueeze(-1)
@@ -129,13 +139,13 @@ def _run_layer_with_attention(layer: Any, hidden: Tensor, sizes: Tensor) -> tupl
     return out, received
 
 
-def _merge_unkept(hidden: Tensor, received: Tensor, sizes: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
+def _merge_unkept(hidden: Tensor, received: Tensor, sizes: Tensor, kept: Tensor, slots: int) -> tuple[Tensor, Tensor]:
     """Keep each text's `kept` most-attended real tokens, merge its other real tokens into one.
 
-    hidden (N, L, H), received (N, L), sizes (N, L), kept (N,) -> hidden (N, R + 1, H), sizes (N, R + 1) with
-    R = max kept; a text keeping fewer than R fills the rest with padding (size 0)."""
+    hidden (N, L, H), received (N, L), sizes (N, L), kept (N,) <= slots R -> hidden (N, R + 1, H), sizes (N, R + 1);
+    a text keeping fewer than R fills the rest with padding (size 0), and one merging nothing has a merged token
+    of size 0 (padding too)."""
     real = sizes > 0  # (N, L)
-    slots = int(kept.max())
     order = received.masked_fill(~real, float("-inf")).sort(dim=1, descending=True, stable=True).indices
     top = order[:, :slots]  # (N, R) positions, most attended first
     in_slot = torch.arange(slots, device=kept.device)[None, :] < kept[:, None]  # (N, R)

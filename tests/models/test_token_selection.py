@@ -71,6 +71,29 @@ def test_a_text_keeping_all_its_tokens_is_unchanged_beside_one_that_merges(plain
     assert not torch.allclose(features[0], reference[0], atol=1e-3)  # the long text merged
 
 
+def test_the_selecting_forward_never_reads_a_value_back_from_the_device(plain, inputs):
+    """A read-back (`bool(t)`, `int(t)`, `.item()`: aten._local_scalar_dense) is a host sync on a GPU: the host then
+    waits instead of queueing the later layers. The kept slot count comes from the padded length instead."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ReadBacks(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    encoder = plain.model.backbone.encoder
+    length = inputs["attention_mask"].shape[1]
+    for selection in (TokenSelection(0.5, layer=1), TokenSelection(4, layer=0)):
+        with torch.no_grad(), ReadBacks() as mode:
+            hidden, _ = encode_selected(encoder, inputs, selection)
+        assert mode.seen == [] and hidden.shape[1] == selection.slots(length) + 1
+
+
 def test_token_options_are_checked():
     with pytest.raises(InvalidInput, match=r"token_layer must be in \[0, 4\]"):
         load_model("minilm-l6", num_classes=3, token_keep=0.5, token_layer=5)
