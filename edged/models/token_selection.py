@@ -97,12 +97,14 @@ def encode_selected(encoder: Any, inputs: Mapping[str, Tensor],
     layers = _bert_layers(encoder)
     hidden = encoder.embeddings(input_ids=inputs["input_ids"])  # (N, L, H)
     sizes = mask.to(hidden.dtype)  # (N, L)
+    bias = _attention_bias(sizes)  # (N, 1, 1, L), built once for the layers that share it
     for layer in layers[: selection.layer]:
-        hidden = _run_layer(layer, hidden, sizes)
-    hidden, received = _run_layer_with_attention(layers[selection.layer], hidden, sizes)
+        hidden = _run_layer(layer, hidden, bias)
+    hidden, received = _run_layer_with_attention(layers[selection.layer], hidden, sizes, bias)
     hidden, sizes = _merge_unkept(hidden, received, sizes, kept, slots)
+    bias = _attention_bias(sizes)  # (N, 1, 1, R + 1)
     for layer in layers[selection.layer + 1:]:
-        hidden = _run_layer(layer, hidden, sizes)
+        hidden = _run_layer(layer, hidden, bias)
     return hidden, sizes.unsqueeze(-1)
 
 
@@ -112,12 +114,12 @@ def _attention_bias(sizes: Tensor) -> Tensor:
     return torch.where(sizes > 0, sizes.clamp(min=1).log(), floor)[:, None, None, :]
 
 
-def _run_layer(layer: nn.Module, hidden: Tensor, sizes: Tensor) -> Tensor:
-    out = layer(hidden, _attention_bias(sizes))
+def _run_layer(layer: nn.Module, hidden: Tensor, bias: Tensor) -> Tensor:
+    out = layer(hidden, bias)
     return out[0] if isinstance(out, tuple) else out  # transformers 4.x layers return a tuple
 
 
-def _run_layer_with_attention(layer: Any, hidden: Tensor, sizes: Tensor) -> tuple[Tensor, Tensor]:
+def _run_layer_with_attention(layer: Any, hidden: Tensor, sizes: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     """The layer's output (N, L, H) and the attention each token receives in it (N, L): probabilities averaged
     over heads and real queries, from the query and key projections the layer itself computes."""
     attention = layer.attention.self
@@ -125,14 +127,14 @@ def _run_layer_with_attention(layer: Any, hidden: Tensor, sizes: Tensor) -> tupl
     hooks = [module.register_forward_hook(lambda _m, _a, out, key=key: projected.__setitem__(key, out))
              for key, module in (("q", attention.query), ("k", attention.key))]
     try:
-        out = _run_layer(layer, hidden, sizes)
+        out = _run_layer(layer, hidden, bias)
     finally:
         for hook in hooks:
             hook.remove()
     n, length, _ = hidden.shape
     heads = attention.num_attention_heads
     q, k = (projected[key].view(n, length, heads, -1).transpose(1, 2) for key in ("q", "k"))  # (N, heads, L, d)
-    scores = q @ k.transpose(2, 3) / math.sqrt(q.shape[-1]) + _attention_bias(sizes)  # (N, heads, L, L)
+    scores = q @ k.transpose(2, 3) / math.sqrt(q.shape[-1]) + bias  # (N, heads, L, L)
     probs = scores.softmax(dim=-1).mean(dim=1)  # (N, L queries, L keys)
     real = (sizes > 0).to(probs.dtype)  # (N, L)
     received = (probs * real[:, :, None]).sum(dim=1) / real.sum(dim=1, keepdim=True)  # (N, L keys)
