@@ -4,8 +4,9 @@ Why not per layer in isolation: a layer's kernel can be faster alone and still s
 layout of what it returns (a transposed output sends SDPA to its fp32 math kernels) or by what it does to its
 neighbours. So the choice is greedy over groups of layers with one role and shape (all `blocks.*.mlp.fc1`):
 switch the group to a candidate kernel, check the model's output against dense, capture the model's graph,
-replay it, and keep the switch only when the whole model gets faster than the current best by more than
-noise (MIN_SPEEDUP). The model therefore never ends slower than dense (at the measured batch).
+replay it beside the kernels in place (`paired_ms`), and keep the switch only when the whole model gets faster
+than them by more than noise (MIN_SPEEDUP). Each kept switch is a measured gain over what it replaced, so the
+model does not end slower than dense at the measured batch (beyond the timing noise between separate runs).
 
 Candidates per Linear: "torch" (torch's semi-structured tensor: cuSPARSELt, or CUTLASS on compute
 capability 8.x), "edged" (edged's cuSPARSELt binding at the best verified alg id of the worker tuning,
@@ -57,7 +58,7 @@ def layer_groups(shapes: dict[str, Shape]) -> dict[str, list[str]]:
 class Trial:
     group: str
     kernel: str
-    ms: float | None  # the whole model's p50 with this switch; None: failed (see error)
+    ms: float | None  # the whole model's p50 with this switch (the mean of two timings); None: failed (see error)
     kept: bool
     error: str = ""
     partner: dict[str, str] = field(default_factory=dict)  # other groups switched with this one in the trial
@@ -145,6 +146,8 @@ def greedy_choice(groups: list[str], candidates: dict[str, list[str]], model_ms:
             best.kept = True
             kernels.update({group: best.kernel, **best.partner})
         trials += tried
+    if all(kernel == DENSE for kernel in kernels.values()):
+        return InPlaceChoice(kernels, dense_ms, dense_ms, trials)
     best_ms, error = model_ms(kernels)
     if best_ms is None:  # every kept kernel ran in its trials; failing now is a fault, not a choice
         raise Unsupported(f"the chosen kernels could not be timed again: {error}")

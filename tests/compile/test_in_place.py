@@ -127,5 +127,8 @@ def test_in_place_choice_on_a_small_vit_matches_dense():
     tried = {(t.group.split()[0], t.kernel) for t in choice.trials}
     assert ("blocks.*.fc1", "torch") in tried and ("blocks.*.qkv", "torch") in tried
     assert all(t.ms is not None for t in choice.trials if t.kernel == "torch"), choice.trials  # verified vs dense
-    assert choice.best_ms <= choice.dense_ms
+    # each kept switch beat what it replaced, timed beside it (separate timings of the whole drift on a GPU)
+    assert all(t.base_ms / t.ms >= MIN_SPEEDUP for t in choice.trials if t.kept)
+    kept = [t for t in choice.trials if t.kept]
+    assert kept or (set(choice.kernels.values()) == {DENSE} and choice.best_ms == choice.dense_ms)
     torch.testing.assert_close(out, ref, atol=5e-2, rtol=5e-2)
