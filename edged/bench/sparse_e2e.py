@@ -89,9 +89,7 @@ def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax:
         started = time.monotonic()
 
         def progress(t: Trial) -> None:
-            ms = f"{t.ms:.3f} ms vs {t.base_ms:.3f} before" if t.ms is not None else f"failed: {t.error[:80]}"
-            print(f"    trial {t.group:<36} {trial_kernels(asdict(t)):<13} {ms}  [{time.monotonic() - started:.0f} s]",
-                  flush=True)
+            print(f"    trial {trial_line(asdict(t))}  [{time.monotonic() - started:.0f} s]", flush=True)
 
         choice = choose_in_place_(model, x, batch, plan=plan, on_trial=progress)
         info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials]}
@@ -151,9 +149,13 @@ def format_e2e(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def trial_kernels(trial: dict) -> str:
-    """The kernel a trial put on its group, and on any group switched with it ("edged chained + <group> edged")."""
-    return " + ".join([trial["kernel"], *(f"{g} {k}" for g, k in trial.get("partner", {}).items())])
+def trial_line(trial: dict) -> str:
+    """One in-place trial: its group, the kernel it put there and on any group switched with it ("edged chained +
+    <group> edged"), and the whole model's ms beside the kernels in place before it (or why it failed)."""
+    kernels = " + ".join([trial["kernel"], *(f"{g} {k}" for g, k in trial.get("partner", {}).items())])
+    failed = f"failed: {trial['error'][:80]}"
+    ms = f"{trial['ms']:.3f} ms vs {trial.get('base_ms', 0.0):.3f} before" if trial["ms"] is not None else failed
+    return f"{trial['group']:<36} {kernels:<13} {ms}"
 
 
 def format_choices(rows: list[dict]) -> str:
@@ -163,10 +165,7 @@ def format_choices(rows: list[dict]) -> str:
         if r["row"] != "edged choice" or "trials" not in r:
             continue
         lines.append(f"{r['family']} batch {r['batch']}:")
-        for t in r["trials"]:
-            failed = f"failed: {t['error'][:60]}"
-            ms = f"{t['ms']:.3f} ms vs {t.get('base_ms', 0.0):.3f} before" if t["ms"] is not None else failed
-            lines.append(f"  {t['group']:<36} {trial_kernels(t):<13} {ms}{'  kept' if t['kept'] else ''}")
+        lines += [f"  {trial_line(t)}{'  kept' if t['kept'] else ''}" for t in r["trials"]]
     return "\n".join(lines)
 
 
