@@ -22,7 +22,13 @@ from typing import Callable
 import sqlite_utils
 
 from edged.tasks.pattern_schema import m007_base_patterns
-from edged.tasks.schema import m003_task_tables, m004_task_energy, m005_task_features, m006_task_compiled_artifact
+from edged.tasks.schema import (
+    m003_task_tables,
+    m004_task_energy,
+    m005_task_features,
+    m006_task_compiled_artifact,
+    m008_task_minutes_nullable_latency,
+)
 from edged.telemetry.schema import m002_telemetry_tables
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -97,4 +103,5 @@ MIGRATIONS: list[Migration] = [
     m005_task_features,  # tasks.features: see edged/tasks/schema.py
     m006_task_compiled_artifact,  # tasks.compiled_backend/_artifact/_blob (issue 11): see edged/tasks/schema.py
     m007_base_patterns,  # base_patterns (the shared 2:4 pattern per base): see edged/tasks/pattern_schema.py
+    m008_task_minutes_nullable_latency,  # task_minutes percentiles NULL without requests: see edged/tasks/schema.py
 ]

@@ -93,9 +93,10 @@ def record_minutes(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> Non
 
 def serving_totals(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Per task: requests, samples, switches and joules (NULL if never measured) over the kept minutes, and the
-    latest minute's percentiles and energy per inference."""
-    latest = " ".join(f"(SELECT {column} FROM task_minutes l WHERE l.task_id = m.task_id ORDER BY minute DESC LIMIT 1) "
-                      f"AS {column}," for column in ("p50_ms", "p95_ms", "p99_ms", "energy_per_inference_j"))
+    percentiles and energy per inference of the latest minute that answered a request (NULL: none did)."""
+    latest = " ".join(f"(SELECT {column} FROM task_minutes l WHERE l.task_id = m.task_id AND l.requests > 0 "
+                      f"ORDER BY minute DESC LIMIT 1) AS {column},"
+                      for column in ("p50_ms", "p95_ms", "p99_ms", "energy_per_inference_j"))
     return list(db.query(
         f"""SELECT m.task_id, sum(m.requests) AS requests, sum(m.samples) AS samples, sum(m.switches) AS switches,
                    {latest} sum(m.energy_j) AS energy_j

@@ -14,6 +14,9 @@
 - Migration 6 (`m006_task_compiled_artifact`): the tasks' compiled artifact: `compiled_backend` (the job's compile backend,
   NULL when it compiled none), `compiled_artifact` (the artifact's name, e.g. model.onnx) and `compiled_blob` (its
   sha256, shared with the job's artifact), so a task keeps serving through it after its job is deleted.
+- Migration 8 (`m008_task_minutes_nullable_latency`): `task_minutes.p50_ms`/`p95_ms`/`p99_ms` may be NULL, for a
+  minute with switches to the task but no answered request (no latency was measured); such rows written before
+  it held 0 and become NULL.
 """
 
 from __future__ import annotations
@@ -82,3 +85,32 @@ def m006_task_compiled_artifact(db: sqlite_utils.Database) -> None:
     """The compiled artifact a task serves through (NULL: none; tasks published before this migration serve eager)."""
     for column in ("compiled_backend", "compiled_artifact", "compiled_blob"):
         db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
+
+
+def m008_task_minutes_nullable_latency(db: sqlite_utils.Database) -> None:
+    """`task_minutes` rebuilt with nullable percentiles (SQLite cannot drop a NOT NULL in place)."""
+    db.execute(
+        """CREATE TABLE task_minutes_new (
+            task_id TEXT NOT NULL,
+            minute INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            samples INTEGER NOT NULL,
+            p50_ms REAL,
+            p95_ms REAL,
+            p99_ms REAL,
+            switches INTEGER NOT NULL,
+            switch_ms_mean REAL,
+            energy_j REAL,
+            energy_per_inference_j REAL,
+            PRIMARY KEY (task_id, minute)
+        )"""
+    )
+    db.execute(
+        """INSERT INTO task_minutes_new
+           SELECT task_id, minute, requests, samples,
+                  CASE WHEN requests > 0 THEN p50_ms END, CASE WHEN requests > 0 THEN p95_ms END,
+                  CASE WHEN requests > 0 THEN p99_ms END, switches, switch_ms_mean, energy_j, energy_per_inference_j
+           FROM task_minutes"""
+    )
+    db.execute("DROP TABLE task_minutes")
+    db.execute("ALTER TABLE task_minutes_new RENAME TO task_minutes")

@@ -202,14 +202,15 @@ class TaskServer:
 
     def _serve(self, batch: list[PendingPredict]) -> None:
         task = batch[0].task
+        at = time.time()  # the minute its switch and its requests are counted in
         route = self.compiled.route(task, self.settings.device)
         try:
             resident = self._resident(task)  # its preprocessing serves every route; its weights the eager one
             model: Forward = resident
             if route.backend == EAGER:
-                cost = self._activate(task, resident)
+                cost = self._activate(task, resident, at)
             elif route.backend == CUSPARSELT:
-                model, cost = self._activate_compiled_2_4(task, resident)
+                model, cost = self._activate_compiled_2_4(task, resident, at)
             else:  # the compiled artifact is the whole adapted model: nothing to switch
                 model, cost = self.compiled.get(task), SwitchCost(0.0, 0)
         except Exception as exc:  # the whole batch shares the failure: the task could not be activated
@@ -237,10 +238,10 @@ class TaskServer:
                 share = None if joules is None else joules * len(pending.samples) / batch_samples  # by samples
                 pending.future.set_result(answer(task, logits, pending.top_k, pending.with_logits, seconds,
                                                  cost.seconds, len(ready), route, share))
-                self._stats.request(task["id"], len(pending.samples), seconds, share)
+                self._stats.request(task["id"], len(pending.samples), seconds, share, at)
                 self._unflushed = True
 
-    def _activate(self, task: dict[str, Any], resident: ResidentModel) -> SwitchCost:
+    def _activate(self, task: dict[str, Any], resident: ResidentModel, at: float) -> SwitchCost:
         """Write the task's delta into its resident base (from the delta cache, else its blob); records a switch."""
         delta, found = self.cache.get(task["id"])
         if delta is None:
@@ -249,13 +250,14 @@ class TaskServer:
         previous = resident.active
         cost = resident.activate_(task["id"], delta)
         if cost.bytes_moved:
-            self._note_switch(task, previous, cost.seconds, cost.bytes_moved, found)
+            self._note_switch(task, previous, cost.seconds, cost.bytes_moved, found, at)
         return cost
 
-    def _activate_compiled_2_4(self, task: dict[str, Any], resident: ResidentModel) -> tuple[CompiledBase, SwitchCost]:
+    def _activate_compiled_2_4(self, task: dict[str, Any], resident: ResidentModel,
+                               at: float) -> tuple[CompiledBase, SwitchCost]:
         """The task on its base's one cusparselt model (built on first use from this task's plan): its delta written
         into the resident base first, whose weights the changed layers are then recompressed from."""
-        cost = self._activate(task, resident)
+        cost = self._activate(task, resident, at)
         key, layers = base_key(task), self._layers[task["id"]]
         compiled = self._compiled_2_4.get(key)
         if compiled is None:
@@ -287,14 +289,14 @@ class TaskServer:
         return self._resident(task).place(delta, source)
 
     def _note_switch(self, task: dict[str, Any], previous: Optional[str], seconds: float, moved: int,
-                     found: str) -> None:
+                     found: str, at: float) -> None:
         self.switches += 1
         self._rows[task["id"]] = task
         self._transitions[(self._last_task, task["id"])] += 1
         self._last_task = task["id"]
-        self._stats.switch(task["id"], seconds)
+        self._stats.switch(task["id"], seconds, at)
         self._unflushed = True
-        self._switch_log.append({"at": time.time(), "base": base_key(task), "from_task": previous,
+        self._switch_log.append({"at": at, "base": base_key(task), "from_task": previous,
                                  "to_task": task["id"], "seconds": seconds, "bytes_moved": moved, "cache": found})
 
     def _flush_switches(self, db: Any, force: bool) -> None:

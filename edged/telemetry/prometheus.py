@@ -87,7 +87,8 @@ class _TelemetryCollector(Collector):
             samples.add_metric([row["task_id"]], row["samples"])
             switches.add_metric([row["task_id"]], row["switches"])
             for quantile in ("p50", "p95", "p99"):
-                latency.add_metric([row["task_id"], f"0.{quantile[1:]}"], row[f"{quantile}_ms"] / 1000)
+                if row[f"{quantile}_ms"] is not None:  # None: no minute kept has an answered request
+                    latency.add_metric([row["task_id"], f"0.{quantile[1:]}"], row[f"{quantile}_ms"] / 1000)
             if row.get("energy_j") is not None:
                 energy.add_metric([row["task_id"]], row["energy_j"])
             if row.get("energy_per_inference_j") is not None:

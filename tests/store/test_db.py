@@ -98,3 +98,30 @@ def test_a_transaction_that_reads_then_writes_waits_for_another_writer_instead_o
     thread.join(15)
     assert errors == []
     assert sorted(r[0] for r in first.execute("SELECT v FROM t").fetchall()) == [1, 2]
+
+
+def test_migration_8_makes_a_minute_without_requests_null_and_keeps_the_others(tmp_path):
+    db = open_db(tmp_path / "edged.db")
+    for version, migration in enumerate(migrations.MIGRATIONS[:7], start=1):  # a database of the version before
+        migration(db)
+        db.execute(f"PRAGMA user_version = {version}")
+    row = {"task_id": "t", "switches": 1, "switch_ms_mean": 2.0, "energy_j": None, "energy_per_inference_j": None}
+    db.table("task_minutes").insert_all([
+        {**row, "minute": 60, "requests": 0, "samples": 0, "p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0},
+        {**row, "minute": 120, "requests": 3, "samples": 5, "p50_ms": 4.0, "p95_ms": 5.0, "p99_ms": 6.0}])
+    assert migrate(db) == len(migrations.MIGRATIONS)
+    rows = {r["minute"]: r for r in db.query("SELECT * FROM task_minutes")}
+    assert (rows[60]["p50_ms"], rows[60]["p99_ms"], rows[60]["switches"]) == (None, None, 1)
+    assert (rows[120]["requests"], rows[120]["p50_ms"], rows[120]["p99_ms"]) == (3, 4.0, 6.0)
+
+
+def test_serving_totals_report_the_latest_minute_that_answered_a_request(db):
+    from edged.tasks.records import record_minutes, serving_totals
+
+    row = {"task_id": "t", "switch_ms_mean": 2.0, "energy_j": None, "energy_per_inference_j": None}
+    record_minutes(db, [
+        {**row, "minute": 60, "requests": 2, "samples": 4, "switches": 1, "p50_ms": 4.0, "p95_ms": 5.0, "p99_ms": 6.0},
+        {**row, "minute": 120, "requests": 0, "samples": 0, "switches": 1, "p50_ms": None, "p95_ms": None,
+         "p99_ms": None}])
+    [totals] = serving_totals(db)
+    assert (totals["requests"], totals["switches"], totals["p50_ms"], totals["p99_ms"]) == (2, 2, 4.0, 6.0)

@@ -45,3 +45,21 @@ def test_an_earlier_row_without_energy_stays_without_it_until_measured():
     restarted.request("a", 2, 0.010)
     [row] = restarted.rows()
     assert row["requests"] == 2 and row["energy_j"] is None and row["energy_per_inference_j"] is None
+
+
+def test_a_switch_is_counted_in_the_minute_of_the_requests_it_served():
+    stats = ServingStats()
+    batch_at = 1_000 * 60 + 59.9  # a micro-batch started at the end of a minute, answered in the next one
+    stats.switch("a", 0.003, at=batch_at)
+    stats.request("a", 2, 0.150, at=batch_at)
+    [row] = stats.rows()
+    assert row["minute"] == 1_000 * 60 and (row["requests"], row["switches"]) == (1, 1)
+    assert row["p50_ms"] == pytest.approx(150.0)
+
+
+def test_a_minute_with_switches_but_no_answered_request_has_no_percentiles():
+    stats = ServingStats()
+    stats.switch("a", 0.003)  # every input of its micro-batch was refused
+    [row] = stats.rows()
+    assert row["requests"] == 0 and row["switches"] == 1
+    assert (row["p50_ms"], row["p95_ms"], row["p99_ms"]) == (None, None, None)
