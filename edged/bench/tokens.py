@@ -5,7 +5,9 @@ and written as JSON.
 Each row adapts the same subset with the same split, seed and method; only the model options differ.
 Training throughput is training samples x epochs / the train stage's seconds (which include each epoch's
 validation pass, run with the same selection). Inference throughput is the adapted model's forward on one
-batch of 128-token articles. `--device cuda` trains and times both on the GPU (CUDA events).
+batch of 128-token articles. `--device cuda` trains and times both on the GPU (CUDA events); there jobs replay
+their training steps from CUDA graphs, and `--train-graph both` also runs every setting with eager steps (each
+mode's speed-ups against its own every-token row).
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, in
     timing = infer_timing(result.model, loaded.preprocess(task.subset(spread)), infer_batch)
     keep = options["token_keep"]
     label = "all tokens" if keep == 1.0 else f"keep {keep} after layer {loaded.info.options['token_layer']}"
-    return {"setting": label, "model_options": loaded.info.options, "accuracy": m["accuracy_after"],
+    return {"setting": label, "model_options": loaded.info.options, "train_cuda_graph": m["train_cuda_graph"],
+            "accuracy": m["accuracy_after"],
             "accuracy_before": m["accuracy_before"], "epochs_run": epochs, "train_samples": m["train_samples"],
             "train_s": m["stage_seconds"]["train"],
             "train_samples_per_s": m["train_samples"] * epochs / m["stage_seconds"]["train"],
@@ -110,9 +113,14 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+GRAPH_MODES = {"on": [True], "off": [False], "both": [True, False]}
+
+
 def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keeps: list[dict[str, Any]],
-                     seeds: list[int], infer_batch: int, device: str = "cpu") -> dict[str, Any]:
-    """Every setting on every seed (the seed sets the split, the head's initialisation and the order)."""
+                     seeds: list[int], infer_batch: int, device: str = "cpu",
+                     graph_modes: tuple[bool, ...] = (True,)) -> dict[str, Any]:
+    """Every setting on every seed (the seed sets the split, the head's initialisation and the order), in each of
+    `graph_modes` (training steps replayed from a CUDA graph or eager; on a CPU both are eager)."""
     task = subset(bbc_news(), samples)
     if device == "cuda":  # a process's first CUDA jobs pay its start-up (handles, kernel loading, allocator growth):
         # H100, seed 0's every-token job trained at 279 samples/s against 684-722 on seeds 1 and 2 without this
@@ -121,16 +129,19 @@ def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keep
         for options in keeps:
             run_setting(warm_task, options, warm, infer_batch)
     rows: list[dict[str, Any]] = []
-    for seed in seeds:
-        config = AdaptConfig(method=method, budget=budget, epochs=epochs, seed=seed, device=device, patience=epochs)
+    for seed, cuda_graph in ((seed, mode) for seed in seeds for mode in graph_modes):
+        config = AdaptConfig(method=method, budget=budget, epochs=epochs, seed=seed, device=device, patience=epochs,
+                             cuda_graph=cuda_graph)
         seed_rows = []
         for options in keeps:
             started = time.perf_counter()
-            seed_rows.append({**run_setting(task, options, config, infer_batch), "seed": seed})
-            seed_rows[-1]["wall_s"] = time.perf_counter() - started
-            print(f"seed {seed}, {seed_rows[-1]['setting']}: accuracy {seed_rows[-1]['accuracy']:.3f}, train "
-                  f"{seed_rows[-1]['train_samples_per_s']:.2f}/s, infer {seed_rows[-1]['infer_samples_per_s']:.2f}/s",
-                  flush=True)
+            row = {**run_setting(task, options, config, infer_batch), "seed": seed, "cuda_graph_asked": cuda_graph}
+            if len(graph_modes) > 1:
+                row["setting"] += ", graphed steps" if cuda_graph else ", eager steps"
+            seed_rows.append({**row, "wall_s": time.perf_counter() - started})
+            print(f"seed {seed}, {row['setting']}: accuracy {row['accuracy']:.3f}, train "
+                  f"{row['train_samples_per_s']:.2f}/s, infer {row['infer_samples_per_s']:.2f}/s, training steps "
+                  f"{row['train_cuda_graph']}", flush=True)
         relative_to_first(seed_rows)
         rows += seed_rows
     return {"model": MODEL, "max_length": MAX_LENGTH, "samples": len(task), "epochs": epochs, "method": method,
@@ -150,10 +161,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--infer-batch", type=int, default=32)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where training and inference run")
+    parser.add_argument("--train-graph", choices=sorted(GRAPH_MODES), default="on",
+                        help="CUDA: training steps replayed from a CUDA graph (on, as jobs do), eager (off), or both")
     parser.add_argument("--out", type=Path, default=Path("bench-results/tokens.json"))
     args = parser.parse_args(argv)
     results = run_tokens_bench(args.samples, args.epochs, args.method, args.budget, parse_keeps(args.keeps),
-                               args.seeds, args.infer_batch, args.device)
+                               args.seeds, args.infer_batch, args.device, tuple(GRAPH_MODES[args.train_graph]))
     print(f"\n{MODEL}, BBC News: {results['samples']} articles, {MAX_LENGTH} tokens, {args.epochs} epochs, "
           f"{args.method} {args.budget:g}, seeds {','.join(map(str, args.seeds))}, {args.device}, {results['machine']}")
     print(format_table(results["summary"], COLUMNS))

@@ -157,7 +157,7 @@ def train_stage(run: AdaptRun) -> Optional[int]:
         head_lr=_given_rate(config.head_lr, DEFAULT_HEAD_LR), weight_decay=config.weight_decay,
         schedule=config.schedule, warmup_fraction=config.warmup_fraction, patience=config.patience, seed=config.seed,
         amp=config.amp, train_norm_layers=adaptation.train_norm_layers, distill_weight=config.distill_weight,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=checkpoint_dir, cuda_graph=config.cuda_graph,
     )
     train_data = (split.train.inputs, split.train.labels)
     run.training_plan = _training_plan(run, params, train_data, settings)

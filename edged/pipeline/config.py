@@ -149,6 +149,8 @@ class AdaptConfig(JobFields, MaskedLowRankOptions):
     training_memory_budget_mb: Optional[float] = Field(
         None, gt=0.0, description="the whole peak training may reach, in MiB (edged.train.memory_plan): a job's own "
         "memory_budget_mb; None trains without recomputation")
+    cuda_graph: bool = Field(True, description="on CUDA, replay the training step's forward and backward from one "
+                             "CUDA graph for the fixed-shape batches (edged.train.graphed_step); False: eager steps")
     reestimate_batchnorm: bool = Field(True, description="after training, re-estimate BatchNorm statistics on the "
                                        "calibration samples when the method trained with BatchNorm in train mode "
                                        "(kept unless they score lower on those training samples)")

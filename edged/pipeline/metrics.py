@@ -26,6 +26,7 @@ def adapt_metrics(run: AdaptRun) -> dict[str, Any]:
         "calibration_peak_memory_mb": calibration.peak_memory_mb if calibration else None,
         "calibration_micro_batch": calibration.micro_batch if calibration else None,
         "samples_per_s": training.samples_per_s, "epochs_run": training.epochs_run,
+        "train_cuda_graph": training.cuda_graph,
         "train_samples": len(split.train), "val_samples": len(split.val),
         "device": str(run.device), "stage_seconds": dict(run.timer.seconds),
         "batchnorm_reestimated": run.batchnorm.summary() if run.batchnorm else None,

@@ -23,6 +23,7 @@ from edged.train.checkpoint import (
     save_checkpoint,
 )
 from edged.train.evaluate import accuracy
+from edged.train.graphed_step import GraphedStep, graphed_step
 from edged.train.recompute import training_policy
 from edged.train.schedule import make_scheduler
 
@@ -48,6 +49,7 @@ class TrainSettings:
     distill_temperature: float = 2.0
     recompute: str = "none"  # a policy of edged.train.recompute: what backward recomputes instead of keeping
     micro_batch: Optional[int] = None  # samples per forward/backward (gradients accumulate to batch_size)
+    cuda_graph: bool = True  # on CUDA, replay the full batches' forward and backward from one CUDA graph
 
 
 @dataclass
@@ -59,6 +61,7 @@ class TrainResult:
     samples_per_s: float
     peak_memory_mb: Optional[float]
     history: list[dict] = field(default_factory=list)
+    cuda_graph: str = "off: no training step (the head fitted on features)"  # GraphedStep.state, or why none
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
@@ -112,6 +115,9 @@ def train(
     first_epoch, best = _resume_(settings.checkpoint_dir, params, optimizer, scheduler, steps_per_epoch, generator)
     history: list[dict] = []
     step, seen, busy = first_epoch * steps_per_epoch, 0, 0.0
+    graphed, graph_state = graphed_step(
+        lambda x, y: forward_backward(model, x, y, dtype, settings, scaler), list(params.values()), device,
+        settings.cuda_graph, int(labels.shape[0]), settings.batch_size, settings.epochs - first_epoch)
     with measure_peak(device) as peak, training_policy(model, settings.recompute, dtype):
         for epoch in range(first_epoch, settings.epochs):
             if epoch - 1 - best.best_epoch >= settings.patience:
@@ -119,7 +125,8 @@ def train(
             set_train_mode(model, settings.train_norm_layers)
             started, losses = time.perf_counter(), []
             for x, y in batches(inputs, targets, settings.batch_size, generator):
-                loss = _step(model, optimizer, scaler, scheduler, to_device(x, device), to_device(y, device), dtype, settings)
+                loss = _step(model, optimizer, scaler, scheduler, to_device(x, device), to_device(y, device), dtype,
+                             settings, graphed)
                 step, seen = step + 1, seen + num_samples(y)
                 losses.append(loss)
                 if on_progress:
@@ -139,7 +146,8 @@ def train(
         for name, value in best.state.items():
             params[name].copy_(value)
     epochs_run = first_epoch + len(history)
-    return TrainResult(best.best_accuracy, best.best_epoch, epochs_run, step, seen / max(busy, 1e-9), peak.mb, history)
+    return TrainResult(best.best_accuracy, best.best_epoch, epochs_run, step, seen / max(busy, 1e-9), peak.mb, history,
+                       graphed.state if graphed is not None else graph_state)
 
 
 def _optimizer(params: dict[str, nn.Parameter], head_names: set[str], settings: TrainSettings) -> torch.optim.AdamW:
@@ -177,33 +185,38 @@ def distill_loss(logits: Tensor, target: Inputs, w: float, t: float) -> Tensor:
 
 
 def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Optional[torch.dtype],
-          settings: TrainSettings) -> float:
-    optimizer.zero_grad(set_to_none=True)
-    loss = forward_backward(model, x, y, dtype, settings, scaler)
+          settings: TrainSettings, graphed: Optional[GraphedStep]) -> float:
+    if graphed is not None and graphed.takes(y):
+        loss = graphed(x, y)
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        loss = forward_backward(model, x, y, dtype, settings, scaler)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return loss
+    return float(loss)
 
 
 def forward_backward(model: nn.Module, x: Inputs, y: Inputs, dtype: Optional[torch.dtype], settings: TrainSettings,
-                     scaler: Optional[torch.amp.GradScaler] = None) -> float:
-    """The batch's loss and its gradients, accumulated over micro-batches of `settings.micro_batch` samples:
-    each micro-batch's mean loss is weighted by its share of the batch, so the gradients are the whole batch's
-    (BatchNorm in training mode normalises by each micro-batch instead)."""
+                     scaler: Optional[torch.amp.GradScaler] = None) -> Tensor:
+    """The batch's loss (detached, on its device: reading it is the caller's choice, as a CUDA graph cannot) and
+    its gradients, accumulated over micro-batches of `settings.micro_batch` samples: each micro-batch's mean loss
+    is weighted by its share of the batch, so the gradients are the whole batch's (BatchNorm in training mode
+    normalises by each micro-batch instead)."""
     n = num_samples(y)
     size = settings.micro_batch or n
-    device_type = (y if isinstance(y, Tensor) else y["y"]).device.type
-    total = 0.0
+    device = (y if isinstance(y, Tensor) else y["y"]).device
+    total = torch.zeros((), device=device)
     for first in range(0, n, size):
         part = slice(first, first + size)
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        # no cast cache: a CUDA graph cannot hold it, and a forward casts each weight once
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
             loss = distill_loss(model(take(x, part)), take(y, part), settings.distill_weight,
                                 settings.distill_temperature)
         share = min(size, n - first) / n
         weighted = loss if share == 1 else loss * share
         (scaler.scale(weighted) if scaler is not None else weighted).backward()
-        total += float(loss.detach()) * share
+        total += loss.detach().float() * share
     return total
 
 

@@ -21,6 +21,19 @@ def test_tokens_bench_compares_keep_ratios_against_every_token(tmp_path, capsys)
     assert "keep 4 after layer 0" in capsys.readouterr().out
 
 
+def test_both_step_modes_are_rows_of_their_own_each_against_its_own_every_token_row(tmp_path):
+    out = tmp_path / "tokens.json"
+    assert tokens.main(["--samples", "20", "--epochs", "1", "--method", "taskedge", "--keeps", "1.0,4@0",
+                        "--infer-batch", "4", "--train-graph", "both", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["all tokens, graphed steps", "keep 4 after layer 0, graphed steps",
+                                            "all tokens, eager steps", "keep 4 after layer 0, eager steps"]
+    assert rows[0]["train_speedup"] == rows[2]["train_speedup"] == 1.0  # each mode's own reference
+    assert [r["cuda_graph_asked"] for r in rows] == [True, True, False, False]
+    assert rows[0]["train_cuda_graph"] == "off: cpu has no CUDA graphs"  # a CPU has none to replay
+    assert rows[2]["train_cuda_graph"] == "off: not asked for"
+
+
 def _seed_row(seed, setting, keep, accuracy, delta, train_x, infer_x):
     return {"seed": seed, "setting": setting, "model_options": {"token_keep": keep}, "accuracy": accuracy,
             "accuracy_delta": delta, "train_samples_per_s": 10.0 * train_x, "train_speedup": train_x,
