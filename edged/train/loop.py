@@ -124,14 +124,16 @@ def train(
                 break  # stopped early (only a resumed run gets here: a fresh one breaks below)
             set_train_mode(model, settings.train_norm_layers)
             started, losses = time.perf_counter(), []
+            unread: list[tuple[dict, Callable[[], float]]] = []  # the step queued last, its loss not read yet
             for x, y in batches(inputs, targets, settings.batch_size, generator):
                 loss = _step(model, optimizer, scaler, scheduler, to_device(x, device), to_device(y, device), dtype,
                              settings, graphed)
                 step, seen = step + 1, seen + num_samples(y)
-                losses.append(loss)
-                if on_progress:
-                    on_progress({"type": "step", "epoch": epoch, "step": step, "total_steps": total_steps,
-                                 "loss": loss, "lr": scheduler.get_last_lr()[0]})
+                unread.append(({"type": "step", "epoch": epoch, "step": step, "total_steps": total_steps,
+                                "lr": scheduler.get_last_lr()[0]}, read_later(loss)))
+                if len(unread) > 1:  # step k's loss is read once step k+1 is queued: the device never waits for the host
+                    losses.append(_reported(*unread.pop(0), on_progress))
+            losses += [_reported(event, read, on_progress) for event, read in unread]
             busy += time.perf_counter() - started
             val_acc = accuracy(model, *val_data, batch_size=max(settings.batch_size, 64), device=device, amp_dtype=dtype)
             record = {"type": "epoch", "epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1),
@@ -185,7 +187,7 @@ def distill_loss(logits: Tensor, target: Inputs, w: float, t: float) -> Tensor:
 
 
 def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Optional[torch.dtype],
-          settings: TrainSettings, graphed: Optional[GraphedStep]) -> float:
+          settings: TrainSettings, graphed: Optional[GraphedStep]) -> Tensor:
     if graphed is not None and graphed.takes(y):
         loss = graphed(x, y)
     else:
@@ -194,7 +196,31 @@ def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Opti
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return float(loss)
+    return loss
+
+
+def read_later(loss: Tensor) -> Callable[[], float]:
+    """The loss as a float when asked. On CUDA its copy to pinned host memory is queued now and waited for then, so
+    reading step k's loss after queueing step k+1 leaves the device busy (a plain read waits for every queued kernel)."""
+    if loss.device.type != "cuda":
+        return lambda: float(loss)
+    host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+    host.copy_(loss, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def read() -> float:
+        copied.synchronize()
+        return float(host)
+
+    return read
+
+
+def _reported(event: dict, read: Callable[[], float], on_progress: Optional[ProgressCallback]) -> float:
+    loss = read()
+    if on_progress:
+        on_progress({**event, "loss": loss})
+    return loss
 
 
 def forward_backward(model: nn.Module, x: Inputs, y: Inputs, dtype: Optional[torch.dtype], settings: TrainSettings,

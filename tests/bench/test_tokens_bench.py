@@ -29,6 +29,7 @@ def test_both_step_modes_are_rows_of_their_own_each_against_its_own_every_token_
     assert [r["setting"] for r in rows] == ["all tokens, graphed steps", "keep 4 after layer 0, graphed steps",
                                             "all tokens, eager steps", "keep 4 after layer 0, eager steps"]
     assert rows[0]["train_speedup"] == rows[2]["train_speedup"] == 1.0  # each mode's own reference
+    assert rows[0]["loop_speedup"] == rows[2]["loop_speedup"] == 1.0 and rows[1]["loop_samples_per_s"] > 0
     assert [r["cuda_graph_asked"] for r in rows] == [True, True, False, False]
     assert rows[0]["train_cuda_graph"] == "off: cpu has no CUDA graphs"  # a CPU has none to replay
     assert rows[2]["train_cuda_graph"] == "off: not asked for"
@@ -37,7 +38,8 @@ def test_both_step_modes_are_rows_of_their_own_each_against_its_own_every_token_
 def _seed_row(seed, setting, keep, accuracy, delta, train_x, infer_x):
     return {"seed": seed, "setting": setting, "model_options": {"token_keep": keep}, "accuracy": accuracy,
             "accuracy_delta": delta, "train_samples_per_s": 10.0 * train_x, "train_speedup": train_x,
-            "infer_samples_per_s": 20.0 * infer_x, "infer_speedup": infer_x}
+            "infer_samples_per_s": 20.0 * infer_x, "infer_speedup": infer_x, "loop_samples_per_s": 30.0 * train_x,
+            "loop_speedup": train_x}
 
 
 def test_summary_gives_mean_and_std_over_seeds_and_the_target_per_setting():
