@@ -90,6 +90,9 @@ class GraphedStep:
         self._graph.replay()
         return self._loss
 
+    def _x_device(self) -> torch.device:
+        return self._x.device if isinstance(self._x, Tensor) else next(iter(self._x.values())).device
+
     def _eager(self, x: Inputs, y: Inputs) -> Tensor:
         for p in self._params:
             p.grad = None
@@ -101,10 +104,15 @@ class GraphedStep:
         for p in self._params:
             p.grad = None  # the captured backward then allocates each gradient in the graph's memory
         graph = torch.cuda.CUDAGraph()
+        generator = torch.cuda.default_generators[self._x_device().index or 0]
+        before = generator.clone_state()
         try:
             with torch.cuda.graph(graph):
                 self._loss = self._loss_of(self._x, self._y)
         except Exception as exc:  # noqa: BLE001  # any failure to record leaves the job eager, never failed
+            # A capture that fails leaves the device's generator in capture mode: every later dropout would raise
+            # "Offset increment outside graph capture". Its state from before the capture is put back instead.
+            generator.graphsafe_set_state(before)
             self.state = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             log.warning("training step not captured in a CUDA graph, training eagerly (%s)", self.state)
             torch.cuda.synchronize()
