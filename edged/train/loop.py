@@ -130,7 +130,7 @@ def train(
                              settings, graphed)
                 step, seen = step + 1, seen + num_samples(y)
                 unread.append(({"type": "step", "epoch": epoch, "step": step, "total_steps": total_steps,
-                                "lr": scheduler.get_last_lr()[0]}, read_later(loss)))
+                                "lr": scheduler.get_last_lr()[0]}, _read_later(loss)))
                 if len(unread) > 1:  # step k's loss is read once step k+1 is queued: the device never waits for the host
                     losses.append(_reported(*unread.pop(0), on_progress))
             losses += [_reported(event, read, on_progress) for event, read in unread]
@@ -199,7 +199,7 @@ def _step(model, optimizer, scaler, scheduler, x: Inputs, y: Inputs, dtype: Opti
     return loss
 
 
-def read_later(loss: Tensor) -> Callable[[], float]:
+def _read_later(loss: Tensor) -> Callable[[], float]:
     """The loss as a float when asked. On CUDA its copy to pinned host memory is queued now and waited for then, so
     reading step k's loss after queueing step k+1 leaves the device busy (a plain read waits for every queued kernel)."""
     if loss.device.type != "cuda":

@@ -58,8 +58,11 @@ class TrainingPlan:
                 "probe_peaks_mb": self.probe_peaks_mb, "probe_step_ms": self.probe_step_ms}
 
     def applied_to(self, settings: TrainSettings) -> TrainSettings:
+        """The plan's policy and micro-batch; under a budget, eager steps: the probes measured eager peaks, and a
+        graph's private memory pool stays reserved beside an eager step's (an epoch's smaller last batch)."""
         micro_batch = self.micro_batch if self.micro_batch < self.batch_size else None
-        return replace(settings, recompute=self.policy, micro_batch=micro_batch)
+        cuda_graph = settings.cuda_graph and self.budget_mb is None
+        return replace(settings, recompute=self.policy, micro_batch=micro_batch, cuda_graph=cuda_graph)
 
 
 def unbudgeted_plan(settings: TrainSettings) -> TrainingPlan:

@@ -29,6 +29,14 @@ def test_a_run_gets_a_graph_only_on_cuda_when_asked_and_with_enough_full_batches
     assert step.takes({"y": torch.zeros(20), "teacher": torch.zeros(20, 3)})
 
 
+def test_a_job_under_a_training_memory_budget_steps_eagerly_as_its_plan_was_measured():
+    from edged.train.memory_plan import TrainingPlan, unbudgeted_plan
+
+    settings = _settings(amp=True)
+    assert unbudgeted_plan(settings).applied_to(settings).cuda_graph
+    assert not TrainingPlan(512.0, "none", 16, 16).applied_to(settings).cuda_graph
+
+
 def test_a_cpu_job_reports_why_it_trained_without_a_graph():
     model, params, data = _problem(torch.device("cpu"))
     result = train(model, params, {"2.weight", "2.bias"}, data, data, _settings(amp=False), torch.device("cpu"))
