@@ -4,7 +4,7 @@ Why: on a GPU a small model under bf16 is host-bound. MiniLM-L6 on 128 articles 
 forward call for 2.5 ms of kernels, and token selection's extra small kernels made it slower, not faster. A
 replayed graph launches the whole forward and backward at once, so the step costs its kernels.
 
-What is captured: zero_grad, the forward (autocast, recomputation, micro-batches: whatever `run` does) and the
+What is captured: zero_grad, the forward (autocast, recomputation, micro-batches: whatever `loss_of` does) and the
 backward, which leaves each trainable tensor's gradient in the graph's memory. The optimizer, the loss scaler and
 the schedule stay eager: they touch only the trainable tensors (a few multi-tensor kernels) and keep their
 Python-side state (learning rates, loss scale) as it is, so a graphed job trains as an eager one does.
