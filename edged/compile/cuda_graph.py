@@ -13,14 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from edged.compile.inputs import ModelInputs
+from edged.data.task import cloned, copy_into, layout_key
 from edged.measure.clocks import capture_graph
-from edged.compile.inputs import ModelInputs, map_tensors
-
-
-def _shape_key(inputs: ModelInputs) -> tuple:
-    if isinstance(inputs, dict):
-        return tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(inputs.items()))
-    return ((None, tuple(inputs.shape), inputs.dtype),)
 
 
 class GraphedRunner:
@@ -34,7 +29,7 @@ class GraphedRunner:
         self.fallbacks: dict[str, str] = {}
 
     def _capture(self, key: tuple, inputs: ModelInputs) -> None:
-        static_in = map_tensors(inputs, lambda t: t.clone())
+        static_in = cloned(inputs)
         try:
             graph, static_out = capture_graph(lambda: self.fn(static_in))
         except RuntimeError as exc:  # an op that cannot be captured: run this shape eagerly
@@ -44,16 +39,12 @@ class GraphedRunner:
 
     @torch.inference_mode()
     def __call__(self, inputs: ModelInputs) -> Tensor:
-        key = _shape_key(inputs)
+        key = layout_key(inputs)
         if key not in self.graphs and str(key) not in self.fallbacks and len(self.graphs) < self.max_graphs:
             self._capture(key, inputs)
         if key not in self.graphs:
             return self.fn(inputs)
         graph, static_in, static_out = self.graphs[key]
-        if isinstance(inputs, dict):
-            for name, tensor in inputs.items():
-                static_in[name].copy_(tensor)  # type: ignore[index]
-        else:
-            static_in.copy_(inputs)  # type: ignore[union-attr]
+        copy_into(static_in, inputs)
         graph.replay()
         return static_out.clone()  # the next replay overwrites static_out

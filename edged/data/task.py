@@ -168,6 +168,29 @@ def take(inputs: Inputs, index: Union[Tensor, slice]) -> Inputs:
     return {key: value[index] for key, value in inputs.items()}
 
 
+def layout_key(inputs: Inputs) -> tuple:
+    """What a CUDA graph's static copy of `inputs` fixes: each tensor's name, shape and dtype."""
+    if isinstance(inputs, Tensor):
+        return ((None, tuple(inputs.shape), inputs.dtype),)
+    return tuple((key, tuple(value.shape), value.dtype) for key, value in sorted(inputs.items()))
+
+
+def cloned(inputs: Inputs) -> Inputs:
+    """A copy of model inputs in memory of its own (a CUDA graph's static inputs)."""
+    if isinstance(inputs, Tensor):
+        return inputs.clone()
+    return {key: value.clone() for key, value in inputs.items()}
+
+
+def copy_into(static: Inputs, inputs: Inputs) -> None:
+    """Write `inputs` into `static`, which has its layout (`layout_key`), in place."""
+    if isinstance(static, Tensor):
+        static.copy_(inputs)  # type: ignore[arg-type]  # one layout, so one Tensor
+        return
+    for key, value in static.items():
+        value.copy_(inputs[key])  # type: ignore[index]
+
+
 def to_device(inputs: Inputs, device: Union[str, torch.device]) -> Inputs:
     if isinstance(inputs, Tensor):
         return inputs.to(device, non_blocking=True)

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from edged.data.task import Inputs
+from edged.data.task import Inputs, cloned, copy_into, layout_key
 from edged.measure.clocks import warm_up_on_side_stream
 
 log = logging.getLogger(__name__)
@@ -32,26 +32,6 @@ WARM_UP = 3  # eager full batches before the capture
 MIN_FULL_STEPS = 16  # fewer full batches in a run do not repay a capture's warm-up and recording (~3 steps' time)
 
 LossOf = Callable[[Inputs, Inputs], Tensor]  # (x, y) on the device -> the batch's loss, backward already run
-
-
-def _same_layout(a: Inputs, b: Inputs) -> bool:
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        return a.shape == b.shape and a.dtype == b.dtype
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_layout(a[k], b[k]) for k in a)
-    return False
-
-
-def _clone(x: Inputs) -> Inputs:
-    return x.clone() if isinstance(x, Tensor) else {k: v.clone() for k, v in x.items()}
-
-
-def _copy_into(static: Inputs, x: Inputs) -> None:
-    if isinstance(static, Tensor):
-        static.copy_(x)  # type: ignore[arg-type]  # same layout checked by `fits`
-    else:
-        for key, value in static.items():
-            value.copy_(x[key])  # type: ignore[index]
 
 
 class GraphedStep:
@@ -81,10 +61,10 @@ class GraphedStep:
             return out[0]
         if self._graph is None:
             return self._capture(x, y)
-        if not (_same_layout(self._x, x) and _same_layout(self._y, y)):  # e.g. a text batch padded otherwise
+        if layout_key(self._x) != layout_key(x) or layout_key(self._y) != layout_key(y):  # e.g. a text batch padded otherwise
             return self._eager(x, y)
-        _copy_into(self._x, x)
-        _copy_into(self._y, y)
+        copy_into(self._x, x)
+        copy_into(self._y, y)
         for p, grad in zip(self._params, self._grads):
             p.grad = grad  # an eager step in between set others; the replay writes these
         self._graph.replay()
@@ -100,7 +80,7 @@ class GraphedStep:
 
     def _capture(self, x: Inputs, y: Inputs) -> Tensor:
         """Record this batch's step and replay it (a capture runs nothing); on failure, run it eagerly."""
-        self._x, self._y = _clone(x), _clone(y)
+        self._x, self._y = cloned(x), cloned(y)
         for p in self._params:
             p.grad = None  # the captured backward then allocates each gradient in the graph's memory
         graph = torch.cuda.CUDAGraph()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edged.data.task import TaskData, batches, num_samples, take, to_device
+from edged.data.task import TaskData, batches, cloned, copy_into, layout_key, num_samples, take, to_device
 from edged.errors import InvalidInput
 
 
@@ -81,3 +81,26 @@ def test_take_and_to_device_keep_structure():
     assert take(tensor, slice(1, 3)).tolist() == [[2, 3], [4, 5]]
     moved = to_device({"a": tensor}, "cpu")
     assert set(moved) == {"a"} and num_samples(moved) == 3
+
+
+def test_a_static_copy_takes_new_inputs_of_its_layout_in_place():
+    text = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.zeros(2, 4, dtype=torch.long)}
+    static = cloned(text)
+    assert static["input_ids"].data_ptr() != text["input_ids"].data_ptr()
+    assert layout_key(static) == layout_key({"attention_mask": text["attention_mask"], "input_ids": text["input_ids"]})
+    pointers = {k: v.data_ptr() for k, v in static.items()}
+    fresh = {k: torch.full_like(v, 7) for k, v in text.items()}
+    copy_into(static, fresh)
+    assert {k: v.data_ptr() for k, v in static.items()} == pointers
+    assert all(bool((v == 7).all()) for v in static.values())
+
+
+def test_layout_key_tells_shapes_dtypes_and_names_apart():
+    images = torch.zeros(2, 3, 8, 8)
+    assert layout_key(images) == layout_key(torch.ones(2, 3, 8, 8))
+    assert layout_key(images) != layout_key(torch.zeros(1, 3, 8, 8))
+    assert layout_key(images) != layout_key(images.half())
+    assert layout_key({"a": images}) != layout_key({"b": images})
+    static = cloned(images)
+    copy_into(static, torch.ones_like(images))
+    assert bool((static == 1).all()) and not bool((images == 1).any())
