@@ -117,6 +117,7 @@ def run_sparse_bench(
     out: str | Path | None = None,
     layer_probe: bool = False,
     tune_s: float = 40.0,
+    sweep_algs: int = 6,
     families: tuple[str, ...] = FAMILIES,
 ) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to `out` as JSON) machine, config and result rows.
@@ -135,15 +136,17 @@ def run_sparse_bench(
             raise SystemExit(f"cannot run the GPU benchmark: {why}")
         shape = shape or VIT_B16
         batches = batches or GPU_BATCHES
-        result.update(_bench_gpu(shape, batches, adapted, iters, out, layer_probe, tune_s, families))
-    result["config"] = {"batches": list(batches), "shape": vars(shape), "iters": iters}
+        result.update(_bench_gpu(shape, batches, adapted, iters, out, layer_probe, tune_s, families, sweep_algs))
+    result["config"] = {"batches": list(batches), "shape": vars(shape), "iters": iters, "tune_s": tune_s,
+                        "sweep_algs": sweep_algs}
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
 def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Module, Tensor] | None, iters: int,
-               out: str | Path | None, layer_probe: bool, tune_s: float, families: tuple[str, ...]) -> dict:
+               out: str | Path | None, layer_probe: bool, tune_s: float, families: tuple[str, ...],
+               sweep_algs: int) -> dict:
     """The end-to-end rows (or the isolated layer probe); the adapted model (if any) in this process."""
     source, power = gpu_power_source()
     result: dict[str, Any] = {"power_source": power, "end_to_end": []}
@@ -152,7 +155,7 @@ def _bench_gpu(shape: VitShape, batches: tuple[int, ...], adapted: tuple[nn.Modu
             result["probe"] = run_probe(Path(out).parent if out else Path(tmp), list(batches), PROBE_BUDGET_S, iters,
                                         compiled=True, shape=shape)
     else:
-        result["rows"] = run_e2e(list(batches), iters, source, tune_s, families)
+        result["rows"] = run_e2e(list(batches), iters, source, tune_s, families, sweep_algs)
     if adapted is not None:
         model, example = adapted
         for batch in batches:
@@ -190,6 +193,12 @@ def _families(text: str) -> tuple[str, ...]:
     return names
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of alg ids: accepted 1 or more")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench sparse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -201,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")
     parser.add_argument("--tune-s", type=float, default=40.0,
                         help="GPU: seconds per model family for the per-shape alg-id tuning before the in-place choice")
+    parser.add_argument("--sweep-algs", type=_positive, default=6,
+                        help="GPU: cuSPARSELt alg ids swept per shape and layout, lowest first, within --tune-s (default 6)")
     parser.add_argument("--families", type=_families, default=FAMILIES,
                         help=f"GPU: comma-separated model families end to end, of {','.join(FAMILIES)} (default all)")
     parser.add_argument("--out", type=Path, default=Path("sparse_bench.json"))
@@ -209,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.program:
         adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
     result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out,
-                              layer_probe=args.probe, tune_s=args.tune_s, families=args.families)
+                              layer_probe=args.probe, tune_s=args.tune_s, families=args.families,
+                              sweep_algs=args.sweep_algs)
     print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}\n")
     if "probe" in result:
         print(format_tables(result["probe"]))

@@ -100,11 +100,11 @@ def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax:
 
 @torch.inference_mode()
 def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], iters: int, source: Any,
-                 tune_s: float) -> list[dict]:
+                 tune_s: float, sweep_algs: int = 6) -> list[dict]:
     """Every row at every batch for one model family."""
     shapes = {b: linear_shapes(model, example(b))[0] for b in batches}
     plan = plan_layers(sorted({s for by_name in shapes.values() for s in by_name.values()}), iters=10,
-                       timeout_s=tune_s, sweep_algs=6)
+                       timeout_s=tune_s, sweep_algs=sweep_algs)
     amax = calibrated_amax(model, list(shapes[batches[0]]), [example(8) for _ in range(2)])
     rows = []
     for batch in batches:
@@ -170,11 +170,11 @@ def format_choices(rows: list[dict]) -> str:
 
 
 def run_e2e(batches: list[int], iters: int, source: Any, tune_s: float = 40.0,
-            families: tuple[str, ...] = FAMILIES) -> list[dict]:
+            families: tuple[str, ...] = FAMILIES, sweep_algs: int = 6) -> list[dict]:
     rows: list[dict] = []
     for key in families:
         name, model, example = family(key)
-        rows += bench_family(name, model, example, batches, iters, source, tune_s)
+        rows += bench_family(name, model, example, batches, iters, source, tune_s, sweep_algs)
         del model
         torch.cuda.empty_cache()
     return rows

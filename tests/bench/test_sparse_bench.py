@@ -18,7 +18,7 @@ def test_cpu_bench_writes_json_and_prints_a_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["--device", "cpu", "--batches", "2", "--iters", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["device"] == "cpu" and result["config"]["batches"] == [2]
+    assert result["device"] == "cpu" and result["config"]["batches"] == [2] and result["config"]["sweep_algs"] == 6
     assert len(result["layers"]) == 3  # fc1, fc2, proj at one batch size
     for row in result["layers"]:
         assert row["sparse"] is None and "CPU" in row["sparse_unavailable"]
@@ -27,6 +27,13 @@ def test_cpu_bench_writes_json_and_prints_a_table(tmp_path, capsys):
     assert e2e["dense"]["items_per_s"] > 0 and e2e["sparse"]["items_per_s"] > 0
     printed = capsys.readouterr().out
     assert "end to end" in printed and "p50/p95/p99" in printed
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "six"])
+def test_sweep_algs_takes_only_a_positive_count(bad, capsys):
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--sweep-algs", bad])
+    assert "accepted 1 or more" in capsys.readouterr().err
 
 
 def test_encoder_is_pruned_to_2_4_everywhere_it_can_be():
