@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,13 @@ class PowerSource:
     def read_power(self) -> PowerReading:
         """The source's own reading, without host statistics: cheap enough to take around every micro-batch of
         predictions, and it leaves psutil's process-wide CPU-percent baseline to the sampler's `read()`."""
+        return self._guarded(self._read)
+
+    def _guarded(self, read: Callable[[], PowerReading]) -> PowerReading:
+        """`read()`, or an empty reading (the error logged once) when the sensor fails."""
         try:
-            return self._read()
-        except Exception as e:  # a sensor hiccup must not stop sampling
+            return read()
+        except Exception as e:  # a sensor hiccup must not stop sampling, nor fail a prediction
             message = f"{type(e).__name__}: {e}"
             if message not in self._logged_errors:
                 self._logged_errors.add(message)
