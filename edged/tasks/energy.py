@@ -5,8 +5,9 @@ The joules are what the source sees over that window, the whole board (jtop, INA
 (NVML) or the CPU packages (RAPL), idle draw included, not the increment the forward caused: the same
 figure `metrics.latency.*.energy_per_inference_j` of a job gives. From an energy counter (RAPL) the window is
 the counter's difference; from power alone (INA3221, jtop, and NVML, whose energy counter costs 3.2 ms a query
-on an H100 against 2 us for the power) it is the trapezoid of the two readings over the window. jtop refreshes its readings every 0.5 s at most, so there the two readings may be
-the same cached one: power times the forward's wall time. A source that cannot read, or `none`, gives None,
+on an H100 against 2 us for the power) it is the trapezoid of the two readings over the window. jtop refreshes
+its readings every 0.5 s at most, so there the two readings may be the same cached one: power times the
+forward's wall time. A source that cannot read, or `none`, gives None,
 and a task's energy stays null rather than zero.
 
 Each end is one `read_total()`: the cheapest reading with the total (an INA3221 reads only its `VDD_IN`
