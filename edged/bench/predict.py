@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 from edged.bench.report import format_table, machine_summary, write_json
+from edged.bench.predict_batching import COLUMNS as BATCHING_COLUMNS
+from edged.bench.predict_batching import measure_waits
 from edged.bench.switch_tasks import SwitchSetup, cpu_setup
 from edged.compile.registry import compile_model
 from edged.data.bundled import mnist_5k
@@ -94,6 +96,33 @@ def measure(setup: SwitchSetup, onnx: Path, workdir: Path, batches: list[int], p
     return rows
 
 
+def _counts(text: str) -> list[int]:
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted comma-separated client counts of 1 or more, e.g. 1,8")
+    return [int(p) for p in parts]
+
+
+def _waits(text: str) -> list[float]:
+    try:
+        waits = [float(p) for p in text.split(",")]
+    except ValueError:
+        waits = []
+    if not waits or not all(0.0 <= w <= 1000.0 for w in waits):
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted comma-separated waits in ms from 0 to 1000, e.g. 0,5")
+    return waits
+
+
+def _batching(setup: SwitchSetup, workdir: Path, args: argparse.Namespace, argv: Optional[list[str]]) -> int:
+    rows = measure_waits(setup, workdir, args.waits, args.clients, args.predicts)
+    print(f"\none-image predicts on one eager task ({setup.source}), {args.threads} thread(s), closed-loop clients")
+    print(format_table(rows, BATCHING_COLUMNS))
+    write_json(args.out, {"machine": machine_summary(), "task": setup.source, "threads": args.threads, "rows": rows,
+                          "command": "edged bench predict " + " ".join(sys.argv[1:] if argv is None else argv)})
+    print(f"\nwrote {args.out}")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench predict", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300, help="training samples of the task")
@@ -102,6 +131,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--predicts", type=int, default=200, help="predicts timed per backend and batch size")
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batch wait")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the daemon's EDGED_PREDICT_THREADS)")
+    parser.add_argument("--clients", type=_counts, default=None,
+                        help="instead: closed-loop clients of one-image predicts, comma-separated (e.g. 1,8), each "
+                             "count at each --waits; the eager task only")
+    parser.add_argument("--waits", type=_waits, default=[0.0, 5.0],
+                        help="micro-batch waits in ms for --clients, comma-separated (default 0,5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keeps the adapted task and its ONNX file (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/predict.json"))
@@ -111,6 +145,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edged-predict-") as scratch:
         workdir = args.workdir or Path(scratch)
         setup = cpu_setup(workdir, 1, args.samples, args.image_size, args.seed)
+        if args.clients:
+            return _batching(setup, Path(tempfile.mkdtemp(dir=scratch)), args, argv)
         onnx = compiled_artifact(setup, workdir)
         rows = measure(setup, onnx, Path(tempfile.mkdtemp(dir=scratch)), batches, args.predicts, args.max_wait_ms)
     result = {"machine": machine_summary(), "task": setup.source, "threads": args.threads, "rows": rows,
