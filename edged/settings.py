@@ -115,7 +115,8 @@ class Settings(BaseSettings):
         32, ge=1, le=4096, description="Most samples one micro-batch of predictions on a task gathers.",
     )
     predict_max_wait_ms: float = Field(
-        5.0, ge=0.0, le=1000.0, description="Longest a prediction waits for others of its task to share its batch.",
+        5.0, ge=0.0, le=1000.0, description="Longest a prediction waits for others of its task to share its batch "
+        "(only while the batch has fewer requests than the task's previous one: a lone client never waits).",
     )
     task_cache_mb: float = Field(
         256.0, gt=0.0, description="Task deltas kept parsed on the serving device (LRU beyond this), in MiB.",
