@@ -1,10 +1,11 @@
 """`edged bench predict --clients ...`: what the micro-batch wait (`EDGED_PREDICT_MAX_WAIT_MS`) does to predicts.
 
-The task server gathers a task's queued requests into one forward, waiting up to the wait for more after the first.
-Requests that arrive while a forward runs queue and share the next batch whatever the wait, so the wait only adds
-company for requests that come within it of an idle server, and costs a lone request the whole wait. Here C
-closed-loop clients (each sends its next one-image predict when its last is answered) hit one eager task of the real
-TaskServer at each wait: latency, answered predicts per second, and how many requests a forward served.
+The task server gathers a task's queued requests into one forward. Requests that arrive while a forward runs queue
+and share the next batch whatever the wait; the wait adds company only for requests that come within it of an idle
+server. So a micro-batch waits, at most the wait, only until it holds as many requests as its task's previous one
+(`TaskServer._gather`): a lone client does not pay it. Here C closed-loop clients (each sends its next one-image
+predict when its last is answered) hit one eager task of the real TaskServer at each wait: latency, answered
+predicts per second, and how many requests a forward served.
 """
 
 from __future__ import annotations
