@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.predict_batching import COLUMNS as BATCHING_COLUMNS
-from edged.bench.predict_batching import measure_waits
+from edged.bench.predict_batching import eager_task_row, measure_waits
 from edged.bench.switch_tasks import SwitchSetup, cpu_setup
 from edged.compile.registry import compile_model
 from edged.data.bundled import mnist_5k
@@ -54,11 +54,9 @@ def compiled_artifact(setup: SwitchSetup, workdir: Path) -> Path:
 
 
 def _task_rows(setup: SwitchSetup, onnx: Path, blobs: BlobStore) -> dict[str, dict[str, Any]]:
-    assert setup.base is not None
-    task = setup.tasks[0]
-    row = {"kind": "image", "classes": task.classes, "delta_blob": blobs.put_file(task.delta), **setup.base}
-    return {"eager": {**row, "id": "eager"},
-            "onnxruntime": {**row, "id": "onnxruntime", "compiled_backend": "onnxruntime",
+    eager = eager_task_row(setup, blobs)
+    return {"eager": eager,
+            "onnxruntime": {**eager, "id": "onnxruntime", "compiled_backend": "onnxruntime",
                             "compiled_artifact": onnx.name, "compiled_blob": blobs.put_file(onnx)}}
 
 

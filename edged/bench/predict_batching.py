@@ -64,19 +64,24 @@ def _clients_run(server: TaskServer, task: dict[str, Any], clients: int, predict
             "mean_batch_requests": sum(sizes) / len(sizes), "predicts": len(every)}
 
 
+def eager_task_row(setup: SwitchSetup, blobs: BlobStore) -> dict[str, Any]:
+    """The setup's first task as the task server gets it, published without a compiled artifact (its delta stored)."""
+    assert setup.base is not None  # the CPU setup names its base
+    task = setup.tasks[0]
+    return {"id": "eager", "kind": "image", "classes": task.classes, "delta_blob": blobs.put_file(task.delta),
+            **setup.base}
+
+
 def measure_waits(setup: SwitchSetup, workdir: Path, waits: list[float], clients: list[int], predicts: int,
                   warmup: int = 5) -> list[dict[str, Any]]:
     """One row per (wait, clients) on the setup's first task served eagerly, each wait on a server of its own."""
-    assert setup.base is not None  # the CPU setup names its base
     rows = []
     for wait in waits:
         settings = Settings(data_dir=workdir / f"wait-{wait:g}", device="cpu", predict_threads=torch.get_num_threads(),
                             predict_max_wait_ms=wait, predict_batch_limit=max(clients))
         migrate(open_db(settings.db_path))
         blobs = BlobStore(settings.blobs_dir)
-        task = setup.tasks[0]
-        row = {"id": "eager", "kind": "image", "classes": task.classes, "delta_blob": blobs.put_file(task.delta),
-               **setup.base}
+        row = eager_task_row(setup, blobs)
         server = TaskServer(settings, blobs)
         server.start()
         try:
