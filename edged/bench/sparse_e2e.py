@@ -26,8 +26,8 @@ from edged.bench.vit import VIT_B16, VitEncoder, prune_by_magnitude_
 from edged.compile.base import replace_module
 from edged.compile.in_place import E2E_TOL, Trial, choose_in_place_, replayed_graph
 from edged.compile.int8_gemm import calibrated_amax, quantize_linears_
-from edged.compile.semi_structured import DTYPE, TorchSparseLinear, linear_shapes, max_rel_error
-from edged.compile.sparse_tuning import plan_layers
+from edged.compile.semi_structured import DTYPE, Shape, TorchSparseLinear, linear_shapes, max_rel_error
+from edged.compile.sparse_tuning import LayerChoice, plan_layers
 from edged.errors import Unsupported
 from edged.measure.energy import energy_per_item
 from edged.measure.timing import time_cuda
@@ -114,6 +114,8 @@ def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], 
             started = time.monotonic()
             try:
                 m, info = variant(row, model, x, batch, plan, amax)
+                if row == "edged choice":
+                    info["plan"] = shape_plan(plan, set(shapes[batch].values()))
                 fn, out = replayed_graph(partial(m, x))
                 err = max_rel_error(out, reference)
                 timing = time_cuda(fn, batch, iters=iters).as_dict()
@@ -127,6 +129,14 @@ def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], 
             print(format_e2e(rows).splitlines()[-1], flush=True)  # each row as it lands: a long run shows progress
             torch.cuda.empty_cache()
     return rows
+
+
+def shape_plan(plan: dict[Shape, LayerChoice], shapes: set[Shape]) -> dict[str, dict]:
+    """The tuning's verdict for each Linear shape at one batch, as JSON: each layout's fastest verified kernel
+    (alg id, split-K), its and dense's ms, and why it was kept sparse or dense. The in-place trials then pick
+    among these per layer group ("kernels")."""
+    return {f"{o}<-{i}{' +bias' if b else ''} @ {t} tokens": asdict(plan[(o, i, b, t)])
+            for o, i, b, t in sorted(shapes) if (o, i, b, t) in plan}
 
 
 def format_e2e(rows: list[dict]) -> str:
