@@ -73,6 +73,7 @@ def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, in
             "train_s": m["stage_seconds"]["train"],
             "train_samples_per_s": m["train_samples"] * epochs / m["stage_seconds"]["train"],
             "loop_samples_per_s": m["samples_per_s"], "lr_search_s": (m.get("lr_search") or {}).get("seconds"),
+            "lr_search_share": (m.get("lr_search") or {}).get("fraction_of_train_time"),
             "infer_samples_per_s": timing.items_per_s, "infer_p50_ms": timing.p50_ms}
 
 
@@ -146,7 +147,7 @@ def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keep
             seed_rows.append({**row, "wall_s": time.perf_counter() - started})
             print(f"seed {seed}, {row['setting']}: accuracy {row['accuracy']:.3f}, train "
                   f"{row['train_samples_per_s']:.2f}/s, infer {row['infer_samples_per_s']:.2f}/s, training steps "
-                  f"{row['train_cuda_graph']}", flush=True)
+                  f"{row['train_cuda_graph']}, lr search {_share(row['lr_search_share'])} of training", flush=True)
         relative_to_first(seed_rows)
         rows += seed_rows
     return {"model": MODEL, "max_length": MAX_LENGTH, "samples": len(task), "epochs": epochs, "method": method,
@@ -154,6 +155,10 @@ def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keep
             "budget": budget, "seeds": seeds, "infer_batch": infer_batch, "device": device,
             "machine": machine_summary(), "rows": rows,
             "summary": summarize(rows)}
+
+
+def _share(fraction: Optional[float]) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.0f} %"
 
 
 def main(argv: Optional[list[str]] = None) -> int:

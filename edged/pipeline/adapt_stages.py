@@ -32,7 +32,7 @@ from edged.sparse.shared_pattern import apply_pattern_, pack_pattern, pattern_id
 from edged.train.evaluate import accuracy
 from edged.train.batchnorm_stats import has_batchnorm, reestimate_batchnorm_
 from edged.train.head_fit import HeadFitSettings, fit_head_
-from edged.train.loop import TrainResult, TrainSettings, amp_dtype, train
+from edged.train.loop import TrainResult, TrainSettings, amp_dtype, job_graphed_step, train
 from edged.train.memory_plan import TrainingPlan, plan_training, unbudgeted_plan
 from edged.train.lr_search import DEFAULT_HEAD_LR, candidate_grid, search_learning_rates
 
@@ -162,15 +162,16 @@ def train_stage(run: AdaptRun) -> Optional[int]:
     train_data = (split.train.inputs, split.train.labels)
     run.training_plan = _training_plan(run, params, train_data, settings)
     settings = run.training_plan.applied_to(settings)
+    shared_step = job_graphed_step(model, params, settings, run.device, len(split.train), run.teacher_logits is not None)
     if "auto" in (config.lr, config.head_lr):
         refit = refits_head(run)  # the search then scores what the job will report: a refit head's accuracy
         run.lr_search = cached_search(run.workdir, lambda: search_learning_rates(
             model, params, set(head_params), train_data, settings,
             candidate_grid(settings.lr, settings.head_lr, config.lr == "auto", config.head_lr == "auto", refit),
-            run.device, _trial_events(run), refit_head=refit).summary())
+            run.device, _trial_events(run), refit_head=refit, shared_step=shared_step).summary())
         settings = replace(settings, lr=run.lr_search["lr"], head_lr=run.lr_search["head_lr"])
     run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
-                         settings, run.device, run.on_progress, run.teacher_logits)
+                         settings, run.device, run.on_progress, run.teacher_logits, shared_step)
     return len(split.train) * len(run.training.history)
 
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from edged.data.task import Inputs, stratified_split, take
 from edged.train.evaluate import accuracy_of
 from edged.train.head_fit import cross_validated_probe, extract_features
+from edged.train.graphed_step import GraphedStep
 from edged.train.loop import TrainSettings, train
 
 DEFAULT_HEAD_LR = 1e-3  # the head's rate where a job gives none and does not search
@@ -68,11 +69,12 @@ class SearchResult:
     seconds: float = 0.0
     skipped: Optional[str] = None  # why no trial ran (then `chosen` is the defaults)
     scored_by: str = "trained head"  # what a trial's accuracy and loss are of: "trained head" or "refit probe"
+    cuda_graph: str = "off: no trial ran"  # the shared step's state after the trials, or why they stepped eagerly
 
     def summary(self) -> dict:
         return {"lr": self.chosen.lr, "head_lr": self.chosen.head_lr, "trials": self.trials, "samples": self.samples,
                 "forwards": self.forwards, "budget_forwards": self.budget_forwards, "seconds": self.seconds,
-                "skipped": self.skipped, "scored_by": self.scored_by}
+                "skipped": self.skipped, "scored_by": self.scored_by, "cuda_graph": self.cuda_graph}
 
 
 def candidate_grid(default_lr: float, default_head_lr: float, search_lr: bool, search_head_lr: bool,
@@ -107,10 +109,12 @@ def carve(labels: Tensor, seed: int) -> tuple[Tensor, Tensor]:
 def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[str],
                           train_data: tuple[Inputs, Tensor], settings: TrainSettings, candidates: list[Candidate],
                           device: torch.device, on_trial: Optional[Callable[[dict], None]] = None,
-                          budget_fraction: float = BUDGET_FRACTION, refit_head: bool = False) -> SearchResult:
+                          budget_fraction: float = BUDGET_FRACTION, refit_head: bool = False,
+                          shared_step: Optional[GraphedStep] = None) -> SearchResult:
     """The best candidate by successive halving on the training samples only (module docstring); the rates
     in `settings` (the defaults) where the budget is too small to try any. With `refit_head` each trial is
-    scored by a probe refit on its backbone's features, as the job will be."""
+    scored by a probe refit on its backbone's features, as the job will be. With `shared_step` (the job's,
+    `loop.job_graphed_step`) the trials' full batches replay the graph the job's training replays."""
     # The first optimizer a process builds imports torch._dynamo (about 1 s here): a cost the job's training
     # pays anyway, paid before the clock starts so the search's seconds are its own.
     torch.optim.AdamW([nn.Parameter(torch.zeros(1))])
@@ -136,7 +140,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         scored = []
         for candidate in alive:
             trial = _trial(model, params, head_names, (inputs, labels), order, check, samples, settings, candidate,
-                           device, refit_head)
+                           device, refit_head, shared_step)
             _restore_(model, params, snapshot)
             trial.update(rung=rung)
             result.trials.append(trial)
@@ -151,6 +155,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         alive = [c for _, _, c in scored[: max(len(alive) // 2, 1)]]
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
+    result.cuda_graph = shared_step.state if shared_step is not None else "off: trials step eagerly"
     return result
 
 
@@ -182,7 +187,7 @@ def _first_rung_samples(candidates: int, budget: int, checks: int) -> int:
 
 def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[str], train_data: tuple[Inputs, Tensor],
            order: Tensor, check: Tensor, samples: int, settings: TrainSettings, candidate: Candidate,
-           device: torch.device, refit_head: bool) -> dict:
+           device: torch.device, refit_head: bool, shared_step: Optional[GraphedStep]) -> dict:
     """One candidate trained on `samples` search-train samples (the first of `order`, cycled when there are
     fewer), then scored on the search-validation samples: by its trained head, or with `refit_head` by a probe
     cross-validated on its backbone's features of them (the trained head's accuracy kept beside it)."""
@@ -191,7 +196,8 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     trial_settings = replace(settings, epochs=1, lr=candidate.lr, head_lr=candidate.head_lr, checkpoint_dir=None)
     check_inputs, check_labels = take(inputs, check), labels[check]
     no_validation = (take(inputs, check[:0]), labels[check[:0]])  # scored once below, not by the loop as well
-    train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings, device)
+    train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings, device,
+          shared_step=shared_step)
     features = extract_features(model, check_inputs, max(settings.batch_size, 64), device)  # (check, D)
     head = model.get_submodule("head")
     with torch.no_grad():

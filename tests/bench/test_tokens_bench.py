@@ -18,6 +18,7 @@ def test_tokens_bench_compares_keep_ratios_against_every_token(tmp_path, capsys)
     assert selected["train_samples_per_s"] > 0 and selected["infer_samples_per_s"] > 0
     assert 0.0 <= selected["accuracy"] <= 1.0
     assert [r["setting"] for r in result["summary"]] == ["all tokens", "keep 4 after layer 0"]
+    assert first["lr_search_share"] is None  # the head is fitted on features: no rate to search
     assert "keep 4 after layer 0" in capsys.readouterr().out
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edged.train.graphed_step import MIN_FULL_STEPS, graphed_step
-from edged.train.loop import TrainSettings, train
+from edged.train.loop import TrainSettings, job_graphed_step, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 
@@ -27,6 +27,25 @@ def test_a_run_gets_a_graph_only_on_cuda_when_asked_and_with_enough_full_batches
     assert step is not None and state == "warming up"
     assert step.takes(torch.zeros(20)) and not step.takes(torch.zeros(7))  # a last, smaller batch runs eagerly
     assert step.takes({"y": torch.zeros(20), "teacher": torch.zeros(20, 3)})
+
+
+def test_a_cpu_job_has_no_step_to_share_with_its_search():
+    model, params, _ = _problem(torch.device("cpu"))
+    assert job_graphed_step(model, params, _settings(amp=True), torch.device("cpu"), 200) is None
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_job_shares_one_step_only_where_its_search_and_training_can_replay_one_capture():
+    device = torch.device("cuda")
+    model, params, data = _problem(device)
+    shared = job_graphed_step(model, params, _settings(amp=False), device, 200)
+    assert shared is not None and shared.state == "warming up"
+    assert job_graphed_step(model, params, _settings(amp=False), device, 200, distills=True) is None
+    assert job_graphed_step(model, params, _settings(amp=False, cuda_graph=False), device, 200) is None
+    assert job_graphed_step(model, params, _settings(amp=False), device, 20) is None  # too few full batches
+    result = train(model, params, {"2.weight", "2.bias"}, data, data, _settings(amp=False), device, shared_step=shared)
+    assert result.cuda_graph == "captured" and shared.state == "captured"
 
 
 def test_a_job_under_a_training_memory_budget_steps_eagerly_as_its_plan_was_measured():

@@ -51,6 +51,24 @@ def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
     assert (search["lr"], search["head_lr"]) in grid
     assert [e for e in events if e["type"] == "lr_trial"] == [{"type": "lr_trial", **t} for t in search["trials"]]
     assert result.history[0]["type"] == "epoch"  # training itself ran after the search, at the chosen rates
+    assert search["cuda_graph"] == "off: trials step eagerly"  # a CPU job has no graph to share
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+def test_on_a_gpu_the_trials_replay_the_graph_training_replays_and_choose_as_eager_trials_do(digits_task):
+    """One captured step for the whole job: the search captures it (its first trial warms up), training replays
+    it; the trials' scores and the choice are those of eager trials (the same arithmetic, launched at once)."""
+    runs = {graph: _auto(digits_task, device="cuda", cuda_graph=graph, refit_head=False)[0].metrics
+            for graph in (False, True)}
+    graphed, eager = runs[True], runs[False]
+    assert graphed["lr_search"]["cuda_graph"] == graphed["train_cuda_graph"] == "captured"
+    assert eager["lr_search"]["cuda_graph"] == "off: trials step eagerly"
+    assert (graphed["lr_search"]["lr"], graphed["lr_search"]["head_lr"]) == (eager["lr_search"]["lr"],
+                                                                           eager["lr_search"]["head_lr"])
+    for mine, theirs in zip(graphed["lr_search"]["trials"], eager["lr_search"]["trials"], strict=True):
+        assert (mine["lr"], mine["head_lr"], mine["samples"]) == (theirs["lr"], theirs["head_lr"], theirs["samples"])
+        assert abs(mine["accuracy"] - theirs["accuracy"]) <= 2 / lr_search.MAX_CHECK  # bf16 sums in another order
 
 
 def test_the_search_never_reads_the_validation_split(digits_task):
