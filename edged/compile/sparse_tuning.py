@@ -2,14 +2,13 @@
 
 Why tune: the default kernel is often not the fastest (H100, 768->3072 at 6304 tokens: alg 0 0.083 ms, the best of
 36 working alg ids 0.052 ms, dense 0.048 ms). So each Linear shape is tuned at its real token count: cuSPARSELt's
-search and a sweep of every alg id in each input and output layout, then each layout's fastest alg ids again with
-the reduction split (split-K), and torch's CUTLASS 2:4 kernels, each checked against dense and timed from a CUDA
-graph; the fastest verified one wins, and a layer stays dense where sparse is not faster.
+search and a sweep of every alg id in each input and output layout, and torch's CUTLASS 2:4 kernels, each checked
+against dense and timed from a CUDA graph; the fastest verified one wins, and a layer stays dense where sparse is
+not faster.
 
-Why split-K: at a small token count and a long reduction (an LLM MLP's fc2, 4096 <- 14336, at 512 tokens) a kernel
-has few output tiles for the GPU's 132 SMs, so most of them idle while each tile walks all of K; splitting K into
-s parts gives s times the blocks, for one reduction of the partial sums. The sweep keeps K whole, and cuSPARSELt's
-own search, which does choose a split, reads a row-major input only (and failed with status 7 in some processes).
+Not swept: split-K. cuSPARSELt 0.8 on the H100 refuses an explicit split (`CUSPARSELT_MATMUL_SPLIT_K` 2, 3 or 4:
+status 3, invalid value) for every alg id and layout tried (4096 <- 14336 at 512 tokens, alg ids 5 and 22, all four
+layouts), so the search's own pick is the only split a plan gets.
 
 Layouts: cuSPARSELt computes D (out, T) = W X^T. X^T is read column-major (the input x (T, in) row-major) or
 row-major (an input that arrives feature-major from a chained layer); D is written column-major (y (T, out)
@@ -46,9 +45,6 @@ MIN_SPEEDUP = 1.02  # keep sparse only when it beats dense by more than timing n
 PLAN_TIMEOUT_S = 600.0  # all shapes of one model, worker start-ups included
 GRAPH_REPEAT = 10  # calls per timed graph replay (see edged/measure/clocks.py)
 MAX_SWEEP_ALG = 64  # alg ids timed per shape (the H100 with cuSPARSELt 0.8 has 50)
-SPLIT_KS = (2, 3, 4)  # split-K factors tried on each layout's fastest alg ids
-SPLIT_K_TOP = 2  # how many of each layout's fastest alg ids (K whole) are tried split
-SPLIT_K_SHARE = 0.25  # of the tuning time left after dense and the search, what the sweep leaves the split-K stage
 WORKER = "edged.compile.sparse_tuning"
 LAYOUTS = ((False, False), (False, True), (True, False), (True, True))  # (input feature-major, output feature-major)
 
@@ -99,7 +95,7 @@ def tune_case(case: dict[str, Any]) -> dict[str, Any]:
         cutlass = TorchSparseLinear(layer.weight, layer.bias, cutlass=True)
         err = check_close(cutlass(x), ref, "CUTLASS 2:4")
         return {"kernel": "cutlass", "config": None, "ms": graph_ms(lambda: cutlass(x)), "rel_err": err}
-    config = KernelConfig(case.get("alg_id", 0), case.get("split_k", 1), feature_major=case.get("feature_major", False),
+    config = KernelConfig(case.get("alg_id", 0), feature_major=case.get("feature_major", False),
                           input_feature_major=case.get("input_feature_major", False))
     if config.input_feature_major:  # x as a chained layer hands it over: (T, in) with strides (1, T)
         x = x.t().contiguous().t()
@@ -181,10 +177,10 @@ def choose(tokens: int, dense: dict[str, Any], tried: list[dict[str, Any]]) -> L
     return choice
 
 
-# (alg id, output feature-major, input feature-major, split-K) configurations that broke a tuning worker in this
-# process (the GPU, driver and library do not change while it runs): later tunings skip them instead of paying a
-# worker restart each
-broken_configs: set[tuple[int, bool, bool, int]] = set()
+# (alg id, output feature-major, input feature-major) configurations that broke a tuning worker in this process
+# (the GPU, driver and library do not change while it runs): later tunings skip them instead of paying a worker
+# restart each
+broken_configs: set[tuple[int, bool, bool]] = set()
 
 
 def _layout_group(name: str, feature_major: bool, input_feature_major: bool = False) -> str:
@@ -199,44 +195,14 @@ def tuning_cases(shapes: list[Shape], max_alg_ids: dict[Shape, int], iters: int,
     top = min(max(max_alg_ids.values(), default=0), sweep_algs)
     return [{"op": "alg", "alg_id": alg, "feature_major": fm_out, "input_feature_major": fm_in, "out": o, "in": i,
              "bias": b, "tokens": t, "iters": iters, "group": _layout_group(f"alg {alg}", fm_out, fm_in)}
-            for alg in range(top) for fm_in, fm_out in LAYOUTS if (alg, fm_out, fm_in, 1) not in broken_configs
+            for alg in range(top) for fm_in, fm_out in LAYOUTS if (alg, fm_out, fm_in) not in broken_configs
             for (o, i, b, t) in shapes if alg < max_alg_ids.get((o, i, b, t), 0)]
-
-
-def split_k_cases(tried: dict[Shape, list[dict[str, Any]]], iters: int) -> list[dict[str, Any]]:
-    """Each shape's SPLIT_K_TOP fastest verified alg ids with K whole, in each of the four layouts, again with every
-    SPLIT_KS factor (module docstring: why). Split-major, so a factor that breaks workers is skipped early."""
-    cases = []
-    for split in SPLIT_KS:
-        for (o, i, b, t), rows in tried.items():
-            for fm_in, fm_out in LAYOUTS:
-                whole = [row for row in rows if row.get("kernel") == "cusparselt" and "ms" in row
-                         and row["config"]["split_k"] == 1 and row["config"]["feature_major"] == fm_out
-                         and row["config"]["input_feature_major"] == fm_in]
-                for row in sorted(whole, key=lambda r: r["ms"])[:SPLIT_K_TOP]:
-                    alg = row["config"]["alg_id"]
-                    if (alg, fm_out, fm_in, split) not in broken_configs:
-                        cases.append({"op": "alg", "alg_id": alg, "split_k": split, "feature_major": fm_out,
-                                      "input_feature_major": fm_in, "out": o, "in": i, "bias": b, "tokens": t,
-                                      "iters": iters, "group": _layout_group(f"split-K {split}", fm_out, fm_in)})
-    return cases
-
-
-def _run_cases(cases: list[dict[str, Any]], timeout_s: float, tried: dict[Shape, list[dict]]) -> None:
-    """Run `cases` in workers, adding each row to its shape's `tried` and each configuration that broke a worker
-    to `broken_configs`."""
-    rows = run_isolated(WORKER, cases, timeout_s, max_breaks=1) if cases else []
-    for case, row in zip(cases, rows):
-        tried[(case["out"], case["in"], case["bias"], case["tokens"])].append(row)
-        if row.get("worker_broken") and "time budget" not in row.get("error", ""):
-            broken_configs.add((case["alg_id"], case["feature_major"], case["input_feature_major"], case.get("split_k", 1)))
 
 
 def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TIMEOUT_S,
                 sweep_algs: int = MAX_SWEEP_ALG) -> dict[Shape, LayerChoice]:
     """Tune every shape in worker processes; {shape: choice}. Never breaks this process's CUDA.
-    First dense and cuSPARSELt's search per shape, then the alg-id sweep, then split-K on the sweep's fastest, all
-    within `timeout_s` (the sweep leaves SPLIT_K_SHARE of what is left after the first stage to split-K)."""
+    First dense and cuSPARSELt's search per shape, then the alg-id sweep, all within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     base = [{"out": o, "in": i, "bias": b, "tokens": t, "iters": iters} for o, i, b, t in shapes]
     first = [{**c, "op": "dense", "group": f"dense {n}"} for n, c in enumerate(base)]
@@ -247,9 +213,13 @@ def plan_layers(shapes: list[Shape], iters: int = 20, timeout_s: float = PLAN_TI
     n = len(shapes)
     dense, searched, cutlass = rows[:n], rows[n:3 * n], rows[3 * n:]
     max_alg_ids = {shape: row.get("max_alg_id", 0) for shape, row in zip(shapes, dense)}
+    sweep = tuning_cases(shapes, max_alg_ids, iters, sweep_algs)
+    swept = run_isolated(WORKER, sweep, deadline - time.monotonic(), max_breaks=1) if sweep else []
     tried: dict[Shape, list[dict]] = {shape: [s, f, c] for shape, s, f, c in zip(shapes, searched, searched[n:], cutlass)}
-    _run_cases(tuning_cases(shapes, max_alg_ids, iters, sweep_algs), (1 - SPLIT_K_SHARE) * (deadline - time.monotonic()), tried)
-    _run_cases(split_k_cases(tried, iters), deadline - time.monotonic(), tried)
+    for case, row in zip(sweep, swept):
+        tried[(case["out"], case["in"], case["bias"], case["tokens"])].append(row)
+        if row.get("worker_broken") and "time budget" not in row.get("error", ""):
+            broken_configs.add((case["alg_id"], case["feature_major"], case["input_feature_major"]))
     return {shape: choose(shape[3], d, tried[shape]) for shape, d in zip(shapes, dense)}
 
 

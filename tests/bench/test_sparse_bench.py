@@ -116,12 +116,12 @@ def test_the_edged_choice_row_keeps_each_shapes_tuned_kernels_as_json():
     from edged.bench.sparse_e2e import shape_plan
 
     fc1, fc2 = (14336, 4096, True, 512), (4096, 14336, True, 512)
-    split = {"ms": 0.05, "kernel": "cusparselt", "config": {"alg_id": 3, "split_k": 2, "split_k_mode": 0,
-                                                              "feature_major": True, "input_feature_major": True}}
+    chained = {"ms": 0.05, "kernel": "cusparselt", "config": {"alg_id": 3, "split_k": 1, "split_k_mode": 0,
+                                                                "feature_major": True, "input_feature_major": True}}
     plan = {fc1: choose(512, {"ms": 0.09}, [{"ms": 0.08, "kernel": "cusparselt", "config": {"alg_id": 1}}]),
-            fc2: choose(512, {"ms": 0.09}, [{"ms": 0.10, "kernel": "cusparselt", "config": {"alg_id": 0}}, split])}
+            fc2: choose(512, {"ms": 0.09}, [{"ms": 0.10, "kernel": "cusparselt", "config": {"alg_id": 0}}, chained])}
     kept = json.loads(json.dumps(shape_plan(plan, {fc1, fc2, (8, 8, False, 8)})))  # an untuned shape is left out
     assert list(kept) == ["4096<-14336 +bias @ 512 tokens", "14336<-4096 +bias @ 512 tokens"]
     fc2_kept = kept["4096<-14336 +bias @ 512 tokens"]
-    assert fc2_kept["fm_input_config"]["split_k"] == 2 and fc2_kept["dense_ms"] == 0.09 and not fc2_kept["sparse"]
+    assert fc2_kept["fm_input_config"]["alg_id"] == 3 and fc2_kept["dense_ms"] == 0.09 and not fc2_kept["sparse"]
     assert kept["14336<-4096 +bias @ 512 tokens"]["sparse"] and "0.0800 ms" in kept["14336<-4096 +bias @ 512 tokens"]["reason"]

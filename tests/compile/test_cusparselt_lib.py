@@ -9,9 +9,7 @@ import torch
 from edged.compile import cusparselt_lib as cl
 from edged.compile import sparse_tuning
 from edged.compile.semi_structured import probe, reads_feature_major
-from edged.compile.sparse_tuning import (
-    LAYOUTS, MIN_SPEEDUP, SPLIT_K_TOP, SPLIT_KS, LayerChoice, choose, split_k_cases, tuning_cases,
-)
+from edged.compile.sparse_tuning import MIN_SPEEDUP, LayerChoice, choose, tuning_cases
 
 CUSPARSELT_OK, CUSPARSELT_WHY = probe()
 
@@ -94,38 +92,14 @@ def test_tuning_cases_are_alg_major_and_respect_each_shapes_alg_count():
     assert {c["group"] for c in cases if c["alg_id"] == 0} == {
         "alg 0", "alg 0 feature-major", "alg 0 from feature-major", "alg 0 from feature-major feature-major"}
     assert tuning_cases([a], {a: 0}, iters=5) == []  # dense timing failed: nothing to sweep
-    assert all("split_k" not in c for c in cases)  # the sweep keeps K whole
 
 
 def test_configurations_that_broke_a_worker_are_not_tried_again(monkeypatch):
     a = (64, 32, True, 8)
-    monkeypatch.setattr(sparse_tuning, "broken_configs", {(1, True, False, 1), (0, False, True, 1), (1, False, False, 2)})
+    monkeypatch.setattr(sparse_tuning, "broken_configs", {(1, True, False), (0, False, True)})
     cases = tuning_cases([a], {a: 2}, iters=5)
     assert [(c["alg_id"], c["feature_major"], c["input_feature_major"]) for c in cases] == [
         (0, False, False), (0, True, False), (0, True, True), (1, False, False), (1, False, True), (1, True, True)]
-    split = split_k_cases({a: [_row(0.5, 1), _row(0.6, 0)]}, iters=5)
-    assert (1, 2) not in {(c["alg_id"], c["split_k"]) for c in split}  # that split of alg 1 broke a worker
-    assert (1, 3) in {(c["alg_id"], c["split_k"]) for c in split}
-
-
-def _row(ms, alg, out_fm=False, in_fm=False, split=1, kernel="cusparselt"):
-    return {"ms": ms, "kernel": kernel, "config": {"alg_id": alg, "split_k": split, "split_k_mode": 0,
-                                                  "feature_major": out_fm, "input_feature_major": in_fm}}
-
-
-def test_split_k_is_tried_on_each_layouts_fastest_whole_k_kernels():
-    a, b = (4096, 14336, True, 512), (64, 32, False, 8)
-    rows = [_row(ms, alg, out_fm, in_fm) for alg, ms in ((0, 0.30), (5, 0.20), (9, 0.25)) for in_fm, out_fm in LAYOUTS]
-    rows += [_row(0.10, 7, split=2), {"error": "illegal instruction", "worker_broken": True},
-             {"ms": 0.05, "kernel": "cutlass", "config": None}]  # already split, failed, not cuSPARSELt: none is picked
-    cases = split_k_cases({a: rows, b: [_row(0.01, 3, out_fm=True)]}, iters=5)
-    of_a = {(c["alg_id"], c["split_k"], c["input_feature_major"], c["feature_major"]) for c in cases if c["out"] == 4096}
-    assert of_a == {(alg, split, fm_in, fm_out) for alg in (5, 9) for split in SPLIT_KS for fm_in, fm_out in LAYOUTS}
-    assert SPLIT_K_TOP == 2 and 1 not in SPLIT_KS
-    of_b = [(c["alg_id"], c["split_k"], c["feature_major"]) for c in cases if c["out"] == 64]
-    assert of_b == [(3, split, True) for split in SPLIT_KS]  # only the layout that has a timed kernel
-    assert [c["split_k"] for c in cases] == sorted(c["split_k"] for c in cases)  # split-major
-    assert all(c["op"] == "alg" and c["iters"] == 5 and "split-K" in c["group"] for c in cases)
 
 
 def test_a_feature_major_input_is_recognised_by_its_strides():

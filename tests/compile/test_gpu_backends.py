@@ -51,25 +51,6 @@ def test_tuning_workers_verify_every_config_they_time():
         assert "verified configs" in choice.reason
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not CUSPARSELT_OK, reason=CUSPARSELT_WHY)
-def test_split_k_kernels_are_verified_against_dense_in_workers():
-    """A long reduction at few tokens, where a split pays: the split-K cases of alg ids 0 and 1 in all four layouts
-    run in workers; every row that has a time passed tune_case's check against dense, and most layouts get one."""
-    from edged.compile.sparse_tuning import LAYOUTS, WORKER, split_k_cases
-
-    shape = (256, 2048, True, 64)
-    whole = [{"ms": 1.0, "kernel": "cusparselt", "config": {"alg_id": alg, "split_k": 1, "feature_major": fm_out,
-                                                             "input_feature_major": fm_in}}
-             for alg in (0, 1) for fm_in, fm_out in LAYOUTS]
-    cases = split_k_cases({shape: whole}, iters=3)
-    rows = run_isolated(WORKER, cases, timeout_s=300, max_breaks=1)
-    timed = [(case, row) for case, row in zip(cases, rows) if "ms" in row]
-    assert all(row["config"]["split_k"] == case["split_k"] and row["rel_err"] < 2e-2 for case, row in timed)
-    layouts = {(case["input_feature_major"], case["feature_major"]) for case, _ in timed}
-    assert len(layouts) >= 2, [row.get("error") for row in rows]
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where the tuning worker fails")
 def test_a_failing_worker_is_recorded_and_the_rest_go_on():
     """Without CUDA every tuning case fails and leaves the worker unusable: each such case gets its
