@@ -15,6 +15,7 @@ from typing import Any, Optional
 from edged.bench.adapt_pairs import PAIRS, Pair, subset, with_options
 from edged.bench.adapt_rows import ROWS, BenchRow, lr_grid_rows
 from edged.bench.adapt_verdicts import aggregate, format_verdicts, verdicts
+from edged.bench.cli_lists import float_list, int_list
 from edged.bench.report import format_table, machine_summary, write_json
 
 COLUMNS = [("row", "method"), ("accuracy", "accuracy % (mean ± std)"),
@@ -47,26 +48,17 @@ def run_pair(pair: Pair, samples: Optional[int], seeds: list[int], base: dict[st
             "seeds": seeds, **base, "runs": runs, "aggregates": aggregate(runs)}
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",")]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers >= 0 like 0,1,2, got {text!r}") from error
-    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds takes distinct integers >= 0 like 0,1,2, got {text!r}")
-    return seeds
+parse_seeds = int_list(minimum=0, distinct=True, example="0,1,2")
+_rates = float_list(0.0, 1.0, open_minimum=True, example="0.001,0.005,0.02")
 
 
 def parse_grid(text: str) -> tuple[list[float], list[float]]:
     """`LRS:HEAD_LRS`, each comma-separated, e.g. 0.001,0.005,0.02:0.001,0.01."""
-    try:
-        lrs, head_lrs = ([float(v) for v in part.split(",")] for part in text.split(":"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--lr-grid takes LRS:HEAD_LRS, comma-separated numbers in (0, 1], like "
-                                         f"0.001,0.005,0.02:0.001,0.01; got {text!r}") from error
-    if not all(0 < v <= 1 for v in lrs + head_lrs):
-        raise argparse.ArgumentTypeError(f"--lr-grid rates must lie in (0, 1], got {text!r}")
-    return lrs, head_lrs
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LRS:HEAD_LRS; accepted: two comma-separated lists of rates "
+                                         "in (0, 1] joined by ':', e.g. 0.001,0.005,0.02:0.001,0.01")
+    return _rates(parts[0]), _rates(parts[1])
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:

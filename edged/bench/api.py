@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from edged.bench.cli_lists import int_list
 from edged.bench.report import format_table, machine_summary
 from edged.cli.demo_data import mnist_upload
 from edged.client import EdgedClient, LocalDaemon
@@ -179,7 +180,7 @@ def run_phase(phase: str, daemon: LocalDaemon, paths: dict[str, str], levels: li
 
 
 def run_benchmark(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    levels = [int(n) for n in args.clients.split(",")]
+    levels = args.clients
     worker = {"EDGED_WORKER_NICE": str(args.worker_nice), "EDGED_WORKER_THREADS": str(args.worker_threads)}
     with LocalDaemon(data_dir, settings=worker) as daemon:
         client = EdgedClient(daemon.url, daemon.token)
@@ -225,7 +226,8 @@ def print_report(result: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench api", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", default="1,10,50", help="concurrency levels, comma-separated")
+    parser.add_argument("--clients", type=int_list(example="1,10,50"), default=[1, 10, 50],
+                        help="concurrency levels, comma-separated (default 1,10,50)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level and phase")
     parser.add_argument("--followers", type=int, default=5, help="SSE followers of the training job")
     parser.add_argument("--samples", type=int, default=1000, help="bundled digits to upload")

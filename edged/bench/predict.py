@@ -20,6 +20,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file
 
+from edged.bench.cli_lists import field_float_list, int_list
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.predict_batching import COLUMNS as BATCHING_COLUMNS
 from edged.bench.predict_batching import eager_task_row, measure_waits
@@ -94,23 +95,6 @@ def measure(setup: SwitchSetup, onnx: Path, workdir: Path, batches: list[int], p
     return rows
 
 
-def _counts(text: str) -> list[int]:
-    parts = text.split(",")
-    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r}: accepted comma-separated client counts of 1 or more, e.g. 1,8")
-    return [int(p) for p in parts]
-
-
-def _waits(text: str) -> list[float]:
-    try:
-        waits = [float(p) for p in text.split(",")]
-    except ValueError:
-        waits = []
-    if not waits or not all(0.0 <= w <= 1000.0 for w in waits):
-        raise argparse.ArgumentTypeError(f"{text!r}: accepted comma-separated waits in ms from 0 to 1000, e.g. 0,5")
-    return waits
-
-
 def _batching(setup: SwitchSetup, workdir: Path, args: argparse.Namespace, argv: Optional[list[str]]) -> int:
     rows = measure_waits(setup, workdir, args.waits, args.clients, args.predicts)
     print(f"\none-image predicts on one eager task ({setup.source}), {args.threads} thread(s), closed-loop clients")
@@ -125,28 +109,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench predict", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300, help="training samples of the task")
     parser.add_argument("--image-size", type=int, default=64, help="MobileNetV2 input size")
-    parser.add_argument("--batches", default="1,8,32", help="comma-separated samples per predict")
+    parser.add_argument("--batches", type=int_list(example="1,8,32"), default=[1, 8, 32],
+                        help="comma-separated samples per predict (default 1,8,32)")
     parser.add_argument("--predicts", type=int, default=200, help="predicts timed per backend and batch size")
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batch wait")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the daemon's EDGED_PREDICT_THREADS)")
-    parser.add_argument("--clients", type=_counts, default=None,
+    parser.add_argument("--clients", type=int_list(example="1,8"), default=None,
                         help="instead: closed-loop clients of one-image predicts, comma-separated (e.g. 1,8), each "
                              "count at each --waits; the eager task only")
-    parser.add_argument("--waits", type=_waits, default=[0.0, 5.0],
-                        help="micro-batch waits in ms for --clients, comma-separated (default 0,5)")
+    parser.add_argument("--waits", type=field_float_list(Settings, "predict_max_wait_ms", example="0,5"), default=[0.0, 5.0],
+                        help="micro-batch waits in ms for --clients, comma-separated, as EDGED_PREDICT_MAX_WAIT_MS takes "
+                             "(default 0,5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keeps the adapted task and its ONNX file (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/predict.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory(prefix="edged-predict-") as scratch:
         workdir = args.workdir or Path(scratch)
         setup = cpu_setup(workdir, 1, args.samples, args.image_size, args.seed)
         if args.clients:
             return _batching(setup, Path(tempfile.mkdtemp(dir=scratch)), args, argv)
         onnx = compiled_artifact(setup, workdir)
-        rows = measure(setup, onnx, Path(tempfile.mkdtemp(dir=scratch)), batches, args.predicts, args.max_wait_ms)
+        rows = measure(setup, onnx, Path(tempfile.mkdtemp(dir=scratch)), args.batches, args.predicts, args.max_wait_ms)
     result = {"machine": machine_summary(), "task": setup.source, "threads": args.threads, "rows": rows,
               "command": "edged bench predict " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"\npredict latency on one task ({setup.source}), {args.threads} thread(s), {args.predicts} predicts each")

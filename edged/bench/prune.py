@@ -23,6 +23,7 @@ from edged.pipeline.config import AdaptConfig
 from edged.pipeline.adapt import AdaptResult, adapt
 from edged.pipeline.outputs import write_outputs
 from edged.bench.adapt_pairs import subset
+from edged.bench.cli_lists import field_float_list
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
 from edged.data.bundled import mnist_5k
@@ -112,14 +113,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--recovery-budgets", default="0.001,0.01", help="budgets of the 2:4 recovery rows")
-    parser.add_argument("--distill-weights", default="0,0.5",
+    parser.add_argument("--recovery-budgets", type=field_float_list(AdaptConfig, "budget", example="0.001,0.01"),
+                        default=[0.001, 0.01], help="budgets of the 2:4 recovery rows, comma-separated (default 0.001,0.01)")
+    parser.add_argument("--distill-weights", type=field_float_list(AdaptConfig, "distill_weight", example="0,0.5"),
+                        default=[0.0, 0.5],
                         help="distillation weights of the recovery rows (0: labels only; > 0 trains the dense reference too)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/prune.json"))
     args = parser.parse_args(argv)
     result = run_prune_bench(args.samples, args.epochs, args.batch_size, args.seed, args.device,
-                              tuple(float(b) for b in args.recovery_budgets.split(",")),
-                              tuple(float(w) for w in args.distill_weights.split(",")))
+                              tuple(args.recovery_budgets), tuple(args.distill_weights))
     print(f"MobileNetV2 + MNIST, {result['samples']} samples, {args.epochs} epochs, seed {args.seed}, {result['machine']}")
     print(format_table(result["rows"], COLUMNS))
     print(f"layers left dense: {len(result['ineligible_layers'])} (grouped/depthwise convs, input sizes not divisible by 4)")

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edged.bench.cli_lists import int_list
 from edged.bench.sparse_e2e import FAMILIES, format_choices, format_e2e, run_e2e
 from edged.bench.sparse_gpu_probe import format_tables, run_probe
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_, tiny_vit_shape
@@ -202,7 +203,7 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench sparse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    parser.add_argument("--batches", type=lambda s: tuple(int(b) for b in s.split(",")), default=None,
+    parser.add_argument("--batches", type=int_list(example="1,8,32,128"), default=None,
                         help="comma-separated batch sizes (default 1,8,32,128 on GPU, 1,4 on CPU)")
     parser.add_argument("--iters", type=int, default=100, help="timed iterations per measurement")
     parser.add_argument("--program", type=Path, help="adapted model: a torch.export .pt2 taking images")
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     adapted = None
     if args.program:
         adapted = (load_program_module(args.program), torch.randn(1, 3, args.image_size, args.image_size))
-    result = run_sparse_bench(args.device, args.batches, adapted=adapted, iters=args.iters, out=args.out,
+    batches = tuple(args.batches) if args.batches else None
+    result = run_sparse_bench(args.device, batches, adapted=adapted, iters=args.iters, out=args.out,
                               layer_probe=args.probe, tune_s=args.tune_s, families=args.families,
                               sweep_algs=args.sweep_algs)
     print(f"machine: {result['machine']}\nsparse backend: {result['sparse_backend']}\n")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edged.bench.cli_lists import int_list
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
@@ -247,13 +248,13 @@ def run_probe(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m edged.bench.sparse_gpu_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for sparse_gpu_probe.json")
-    parser.add_argument("--batches", default="1,8,32,128", help="comma-separated batch sizes")
+    parser.add_argument("--batches", type=int_list(example="1,8,32,128"), default=[1, 8, 32, 128],
+                        help="comma-separated batch sizes (default 1,8,32,128)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all cases")
     parser.add_argument("--iters", type=int, default=50, help="timed iterations per measurement")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile end-to-end variants")
     args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",")]
-    result = run_probe(args.out, batches, args.budget_s, args.iters, not args.no_compile)
+    result = run_probe(args.out, args.batches, args.budget_s, args.iters, not args.no_compile)
     print(f"device: {result['device']}  torch {result['torch']}  CUDA {result['cuda']}  ({result['seconds']:.0f} s)\n")
     print(format_tables(result))
     print(f"\nJSON: {args.out / 'sparse_gpu_probe.json'}")

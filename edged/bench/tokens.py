@@ -23,11 +23,14 @@ import torch
 
 from edged.bench.adapt import parse_seeds
 from edged.bench.adapt_pairs import subset
+from edged.bench.cli_lists import items
 from edged.bench.report import format_table, machine_summary, mean_std, write_json
 from edged.data.bundled import bbc_news
 from edged.data.task import Inputs, TaskData, to_device
+from edged.errors import InvalidInput
 from edged.measure.timing import Timing, time_cpu, time_cuda
 from edged.models.loader import load_model
+from edged.models.token_selection import ACCEPTED_KEEP, check_token_keep
 from edged.pipeline.adapt import adapt
 from edged.pipeline.config import AdaptConfig
 
@@ -43,14 +46,25 @@ COLUMNS = [("setting", "token selection"), ("accuracy", "accuracy % (mean ± std
 TARGET_SPEEDUP, TARGET_POINTS = 1.5, 1.0
 
 
+KEEPS_ACCEPTED = (f"comma-separated token_keep[@token_layer], token_keep {ACCEPTED_KEEP} and token_layer an integer "
+                  f">= 0, e.g. {DEFAULT_KEEPS}")
+
+
 def parse_keeps(text: str) -> list[dict[str, Any]]:
     """'1.0,0.5@1,32@0' -> model options: token_keep (a fraction or a count), token_layer when given."""
     settings = []
-    for item in text.split(","):
-        keep, _, layer = item.partition("@")
-        options: dict[str, Any] = {"token_keep": float(keep) if "." in keep else int(keep)}
-        if layer:
-            options["token_layer"] = int(layer)
+    for item in items(text, KEEPS_ACCEPTED):
+        keep, at, layer = item.partition("@")
+        try:
+            options: dict[str, Any] = {"token_keep": float(keep) if "." in keep else int(keep)}
+            check_token_keep(options["token_keep"])
+            if at:
+                options["token_layer"] = int(layer)
+        except (ValueError, InvalidInput):
+            raise argparse.ArgumentTypeError(f"{item!r} is not a valid token_keep[@token_layer]; "
+                                             f"accepted: {KEEPS_ACCEPTED}") from None
+        if options.get("token_layer", 0) < 0:
+            raise argparse.ArgumentTypeError(f"{item!r} has a negative token_layer; accepted: {KEEPS_ACCEPTED}")
         settings.append(options)
     return settings
 
@@ -167,7 +181,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--method", default="taskedge")
     parser.add_argument("--budget", type=float, default=0.01, help="trainable fraction of the backbone's weights")
-    parser.add_argument("--keeps", default=DEFAULT_KEEPS,
+    parser.add_argument("--keeps", type=parse_keeps, default=DEFAULT_KEEPS,
                         help="comma-separated token_keep[@token_layer]; the first is the reference (use 1.0)")
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--infer-batch", type=int, default=32)
@@ -177,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="CUDA: training steps replayed from a CUDA graph (on, as jobs do), eager (off), or both")
     parser.add_argument("--out", type=Path, default=Path("bench-results/tokens.json"))
     args = parser.parse_args(argv)
-    results = run_tokens_bench(args.samples, args.epochs, args.method, args.budget, parse_keeps(args.keeps),
+    results = run_tokens_bench(args.samples, args.epochs, args.method, args.budget, args.keeps,
                                args.seeds, args.infer_batch, args.device, tuple(GRAPH_MODES[args.train_graph]),
                                args.batch_size)
     print(f"\n{MODEL}, BBC News: {results['samples']} articles, {MAX_LENGTH} tokens, {args.epochs} epochs, "

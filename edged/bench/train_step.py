@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.pipeline.config import AdaptConfig
+from edged.bench.cli_lists import items
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.step_capture import captured_step, top_kernels, warm_up
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
 from edged.calibrate import calibrate
 from edged.devices import resolve_device
 from edged.measure.clocks import cuda_event_ms, wall_clock_ms
-from edged.methods import get_method
+from edged.methods import all_methods, get_method
 from edged.methods.base import ScoreConfig, TaskBatches, backbone_layers
 from edged.methods.sparse_delta import prepare_sparse, select_mask
 from edged.models.classifier import Classifier
@@ -216,6 +217,17 @@ def _policy_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _method_list(text: str) -> list[str]:
+    """`--methods`: comma-separated registered methods."""
+    known = all_methods()
+    accepted = f"comma-separated methods of {', '.join(known)}"
+    names = items(text, accepted)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method {', '.join(map(repr, unknown))}; accepted: {accepted}")
+    return names
+
+
 def _policies_main(args: argparse.Namespace, device: torch.device, shape: VitShape) -> int:
     """`--policies`: the policy table instead of the method table (its saved-for-backward column counts what
     autograd saves outside checkpointed regions, before compute_dtype's packing; the peak column sees both)."""
@@ -230,7 +242,8 @@ def _policies_main(args: argparse.Namespace, device: torch.device, shape: VitSha
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench train-step", description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="taskedge,lora,full")
+    parser.add_argument("--methods", type=_method_list, default=["taskedge", "lora", "full"],
+                        help="comma-separated methods to time (default taskedge,lora,full)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--budget", type=float, default=0.001)
@@ -256,7 +269,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     shape = tiny_vit_shape() if args.tiny else VIT_B16
     if args.policies:
         return _policies_main(args, device, shape)
-    result = run_train_step_bench(args.methods.split(","), shape, args.batch, device, args.steps, args.budget,
+    result = run_train_step_bench(args.methods, shape, args.batch, device, args.steps, args.budget,
                                   args.lora_rank, prefer_timm=not args.no_timm, graph=args.graph,
                                   profile=args.profile)
     print(f"{result['rows'][0]['model']}, batch {args.batch}, {shape.image} px, {device}, {result['machine']}")

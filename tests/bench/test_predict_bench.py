@@ -46,4 +46,4 @@ def test_predict_bench_refuses_bad_client_counts_and_waits(capsys):
     for flag, bad in (("--clients", "0"), ("--clients", "two"), ("--waits", "-1"), ("--waits", "5,x")):
         with pytest.raises(SystemExit):
             predict.main([flag, bad])
-        assert "accepted comma-separated" in capsys.readouterr().err
+        assert "accepted: comma-separated" in capsys.readouterr().err
