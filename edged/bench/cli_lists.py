@@ -20,26 +20,32 @@ def items(text: str, accepted: str) -> list[str]:
     return parts
 
 
+def _each(text: str, accepted: str, value_of: Callable[[str, list], tuple[Any, str]]) -> list:
+    """`text`'s items as `value_of(item, values so far)` reads them: (value, "") or (_, why it is refused)."""
+    values: list = []
+    for item in items(text, accepted):
+        value, why = value_of(item, values)
+        if why:
+            raise argparse.ArgumentTypeError(f"{item!r} {why}; accepted: {accepted}")
+        values.append(value)
+    return values
+
+
 def int_list(minimum: int = 1, *, distinct: bool = False, example: Optional[str] = None) -> Callable[[str], list[int]]:
     """Comma-separated integers >= `minimum` (`distinct`: each at most once)."""
     example = example or ",".join(str(minimum + i) for i in range(3))
     accepted = f"{'distinct ' if distinct else ''}comma-separated integers >= {minimum}, e.g. {example}"
 
-    def parse(text: str) -> list[int]:
-        values = []
-        for item in items(text, accepted):
-            try:
-                value = int(item)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{item!r} is not an integer; accepted: {accepted}") from None
-            if value < minimum:
-                raise argparse.ArgumentTypeError(f"{item!r} is out of range; accepted: {accepted}")
-            if distinct and value in values:
-                raise argparse.ArgumentTypeError(f"{item!r} is given twice; accepted: {accepted}")
-            values.append(value)
-        return values
+    def value_of(item: str, seen: list) -> tuple[Optional[int], str]:
+        try:
+            value = int(item)
+        except ValueError:
+            return None, "is not an integer"
+        if value < minimum:
+            return value, "is out of range"
+        return value, "is given twice" if distinct and value in seen else ""
 
-    return parse
+    return lambda text: _each(text, accepted, value_of)
 
 
 def float_list(minimum: Optional[float] = None, maximum: Optional[float] = None, *, open_minimum: bool = False,
@@ -49,22 +55,17 @@ def float_list(minimum: Optional[float] = None, maximum: Optional[float] = None,
     bounds += [f"<= {maximum:g}"] if maximum is not None else []
     accepted = f"comma-separated numbers{' ' + ' and '.join(bounds) if bounds else ''}, e.g. {example}"
 
-    def parse(text: str) -> list[float]:
-        values = []
-        for item in items(text, accepted):
-            try:
-                value = float(item)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                raise argparse.ArgumentTypeError(f"{item!r} is not a finite number; accepted: {accepted}")
-            low_ok = minimum is None or (value > minimum if open_minimum else value >= minimum)
-            if not (low_ok and (maximum is None or value <= maximum)):
-                raise argparse.ArgumentTypeError(f"{item!r} is out of range; accepted: {accepted}")
-            values.append(value)
-        return values
+    def value_of(item: str, _seen: list) -> tuple[float, str]:
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            return value, "is not a finite number"
+        low_ok = minimum is None or (value > minimum if open_minimum else value >= minimum)
+        return value, "" if low_ok and (maximum is None or value <= maximum) else "is out of range"
 
-    return parse
+    return lambda text: _each(text, accepted, value_of)
 
 
 def field_float_list(model: type[BaseModel], field: str, *, example: str) -> Callable[[str], list[float]]:
