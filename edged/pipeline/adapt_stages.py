@@ -34,7 +34,7 @@ from edged.train.batchnorm_stats import has_batchnorm, reestimate_batchnorm_
 from edged.train.head_fit import HeadFitSettings, fit_head_
 from edged.train.loop import TrainResult, TrainSettings, amp_dtype, job_graphed_step, train
 from edged.train.memory_plan import TrainingPlan, plan_training, unbudgeted_plan
-from edged.train.lr_search import DEFAULT_HEAD_LR, candidate_grid, search_learning_rates
+from edged.train.lr_search import BUDGET_FRACTION, DEFAULT_HEAD_LR, candidate_grid, search_learning_rates
 
 
 def prepare(run: AdaptRun) -> None:
@@ -168,7 +168,8 @@ def train_stage(run: AdaptRun) -> Optional[int]:
         run.lr_search = cached_search(run.workdir, lambda: search_learning_rates(
             model, params, set(head_params), train_data, settings,
             candidate_grid(settings.lr, settings.head_lr, config.lr == "auto", config.head_lr == "auto", refit),
-            run.device, _trial_events(run), refit_head=refit, shared_step=shared_step).summary())
+            run.device, _trial_events(run), refit_head=refit, shared_step=shared_step,
+            time_fraction=BUDGET_FRACTION if shared_step is not None else None).summary())
         settings = replace(settings, lr=run.lr_search["lr"], head_lr=run.lr_search["head_lr"])
     run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
                          settings, run.device, run.on_progress, run.teacher_logits, shared_step)

@@ -18,6 +18,13 @@ samples (measured: trials of 66-84 % often within a few samples of each other pi
 seeds on the 8x8 digits, 97.3 % against 98.4 % at the default). Where the
 budget cannot give every candidate of the grid MIN_TRIAL_SAMPLES, only the head's rates are tried.
 
+Where the job's training replays a CUDA graph (`time_fraction`, set by the pipeline for a job with a shared graphed
+step), a forward pass costs a trial more than it costs training: a trial's few steps run eagerly while the graph
+warms up, and its scoring pass and probe are fixed costs (H100, MiniLM on BBC News: two trials took 54-56 % of a
+0.56 s training). The search is then also bounded in time (`TimeGate`): before each trial after the first, if
+what it has spent plus the next trial's expected seconds would pass `time_fraction` of training's expected time,
+it stops, keeping the last complete rung's leader, or the defaults if rung 0 is not complete.
+
 With the head refit after training (`refit_head`, a job's default), the job reports a linear probe on the adapted
 backbone's features, not the head AdamW trained: the search then ranks each trial by a probe too, cross-validated
 on the search-validation features its scoring pass computes anyway (no forward pass more, so the budget and the
@@ -70,11 +77,37 @@ class SearchResult:
     skipped: Optional[str] = None  # why no trial ran (then `chosen` is the defaults)
     scored_by: str = "trained head"  # what a trial's accuracy and loss are of: "trained head" or "refit probe"
     cuda_graph: str = "off: no trial ran"  # the shared step's state after the trials, or why they stepped eagerly
+    stopped: Optional[str] = None  # why the time bound ended the search early (`TimeGate`), when it did
 
     def summary(self) -> dict:
         return {"lr": self.chosen.lr, "head_lr": self.chosen.head_lr, "trials": self.trials, "samples": self.samples,
                 "forwards": self.forwards, "budget_forwards": self.budget_forwards, "seconds": self.seconds,
-                "skipped": self.skipped, "scored_by": self.scored_by, "cuda_graph": self.cuda_graph}
+                "skipped": self.skipped, "scored_by": self.scored_by, "cuda_graph": self.cuda_graph,
+                "stopped": self.stopped}
+
+
+@dataclass
+class TimeGate:
+    """The search's bound in time (module docstring): `time_fraction` of training's expected seconds, training being
+    `train_samples` (epochs x training samples) at the fastest loop rate a trial reached (an eager rate, so training
+    with its graph is expected to take longer than it will: the bound errs towards searching)."""
+
+    time_fraction: float
+    train_samples: int
+    started: float
+
+    def why_stop(self, trials: list[dict], next_samples: int) -> Optional[str]:
+        """Why the next trial (of `next_samples`) would pass the bound, or None; the first trial always runs."""
+        if not trials:
+            return None
+        last = trials[-1]
+        budget_s = self.time_fraction * self.train_samples / max(max(t["samples_per_s"] for t in trials), 1e-9)
+        next_s = last["seconds"] * next_samples / max(last["samples"], 1)
+        spent = time.perf_counter() - self.started
+        if spent + next_s <= budget_s:
+            return None
+        return (f"time: {spent:.2f} s spent, and the next trial (~{next_s:.2f} s) would pass {budget_s:.2f} s, "
+                f"{100 * self.time_fraction:.0f} % of training's expected time")
 
 
 def candidate_grid(default_lr: float, default_head_lr: float, search_lr: bool, search_head_lr: bool,
@@ -110,11 +143,13 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
                           train_data: tuple[Inputs, Tensor], settings: TrainSettings, candidates: list[Candidate],
                           device: torch.device, on_trial: Optional[Callable[[dict], None]] = None,
                           budget_fraction: float = BUDGET_FRACTION, refit_head: bool = False,
-                          shared_step: Optional[GraphedStep] = None) -> SearchResult:
+                          shared_step: Optional[GraphedStep] = None, time_fraction: Optional[float] = None
+                          ) -> SearchResult:
     """The best candidate by successive halving on the training samples only (module docstring); the rates
     in `settings` (the defaults) where the budget is too small to try any. With `refit_head` each trial is
     scored by a probe refit on its backbone's features, as the job will be. With `shared_step` (the job's,
-    `loop.job_graphed_step`) the trials' full batches replay the graph the job's training replays."""
+    `loop.job_graphed_step`) the trials' full batches replay the graph the job's training replays; with
+    `time_fraction` the search is also bounded in time (`TimeGate`)."""
     # The first optimizer a process builds imports torch._dynamo (about 1 s here): a cost the job's training
     # pays anyway, paid before the clock starts so the search's seconds are its own.
     torch.optim.AdamW([nn.Parameter(torch.zeros(1))])
@@ -136,27 +171,40 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     result = SearchResult(candidates[0], budget_forwards=budget, scored_by=scored_by)
     alive, samples, rung = list(candidates), n0, 0
     default = Candidate(settings.lr, settings.head_lr)
+    gate = None if time_fraction is None else TimeGate(time_fraction, settings.epochs * int(labels.shape[0]), started)
     while len(alive) > 1:
         scored = []
         for candidate in alive:
+            result.stopped = gate.why_stop(result.trials, samples) if gate is not None else None
+            if result.stopped:
+                break
             trial = _trial(model, params, head_names, (inputs, labels), order, check, samples, settings, candidate,
                            device, refit_head, shared_step)
             _restore_(model, params, snapshot)
-            trial.update(rung=rung)
-            result.trials.append(trial)
-            result.samples += trial["samples"]
-            result.forwards += TRAIN_COST * trial["samples"] + len(check)
-            prior = _standard_error(trial["accuracy"], len(check)) if candidate == default else 0.0
-            trial.update(prior=prior)
-            scored.append((-(trial["accuracy"] + prior), trial["loss"], candidate))
-            if on_trial is not None:
-                on_trial(trial)
+            scored.append((*_recorded(result, trial, rung, candidate == default, len(check), on_trial), candidate))
+        if result.stopped:  # the last complete rung's leader (alive is in its order), or the defaults in rung 0
+            alive = [default] if rung == 0 else alive[:1]
+            break
         scored.sort(key=lambda s: (s[0], s[1]))
         alive = [c for _, _, c in scored[: max(len(alive) // 2, 1)]]
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
     result.cuda_graph = shared_step.state if shared_step is not None else "off: trials step eagerly"
     return result
+
+
+def _recorded(result: SearchResult, trial: dict, rung: int, is_default: bool, checks: int,
+              on_trial: Optional[Callable[[dict], None]]) -> tuple[float, float]:
+    """`trial` added to `result` (its samples and forward passes counted, the default's prior noted) and announced;
+    its ranking key: (minus accuracy with the prior, loss)."""
+    prior = _standard_error(trial["accuracy"], checks) if is_default else 0.0
+    trial.update(rung=rung, prior=prior)
+    result.trials.append(trial)
+    result.samples += trial["samples"]
+    result.forwards += TRAIN_COST * trial["samples"] + checks
+    if on_trial is not None:
+        on_trial(trial)
+    return -(trial["accuracy"] + prior), trial["loss"]
 
 
 def _standard_error(accuracy: float, samples: int) -> float:
@@ -191,25 +239,26 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     """One candidate trained on `samples` search-train samples (the first of `order`, cycled when there are
     fewer), then scored on the search-validation samples: by its trained head, or with `refit_head` by a probe
     cross-validated on its backbone's features of them (the trained head's accuracy kept beside it)."""
-    inputs, labels = train_data
+    started, (inputs, labels) = time.perf_counter(), train_data
     chosen = order.repeat(-(-samples // len(order)))[:samples]  # cycles through them when a trial wants more
     trial_settings = replace(settings, epochs=1, lr=candidate.lr, head_lr=candidate.head_lr, checkpoint_dir=None)
     check_inputs, check_labels = take(inputs, check), labels[check]
     no_validation = (take(inputs, check[:0]), labels[check[:0]])  # scored once below, not by the loop as well
-    train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings, device,
-          shared_step=shared_step)
+    trained = train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings,
+                    device, shared_step=shared_step)
     features = extract_features(model, check_inputs, max(settings.batch_size, 64), device)  # (check, D)
     head = model.get_submodule("head")
     with torch.no_grad():
         logits = head(features).float().cpu()  # one pass: the trained head's logits and the probe's features
     trial = {"lr": candidate.lr, "head_lr": candidate.head_lr, "samples": len(chosen),
              "accuracy": accuracy_of(logits, check_labels), "loss": float(F.cross_entropy(logits, check_labels))}
+    trial["samples_per_s"] = trained.samples_per_s  # its training loop's own rate
     if refit_head:  # on the CPU: (128, D) features are too few for a GPU, where each L-BFGS iteration is a few tiny
         # kernels and host reads (MiniLM's 384, H100: 0.11-0.14 s a trial, the search's largest part; 2-core CPU: 0.035 s)
         probe = cross_validated_probe(features.cpu(), check_labels.cpu(), logits.shape[1], PROBE_DECAY, PROBE_FOLDS,
                                       PROBE_ITERATIONS)
         trial = {**trial, "accuracy": probe[0], "loss": probe[1], "trained_head_accuracy": trial["accuracy"]}
-    return trial
+    return {**trial, "seconds": time.perf_counter() - started}
 
 
 def _snapshot(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, Tensor]:

@@ -4,6 +4,7 @@ default) it scores each trial by a refit probe and searches the backbone's rate.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -19,6 +20,7 @@ from edged.pipeline.stages import ADAPT_STAGES, run_stages
 from edged.pipeline.state import AdaptRun
 from edged.pipeline.timer import StageTimer
 from edged.train import lr_search
+from edged.train.loop import TrainSettings, job_graphed_step
 from edged.train.lr_search import BUDGET_FRACTION, Candidate, candidate_grid, carve
 from tiny_model import tiny_classifier
 
@@ -54,21 +56,61 @@ def test_the_search_stays_within_its_budget_and_records_its_choice(digits_task):
     assert search["cuda_graph"] == "off: trials step eagerly"  # a CPU job has no graph to share
 
 
+def _searchable(device):
+    """The tiny CNN with every parameter trainable (the head at its own rate), at 16 epochs of batches of 32."""
+    model = tiny_classifier().to(device)
+    settings = TrainSettings(epochs=16, batch_size=32, lr=TASKEDGE_LR, head_lr=1e-3, seed=0, amp=device.type == "cuda")
+    return model, dict(model.named_parameters()), settings
+
+
+def _direct_search(digits_inputs, device, searchable=None, **options):
+    """The search itself over the 1,797 digits, the whole 6-point grid."""
+    model, params, settings = searchable or _searchable(device)
+    return lr_search.search_learning_rates(model, params, {n for n in params if n.startswith("head")}, digits_inputs,
+                                           settings, candidate_grid(TASKEDGE_LR, 1e-3, True, True), device, **options)
+
+
+def test_bounded_in_time_the_search_stops_before_a_trial_it_cannot_afford_and_keeps_the_defaults(digits_inputs):
+    """`time_fraction` 0: the first trial always runs, none after it; rung 0 is not complete, so the defaults."""
+    search = _direct_search(digits_inputs, torch.device("cpu"), time_fraction=0.0)
+    assert len(search.trials) == 1 and search.trials[0]["rung"] == 0
+    assert search.stopped.startswith("time: ") and "0 % of training's expected time" in search.stopped
+    assert search.chosen == Candidate(TASKEDGE_LR, 1e-3) and search.summary()["stopped"] == search.stopped
+    assert search.trials[0]["seconds"] > 0 and search.trials[0]["samples_per_s"] > 0
+    unbounded = _direct_search(digits_inputs, torch.device("cpu"))
+    assert unbounded.stopped is None and len(unbounded.trials) > 6  # every rung
+
+
+def test_the_time_gate_compares_spent_and_next_trial_seconds_with_trainings_expected_time():
+    gate = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 0.5)
+    trials = [{"samples_per_s": 1000.0, "seconds": 0.5, "samples": 100}]  # training expected to take 10 s: 1.5 s here
+    assert gate.why_stop([], 10**6) is None  # the first trial always runs
+    assert gate.why_stop(trials, 100) is None  # 0.5 s spent + ~0.5 s
+    assert "would pass 1.50 s, 15 % of training's expected time" in gate.why_stop(trials, 400)  # + ~2 s
+    faster = [*trials, {"samples_per_s": 4000.0, "seconds": 0.1, "samples": 100}]  # training then takes 2.5 s: 0.375 s
+    assert gate.why_stop(faster, 100) is not None
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
-def test_on_a_gpu_the_trials_replay_the_graph_training_replays_and_choose_as_eager_trials_do(digits_task):
-    """One captured step for the whole job: the search captures it (its first trial warms up), training replays
-    it; the trials' scores and the choice are those of eager trials (the same arithmetic, launched at once)."""
-    runs = {graph: _auto(digits_task, device="cuda", cuda_graph=graph, refit_head=False)[0].metrics
-            for graph in (False, True)}
-    graphed, eager = runs[True], runs[False]
-    assert graphed["lr_search"]["cuda_graph"] == graphed["train_cuda_graph"] == "captured"
-    assert eager["lr_search"]["cuda_graph"] == "off: trials step eagerly"
-    assert (graphed["lr_search"]["lr"], graphed["lr_search"]["head_lr"]) == (eager["lr_search"]["lr"],
-                                                                           eager["lr_search"]["head_lr"])
-    for mine, theirs in zip(graphed["lr_search"]["trials"], eager["lr_search"]["trials"], strict=True):
+def test_on_a_gpu_the_trials_replay_the_jobs_graph_and_score_as_eager_trials_do(digits_inputs, digits_task):
+    """One captured step for the search and training: the trials warm it up and replay it, and score and choose as
+    eager trials do (the same arithmetic, launched at once); through the pipeline, a job with a graph bounds its
+    search in time as well and says whether that stopped it."""
+    device = torch.device("cuda")
+    eager = _direct_search(digits_inputs, device)
+    model, params, settings = searchable = _searchable(device)
+    shared = job_graphed_step(model, params, settings, device, len(digits_inputs[1]))
+    assert shared is not None
+    graphed = _direct_search(digits_inputs, device, searchable, shared_step=shared)
+    assert graphed.cuda_graph == "captured" and eager.cuda_graph == "off: trials step eagerly"
+    for mine, theirs in zip(graphed.trials, eager.trials, strict=True):
         assert (mine["lr"], mine["head_lr"], mine["samples"]) == (theirs["lr"], theirs["head_lr"], theirs["samples"])
         assert abs(mine["accuracy"] - theirs["accuracy"]) <= 2 / lr_search.MAX_CHECK  # bf16 sums in another order
+    assert graphed.chosen == eager.chosen
+    metrics = _auto(digits_task, device="cuda", refit_head=False)[0].metrics
+    assert metrics["train_cuda_graph"] == "captured"
+    assert metrics["lr_search"]["stopped"] is None or metrics["lr_search"]["stopped"].startswith("time: ")
 
 
 def test_the_search_never_reads_the_validation_split(digits_task):
@@ -88,8 +130,11 @@ def test_the_search_never_reads_the_validation_split(digits_task):
         assert run.lr_search is not None
         return run.lr_search
 
+    def measured(trials: list[dict]) -> list[dict]:  # a trial's seconds and loop rate are the clock's, not the data's
+        return [{k: v for k, v in t.items() if k not in ("seconds", "samples_per_s")} for t in trials]
+
     plain, blind = search_on(split), search_on(scrambled)
-    assert plain["trials"] and plain["trials"] == blind["trials"]
+    assert plain["trials"] and measured(plain["trials"]) == measured(blind["trials"])
     assert (plain["lr"], plain["head_lr"]) == (blind["lr"], blind["head_lr"])
 
 
