@@ -20,11 +20,13 @@ import typing
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from pydantic import ValidationError
+
 from edged.cli.demo import DemoOptions, run_demo
 from edged.cli.doctor import diagnose, format_table
 from edged.cli.jobs import status, submit
 from edged.cli.tasks import list_tasks, predict
-from edged.errors import EdgedError
+from edged.errors import EdgedError, InvalidInput
 from edged.jobs.schemas import JobCreate
 from edged.settings import Settings, get_settings
 from edged.store.lock import lock_data_dir
@@ -214,7 +216,11 @@ BENCHMARKS = {
 
 def _bench(args: argparse.Namespace) -> int:
     module = importlib.import_module(BENCHMARKS[args.benchmark][0])
-    return int(module.main(args.bench_args) or 0)
+    try:
+        return int(module.main(args.bench_args) or 0)
+    except ValidationError as exc:  # a bench option outside what the job option it sets accepts (AdaptConfig's check)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (given {e['input']!r})" for e in exc.errors())
+        raise InvalidInput(f"edged bench {args.benchmark}: {problems}") from None
 
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
