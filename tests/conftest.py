@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import subprocess
 import tarfile
 import zipfile
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -26,6 +28,12 @@ from edged.store.db import open_db
 
 from daemon import Daemon
 from suite_settings import TEST_FACTORIES, TEST_TOKEN
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per worker process: the suite's workers already fill the cores (deploy/setup.sh, one per
+    # core), and two workers of two OpenMP threads each, beside the daemons tests start, oversubscribed them (the
+    # adapt bench's test took 166 s in the suite on 2 cores against 10 s alone).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
