@@ -15,7 +15,7 @@ from typing import Any, Optional
 from edged.bench.adapt_pairs import PAIRS, Pair, subset, with_options
 from edged.bench.adapt_rows import ROWS, BenchRow, lr_grid_rows
 from edged.bench.adapt_verdicts import aggregate, format_verdicts, verdicts
-from edged.bench.cli_lists import float_list, int_list
+from edged.bench.cli_lists import count, float_list, int_list
 from edged.bench.report import format_table, machine_summary, write_json
 
 COLUMNS = [("row", "method"), ("accuracy", "accuracy % (mean ± std)"),
@@ -65,9 +65,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="edged bench adapt", description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=[*PAIRS, "all"], default="mnist")
     parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="comma-separated training seeds")
-    parser.add_argument("--samples", type=int, help="use a fixed random subset of this many samples (default: all)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--samples", type=count(), help="use a fixed random subset of this many samples (default: all)")
+    parser.add_argument("--epochs", type=count(), default=3)
+    parser.add_argument("--batch-size", type=count(), default=32)
     parser.add_argument("--image-size", type=int, help="input resolution of the image pairs (default: the pair's)")
     parser.add_argument("--max-length", type=int, help="token limit of the text pair (default: 128)")
     parser.add_argument("--device", default="auto")

@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from edged.bench.cli_lists import count
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.data.bundled import mnist_5k
 from edged.models.loader import load_model
@@ -71,9 +72,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench align", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilenet_v2", help="registered image model (default: mobilenet_v2)")
-    parser.add_argument("--samples", type=int, default=2000, help="MNIST digits per task (default: 2000)")
+    parser.add_argument("--samples", type=count(), default=2000, help="MNIST digits per task (default: 2000)")
     parser.add_argument("--image-size", type=int, default=64, help="input size (default: 64)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per task (default: 2)")
+    parser.add_argument("--epochs", type=count(), default=2, help="epochs per task (default: 2)")
     parser.add_argument("--budget", type=float, default=0.001, help="trainable fraction (default: 0.001)")
     parser.add_argument("--strength", type=float, default=4.0, help="align_strength of the aligned run (default: 4)")
     parser.add_argument("--tasks", default=",".join(GROUPINGS), help=f"comma-separated, of {', '.join(GROUPINGS)}")

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from edged.bench.cli_lists import int_list
+from edged.bench.cli_lists import count, int_list
 from edged.bench.report import format_table, machine_summary
 from edged.cli.demo_data import mnist_upload
 from edged.client import EdgedClient, LocalDaemon
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="concurrency levels, comma-separated (default 1,10,50)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level and phase")
     parser.add_argument("--followers", type=int, default=5, help="SSE followers of the training job")
-    parser.add_argument("--samples", type=int, default=1000, help="bundled digits to upload")
+    parser.add_argument("--samples", type=count(), default=1000, help="bundled digits to upload")
     parser.add_argument("--image-size", type=int, default=32, help="MobileNetV2 input size of the training job")
     parser.add_argument("--worker-nice", type=int, default=10, help="the daemon's EDGED_WORKER_NICE")
     parser.add_argument("--worker-threads", type=int, default=0, help="the daemon's EDGED_WORKER_THREADS")

@@ -1,5 +1,5 @@
-"""argparse `type=` factories for the benches' comma-separated number lists ("1,8,32"): a bad item is refused
-with argparse's one-line `error:`, naming the item and what is accepted, never a traceback."""
+"""argparse `type=` factories for the benches' comma-separated number lists ("1,8,32") and counts: a bad item is
+refused with argparse's one-line `error:`, naming the item and what is accepted, never a traceback."""
 
 from __future__ import annotations
 
@@ -46,6 +46,21 @@ def int_list(minimum: int = 1, *, distinct: bool = False, example: Optional[str]
         return value, "is given twice" if distinct and value in seen else ""
 
     return lambda text: _each(text, accepted, value_of)
+
+
+def count(minimum: int = 1) -> Callable[[str], int]:
+    """One integer >= `minimum` (samples, epochs, a batch size, timed iterations), refused before any work starts."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {minimum}")
+        return value
+
+    return parse
 
 
 def float_list(minimum: Optional[float] = None, maximum: Optional[float] = None, *, open_minimum: bool = False,

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file
 
-from edged.bench.cli_lists import field_float_list, int_list
+from edged.bench.cli_lists import count, field_float_list, int_list
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.predict_batching import COLUMNS as BATCHING_COLUMNS
 from edged.bench.predict_batching import eager_task_row, measure_waits
@@ -107,11 +107,11 @@ def _batching(setup: SwitchSetup, workdir: Path, args: argparse.Namespace, argv:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=300, help="training samples of the task")
+    parser.add_argument("--samples", type=count(), default=300, help="training samples of the task")
     parser.add_argument("--image-size", type=int, default=64, help="MobileNetV2 input size")
     parser.add_argument("--batches", type=int_list(example="1,8,32"), default=[1, 8, 32],
                         help="comma-separated samples per predict (default 1,8,32)")
-    parser.add_argument("--predicts", type=int, default=200, help="predicts timed per backend and batch size")
+    parser.add_argument("--predicts", type=count(), default=200, help="predicts timed per backend and batch size")
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batch wait")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the daemon's EDGED_PREDICT_THREADS)")
     parser.add_argument("--clients", type=int_list(example="1,8"), default=None,

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edged.bench.cli_lists import int_list
+from edged.bench.cli_lists import count, int_list
 from edged.bench.sparse_e2e import FAMILIES, format_choices, format_e2e, run_e2e
 from edged.bench.sparse_gpu_probe import format_tables, run_probe
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_, tiny_vit_shape
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     parser.add_argument("--batches", type=int_list(example="1,8,32,128"), default=None,
                         help="comma-separated batch sizes (default 1,8,32,128 on GPU, 1,4 on CPU)")
-    parser.add_argument("--iters", type=int, default=100, help="timed iterations per measurement")
+    parser.add_argument("--iters", type=count(), default=100, help="timed iterations per measurement")
     parser.add_argument("--program", type=Path, help="adapted model: a torch.export .pt2 taking images")
     parser.add_argument("--image-size", type=int, default=224, help="input size for --program")
     parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import torch
 
+from edged.bench.cli_lists import count
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.switch_rows import (CachedSwitch, Switch, edged_rows, full_file_row, full_host_row, markov_trace,
                                      peft_rows, read_delta, time_trace, uniform_trace)
@@ -117,10 +118,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="mobilenet_v2: real digit tasks (the CPU default); vit-b16: deltas of real shape (the CUDA "
                              "default)")
     parser.add_argument("--tasks", type=int, help="number of tasks (default: 7 for mobilenet_v2, 50 for vit-b16)")
-    parser.add_argument("--samples", type=int, default=300, help="CPU: training samples per task")
+    parser.add_argument("--samples", type=count(), default=300, help="CPU: training samples per task")
     parser.add_argument("--image-size", type=int, default=64, help="CPU: MobileNetV2 input size")
     parser.add_argument("--switches", type=int, default=300, help="switches per trace")
-    parser.add_argument("--predicts", type=int, default=200, help="predicts timed per storm phase")
+    parser.add_argument("--predicts", type=count(), default=200, help="predicts timed per storm phase")
     parser.add_argument("--cache-fraction", type=float, default=0.5,
                         help="the prefetch rows' cache budget, as a share of all tasks' delta bytes")
     parser.add_argument("--full-checkpoints", type=int, default=4,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.pipeline.config import AdaptConfig
-from edged.bench.cli_lists import items
+from edged.bench.cli_lists import count, items
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.step_capture import captured_step, top_kernels, warm_up
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
@@ -244,8 +244,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench train-step", description=__doc__.splitlines()[0])
     parser.add_argument("--methods", type=_method_list, default=["taskedge", "lora", "full"],
                         help="comma-separated methods to time (default taskedge,lora,full)")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=count(), default=64)
+    parser.add_argument("--steps", type=count(), default=10)
     parser.add_argument("--budget", type=float, default=0.001)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--device", default="auto")
