@@ -194,12 +194,6 @@ def _families(text: str) -> tuple[str, ...]:
     return names
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of alg ids: accepted 1 or more")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench sparse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -211,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")
     parser.add_argument("--tune-s", type=float, default=40.0,
                         help="GPU: seconds per model family for the per-shape alg-id tuning before the in-place choice")
-    parser.add_argument("--sweep-algs", type=_positive, default=6,
+    parser.add_argument("--sweep-algs", type=count(), default=6,
                         help="GPU: cuSPARSELt alg ids swept per shape and layout, lowest first, within --tune-s (default 6)")
     parser.add_argument("--families", type=_families, default=FAMILIES,
                         help=f"GPU: comma-separated model families end to end, of {','.join(FAMILIES)} (default all)")

@@ -251,8 +251,8 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     with torch.no_grad():
         logits = head(features).float().cpu()  # one pass: the trained head's logits and the probe's features
     trial = {"lr": candidate.lr, "head_lr": candidate.head_lr, "samples": len(chosen),
-             "accuracy": accuracy_of(logits, check_labels), "loss": float(F.cross_entropy(logits, check_labels))}
-    trial["samples_per_s"] = trained.samples_per_s  # its training loop's own rate
+             "accuracy": accuracy_of(logits, check_labels), "loss": float(F.cross_entropy(logits, check_labels)),
+             "samples_per_s": trained.samples_per_s}  # the trial's training loop's own rate
     if refit_head:  # on the CPU: (128, D) features are too few for a GPU, where each L-BFGS iteration is a few tiny
         # kernels and host reads (MiniLM's 384, H100: 0.11-0.14 s a trial, the search's largest part; 2-core CPU: 0.035 s)
         probe = cross_validated_probe(features.cpu(), check_labels.cpu(), logits.shape[1], PROBE_DECAY, PROBE_FOLDS,
