@@ -118,6 +118,9 @@ class TaskServer:
             self.compiled.drop(task_id)
             self._rows.pop(task_id, None)
             self._layers.pop(task_id, None)
+            self._company.pop(task_id, None)
+            for pair in [pair for pair in self._transitions if task_id in pair]:
+                del self._transitions[pair]
             for key, compiled in list(self._compiled_2_4.items()):
                 if compiled.active == task_id:  # rebuilt from the next task's plan: nothing of this one is kept
                     del self._compiled_2_4[key]

@@ -117,3 +117,25 @@ def test_cusparselt_tasks_on_one_base_share_one_compiled_model_that_switches_in_
         assert all(now[name] is buffers[name] for name in now)  # recompressed into the same buffers
     assert any(not torch.equal(values[name], seen[1][2][name]) for name in values)  # parity's values went in
     assert all(torch.equal(values[name], seen[2][2][name]) for name in values)  # and digits' came back, exactly
+
+
+def test_a_forgotten_task_leaves_no_bookkeeping_behind(two_2_4_tasks, tmp_path):
+    """A daemon runs for months while tasks come and go: what it counted per task goes when the task does."""
+    tasks, images, _ = two_2_4_tasks
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", model_factories=TEST_FACTORIES, predict_max_wait_ms=0)
+    migrate(open_db(settings.db_path))
+    blobs = BlobStore(settings.blobs_dir)
+    rows = {name: {"id": name, "kind": "image", "classes": task["classes"], "delta_blob": blobs.put_file(task["delta"]),
+                   "base_model": MODEL, "model_options": OPTIONS, "seed": 0} for name, task in tasks.items()}
+    server = TaskServer(settings, blobs)
+    server.start()
+    try:
+        for name in ("digits", "parity", "digits"):
+            server.submit(rows[name], Samples("image", list(images)), 1, False).result(timeout=120)
+        assert "parity" in server._company and any("parity" in pair for pair in server._transitions)
+        server.forget("parity").result(timeout=30)
+        assert "parity" not in server._company and not any("parity" in pair for pair in server._transitions)
+        assert server._company["digits"] == 1 and server._transitions[("parity", "digits")] == 0
+        assert server.submit(rows["digits"], Samples("image", list(images)), 1, False).result(timeout=120)["task"] == "digits"
+    finally:
+        server.stop()
