@@ -15,8 +15,9 @@ from typing import Any, Optional
 from edged.bench.adapt_pairs import PAIRS, Pair, subset, with_options
 from edged.bench.adapt_rows import ROWS, BenchRow, lr_grid_rows
 from edged.bench.adapt_verdicts import aggregate, format_verdicts, verdicts
-from edged.bench.cli_lists import count, float_list, int_list
+from edged.bench.cli_lists import IMAGE_SIZE, count, device_name, field_count, float_list, int_list
 from edged.bench.report import format_table, machine_summary, write_json
+from edged.pipeline.config import AdaptConfig
 
 COLUMNS = [("row", "method"), ("accuracy", "accuracy % (mean ± std)"),
            ("trained_head", "head as trained, before its refit"), ("trainable", "trainable entries"),
@@ -66,11 +67,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--pair", choices=[*PAIRS, "all"], default="mnist")
     parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="comma-separated training seeds")
     parser.add_argument("--samples", type=count(), help="use a fixed random subset of this many samples (default: all)")
-    parser.add_argument("--epochs", type=count(), default=3)
-    parser.add_argument("--batch-size", type=count(), default=32)
-    parser.add_argument("--image-size", type=int, help="input resolution of the image pairs (default: the pair's)")
-    parser.add_argument("--max-length", type=int, help="token limit of the text pair (default: 128)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=field_count(AdaptConfig, "epochs"), default=3)
+    parser.add_argument("--batch-size", type=field_count(AdaptConfig, "batch_size"), default=32)
+    parser.add_argument("--image-size", type=IMAGE_SIZE, help="input resolution of the image pairs (default: the pair's)")
+    # check_max_length's floor; its ceiling is the tokenizer's, known once the model loads
+    parser.add_argument("--max-length", type=count(2), help="token limit of the text pair (default: 128)")
+    parser.add_argument("--device", type=device_name, default="auto")
     parser.add_argument("--methods", help="comma-separated subset of methods to run (e.g. taskedge,lora,taso_lora)")
     parser.add_argument("--rows", help="comma-separated row labels to run, e.g. 'taskedge 0.1%%,LoRA r=8' (with "
                         "--methods: the rows both select)")

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from edged.bench.cli_lists import count
+from edged.bench.cli_lists import IMAGE_SIZE, count, device_name, field_count, field_number
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.data.bundled import mnist_5k
 from edged.models.loader import load_model
@@ -73,12 +73,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilenet_v2", help="registered image model (default: mobilenet_v2)")
     parser.add_argument("--samples", type=count(), default=2000, help="MNIST digits per task (default: 2000)")
-    parser.add_argument("--image-size", type=int, default=64, help="input size (default: 64)")
-    parser.add_argument("--epochs", type=count(), default=2, help="epochs per task (default: 2)")
-    parser.add_argument("--budget", type=float, default=0.001, help="trainable fraction (default: 0.001)")
-    parser.add_argument("--strength", type=float, default=4.0, help="align_strength of the aligned run (default: 4)")
+    parser.add_argument("--image-size", type=IMAGE_SIZE, default=64, help="input size (default: 64)")
+    parser.add_argument("--epochs", type=field_count(AdaptConfig, "epochs"), default=2, help="epochs per task (default: 2)")
+    parser.add_argument("--budget", type=field_number(AdaptConfig, "budget"), default=0.001,
+                        help="trainable fraction (default: 0.001)")
+    parser.add_argument("--strength", type=field_number(AdaptConfig, "align_strength"), default=4.0,
+                        help="align_strength of the aligned run (default: 4)")
     parser.add_argument("--tasks", default=",".join(GROUPINGS), help=f"comma-separated, of {', '.join(GROUPINGS)}")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     parser.add_argument("--part", choices=("all", "blocks", "2:4"), default="all",
                         help="aligned vs unaligned blocks, 2:4 own vs shared pattern, or both (default: all)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")

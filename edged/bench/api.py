@@ -26,12 +26,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from edged.bench.cli_lists import count, int_list
+from edged.bench.cli_lists import IMAGE_SIZE, count, field_count, int_list, number
 from edged.bench.report import format_table, machine_summary
 from edged.cli.demo_data import mnist_upload
 from edged.client import EdgedClient, LocalDaemon
 from edged.errors import EdgedError
 from edged.jobs.states import FINAL_STATES
+from edged.settings import Settings
 
 # Route name -> path; {job} and {dataset} are filled in. The telemetry query asks for the last minute,
 # as the dashboard's refresh does.
@@ -228,12 +229,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int_list(example="1,10,50"), default=[1, 10, 50],
                         help="concurrency levels, comma-separated (default 1,10,50)")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level and phase")
-    parser.add_argument("--followers", type=int, default=5, help="SSE followers of the training job")
+    parser.add_argument("--duration", type=number(0.0, open_minimum=True), default=20.0,
+                        help="seconds per concurrency level and phase")
+    parser.add_argument("--followers", type=count(0), default=5, help="SSE followers of the training job")
     parser.add_argument("--samples", type=count(), default=1000, help="bundled digits to upload")
-    parser.add_argument("--image-size", type=int, default=32, help="MobileNetV2 input size of the training job")
-    parser.add_argument("--worker-nice", type=int, default=10, help="the daemon's EDGED_WORKER_NICE")
-    parser.add_argument("--worker-threads", type=int, default=0, help="the daemon's EDGED_WORKER_THREADS")
+    parser.add_argument("--image-size", type=IMAGE_SIZE, default=32, help="MobileNetV2 input size of the training job")
+    parser.add_argument("--worker-nice", type=field_count(Settings, "worker_nice"), default=10,
+                        help="the daemon's EDGED_WORKER_NICE")
+    parser.add_argument("--worker-threads", type=field_count(Settings, "worker_threads"), default=0,
+                        help="the daemon's EDGED_WORKER_THREADS")
     parser.add_argument("--data-dir", type=Path, help="the daemon's data dir (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=Path("api_bench.json"), help="where to write the JSON")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from edged.bench.adapt_pairs import subset
-from edged.bench.cli_lists import count
+from edged.bench.cli_lists import IMAGE_SIZE, count, field_count, field_number
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.compile.onnx_export import OnnxRunner, export_onnx
 from edged.compile.qdq import export_qdq
@@ -102,12 +102,12 @@ def run_int8_bench(samples: int, options: dict[str, Any], iters: int) -> dict[st
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench int8", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=count(), default=5000)
-    parser.add_argument("--epochs", type=count(), default=3)
-    parser.add_argument("--budget", type=float, default=0.01, help="taskedge's trainable share")
-    parser.add_argument("--batch-size", type=count(), default=32)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=field_count(AdaptConfig, "epochs"), default=3)
+    parser.add_argument("--budget", type=field_number(AdaptConfig, "budget"), default=0.01, help="taskedge's trainable share")
+    parser.add_argument("--batch-size", type=field_count(AdaptConfig, "batch_size"), default=32)
+    parser.add_argument("--image-size", type=IMAGE_SIZE, default=64)
     parser.add_argument("--iters", type=count(), default=100, help="timed calls per latency (the other INT8 rows: none)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=field_count(AdaptConfig, "seed"), default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-results/int8.json"))
     args = parser.parse_args(argv)
     options = {"epochs": args.epochs, "budget": args.budget, "batch_size": args.batch_size,

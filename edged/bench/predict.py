@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file
 
-from edged.bench.cli_lists import count, field_float_list, int_list
+from edged.bench.cli_lists import IMAGE_SIZE, count, field_count, field_float_list, field_number, int_list
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.predict_batching import COLUMNS as BATCHING_COLUMNS
 from edged.bench.predict_batching import eager_task_row, measure_waits
@@ -29,6 +29,7 @@ from edged.compile.registry import compile_model
 from edged.data.bundled import mnist_5k
 from edged.measure.timing import percentiles
 from edged.models.loader import load_model
+from edged.pipeline.config import AdaptConfig
 from edged.settings import Settings
 from edged.store.blobs import BlobStore
 from edged.store.db import migrate, open_db
@@ -108,19 +109,21 @@ def _batching(setup: SwitchSetup, workdir: Path, args: argparse.Namespace, argv:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench predict", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=count(), default=300, help="training samples of the task")
-    parser.add_argument("--image-size", type=int, default=64, help="MobileNetV2 input size")
+    parser.add_argument("--image-size", type=IMAGE_SIZE, default=64, help="MobileNetV2 input size")
     parser.add_argument("--batches", type=int_list(example="1,8,32"), default=[1, 8, 32],
                         help="comma-separated samples per predict (default 1,8,32)")
     parser.add_argument("--predicts", type=count(), default=200, help="predicts timed per backend and batch size")
-    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batch wait")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (the daemon's EDGED_PREDICT_THREADS)")
+    parser.add_argument("--max-wait-ms", type=field_number(Settings, "predict_max_wait_ms"), default=0.0,
+                        help="the server's micro-batch wait")
+    parser.add_argument("--threads", type=field_count(Settings, "predict_threads"), default=1,
+                        help="CPU threads (the daemon's EDGED_PREDICT_THREADS)")
     parser.add_argument("--clients", type=int_list(example="1,8"), default=None,
                         help="instead: closed-loop clients of one-image predicts, comma-separated (e.g. 1,8), each "
                              "count at each --waits; the eager task only")
     parser.add_argument("--waits", type=field_float_list(Settings, "predict_max_wait_ms", example="0,5"), default=[0.0, 5.0],
                         help="micro-batch waits in ms for --clients, comma-separated, as EDGED_PREDICT_MAX_WAIT_MS takes "
                              "(default 0,5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=field_count(AdaptConfig, "seed"), default=0)
     parser.add_argument("--workdir", type=Path, help="keeps the adapted task and its ONNX file (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/predict.json"))
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ from edged.pipeline.config import AdaptConfig
 from edged.pipeline.adapt import AdaptResult, adapt
 from edged.pipeline.outputs import write_outputs
 from edged.bench.adapt_pairs import subset
-from edged.bench.cli_lists import count, field_float_list
+from edged.bench.cli_lists import count, device_name, field_count, field_float_list
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.calibrate import calibrate
 from edged.data.bundled import mnist_5k
@@ -109,10 +109,10 @@ def run_prune_bench(samples: Optional[int], epochs: int, batch_size: int, seed: 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench prune", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=count())
-    parser.add_argument("--epochs", type=count(), default=3)
-    parser.add_argument("--batch-size", type=count(), default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=field_count(AdaptConfig, "epochs"), default=3)
+    parser.add_argument("--batch-size", type=field_count(AdaptConfig, "batch_size"), default=32)
+    parser.add_argument("--seed", type=field_count(AdaptConfig, "seed"), default=0)
+    parser.add_argument("--device", type=device_name, default="auto")
     parser.add_argument("--recovery-budgets", type=field_float_list(AdaptConfig, "budget", example="0.001,0.01"),
                         default=[0.001, 0.01], help="budgets of the 2:4 recovery rows, comma-separated (default 0.001,0.01)")
     parser.add_argument("--distill-weights", type=field_float_list(AdaptConfig, "distill_weight", example="0,0.5"),

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edged.bench.cli_lists import count, int_list
+from edged.bench.cli_lists import IMAGE_SIZE, count, int_list, number
 from edged.bench.sparse_e2e import FAMILIES, format_choices, format_e2e, run_e2e
 from edged.bench.sparse_gpu_probe import format_tables, run_probe
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_, tiny_vit_shape
@@ -201,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated batch sizes (default 1,8,32,128 on GPU, 1,4 on CPU)")
     parser.add_argument("--iters", type=count(), default=100, help="timed iterations per measurement")
     parser.add_argument("--program", type=Path, help="adapted model: a torch.export .pt2 taking images")
-    parser.add_argument("--image-size", type=int, default=224, help="input size for --program")
+    parser.add_argument("--image-size", type=IMAGE_SIZE, default=224, help="input size for --program")
     parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")
-    parser.add_argument("--tune-s", type=float, default=40.0,
+    parser.add_argument("--tune-s", type=number(0.0, open_minimum=True), default=40.0,
                         help="GPU: seconds per model family for the per-shape alg-id tuning before the in-place choice")
     parser.add_argument("--sweep-algs", type=count(), default=6,
                         help="GPU: cuSPARSELt alg ids swept per shape and layout, lowest first, within --tune-s (default 6)")

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edged.bench.cli_lists import count, int_list
+from edged.bench.cli_lists import count, int_list, number
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, prune_by_magnitude_
 from edged.compile.cusparselt_lib import KernelConfig
 from edged.compile.isolation import run_isolated, worker_main
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for sparse_gpu_probe.json")
     parser.add_argument("--batches", type=int_list(example="1,8,32,128"), default=[1, 8, 32, 128],
                         help="comma-separated batch sizes (default 1,8,32,128)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all cases")
+    parser.add_argument("--budget-s", type=number(0.0, open_minimum=True), default=420.0,
+                        help="wall-clock budget for all cases")
     parser.add_argument("--iters", type=count(), default=50, help="timed iterations per measurement")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile end-to-end variants")
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ a delta cache smaller than all tasks with the task server's first-order prefetch
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import tempfile
 from pathlib import Path
@@ -18,14 +19,16 @@ from typing import Any, Optional
 
 import torch
 
-from edged.bench.cli_lists import count
+from edged.bench.cli_lists import IMAGE_SIZE, count, device_name, field_count, number
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.switch_rows import (CachedSwitch, Switch, edged_rows, full_file_row, full_host_row, markov_trace,
                                      peft_rows, read_delta, time_trace, uniform_trace)
 from edged.bench.switch_blocks import print_layouts, run_layouts
 from edged.bench.switch_storm import lock_storm, server_storm
-from edged.bench.switch_tasks import SwitchSetup, cpu_setup, state_bytes, vit_setup
+from edged.bench.switch_tasks import DIGIT_TASKS, SwitchSetup, cpu_setup, state_bytes, vit_setup
 from edged.devices import resolve_device
+from edged.pipeline.config import AdaptConfig
+from edged.settings import Settings
 from edged.tasks.resident import ResidentModel
 
 COLUMNS = [("row", "row"), ("trace", "trace"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
@@ -113,36 +116,44 @@ def print_report(result: dict, argv: list[str]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench switch", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device_name, default="cpu")
     parser.add_argument("--model", choices=("mobilenet_v2", "vit-b16"),
                         help="mobilenet_v2: real digit tasks (the CPU default); vit-b16: deltas of real shape (the CUDA "
                              "default)")
-    parser.add_argument("--tasks", type=int, help="number of tasks (default: 7 for mobilenet_v2, 50 for vit-b16)")
+    # a trace switches to another task each time, so it needs two
+    parser.add_argument("--tasks", type=count(2), help=f"number of tasks (default: 7 for mobilenet_v2, at most "
+                        f"{len(DIGIT_TASKS)}; 50 for vit-b16)")
     parser.add_argument("--samples", type=count(), default=300, help="CPU: training samples per task")
-    parser.add_argument("--image-size", type=int, default=64, help="CPU: MobileNetV2 input size")
-    parser.add_argument("--switches", type=int, default=300, help="switches per trace")
+    parser.add_argument("--image-size", type=IMAGE_SIZE, default=64, help="CPU: MobileNetV2 input size")
+    # time_trace leaves the first `warmup` switches untimed and needs one to time
+    parser.add_argument("--switches", type=count(inspect.signature(time_trace).parameters["warmup"].default + 1),
+                        default=300, help="switches per trace")
     parser.add_argument("--predicts", type=count(), default=200, help="predicts timed per storm phase")
-    parser.add_argument("--cache-fraction", type=float, default=0.5,
+    parser.add_argument("--cache-fraction", type=number(0.0, 1.0, open_minimum=True), default=0.5,
                         help="the prefetch rows' cache budget, as a share of all tasks' delta bytes")
-    parser.add_argument("--full-checkpoints", type=int, default=4,
+    parser.add_argument("--full-checkpoints", type=count(), default=4,
                         help="distinct fine-tuned state dicts the full-weight rows cycle through")
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--threads", type=field_count(Settings, "predict_threads"),
                         help="CPU threads torch uses (default on the CPU: 1, the daemon's predict_threads default)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=field_count(AdaptConfig, "seed"), default=0)
     parser.add_argument("--workdir", type=Path, help="keeps the adapted tasks between runs (default: a temp dir)")
     parser.add_argument("--layouts", action="store_true",
                         help="instead: how placed deltas are stored (entry-wise vs block-wise) on unaligned, aligned "
                              "and 2:4 tasks, on the CPU (--tasks per set, default 5)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/switch.json"))
     args = parser.parse_args(argv)
+    device = torch.device("cpu") if args.layouts else resolve_device(args.device)  # --layouts runs on the CPU
+    model = "mobilenet_v2" if args.layouts else args.model or ("vit-b16" if device.type == "cuda" else "mobilenet_v2")
+    if model == "mobilenet_v2" and (args.tasks or 0) > len(DIGIT_TASKS):  # else cpu_setup would quietly take fewer
+        parser.error(f"argument --tasks: {args.tasks} is more than the {len(DIGIT_TASKS)} digit tasks of mobilenet_v2; "
+                     f"accepted: at most {len(DIGIT_TASKS)} with mobilenet_v2 or --layouts, more with vit-b16")
     if args.layouts:
         return _layouts(args, sys.argv[1:] if argv is None else argv)
-    device = resolve_device(args.device)
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
     with tempfile.TemporaryDirectory(prefix="edged-switch-") as scratch:
         workdir = args.workdir or Path(scratch)
-        if (args.model or ("vit-b16" if device.type == "cuda" else "mobilenet_v2")) == "vit-b16":
+        if model == "vit-b16":
             setup = vit_setup(workdir, args.tasks or 50, args.full_checkpoints, device, args.seed)
         else:
             setup = cpu_setup(workdir, args.tasks or 7, args.samples, args.image_size, args.seed)

@@ -23,7 +23,7 @@ import torch
 
 from edged.bench.adapt import parse_seeds
 from edged.bench.adapt_pairs import subset
-from edged.bench.cli_lists import count, items
+from edged.bench.cli_lists import count, field_count, field_number, items
 from edged.bench.report import format_table, machine_summary, mean_std, write_json
 from edged.data.bundled import bbc_news
 from edged.data.task import Inputs, TaskData, to_device
@@ -178,14 +178,16 @@ def _share(fraction: Optional[float]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="edged bench tokens", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=count(), default=600, help="a fixed random subset of BBC News articles")
-    parser.add_argument("--epochs", type=count(), default=2)
+    parser.add_argument("--epochs", type=field_count(AdaptConfig, "epochs"), default=2)
     parser.add_argument("--method", default="taskedge")
-    parser.add_argument("--budget", type=float, default=0.01, help="trainable fraction of the backbone's weights")
+    parser.add_argument("--budget", type=field_number(AdaptConfig, "budget"), default=0.01,
+                        help="trainable fraction of the backbone's weights")
     parser.add_argument("--keeps", type=parse_keeps, default=DEFAULT_KEEPS,
                         help="comma-separated token_keep[@token_layer]; the first is the reference (use 1.0)")
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--infer-batch", type=count(), default=32)
-    parser.add_argument("--batch-size", type=count(), default=32, help="training batch size (a job's default: 32)")
+    parser.add_argument("--batch-size", type=field_count(AdaptConfig, "batch_size"), default=32,
+                        help="training batch size (a job's default: 32)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where training and inference run")
     parser.add_argument("--train-graph", choices=sorted(GRAPH_MODES), default="on",
                         help="CUDA: training steps replayed from a CUDA graph (on, as jobs do), eager (off), or both")

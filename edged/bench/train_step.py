@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edged.pipeline.config import AdaptConfig
-from edged.bench.cli_lists import count, items
+from edged.bench.cli_lists import count, device_name, field_count, field_number, items
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.step_capture import captured_step, top_kernels, warm_up
 from edged.bench.vit import VIT_B16, VitEncoder, VitShape, tiny_vit_shape
@@ -246,15 +246,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="comma-separated methods to time (default taskedge,lora,full)")
     parser.add_argument("--batch", type=count(), default=64)
     parser.add_argument("--steps", type=count(), default=10)
-    parser.add_argument("--budget", type=float, default=0.001)
-    parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--budget", type=field_number(AdaptConfig, "budget"), default=0.001)
+    parser.add_argument("--lora-rank", type=field_count(AdaptConfig, "lora_rank"), default=8)
+    parser.add_argument("--device", type=device_name, default="auto")
     parser.add_argument("--tiny", action="store_true", help="a tiny ViT (tests, CPU smoke runs)")
     parser.add_argument("--no-timm", action="store_true", help="use edged's plain-torch ViT even if timm is installed")
     parser.add_argument("--graph", action="store_true",
                         help="also time every method with its whole step captured in one CUDA graph (CUDA only); "
                         "with --policies, every policy row is timed that way instead of eagerly")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
+    parser.add_argument("--profile", type=count(0), default=0, metavar="N",
                         help="print the top N CUDA kernels of one step per method (torch.profiler)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/train_step.json"))
     parser.add_argument("--policies", type=_policy_list, help=f"'all' or some of {','.join(POLICIES)}: taskedge under each "
