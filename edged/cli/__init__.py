@@ -22,12 +22,15 @@ from typing import Callable, Literal, Optional
 
 from pydantic import ValidationError
 
+from edged.bench.cli_lists import IMAGE_SIZE, count, field_count, field_number, number
 from edged.cli.demo import DemoOptions, run_demo
 from edged.cli.doctor import diagnose, format_table
 from edged.cli.jobs import status, submit
 from edged.cli.tasks import list_tasks, predict
+from edged.data.bundled import DIGIT_CLASSES, MNIST_5K_SAMPLES
 from edged.errors import EdgedError, InvalidInput
 from edged.jobs.schemas import JobCreate
+from edged.pipeline.config import AdaptConfig
 from edged.settings import Settings, get_settings
 from edged.store.lock import lock_data_dir
 
@@ -92,11 +95,16 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data-dir", type=Path, help="data dir of the started daemon (default: ~/.local/share/edged-demo)"
     )
-    parser.add_argument("--samples", type=int, default=defaults.samples, help="digits to upload, balanced over classes")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size, help="input resolution of MobileNetV2")
-    parser.add_argument("--budget", type=float, default=defaults.budget, help="trainable fraction of the weights")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="training batch size")
+    # Checked here, before a daemon starts and the digits upload, against what the job will accept.
+    parser.add_argument("--samples", type=count(len(DIGIT_CLASSES), MNIST_5K_SAMPLES), default=defaults.samples,
+                        help="digits to upload, balanced over classes")
+    parser.add_argument("--epochs", type=field_count(AdaptConfig, "epochs"), default=defaults.epochs,
+                        help="training epochs")
+    parser.add_argument("--image-size", type=IMAGE_SIZE, default=defaults.image_size, help="input resolution of MobileNetV2")
+    parser.add_argument("--budget", type=field_number(AdaptConfig, "budget"), default=defaults.budget,
+                        help="trainable fraction of the weights")
+    parser.add_argument("--batch-size", type=field_count(AdaptConfig, "batch_size"), default=defaults.batch_size,
+                        help="training batch size")
     parser.set_defaults(run=_demo)
 
 
@@ -111,8 +119,9 @@ JOB_FLAGS = [name for name in JobCreate.model_fields if name != "dataset"]
 
 
 def _number(text: str) -> typing.Union[int, float]:
-    """A flag taking a count or a fraction (token_keep): '32' -> 32, '0.5' -> 0.5."""
-    return int(text) if text.lstrip("-").isdigit() else float(text)
+    """A flag taking a count or a fraction (token_keep): '32' -> 32, '0.5' -> 0.5; nan and inf are refused (no job
+    field means them, and a request body cannot carry them)."""
+    return int(text) if text.lstrip("-").isdigit() else number()(text)
 
 
 def _number_or_word(types_given: list[typing.Any]) -> typing.Callable[[str], typing.Union[int, float, str]]:
@@ -124,8 +133,8 @@ def _number_or_word(types_given: list[typing.Any]) -> typing.Callable[[str], typ
             return text
         try:
             return _number(text)
-        except ValueError:
-            accepted = " or ".join(["a number", *(repr(w) for w in words)])
+        except (ValueError, argparse.ArgumentTypeError):
+            accepted = " or ".join(["a finite number", *(repr(w) for w in words)])
             raise argparse.ArgumentTypeError(f"{text!r} is not {accepted}") from None
 
     return parse
@@ -147,8 +156,8 @@ def _add_job_flag(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
     elif typing.get_origin(kind) is Literal:
         parser.add_argument(flag, choices=typing.get_args(kind), help=text)
-    else:
-        parser.add_argument(flag, type=kind, required=field.is_required(), help=text)
+    else:  # a float flag refuses nan and inf here: the daemon checks the bounds, a request body cannot carry these
+        parser.add_argument(flag, type=number() if kind is float else kind, required=field.is_required(), help=text)
 
 
 def _add_submit(subparsers: argparse._SubParsersAction) -> None:

@@ -18,6 +18,7 @@ from edged.data.task import TaskData
 from edged.errors import NotFound, Unavailable
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
+MNIST_5K_SAMPLES = 5000  # what mnist_5k() holds, known without loading it (a CLI checks a subset size against it)
 
 
 def package_dir(module: str, pip_name: str) -> Path:

@@ -88,3 +88,19 @@ def test_upload_archive_decodes_to_the_same_digits():
     roundtrip = sorted((int(y), int(x.sum())) for x, y in zip(decoded.x.to(torch.int64), decoded.y))
     assert originals == roundtrip
 
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--samples", "3"], "argument --samples: '3' is not an integer >= 10 and <= 5000"),
+    (["--epochs", "0"], "argument --epochs: '0' is not an integer >= 1 and <= 1000"),
+    (["--image-size", "8"], "argument --image-size: '8' is not an integer >= 16 and <= 1024"),
+    (["--budget", "nan"], "argument --budget: 'nan' is not a finite number > 0 and <= 1"),
+    (["--batch-size", "0"], "argument --batch-size: '0' is not an integer >= 1 and <= 4096"),
+])
+def test_a_bad_demo_option_is_refused_before_a_daemon_starts(argv, said, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--data-dir", str(tmp_path / "data"), *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not (tmp_path / "data").exists()  # no daemon started, nothing uploaded

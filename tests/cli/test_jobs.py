@@ -77,4 +77,19 @@ def test_submit_takes_a_learning_rate_or_auto_and_names_both_on_a_bad_one(capsys
     assert (args.lr, args.head_lr) == ("auto", 0.01)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["submit", "x.npz", "--model", MODEL, "--lr", "fast"])
-    assert "'fast' is not a number or 'auto'" in capsys.readouterr().err
+    assert "'fast' is not a finite number or 'auto'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--budget", "nan"], "argument --budget: 'nan' is not a finite number"),
+    (["--val-fraction", "inf"], "argument --val-fraction: 'inf' is not a finite number"),
+    (["--lr", "nan"], "argument --lr: 'nan' is not a finite number or 'auto'"),
+    (["--token-keep", "inf"], "argument --token-keep: 'inf' is not a finite number"),
+])
+def test_submit_refuses_nan_and_inf_before_it_reads_the_dataset(argv, said, capsys):
+    """A request body cannot carry them (JSON has no nan): they ended in a client-side traceback before."""
+    with pytest.raises(SystemExit) as stop:
+        main(["submit", "missing.npz", "--model", MODEL, "--url", "http://127.0.0.1:9", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
