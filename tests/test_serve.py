@@ -36,6 +36,15 @@ def test_serve_without_token_exits_with_a_clear_error(tmp_path):
     assert result.returncode == 2 and "EDGED_TOKEN is not set" in result.stderr
 
 
+@pytest.mark.parametrize("port", ["0", "99999", "http"])
+def test_serve_refuses_a_bad_port_by_the_flags_name_before_it_reads_any_setting(port, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}  # no token either: the flag fails first
+    result = subprocess.run([sys.executable, "-m", "edged.cli", "serve", "--port", port], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"argument --port: '{port}' is not an integer >= 1 and <= 65535" in result.stderr, result.stderr
+
+
 def test_serve_raises_the_soft_open_file_limit_to_the_hard_one():
     import resource
 

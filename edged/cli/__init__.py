@@ -54,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP daemon (settings from EDGED_* variables)")
     parser.add_argument("--host", help="listen address (default: EDGED_HOST, else 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="listen port (default: EDGED_PORT, else 8686)")
+    parser.add_argument("--port", type=field_count(Settings, "port"), help="listen port (default: EDGED_PORT, else 8686)")
     parser.set_defaults(run=_serve)
 
 
