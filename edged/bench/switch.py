@@ -11,7 +11,6 @@ a delta cache smaller than all tasks with the task server's first-order prefetch
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from edged.bench.cli_lists import IMAGE_SIZE, count, device_name, field_count, number
 from edged.bench.report import format_table, machine_summary, write_json
 from edged.bench.switch_rows import (CachedSwitch, Switch, edged_rows, full_file_row, full_host_row, markov_trace,
-                                     peft_rows, read_delta, time_trace, uniform_trace)
+                                     WARMUP_SWITCHES, peft_rows, read_delta, time_trace, uniform_trace)
 from edged.bench.switch_blocks import print_layouts, run_layouts
 from edged.bench.switch_storm import lock_storm, server_storm
 from edged.bench.switch_tasks import DIGIT_TASKS, SwitchSetup, cpu_setup, state_bytes, vit_setup
@@ -125,8 +124,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         f"{len(DIGIT_TASKS)}; 50 for vit-b16)")
     parser.add_argument("--samples", type=count(), default=300, help="CPU: training samples per task")
     parser.add_argument("--image-size", type=IMAGE_SIZE, default=64, help="CPU: MobileNetV2 input size")
-    # time_trace leaves the first `warmup` switches untimed and needs one to time
-    parser.add_argument("--switches", type=count(inspect.signature(time_trace).parameters["warmup"].default + 1),
+    # time_trace leaves the first WARMUP_SWITCHES switches untimed and needs one to time
+    parser.add_argument("--switches", type=count(WARMUP_SWITCHES + 1),
                         default=300, help="switches per trace")
     parser.add_argument("--predicts", type=count(), default=200, help="predicts timed per storm phase")
     parser.add_argument("--cache-fraction", type=number(0.0, 1.0, open_minimum=True), default=0.5,

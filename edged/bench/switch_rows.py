@@ -32,6 +32,7 @@ from edged.tasks.resident import ResidentModel
 
 Switch = Callable[[int], int]  # task index -> bytes moved
 MARKOV_LIKELY = 0.8  # probability of a task's one likely successor on the Markov trace
+WARMUP_SWITCHES = 3  # switches a trace runs untimed before the timed ones
 
 
 def uniform_trace(tasks: int, switches: int, seed: int) -> list[int]:
@@ -53,7 +54,7 @@ def markov_trace(tasks: int, switches: int, seed: int) -> list[int]:
     return trace
 
 
-def time_trace(switch: Switch, trace: list[int], device: torch.device, warmup: int = 3,
+def time_trace(switch: Switch, trace: list[int], device: torch.device, warmup: int = WARMUP_SWITCHES,
                after: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
     """p50/p99 ms and mean bytes per switch over trace[1:] (trace[0] and `warmup` switches untimed)."""
     sync = device_sync(str(device))
