@@ -4,7 +4,8 @@
   torch 2:4      every 2:4 Linear as torch's semi-structured tensor (cuSPARSELt, transposed output fused)
   edged choice   the fastest verified kernel per layer group, chosen in place (`compile.in_place`)
   int8 dense     every 2:4 Linear as torch._int_mm, scales from the calibration ranges
-  int8 2:4       every 2:4 Linear as cuSPARSELt int8 2:4
+  int8 2:4       every 2:4 Linear as cuSPARSELt int8 2:4, each shape's fastest verified alg id
+                 (`compile.int8_tuning`), kept only where the whole model beats alg 0 everywhere
 
 on ViT-B/16 (197 tokens per image) and an LLM-sized MLP stack (4096 -> 14336 -> 4096, 64 tokens per
 sequence). Each row's output is checked against dense fp16 (INT8 within INT8_TOL). p50/p99 from graph
@@ -26,6 +27,7 @@ from edged.bench.vit import VIT_B16, VitEncoder, prune_by_magnitude_
 from edged.compile.base import replace_module
 from edged.compile.in_place import E2E_TOL, Trial, choose_in_place_, replayed_graph
 from edged.compile.int8_gemm import calibrated_amax, quantize_linears_
+from edged.compile.int8_tuning import plan_int8, tuned_in_place_
 from edged.compile.semi_structured import DTYPE, Shape, TorchSparseLinear, linear_shapes, max_rel_error
 from edged.compile.sparse_tuning import LayerChoice, plan_layers
 from edged.errors import Unsupported
@@ -78,9 +80,12 @@ def _swap_all_(model: nn.Module, names: list[str]) -> None:
         replace_module(model, name, TorchSparseLinear(layer.weight, layer.bias))
 
 
-def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax: dict[str, float]) -> tuple[nn.Module, dict]:
-    """A copy of `model` as `row` names it, and what was chosen (edged choice). `amax` is keyed by the model's
-    2:4 Linears (the family's shape pass found them), so they are not looked up again here."""
+def variant(row: str, model: nn.Module, x: Tensor, batch: int, plans: tuple[dict, dict],
+            amax: dict[str, float]) -> tuple[nn.Module, dict]:
+    """A copy of `model` as `row` names it, and what was chosen (edged choice, int8 2:4). `plans` are the fp16 and
+    the INT8 2:4 per-shape tunings; `amax` is keyed by the model's 2:4 Linears (the family's shape pass found
+    them), so they are not looked up again here."""
+    plan, int8_plan = plans
     model = copy.deepcopy(model)
     info: dict[str, Any] = {}
     if row == "torch 2:4":
@@ -95,7 +100,15 @@ def variant(row: str, model: nn.Module, x: Tensor, batch: int, plan: dict, amax:
         info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials]}
     elif row.startswith("int8"):
         quantize_linears_(model, amax, sparse=row == "int8 2:4")
+        if row == "int8 2:4":
+            info = tuned_in_place_(model, x, batch, int8_plan, partial(_graph_ms, x=x, batch=batch))
     return model, info
+
+
+def _graph_ms(model: nn.Module, x: Tensor, batch: int, iters: int = 30) -> float:
+    """`model(x)`'s p50 ms replayed from one CUDA graph."""
+    replay, _ = replayed_graph(partial(model, x))
+    return time_cuda(replay, batch, warmup=5, iters=iters).p50_ms
 
 
 @torch.inference_mode()
@@ -103,8 +116,9 @@ def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], 
                  tune_s: float, sweep_algs: int = 6) -> list[dict]:
     """Every row at every batch for one model family."""
     shapes = {b: linear_shapes(model, example(b))[0] for b in batches}
-    plan = plan_layers(sorted({s for by_name in shapes.values() for s in by_name.values()}), iters=10,
-                       timeout_s=tune_s, sweep_algs=sweep_algs)
+    every_shape = sorted({s for by_name in shapes.values() for s in by_name.values()})
+    plans = (plan_layers(every_shape, iters=10, timeout_s=tune_s, sweep_algs=sweep_algs),
+             plan_int8(every_shape, sweep_algs, timeout_s=tune_s))
     amax = calibrated_amax(model, list(shapes[batches[0]]), [example(8) for _ in range(2)])
     rows = []
     for batch in batches:
@@ -113,9 +127,9 @@ def bench_family(name: str, model: nn.Module, example: Any, batches: list[int], 
         for row in ROWS:
             started = time.monotonic()
             try:
-                m, info = variant(row, model, x, batch, plan, amax)
+                m, info = variant(row, model, x, batch, plans, amax)
                 if row == "edged choice":
-                    info["plan"] = shape_plan(plan, set(shapes[batch].values()))
+                    info["plan"] = shape_plan(plans[0], set(shapes[batch].values()))
                 fn, out = replayed_graph(partial(m, x))
                 err = max_rel_error(out, reference)
                 timing = time_cuda(fn, batch, iters=iters).as_dict()
@@ -172,6 +186,11 @@ def format_choices(rows: list[dict]) -> str:
     """Per layer group: the kernel edged kept at each batch, and the whole model's ms of every trial."""
     lines = []
     for r in rows:
+        if "int8_in_place" in r:
+            t = r["int8_in_place"]
+            algs = ", ".join(f"{k}: alg {v['alg_id']}" for k, v in r["int8_kernels"].items() if v)
+            lines.append(f"{r['family']} batch {r['batch']} int8 2:4: tuned {t['tuned_ms']:.3f} ms vs alg 0 "
+                         f"{t['alg0_ms']:.3f} ms, {'kept' if t['kept'] else 'alg 0 kept'} ({algs})")
         if r["row"] != "edged choice" or "trials" not in r:
             continue
         lines.append(f"{r['family']} batch {r['batch']}:")

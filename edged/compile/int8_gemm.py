@@ -48,14 +48,16 @@ class Int8Linear(nn.Module):
 
 
 class Int8SparseLinear(Int8Linear):
-    """The same with W_q 2:4-sparse, compressed once for cuSPARSELt's int8 kernels."""
+    """The same with W_q 2:4-sparse, compressed once for cuSPARSELt's int8 kernels; `alg_id` picks cuSPARSELt's
+    kernel (0, the library's default, until `int8_tuning` finds a faster verified one for the layer's shape)."""
 
     packed: Tensor  # cuSPARSELt's compressed W_q
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, input_amax: float) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, input_amax: float, alg_id: int = 0) -> None:
         super().__init__(weight, bias, input_amax)
         self.register_buffer("packed", torch._cslt_compress(self.weight_q))
         del self.weight_q
+        self.alg_id = alg_id
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
@@ -65,7 +67,7 @@ class Int8SparseLinear(Int8Linear):
         # into the same call: added after as its own pass it cost more than the GEMM saved on ViT-B fc1 (H100,
         # 768 -> 3072 at 6,304 tokens: 0.100 ms vs 0.035 fused, dense 0.058)
         y = torch._cslt_sparse_mm(self.packed, x_q.t(), bias=self.bias, alpha=self.out_scale,
-                                  out_dtype=torch.float16, transpose_result=True)[: lead.numel()]
+                                  out_dtype=torch.float16, transpose_result=True, alg_id=self.alg_id)[: lead.numel()]
         return y.reshape(*lead, self.out_features)
 
 

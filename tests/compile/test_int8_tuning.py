@@ -1,0 +1,54 @@
+"""INT8 2:4 kernel choice per shape (edged.compile.int8_tuning): the verdict from worker rows on any machine,
+the sweep and the in-place keep on a GPU."""
+
+import pytest
+import torch
+from torch import nn
+
+from edged.compile.int8_tuning import fastest_alg
+from edged.compile.semi_structured import probe
+
+CUSPARSELT_OK, CUSPARSELT_WHY = probe()
+
+
+def test_the_fastest_verified_alg_id_wins_and_alg_0_is_kept_with_the_reason_when_none_ran():
+    tried = [(0, {"ms": 0.30, "rel_err": 0.01}), (1, {"error": "Unsupported: output differs"}),
+             (2, {"ms": 0.12, "rel_err": 0.01}), (3, {"ms": 0.20, "rel_err": 0.01}),
+             (4, {"error": "RuntimeError: CUDA error", "worker_broken": True})]
+    assert fastest_alg(tried) == {"alg_id": 2, "ms": 0.12, "default_ms": 0.30, "verified": 3}
+    none = fastest_alg([(0, {"error": "RuntimeError: invalid value"}), (1, {"error": "skipped: time budget ran out"})])
+    assert none["alg_id"] == 0 and none["ms"] is None and none["verified"] == 0
+    assert "invalid value" in none["error"] and "time budget" in none["error"]
+    assert fastest_alg([])["error"] == "not tried"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUSPARSELT_OK, reason=CUSPARSELT_WHY)
+def test_int8_sweep_verifies_each_alg_and_the_model_keeps_tuned_kernels_only_when_faster():
+    from functools import partial
+
+    from edged.bench.sparse_e2e import _graph_ms
+    from edged.compile.int8_gemm import calibrated_amax, quantize_linears_
+    from edged.compile.int8_tuning import int8_layers, int8_shapes, plan_int8, tuned_in_place_
+    from edged.compile.semi_structured import DTYPE, max_rel_error
+    from edged.compile.sparse_tuning import random_2_4_linear
+
+    torch.manual_seed(0)
+    model = nn.Sequential(random_2_4_linear(1024, 256, True), nn.GELU(), random_2_4_linear(256, 1024, True))
+    x = torch.randn(4, 64, 256, device="cuda", dtype=DTYPE)
+    with torch.inference_mode():
+        reference = model(x)
+    quantize_linears_(model, calibrated_amax(model, ["0", "2"], [x]), sparse=True)
+    shapes = int8_shapes(model, x)
+    assert set(shapes.values()) == {(1024, 256, True, 256), (256, 1024, True, 256)}
+    plan = plan_int8(sorted(set(shapes.values())), sweep_algs=4, timeout_s=240)
+    for verdict in plan.values():
+        assert verdict["verified"] >= 1 and verdict["ms"] <= (verdict["default_ms"] or float("inf"))
+    with torch.inference_mode():
+        info = tuned_in_place_(model, x, 4, plan, partial(_graph_ms, x=x, batch=4))
+        out = model(x)
+    kept = info["int8_in_place"]["kept"]
+    assert kept == (info["int8_in_place"]["tuned_ms"] < info["int8_in_place"]["alg0_ms"])
+    expected = {name: (plan[shapes[name]]["alg_id"] if kept else 0) for name in shapes}
+    assert {name: layer.alg_id for name, layer in int8_layers(model).items()} == expected
+    assert max_rel_error(out, reference) < 0.05
