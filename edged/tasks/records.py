@@ -61,12 +61,14 @@ def list_tasks(db: sqlite_utils.Database, limit: int = 1000) -> list[dict[str, A
 
 
 def delete_task(db: sqlite_utils.Database, task_id: str) -> list[str]:
-    """Delete the task's row; returns its delta and compiled blobs that no other row references (for the caller
-    to remove)."""
+    """Delete the task's row and the switches to or from it (what prefetch would learn from after a restart);
+    returns its delta and compiled blobs that no other row references (for the caller to remove). Its per-minute
+    serving statistics stay until they age out (MINUTES_KEPT_S): they are what it served."""
     task = get_task(db, task_id)
     blobs = [b for b in (task["delta_blob"], task.get("compiled_blob")) if b]
     with db.atomic():
         db.execute("DELETE FROM tasks WHERE id = ?", [task_id])
+        db.execute("DELETE FROM task_switches WHERE to_task = ? OR from_task = ?", [task_id, task_id])
         used = {row["blob"] for blob in blobs for row in db.query(
             "SELECT blob FROM artifacts WHERE blob = ? UNION SELECT delta_blob FROM tasks WHERE delta_blob = ? "
             "UNION SELECT compiled_blob FROM tasks WHERE compiled_blob = ?", [blob, blob, blob])}
@@ -74,11 +76,16 @@ def delete_task(db: sqlite_utils.Database, task_id: str) -> list[str]:
 
 
 def record_switches(db: sqlite_utils.Database, switches: list[dict[str, Any]]) -> None:
-    """Append task switches ({at, base, from_task, to_task, seconds, bytes_moved, cache}); keep the newest rows."""
+    """Append task switches ({at, base, from_task, to_task, seconds, bytes_moved, cache}); keep the newest rows.
+    Switches naming a task deleted since they were logged are dropped (the server flushes its log off the delete's
+    thread, so a flush can come after the delete's own cleanup)."""
     if not switches:
         return
     with db.atomic():
+        first = (db.execute("SELECT coalesce(max(id), 0) FROM task_switches").fetchone()[0]) + 1
         db.table("task_switches").insert_all(switches)
+        db.execute("DELETE FROM task_switches WHERE id >= ? AND (to_task NOT IN (SELECT id FROM tasks) OR "
+                   "(from_task IS NOT NULL AND from_task NOT IN (SELECT id FROM tasks)))", [first])
         db.execute("DELETE FROM task_switches WHERE id <= (SELECT max(id) FROM task_switches) - ?", [SWITCH_ROWS_KEPT])
 
 

@@ -5,6 +5,7 @@ deleted task is freed, and bad inputs get a 4xx that says what is accepted."""
 from __future__ import annotations
 
 import io
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,6 +20,7 @@ from tasks_helpers import merged_model, mnist_sample, npz, predict, run_job, sin
 from edged.data.bundled import mnist_5k
 from edged.data.task import TaskData
 from edged.store.db import open_db
+from edged.tasks.server import SWITCH_FLUSH_S
 
 PREDICT_IMAGES = 8
 
@@ -170,10 +172,30 @@ def test_bad_inputs_get_a_4xx_that_says_what_is_accepted(served):
         assert words in response.json()["error"]["message"], response.text
 
 
+def _switches_naming(daemon: Daemon, task_id: str) -> int:
+    db = open_db(daemon.data_dir / "edged.db")
+    try:
+        return db.execute("SELECT count(*) FROM task_switches WHERE to_task = ? OR from_task = ?",
+                          [task_id, task_id]).fetchone()[0]
+    finally:
+        db.close()
+
+
+def _requests_of(daemon: Daemon, task_id: str) -> int:
+    db = open_db(daemon.data_dir / "edged.db")
+    try:
+        return db.execute("SELECT coalesce(sum(requests), 0) FROM task_minutes WHERE task_id = ?", [task_id]).fetchone()[0]
+    finally:
+        db.close()
+
+
 def test_a_deleted_task_is_freed(served):
     daemon, jobs, x = served
-    task_id = jobs["parity"]["metrics"]["task_id"]
-    assert predict(daemon, task_id, x[:1]).status_code == 200  # active and cached
+    task_id, other = jobs["parity"]["metrics"]["task_id"], jobs["digits"]["metrics"]["task_id"]
+    for task in (other, task_id):
+        assert predict(daemon, task, x[:1]).status_code == 200  # a switch to parity: active and cached
+    wait_for(lambda: _switches_naming(daemon, task_id), lambda n: n >= 1, timeout_s=10)  # its switches are stored
+    assert predict(daemon, other, x[:1]).status_code == 200  # one more naming it, still in the unflushed log
     entries = daemon.get("/v1/serving").json()["cache"]["entries"]
     assert httpx.delete(f"{daemon.url}/v1/tasks/{task_id}", headers=AUTH, timeout=30).status_code == 204
     assert daemon.get(f"/v1/tasks/{task_id}").status_code == 404
@@ -182,3 +204,9 @@ def test_a_deleted_task_is_freed(served):
     # its delta blob stays: the job's delta.safetensors artifact still names it
     artifact = httpx.get(f"{daemon.url}/v1/jobs/{jobs['parity']['id']}/artifacts/delta.safetensors", headers=AUTH)
     assert artifact.status_code == 200
+    # its switch history is gone, the log flushed after the delete included: prefetch would learn from it at restart
+    served_before = _requests_of(daemon, other)
+    time.sleep(SWITCH_FLUSH_S + 0.2)
+    assert predict(daemon, other, x[:1]).status_code == 200  # a flush falls due: this request's minute is written
+    wait_for(lambda: _requests_of(daemon, other), lambda n: n > served_before, timeout_s=10)
+    assert _switches_naming(daemon, task_id) == 0
