@@ -88,6 +88,7 @@ def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, in
             "train_samples_per_s": m["train_samples"] * epochs / m["stage_seconds"]["train"],
             "loop_samples_per_s": m["samples_per_s"], "lr_search_s": (m.get("lr_search") or {}).get("seconds"),
             "lr_search_share": (m.get("lr_search") or {}).get("fraction_of_train_time"),
+            "lr_search_graph_setup_s": (m.get("lr_search") or {}).get("graph_setup_s"),
             "infer_samples_per_s": timing.items_per_s, "infer_p50_ms": timing.p50_ms}
 
 

@@ -77,10 +77,13 @@ def alignment_metrics(masks: dict[str, Tensor], used: dict[str, Tensor]) -> dict
 
 
 def _search_share(run: AdaptRun) -> Optional[float]:
-    """The search's seconds over the training's (train stage minus the search)."""
-    search_s = made(run.lr_search, "train")["seconds"]
-    train_s = run.timer.seconds.get("train", 0.0) - search_s
-    return search_s / train_s if train_s > 0 else None
+    """What the search added to the job, over what training alone would have taken: its seconds less the shared
+    graph's warm-up and capture, which its trials paid and training then skipped, over the training's (train stage
+    minus the search) plus that setup."""
+    search = made(run.lr_search, "train")
+    setup = search.get("graph_setup_s", 0.0)
+    train_s = run.timer.seconds.get("train", 0.0) - search["seconds"] + setup
+    return (search["seconds"] - setup) / train_s if train_s > 0 else None
 
 
 def _pattern_holds(model: nn.Module, pruning: PruneReport) -> bool:

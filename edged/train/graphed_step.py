@@ -18,6 +18,7 @@ in its metrics.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Optional
 
 import torch
@@ -47,6 +48,8 @@ class GraphedStep:
         self._loss = torch.empty(0)
         self._grads: list[Optional[Tensor]] = []
         self.state = "warming up"
+        self.setup_s = 0.0  # wall seconds of the warm-up steps and the capture (its first replay included): what
+        # whichever run steps first pays for the rest (the learning-rate search's trials, else training)
 
     def takes(self, y: Inputs) -> bool:
         """Whether this batch (its targets `y`) is one of the run's full batches and graphs still work."""
@@ -57,10 +60,17 @@ class GraphedStep:
         if self._warmed < WARM_UP:
             self._warmed += 1
             out: list[Tensor] = []
+            started = time.perf_counter()
             warm_up_on_side_stream(lambda: out.append(self._eager(x, y)), 1)
+            torch.cuda.synchronize()  # four steps a job: their seconds are the setup's, not the next step's
+            self.setup_s += time.perf_counter() - started
             return out[0]
         if self._graph is None:
-            return self._capture(x, y)
+            started = time.perf_counter()
+            loss = self._capture(x, y)
+            torch.cuda.synchronize()
+            self.setup_s += time.perf_counter() - started
+            return loss
         if layout_key(self._x) != layout_key(x) or layout_key(self._y) != layout_key(y):  # e.g. a text batch padded otherwise
             return self._eager(x, y)
         copy_into(self._x, x)

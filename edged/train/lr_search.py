@@ -78,12 +78,13 @@ class SearchResult:
     scored_by: str = "trained head"  # what a trial's accuracy and loss are of: "trained head" or "refit probe"
     cuda_graph: str = "off: no trial ran"  # the shared step's state after the trials, or why they stepped eagerly
     stopped: Optional[str] = None  # why the time bound ended the search early (`TimeGate`), when it did
+    graph_setup_s: float = 0.0  # of `seconds`, the shared graph's warm-up and capture, which training then skips
 
     def summary(self) -> dict:
         return {"lr": self.chosen.lr, "head_lr": self.chosen.head_lr, "trials": self.trials, "samples": self.samples,
                 "forwards": self.forwards, "budget_forwards": self.budget_forwards, "seconds": self.seconds,
                 "skipped": self.skipped, "scored_by": self.scored_by, "cuda_graph": self.cuda_graph,
-                "stopped": self.stopped}
+                "stopped": self.stopped, "graph_setup_s": self.graph_setup_s}
 
 
 @dataclass
@@ -95,6 +96,16 @@ class TimeGate:
     time_fraction: float
     train_samples: int
     started: float
+    shared_step: Optional[GraphedStep] = None
+    setup_at_start: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.setup_at_start = self.setup_s()
+
+    def setup_s(self) -> float:
+        """Seconds the shared graph's warm-up and capture have taken: paid by the first steps of whichever run
+        comes first, so not the search's own cost (the job's training would pay them, and now skips them)."""
+        return self.shared_step.setup_s if self.shared_step is not None else 0.0
 
     def why_stop(self, trials: list[dict], next_samples: int) -> Optional[str]:
         """Why the next trial (of `next_samples`) would pass the bound, or None; the first trial always runs."""
@@ -102,8 +113,8 @@ class TimeGate:
             return None
         last = trials[-1]
         budget_s = self.time_fraction * self.train_samples / max(max(t["samples_per_s"] for t in trials), 1e-9)
-        next_s = last["seconds"] * next_samples / max(last["samples"], 1)
-        spent = time.perf_counter() - self.started
+        next_s = (last["seconds"] - last.get("graph_setup_s", 0.0)) * next_samples / max(last["samples"], 1)
+        spent = time.perf_counter() - self.started - (self.setup_s() - self.setup_at_start)
         if spent + next_s <= budget_s:
             return None
         return (f"time: {spent:.2f} s spent, and the next trial (~{next_s:.2f} s) would pass {budget_s:.2f} s, "
@@ -171,7 +182,9 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     result = SearchResult(candidates[0], budget_forwards=budget, scored_by=scored_by)
     alive, samples, rung = list(candidates), n0, 0
     default = Candidate(settings.lr, settings.head_lr)
-    gate = None if time_fraction is None else TimeGate(time_fraction, settings.epochs * int(labels.shape[0]), started)
+    gate = None if time_fraction is None else TimeGate(time_fraction, settings.epochs * int(labels.shape[0]), started,
+                                                       shared_step)
+    setup_at_start = shared_step.setup_s if shared_step is not None else 0.0
     while len(alive) > 1:
         scored = []
         for candidate in alive:
@@ -189,6 +202,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         alive = [c for _, _, c in scored[: max(len(alive) // 2, 1)]]
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
+    result.graph_setup_s = shared_step.setup_s - setup_at_start if shared_step is not None else 0.0
     result.cuda_graph = shared_step.state if shared_step is not None else "off: trials step eagerly"
     return result
 
@@ -240,6 +254,7 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     fewer), then scored on the search-validation samples: by its trained head, or with `refit_head` by a probe
     cross-validated on its backbone's features of them (the trained head's accuracy kept beside it)."""
     started, (inputs, labels) = time.perf_counter(), train_data
+    setup_before = shared_step.setup_s if shared_step is not None else 0.0
     chosen = order.repeat(-(-samples // len(order)))[:samples]  # cycles through them when a trial wants more
     trial_settings = replace(settings, epochs=1, lr=candidate.lr, head_lr=candidate.head_lr, checkpoint_dir=None)
     check_inputs, check_labels = take(inputs, check), labels[check]
@@ -258,7 +273,8 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
         probe = cross_validated_probe(features.cpu(), check_labels.cpu(), logits.shape[1], PROBE_DECAY, PROBE_FOLDS,
                                       PROBE_ITERATIONS)
         trial = {**trial, "accuracy": probe[0], "loss": probe[1], "trained_head_accuracy": trial["accuracy"]}
-    return {**trial, "seconds": time.perf_counter() - started}
+    setup = shared_step.setup_s - setup_before if shared_step is not None else 0.0
+    return {**trial, "seconds": time.perf_counter() - started, "graph_setup_s": setup}
 
 
 def _snapshot(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -91,6 +92,17 @@ def test_the_time_gate_compares_spent_and_next_trial_seconds_with_trainings_expe
     assert gate.why_stop(faster, 100) is not None
 
 
+def test_the_time_gate_does_not_count_the_shared_graphs_setup_which_training_would_pay_anyway():
+    step = SimpleNamespace(setup_s=0.2)  # a GraphedStep's setup seconds before the search
+    gate = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 1.0, shared_step=step)
+    step.setup_s = 0.9  # the first trial warmed up and captured the graph: 0.7 s of its 0.8
+    trials = [{"samples_per_s": 1000.0, "seconds": 0.8, "samples": 100, "graph_setup_s": 0.7}]  # budget: 1.5 s
+    assert gate.why_stop(trials, 400) is None  # 0.3 s of its own spent, + 4 x 0.1 s
+    assert "0.30 s spent" in gate.why_stop(trials, 1300)  # + 1.3 s passes 1.5 s
+    plain = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 1.0)
+    assert "1.00 s spent" in plain.why_stop([{**trials[0], "graph_setup_s": 0.0}], 400)  # nothing credited: 1 + 3.2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 def test_on_a_gpu_the_trials_replay_the_jobs_graph_and_score_as_eager_trials_do(digits_inputs, digits_task):
@@ -108,6 +120,9 @@ def test_on_a_gpu_the_trials_replay_the_jobs_graph_and_score_as_eager_trials_do(
         assert (mine["lr"], mine["head_lr"], mine["samples"]) == (theirs["lr"], theirs["head_lr"], theirs["samples"])
         assert abs(mine["accuracy"] - theirs["accuracy"]) <= 2 / lr_search.MAX_CHECK  # bf16 sums in another order
     assert graphed.chosen == eager.chosen
+    assert 0 < graphed.graph_setup_s < graphed.seconds and eager.graph_setup_s == 0.0  # the trials set the graph up
+    assert graphed.trials[0]["graph_setup_s"] > 0  # its first full batches warmed up (and captured) the step
+    assert sum(t["graph_setup_s"] for t in graphed.trials) == pytest.approx(graphed.graph_setup_s)
     metrics = _auto(digits_task, device="cuda", refit_head=False)[0].metrics
     assert metrics["train_cuda_graph"] == "captured"
     assert metrics["lr_search"]["stopped"] is None or metrics["lr_search"]["stopped"].startswith("time: ")
