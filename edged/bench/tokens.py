@@ -162,7 +162,9 @@ def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keep
             seed_rows.append({**row, "wall_s": time.perf_counter() - started})
             print(f"seed {seed}, {row['setting']}: accuracy {row['accuracy']:.3f}, train "
                   f"{row['train_samples_per_s']:.2f}/s, infer {row['infer_samples_per_s']:.2f}/s, training steps "
-                  f"{row['train_cuda_graph']}, lr search {_share(row['lr_search_share'])} of training", flush=True)
+                  f"{row['train_cuda_graph']}, lr search {_share(row['lr_search_share'])} of training "
+                  f"({_seconds(row['lr_search_s'])}, {_seconds(row['lr_search_graph_setup_s'])} of it the graph's setup)",
+                  flush=True)
         relative_to_first(seed_rows)
         rows += seed_rows
     return {"model": MODEL, "max_length": MAX_LENGTH, "samples": len(task), "epochs": epochs, "method": method,
@@ -174,6 +176,10 @@ def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keep
 
 def _share(fraction: Optional[float]) -> str:
     return "-" if fraction is None else f"{100 * fraction:.0f} %"
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f} s"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
