@@ -204,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=IMAGE_SIZE, default=224, help="input size for --program")
     parser.add_argument("--probe", action="store_true", help="GPU: the isolated per-layer kernel probe instead")
     parser.add_argument("--tune-s", type=number(0.0, open_minimum=True), default=40.0,
-                        help="GPU: seconds per model family for the per-shape alg-id tuning before the in-place choice")
+                        help="GPU: seconds per model family for each per-shape alg-id tuning (fp16 2:4, then INT8 2:4)")
     parser.add_argument("--sweep-algs", type=count(), default=6,
-                        help="GPU: cuSPARSELt alg ids swept per shape and layout, lowest first, within --tune-s (default 6)")
+                        help="GPU: cuSPARSELt alg ids swept per shape and layout (fp16) and per shape (INT8 2:4), lowest "
+                             "first, within --tune-s (default 6)")
     parser.add_argument("--families", type=_families, default=FAMILIES,
                         help=f"GPU: comma-separated model families end to end, of {','.join(FAMILIES)} (default all)")
     parser.add_argument("--out", type=Path, default=Path("sparse_bench.json"))

@@ -172,21 +172,20 @@ def test_bad_inputs_get_a_4xx_that_says_what_is_accepted(served):
         assert words in response.json()["error"]["message"], response.text
 
 
-def _switches_naming(daemon: Daemon, task_id: str) -> int:
+def _scalar(daemon: Daemon, sql: str, *args: str) -> int:
     db = open_db(daemon.data_dir / "edged.db")
     try:
-        return db.execute("SELECT count(*) FROM task_switches WHERE to_task = ? OR from_task = ?",
-                          [task_id, task_id]).fetchone()[0]
+        return db.execute(sql, list(args)).fetchone()[0]
     finally:
         db.close()
+
+
+def _switches_naming(daemon: Daemon, task_id: str) -> int:
+    return _scalar(daemon, "SELECT count(*) FROM task_switches WHERE to_task = ? OR from_task = ?", task_id, task_id)
 
 
 def _requests_of(daemon: Daemon, task_id: str) -> int:
-    db = open_db(daemon.data_dir / "edged.db")
-    try:
-        return db.execute("SELECT coalesce(sum(requests), 0) FROM task_minutes WHERE task_id = ?", [task_id]).fetchone()[0]
-    finally:
-        db.close()
+    return _scalar(daemon, "SELECT coalesce(sum(requests), 0) FROM task_minutes WHERE task_id = ?", task_id)
 
 
 def test_a_deleted_task_is_freed(served):
