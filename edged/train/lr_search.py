@@ -23,7 +23,9 @@ step), a forward pass costs a trial more than it costs training: a trial's few s
 warms up, and its scoring pass and probe are fixed costs (H100, MiniLM on BBC News: two trials took 54-56 % of a
 0.56 s training). The search is then also bounded in time (`TimeGate`): before each trial after the first, if
 what it has spent plus the next trial's expected seconds would pass `time_fraction` of training's expected time,
-it stops, keeping the last complete rung's leader, or the defaults if rung 0 is not complete.
+it stops, keeping the last complete rung's leader, or the defaults if rung 0 is not complete. The shared graph's
+warm-up steps and capture (`GraphedStep.setup_s`) are not counted: the trials pay them instead of training, which
+then replays from its first batch (`SearchResult.graph_setup_s`).
 
 With the head refit after training (`refit_head`, a job's default), the job reports a linear probe on the adapted
 backbone's features, not the head AdamW trained: the search then ranks each trial by a probe too, cross-validated
