@@ -165,7 +165,7 @@ def train_stage(run: AdaptRun) -> Optional[int]:
     shared_step = job_graphed_step(model, params, settings, run.device, len(split.train), run.teacher_logits is not None)
     if "auto" in (config.lr, config.head_lr):
         refit = refits_head(run)  # the search then scores what the job will report: a refit head's accuracy
-        run.lr_search = cached_search(run.workdir, lambda: search_learning_rates(
+        run.lr_search, run.lr_search_ran = cached_search(run.workdir, lambda: search_learning_rates(
             model, params, set(head_params), train_data, settings,
             candidate_grid(settings.lr, settings.head_lr, config.lr == "auto", config.head_lr == "auto", refit),
             run.device, _trial_events(run), refit_head=refit, shared_step=shared_step,

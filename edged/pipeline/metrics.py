@@ -79,7 +79,9 @@ def alignment_metrics(masks: dict[str, Tensor], used: dict[str, Tensor]) -> dict
 def _search_share(run: AdaptRun) -> Optional[float]:
     """What the search added to the job, over what training alone would have taken: its seconds less the shared
     graph's warm-up and capture, which its trials paid and training then skipped, over the training's (train stage
-    minus the search) plus that setup."""
+    minus the search) plus that setup. None for a resumed job's cached search: this process did not run it."""
+    if not run.lr_search_ran:
+        return None
     search = made(run.lr_search, "train")
     setup = search.get("graph_setup_s", 0.0)
     train_s = run.timer.seconds.get("train", 0.0) - search["seconds"] + setup

@@ -85,13 +85,14 @@ def cached_dense_reference(
     return accuracy, logits
 
 
-def cached_search(workdir: Optional[Path], compute: Callable[[], dict]) -> dict:
-    """The learning-rate search's summary (`edged.train.lr_search.SearchResult.summary`), computed once."""
+def cached_search(workdir: Optional[Path], compute: Callable[[], dict]) -> tuple[dict, bool]:
+    """The learning-rate search's summary (`edged.train.lr_search.SearchResult.summary`), computed once; and
+    whether it was computed now (False: a resumed job's, from an earlier run)."""
     path = workdir / "lr_search.safetensors" if workdir else None
     stored = load_tensors(path) if path is not None else None
     if stored is not None:
-        return dict(json.loads(stored.metadata["summary"]))
+        return dict(json.loads(stored.metadata["summary"])), False
     summary = compute()
     if path is not None:
         save_tensors_atomic(path, {}, {"summary": json.dumps(summary)})
-    return summary
+    return summary, True

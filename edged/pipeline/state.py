@@ -69,6 +69,7 @@ class AdaptRun:
     adaptation: Optional[Adaptation] = None
     head_warmup: Optional[dict[str, Any]] = None  # the LP-FT head fit's record (weight decay, val accuracy)
     lr_search: Optional[dict[str, Any]] = None  # the automatic learning rates' search summary, when it ran
+    lr_search_ran: bool = False  # whether this process ran it (else a resumed job's cached summary)
     training_plan: Optional[TrainingPlan] = None  # the recomputation policy and micro-batch training ran with
     training: Optional[TrainResult] = None
     batchnorm: Optional[BatchNormReestimate] = None  # statistics re-estimated after training, where they apply

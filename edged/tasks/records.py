@@ -84,8 +84,8 @@ def record_switches(db: sqlite_utils.Database, switches: list[dict[str, Any]]) -
     with db.atomic():
         first = (db.execute("SELECT coalesce(max(id), 0) FROM task_switches").fetchone()[0]) + 1
         db.table("task_switches").insert_all(switches)
-        db.execute("DELETE FROM task_switches WHERE id >= ? AND (to_task NOT IN (SELECT id FROM tasks) OR "
-                   "(from_task IS NOT NULL AND from_task NOT IN (SELECT id FROM tasks)))", [first])
+        db.execute("DELETE FROM task_switches WHERE id >= ? AND (NOT EXISTS (SELECT 1 FROM tasks WHERE id = to_task) OR "
+                   "(from_task IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = from_task)))", [first])
         db.execute("DELETE FROM task_switches WHERE id <= (SELECT max(id) FROM task_switches) - ?", [SWITCH_ROWS_KEPT])
 
 

@@ -48,8 +48,17 @@ class GraphedStep:
         self._loss = torch.empty(0)
         self._grads: list[Optional[Tensor]] = []
         self.state = "warming up"
-        self.setup_s = 0.0  # wall seconds of the warm-up steps and the capture (its first replay included): what
-        # whichever run steps first pays for the rest (the learning-rate search's trials, else training)
+        self._setup_wall_s = 0.0  # the warm-up steps and the capture (its replay included), device synchronised
+        self._replay_s: Optional[float] = None  # one replay, timed right after the capture
+
+    @property
+    def setup_s(self) -> float:
+        """What the warm-up steps and the capture cost beyond the WARM_UP + 1 replayed steps they stand in for (they
+        train as well): paid by whichever run steps first, the learning-rate search's trials or else training. 0
+        until the capture's replay has been timed."""
+        if self._replay_s is None:
+            return 0.0
+        return max(self._setup_wall_s - (WARM_UP + 1) * self._replay_s, 0.0)
 
     def takes(self, y: Inputs) -> bool:
         """Whether this batch (its targets `y`) is one of the run's full batches and graphs still work."""
@@ -60,16 +69,18 @@ class GraphedStep:
         if self._warmed < WARM_UP:
             self._warmed += 1
             out: list[Tensor] = []
+            torch.cuda.synchronize()  # four steps a job: their seconds are the setup's, not earlier work's
             started = time.perf_counter()
             warm_up_on_side_stream(lambda: out.append(self._eager(x, y)), 1)
-            torch.cuda.synchronize()  # four steps a job: their seconds are the setup's, not the next step's
-            self.setup_s += time.perf_counter() - started
+            torch.cuda.synchronize()
+            self._setup_wall_s += time.perf_counter() - started
             return out[0]
         if self._graph is None:
+            torch.cuda.synchronize()
             started = time.perf_counter()
             loss = self._capture(x, y)
             torch.cuda.synchronize()
-            self.setup_s += time.perf_counter() - started
+            self._setup_wall_s += time.perf_counter() - started
             return loss
         if layout_key(self._x) != layout_key(x) or layout_key(self._y) != layout_key(y):  # e.g. a text batch padded otherwise
             return self._eager(x, y)
@@ -109,7 +120,11 @@ class GraphedStep:
             return self._eager(x, y)
         self._graph, self.state = graph, "captured"
         self._grads = [p.grad for p in self._params]
+        torch.cuda.synchronize()
+        started = time.perf_counter()
         graph.replay()
+        torch.cuda.synchronize()
+        self._replay_s = time.perf_counter() - started
         return self._loss
 
 

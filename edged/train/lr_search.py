@@ -92,8 +92,9 @@ class SearchResult:
 @dataclass
 class TimeGate:
     """The search's bound in time (module docstring): `time_fraction` of training's expected seconds, training being
-    `train_samples` (epochs x training samples) at the fastest loop rate a trial reached (an eager rate, so training
-    with its graph is expected to take longer than it will: the bound errs towards searching)."""
+    `train_samples` (epochs x training samples) at the fastest loop rate a trial reached, the shared graph's setup
+    left out of it (a trial's steps after the setup replay the graph training replays; where a trial stepped eagerly,
+    training with its graph is expected to take longer than it will: the bound then errs towards searching)."""
 
     time_fraction: float
     train_samples: int
@@ -263,20 +264,28 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     no_validation = (take(inputs, check[:0]), labels[check[:0]])  # scored once below, not by the loop as well
     trained = train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings,
                     device, shared_step=shared_step)
+    setup = shared_step.setup_s - setup_before if shared_step is not None else 0.0
+    rate = rate_without_setup(len(chosen), trained.samples_per_s, setup)  # TimeGate's estimate of training's rate
     features = extract_features(model, check_inputs, max(settings.batch_size, 64), device)  # (check, D)
     head = model.get_submodule("head")
     with torch.no_grad():
         logits = head(features).float().cpu()  # one pass: the trained head's logits and the probe's features
     trial = {"lr": candidate.lr, "head_lr": candidate.head_lr, "samples": len(chosen),
              "accuracy": accuracy_of(logits, check_labels), "loss": float(F.cross_entropy(logits, check_labels)),
-             "samples_per_s": trained.samples_per_s}  # the trial's training loop's own rate
+             "samples_per_s": rate}  # the trial's training loop's own rate, the graph's setup left out
     if refit_head:  # on the CPU: (128, D) features are too few for a GPU, where each L-BFGS iteration is a few tiny
         # kernels and host reads (MiniLM's 384, H100: 0.11-0.14 s a trial, the search's largest part; 2-core CPU: 0.035 s)
         probe = cross_validated_probe(features.cpu(), check_labels.cpu(), logits.shape[1], PROBE_DECAY, PROBE_FOLDS,
                                       PROBE_ITERATIONS)
         trial = {**trial, "accuracy": probe[0], "loss": probe[1], "trained_head_accuracy": trial["accuracy"]}
-    setup = shared_step.setup_s - setup_before if shared_step is not None else 0.0
     return {**trial, "seconds": time.perf_counter() - started, "graph_setup_s": setup}
+
+
+def rate_without_setup(samples: int, loop_rate: float, setup_s: float) -> float:
+    """A trial loop's samples/s with the shared graph's setup taken out of its time (the loop's own rate where
+    that would leave no time)."""
+    own_s = samples / max(loop_rate, 1e-9) - setup_s
+    return samples / own_s if own_s > 0 else loop_rate
 
 
 def _snapshot(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, Tensor]:

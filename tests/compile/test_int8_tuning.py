@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from edged.compile.int8_tuning import fastest_alg
+from edged.compile.int8_tuning import fastest_alg, keep_faster
 from edged.compile.semi_structured import probe
 
 CUSPARSELT_OK, CUSPARSELT_WHY = probe()
@@ -20,6 +20,20 @@ def test_the_fastest_verified_alg_id_wins_and_alg_0_is_kept_with_the_reason_when
     assert none["alg_id"] == 0 and none["ms"] is None and none["verified"] == 0
     assert "invalid value" in none["error"] and "time budget" in none["error"]
     assert fastest_alg([])["error"] == "not tried"
+
+
+@pytest.mark.parametrize(("timings", "kept"), [([1.0, 0.6, 0.7, 1.1], True), ([0.6, 0.9, 0.5, 0.7], False),
+                                               ([0.8, 0.9, 0.7, 0.8], False)])  # the last a tie: alg 0 stays
+def test_the_tuned_kernels_stay_only_when_their_paired_mean_is_faster(timings, kept):
+    applied, clock = [], iter(timings)
+
+    def timed() -> float:
+        return next(clock)
+
+    alg0_ms, tuned_ms, chosen = keep_faster(applied.append, timed)
+    assert applied[:4] == [False, True, True, False]  # alg 0, tuned, tuned, alg 0: drift cancels out
+    assert (alg0_ms, tuned_ms) == pytest.approx(((timings[0] + timings[3]) / 2, (timings[1] + timings[2]) / 2))
+    assert chosen is kept and applied[-1] is kept and len(applied) == 5  # what is left in place is the verdict
 
 
 @pytest.mark.gpu
@@ -42,13 +56,12 @@ def test_int8_sweep_verifies_each_alg_and_the_model_keeps_tuned_kernels_only_whe
     shapes = int8_shapes(model, x)
     assert set(shapes.values()) == {(1024, 256, True, 256), (256, 1024, True, 256)}
     plan = plan_int8(sorted(set(shapes.values())), sweep_algs=4, timeout_s=240)
-    for verdict in plan.values():
-        assert verdict["verified"] >= 1 and verdict["ms"] <= (verdict["default_ms"] or float("inf"))
+    for verdict in plan.values():  # alg 0 is every shape's default kernel, so at least it runs and verifies
+        assert verdict["verified"] >= 1 and verdict["default_ms"] > 0 and 0 <= verdict["alg_id"] < 4
     with torch.inference_mode():
         info = tuned_in_place_(model, x, 4, plan, partial(_graph_ms, x=x, batch=4))
         out = model(x)
     kept = info["int8_in_place"]["kept"]
-    assert kept == (info["int8_in_place"]["tuned_ms"] < info["int8_in_place"]["alg0_ms"])
     expected = {name: (plan[shapes[name]]["alg_id"] if kept else 0) for name in shapes}
     assert {name: layer.alg_id for name, layer in int8_layers(model).items()} == expected
-    assert max_rel_error(out, reference) < 0.05
+    assert max_rel_error(out, reference) < 0.05  # the kernels left in place compute the model

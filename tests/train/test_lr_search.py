@@ -99,6 +99,10 @@ def test_the_time_gate_does_not_count_the_shared_graphs_setup_which_training_wou
     trials = [{"samples_per_s": 1000.0, "seconds": 0.8, "samples": 100, "graph_setup_s": 0.7}]  # budget: 1.5 s
     assert gate.why_stop(trials, 400) is None  # 0.3 s of its own spent, + 4 x 0.1 s
     assert "0.30 s spent" in gate.why_stop(trials, 1300)  # + 1.3 s passes 1.5 s
+    # a trial's rate leaves the setup out too: 224 samples in 0.30 s of loop, 0.20 s of it setup -> 2,240/s, not 747/s
+    assert lr_search.rate_without_setup(224, 224 / 0.30, 0.20) == pytest.approx(2240.0)
+    assert lr_search.rate_without_setup(224, 224 / 0.30, 0.0) == pytest.approx(224 / 0.30)
+    assert lr_search.rate_without_setup(224, 224 / 0.30, 0.35) == pytest.approx(224 / 0.30)  # nothing left: as is
     plain = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 1.0)
     assert "1.00 s spent" in plain.why_stop([{**trials[0], "graph_setup_s": 0.0}], 400)  # nothing credited: 1 + 3.2
 
@@ -121,7 +125,7 @@ def test_on_a_gpu_the_trials_replay_the_jobs_graph_and_score_as_eager_trials_do(
         assert abs(mine["accuracy"] - theirs["accuracy"]) <= 2 / lr_search.MAX_CHECK  # bf16 sums in another order
     assert graphed.chosen == eager.chosen
     assert 0 < graphed.graph_setup_s < graphed.seconds and eager.graph_setup_s == 0.0  # the trials set the graph up
-    assert graphed.trials[0]["graph_setup_s"] > 0  # its first full batches warmed up (and captured) the step
+    assert graphed.graph_setup_s > 0  # the trials' first full batches warmed up and captured the step
     assert sum(t["graph_setup_s"] for t in graphed.trials) == pytest.approx(graphed.graph_setup_s)
     metrics = _auto(digits_task, device="cuda", refit_head=False)[0].metrics
     assert metrics["train_cuda_graph"] == "captured"
