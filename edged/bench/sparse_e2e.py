@@ -97,7 +97,7 @@ def variant(row: str, model: nn.Module, x: Tensor, batch: int, plans: tuple[dict
             print(f"    trial {trial_line(asdict(t))}  [{time.monotonic() - started:.0f} s]", flush=True)
 
         choice = choose_in_place_(model, x, batch, plan=plan, on_trial=progress)
-        info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials]}
+        info = {"kernels": choice.kernels, "trials": [asdict(t) for t in choice.trials], "given_up": choice.given_up}
     elif row.startswith("int8"):
         quantize_linears_(model, amax, sparse=row == "int8 2:4")
         if row == "int8 2:4":
@@ -195,6 +195,8 @@ def format_choices(rows: list[dict]) -> str:
             continue
         lines.append(f"{r['family']} batch {r['batch']}:")
         lines += [f"  {trial_line(t)}{'  kept' if t['kept'] else ''}" for t in r["trials"]]
+        if r.get("given_up"):
+            lines.append(f"  given up for dense: {r['given_up']}")
     return "\n".join(lines)
 
 

@@ -44,6 +44,7 @@ def compile(model: nn.Module, example_inputs: ModelInputs, out_dir: Path) -> Com
     max_err = check_close(runner(inputs), dense_out, "the 2:4 model", E2E_TOL)
     report = exported.report("cusparselt")
     why = f"whole model {choice.best_ms:.3f} ms vs dense {choice.dense_ms:.3f} ms, chosen in its CUDA graph"
+    why += f"; 2:4 given up: {choice.given_up}" if choice.given_up else ""
     for name, kernel in choice.layers.items():
         if kernel == DENSE:
             dense[f"{name}.weight"] = f"kept dense: no 2:4 kernel made the whole model faster ({why})"

@@ -105,13 +105,15 @@ def test_e2e_table_shows_speedup_over_dense_failed_checks_and_kept_kernels():
                "partner": {"blocks.*.2 14336->4096": "edged"}}]
     int8 = {"int8_kernels": {"14336<-4096 +bias @ 512 tokens": {"alg_id": 5}, "4096<-14336 +bias @ 512 tokens": None},
             "int8_in_place": {"alg0_ms": 0.9, "tuned_ms": 0.8, "kept": True}}
-    rows = [row("dense", 2.0), row("edged choice", 1.0, trials=trials), row("int8 2:4", 0.8, ok=False, **int8),
+    given_up = row("edged choice", 2.0, trials=trials[:1], given_up="the kept kernels took 2.100 ms against dense")
+    rows = [row("dense", 2.0), row("edged choice", 1.0, trials=trials), row("int8 2:4", 0.8, ok=False, **int8), given_up,
             {"family": "MLP", "batch": 8, "row": "int8 dense", "error": "no int8 kernel"}]
     table = format_e2e(rows)
     assert "2.00x" in table and "2.50x" in table and "0.010     3.0 FAIL" in table and "no int8 kernel" in table
     choices = format_choices(rows)
     assert "torch         1.500 ms vs 2.000 before  kept" in choices and "failed: boom" in choices
     assert "edged chained + blocks.*.2 14336->4096 edged 1.600 ms" in choices  # a pair trial names both switches
+    assert "  given up for dense: the kept kernels took 2.100 ms against dense" in choices
     assert "MLP batch 8 int8 2:4: tuned 0.800 ms vs alg 0 0.900 ms, kept (14336<-4096 +bias @ 512 tokens: alg 5)" in choices
 
 

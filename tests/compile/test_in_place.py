@@ -49,6 +49,25 @@ def test_greedy_never_ends_slower_than_dense():
     assert choice.kernels == {"a": DENSE, "b": DENSE} and choice.best_ms == choice.dense_ms
 
 
+def test_kernels_that_no_longer_beat_dense_at_the_end_are_given_up_for_dense():
+    calls = []
+
+    def slowing_ms(kernels: dict[str, str]) -> tuple[float | None, str]:
+        calls.append(dict(kernels))
+        sparse = kernels["a"] == "torch"
+        if len(calls) <= 5:  # dense, then a's trial: sparse a is 10 % faster
+            return (0.9 if sparse else 1.0), ""
+        return (1.2 if sparse else 1.0), ""  # then it slows down (a clock that moved, a throttled kernel)
+
+    choice = greedy_choice(["a"], {"a": ["torch"]}, slowing_ms)
+    assert choice.trials[0].kept  # it won its trial
+    assert [c["a"] for c in calls[5:]] == [DENSE, "torch", "torch", DENSE]  # the end: beside dense, paired
+    assert choice.kernels == {"a": DENSE} and choice.best_ms == choice.dense_ms == 1.0
+    assert "1.200 ms against dense 1.000 ms" in choice.given_up
+    kept = greedy_choice(["a"], {"a": ["torch"]}, additive_model_ms({"a": 1.0}, {("a", "torch"): 0.9}))
+    assert kept.kernels == {"a": "torch"} and kept.given_up is None and kept.best_ms == 0.9
+
+
 def test_a_clock_that_drifts_between_timings_does_not_pick_a_kernel_that_is_no_faster():
     calls = []
 
