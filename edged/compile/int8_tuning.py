@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from edged.compile.in_place import paired_ms
 from edged.compile.int8_gemm import Int8SparseLinear
 from edged.compile.isolation import run_isolated, worker_main
 from edged.compile.semi_structured import DTYPE, Shape, check_close
@@ -115,14 +116,15 @@ def tuned_in_place_(model: nn.Module, inputs: torch.Tensor, batch: int, plan: di
 
 
 def keep_faster(apply: Callable[[bool], None], timed: Callable[[], float]) -> tuple[float, float, bool]:
-    """`apply(tuned)` then `timed()` in the order alg 0, tuned, tuned, alg 0, each side the mean of its two (the
-    GPU's clock drifts within seconds, `in_place.paired_ms`); leaves the faster applied. (alg 0 ms, tuned ms,
-    tuned kept)."""
-    ms: dict[bool, list[float]] = {False: [], True: []}
-    for tuned in (False, True, True, False):
-        apply(tuned)
-        ms[tuned].append(timed())
-    default_ms, tuned_ms = sum(ms[False]) / 2, sum(ms[True]) / 2
+    """`apply(tuned)` then `timed()`, paired as the fp16 choice's trials are (`in_place.paired_ms`: alg 0, tuned,
+    tuned, alg 0, each side the mean of its two); leaves the faster applied. (alg 0 ms, tuned ms, tuned kept)."""
+
+    def model_ms(kernels: dict[str, str]) -> tuple[float | None, str]:
+        apply(kernels["int8"] == "tuned")
+        return timed(), ""
+
+    tuned_ms, default_ms, _ = paired_ms(model_ms, {"int8": "alg 0"}, {"int8": "tuned"})
+    assert tuned_ms is not None  # timed() returns a number or raises
     kept = tuned_ms < default_ms
     apply(kept)
     return default_ms, tuned_ms, kept

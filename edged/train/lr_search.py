@@ -99,16 +99,6 @@ class TimeGate:
     time_fraction: float
     train_samples: int
     started: float
-    shared_step: Optional[GraphedStep] = None
-    setup_at_start: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.setup_at_start = self.setup_s()
-
-    def setup_s(self) -> float:
-        """Seconds the shared graph's warm-up and capture have taken: paid by the first steps of whichever run
-        comes first, so not the search's own cost (the job's training would pay them, and now skips them)."""
-        return self.shared_step.setup_s if self.shared_step is not None else 0.0
 
     def why_stop(self, trials: list[dict], next_samples: int) -> Optional[str]:
         """Why the next trial (of `next_samples`) would pass the bound, or None; the first trial always runs."""
@@ -117,7 +107,9 @@ class TimeGate:
         last = trials[-1]
         budget_s = self.time_fraction * self.train_samples / max(max(t["samples_per_s"] for t in trials), 1e-9)
         next_s = (last["seconds"] - last.get("graph_setup_s", 0.0)) * next_samples / max(last["samples"], 1)
-        spent = time.perf_counter() - self.started - (self.setup_s() - self.setup_at_start)
+        # the shared graph's warm-up and capture, paid inside the trials, is not the search's own cost: the job's
+        # training would pay it, and now skips it
+        spent = time.perf_counter() - self.started - sum(t.get("graph_setup_s", 0.0) for t in trials)
         if spent + next_s <= budget_s:
             return None
         return (f"time: {spent:.2f} s spent, and the next trial (~{next_s:.2f} s) would pass {budget_s:.2f} s, "
@@ -185,9 +177,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     result = SearchResult(candidates[0], budget_forwards=budget, scored_by=scored_by)
     alive, samples, rung = list(candidates), n0, 0
     default = Candidate(settings.lr, settings.head_lr)
-    gate = None if time_fraction is None else TimeGate(time_fraction, settings.epochs * int(labels.shape[0]), started,
-                                                       shared_step)
-    setup_at_start = shared_step.setup_s if shared_step is not None else 0.0
+    gate = None if time_fraction is None else TimeGate(time_fraction, settings.epochs * int(labels.shape[0]), started)
     while len(alive) > 1:
         scored = []
         for candidate in alive:
@@ -205,7 +195,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         alive = [c for _, _, c in scored[: max(len(alive) // 2, 1)]]
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
-    result.graph_setup_s = shared_step.setup_s - setup_at_start if shared_step is not None else 0.0
+    result.graph_setup_s = sum(t["graph_setup_s"] for t in result.trials)  # the steps all run inside trials
     result.cuda_graph = shared_step.state if shared_step is not None else "off: trials step eagerly"
     return result
 

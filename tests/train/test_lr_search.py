@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -93,9 +92,8 @@ def test_the_time_gate_compares_spent_and_next_trial_seconds_with_trainings_expe
 
 
 def test_the_time_gate_does_not_count_the_shared_graphs_setup_which_training_would_pay_anyway():
-    step = SimpleNamespace(setup_s=0.2)  # a GraphedStep's setup seconds before the search
-    gate = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 1.0, shared_step=step)
-    step.setup_s = 0.9  # the first trial warmed up and captured the graph: 0.7 s of its 0.8
+    gate = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 1.0)
+    # the first trial warmed up and captured the graph: 0.7 s of its 0.8
     trials = [{"samples_per_s": 1000.0, "seconds": 0.8, "samples": 100, "graph_setup_s": 0.7}]  # budget: 1.5 s
     assert gate.why_stop(trials, 400) is None  # 0.3 s of its own spent, + 4 x 0.1 s
     assert "0.30 s spent" in gate.why_stop(trials, 1300)  # + 1.3 s passes 1.5 s
