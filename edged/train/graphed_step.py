@@ -48,17 +48,23 @@ class GraphedStep:
         self._loss = torch.empty(0)
         self._grads: list[Optional[Tensor]] = []
         self.state = "warming up"
-        self._setup_wall_s = 0.0  # the warm-up steps and the capture (its replay included), device synchronised
+        self._setup_steps_s: list[float] = []  # each warm-up step's and the capture's (its replay included) seconds
         self._replay_s: Optional[float] = None  # one replay, timed right after the capture
 
     @property
-    def setup_s(self) -> float:
-        """What the warm-up steps and the capture cost beyond the WARM_UP + 1 replayed steps they stand in for (they
+    def setup_steps(self) -> int:
+        """How many of the WARM_UP + 1 setup steps (the eager warm-ups, then the capture) have run."""
+        return len(self._setup_steps_s)
+
+    def setup_s(self, steps: Optional[int] = None) -> float:
+        """What the first `steps` setup steps (all that ran, by default) cost beyond as many replayed steps (they
         train as well): paid by whichever run steps first, the learning-rate search's trials or else training. 0
-        until the capture's replay has been timed."""
+        until the capture's replay has been timed, which may come in a later run: the search's trials can end
+        before the capture, and training captures."""
         if self._replay_s is None:
             return 0.0
-        return max(self._setup_wall_s - (WARM_UP + 1) * self._replay_s, 0.0)
+        done = self._setup_steps_s[:steps]
+        return max(sum(done) - len(done) * self._replay_s, 0.0)
 
     def takes(self, y: Inputs) -> bool:
         """Whether this batch (its targets `y`) is one of the run's full batches and graphs still work."""
@@ -73,14 +79,14 @@ class GraphedStep:
             started = time.perf_counter()
             warm_up_on_side_stream(lambda: out.append(self._eager(x, y)), 1)
             torch.cuda.synchronize()
-            self._setup_wall_s += time.perf_counter() - started
+            self._setup_steps_s.append(time.perf_counter() - started)
             return out[0]
         if self._graph is None:
             torch.cuda.synchronize()
             started = time.perf_counter()
             loss = self._capture(x, y)
             torch.cuda.synchronize()
-            self._setup_wall_s += time.perf_counter() - started
+            self._setup_steps_s.append(time.perf_counter() - started)
             return loss
         if layout_key(self._x) != layout_key(x) or layout_key(self._y) != layout_key(y):  # e.g. a text batch padded otherwise
             return self._eager(x, y)

@@ -24,8 +24,10 @@ warms up, and its scoring pass and probe are fixed costs (H100, MiniLM on BBC Ne
 0.56 s training). The search is then also bounded in time (`TimeGate`): before each trial after the first, if
 what it has spent plus the next trial's expected seconds would pass `time_fraction` of training's expected time,
 it stops, keeping the last complete rung's leader, or the defaults if rung 0 is not complete. The shared graph's
-warm-up steps and capture (`GraphedStep.setup_s`) are not counted: the trials pay them instead of training, which
-then replays from its first batch (`SearchResult.graph_setup_s`).
+setup steps that the trials run (`GraphedStep.setup_s`: the eager warm-ups and the capture, beyond the replays they
+stand in for) are not counted: training would pay them, and skips them (`SearchResult.graph_setup_s`; where the
+trials end before the capture, the excess is known only once training has captured, and the job fills it in then).
+On a GPU a trial trains whole batches (`_whole_batches`): a partial one costs a whole step there, and steps eagerly.
 
 With the head refit after training (`refit_head`, a job's default), the job reports a linear probe on the adapted
 backbone's features, not the head AdamW trained: the search then ranks each trial by a probe too, cross-validated
@@ -80,13 +82,14 @@ class SearchResult:
     scored_by: str = "trained head"  # what a trial's accuracy and loss are of: "trained head" or "refit probe"
     cuda_graph: str = "off: no trial ran"  # the shared step's state after the trials, or why they stepped eagerly
     stopped: Optional[str] = None  # why the time bound ended the search early (`TimeGate`), when it did
-    graph_setup_s: float = 0.0  # of `seconds`, the shared graph's warm-up and capture, which training then skips
+    graph_setup_s: float = 0.0  # of `seconds`, the shared graph's setup steps' excess, which training then skips
+    graph_setup_steps: int = 0  # how many of the shared graph's setup steps the trials ran
 
     def summary(self) -> dict:
         return {"lr": self.chosen.lr, "head_lr": self.chosen.head_lr, "trials": self.trials, "samples": self.samples,
                 "forwards": self.forwards, "budget_forwards": self.budget_forwards, "seconds": self.seconds,
                 "skipped": self.skipped, "scored_by": self.scored_by, "cuda_graph": self.cuda_graph,
-                "stopped": self.stopped, "graph_setup_s": self.graph_setup_s}
+                "stopped": self.stopped, "graph_setup_s": self.graph_setup_s, "graph_setup_steps": self.graph_setup_steps}
 
 
 @dataclass
@@ -100,16 +103,16 @@ class TimeGate:
     train_samples: int
     started: float
 
-    def why_stop(self, trials: list[dict], next_samples: int) -> Optional[str]:
-        """Why the next trial (of `next_samples`) would pass the bound, or None; the first trial always runs."""
+    def why_stop(self, trials: list[dict], next_samples: int, setup_s: float = 0.0) -> Optional[str]:
+        """Why the next trial (of `next_samples`) would pass the bound, or None; the first trial always runs.
+        `setup_s`: the shared graph's setup the trials have paid so far, as far as it is known (`GraphedStep.setup_s`),
+        not the search's own cost: the job's training would pay it, and now skips it."""
         if not trials:
             return None
         last = trials[-1]
         budget_s = self.time_fraction * self.train_samples / max(max(t["samples_per_s"] for t in trials), 1e-9)
         next_s = (last["seconds"] - last.get("graph_setup_s", 0.0)) * next_samples / max(last["samples"], 1)
-        # the shared graph's warm-up and capture, paid inside the trials, is not the search's own cost: the job's
-        # training would pay it, and now skips it
-        spent = time.perf_counter() - self.started - sum(t.get("graph_setup_s", 0.0) for t in trials)
+        spent = time.perf_counter() - self.started - setup_s
         if spent + next_s <= budget_s:
             return None
         return (f"time: {spent:.2f} s spent, and the next trial (~{next_s:.2f} s) would pass {budget_s:.2f} s, "
@@ -166,6 +169,8 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     check = check[torch.randperm(len(check), generator=torch.Generator().manual_seed(settings.seed + 2))][:MAX_CHECK]
     candidates = _affordable(candidates, settings, budget, len(check))
     n0 = _first_rung_samples(len(candidates), budget, len(check))
+    if device.type == "cuda":
+        n0 = _whole_batches(n0, settings.batch_size)
     scored_by = "refit probe" if refit_head else "trained head"
     if len(candidates) == 1 or n0 < MIN_TRIAL_SAMPLES:
         reason = "one candidate" if len(candidates) == 1 else (
@@ -178,10 +183,12 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     alive, samples, rung = list(candidates), n0, 0
     default = Candidate(settings.lr, settings.head_lr)
     gate = None if time_fraction is None else TimeGate(time_fraction, settings.epochs * int(labels.shape[0]), started)
+    steps_before = shared_step.setup_steps if shared_step is not None else 0
     while len(alive) > 1:
         scored = []
         for candidate in alive:
-            result.stopped = gate.why_stop(result.trials, samples) if gate is not None else None
+            setup_s = shared_step.setup_s() if shared_step is not None else 0.0
+            result.stopped = gate.why_stop(result.trials, samples, setup_s) if gate is not None else None
             if result.stopped:
                 break
             trial = _trial(model, params, head_names, (inputs, labels), order, check, samples, settings, candidate,
@@ -195,8 +202,10 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         alive = [c for _, _, c in scored[: max(len(alive) // 2, 1)]]
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
-    result.graph_setup_s = sum(t["graph_setup_s"] for t in result.trials)  # the steps all run inside trials
     result.cuda_graph = shared_step.state if shared_step is not None else "off: trials step eagerly"
+    if shared_step is not None:
+        result.graph_setup_steps = shared_step.setup_steps - steps_before
+        result.graph_setup_s = shared_step.setup_s(shared_step.setup_steps) - shared_step.setup_s(steps_before)
     return result
 
 
@@ -240,6 +249,15 @@ def _first_rung_samples(candidates: int, budget: int, checks: int) -> int:
     return (budget - trials * checks) // (TRAIN_COST * max(units, 1))
 
 
+def _whole_batches(samples: int, batch_size: int) -> int:
+    """`samples` rounded down to whole batches, where at least MIN_TRIAL_SAMPLES remain. On a GPU a small model's
+    step costs about the same at any batch (its launches, or one graph replay), so a trial's partial batch would
+    cost a whole step for part of its samples, and it steps eagerly beside a shared graph (MiniLM on BBC News,
+    H100: trials of 128 + 96 articles, the 96 eager)."""
+    whole = samples - samples % batch_size
+    return whole if whole >= MIN_TRIAL_SAMPLES else samples
+
+
 def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[str], train_data: tuple[Inputs, Tensor],
            order: Tensor, check: Tensor, samples: int, settings: TrainSettings, candidate: Candidate,
            device: torch.device, refit_head: bool, shared_step: Optional[GraphedStep]) -> dict:
@@ -247,14 +265,15 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     fewer), then scored on the search-validation samples: by its trained head, or with `refit_head` by a probe
     cross-validated on its backbone's features of them (the trained head's accuracy kept beside it)."""
     started, (inputs, labels) = time.perf_counter(), train_data
-    setup_before = shared_step.setup_s if shared_step is not None else 0.0
+    steps_before = shared_step.setup_steps if shared_step is not None else 0
     chosen = order.repeat(-(-samples // len(order)))[:samples]  # cycles through them when a trial wants more
     trial_settings = replace(settings, epochs=1, lr=candidate.lr, head_lr=candidate.head_lr, checkpoint_dir=None)
     check_inputs, check_labels = take(inputs, check), labels[check]
     no_validation = (take(inputs, check[:0]), labels[check[:0]])  # scored once below, not by the loop as well
     trained = train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings,
                     device, shared_step=shared_step)
-    setup = shared_step.setup_s - setup_before if shared_step is not None else 0.0
+    # this trial's own setup steps' excess, as far as it is known now (the capture times the replay it is measured by)
+    setup = shared_step.setup_s(shared_step.setup_steps) - shared_step.setup_s(steps_before) if shared_step is not None else 0.0
     rate = rate_without_setup(len(chosen), trained.samples_per_s, setup)  # TimeGate's estimate of training's rate
     features = extract_features(model, check_inputs, max(settings.batch_size, 64), device)  # (check, D)
     head = model.get_submodule("head")

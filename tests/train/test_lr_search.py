@@ -20,6 +20,7 @@ from edged.pipeline.stages import ADAPT_STAGES, run_stages
 from edged.pipeline.state import AdaptRun
 from edged.pipeline.timer import StageTimer
 from edged.train import lr_search
+from edged.train.graphed_step import WARM_UP
 from edged.train.loop import TrainSettings, job_graphed_step
 from edged.train.lr_search import BUDGET_FRACTION, Candidate, candidate_grid, carve
 from tiny_model import tiny_classifier
@@ -95,14 +96,22 @@ def test_the_time_gate_does_not_count_the_shared_graphs_setup_which_training_wou
     gate = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 1.0)
     # the first trial warmed up and captured the graph: 0.7 s of its 0.8
     trials = [{"samples_per_s": 1000.0, "seconds": 0.8, "samples": 100, "graph_setup_s": 0.7}]  # budget: 1.5 s
-    assert gate.why_stop(trials, 400) is None  # 0.3 s of its own spent, + 4 x 0.1 s
-    assert "0.30 s spent" in gate.why_stop(trials, 1300)  # + 1.3 s passes 1.5 s
+    assert gate.why_stop(trials, 400, setup_s=0.7) is None  # 0.3 s of its own spent, + 4 x 0.1 s
+    assert "0.30 s spent" in gate.why_stop(trials, 1300, setup_s=0.7)  # + 1.3 s passes 1.5 s
     # a trial's rate leaves the setup out too: 224 samples in 0.30 s of loop, 0.20 s of it setup -> 2,240/s, not 747/s
     assert lr_search.rate_without_setup(224, 224 / 0.30, 0.20) == pytest.approx(2240.0)
     assert lr_search.rate_without_setup(224, 224 / 0.30, 0.0) == pytest.approx(224 / 0.30)
     assert lr_search.rate_without_setup(224, 224 / 0.30, 0.35) == pytest.approx(224 / 0.30)  # nothing left: as is
     plain = lr_search.TimeGate(0.15, train_samples=10_000, started=time.perf_counter() - 1.0)
     assert "1.00 s spent" in plain.why_stop([{**trials[0], "graph_setup_s": 0.0}], 400)  # nothing credited: 1 + 3.2
+
+
+def test_on_a_gpu_a_trial_trains_whole_batches_where_enough_samples_remain():
+    assert lr_search._whole_batches(224, 128) == 128  # not 128 + an eager 96
+    assert lr_search._whole_batches(256, 128) == 256
+    assert lr_search._whole_batches(327, 32) == 320
+    assert lr_search._whole_batches(100, 128) == 100  # under one batch: as it is
+    assert lr_search._whole_batches(40, 24) == 40  # 24 would be under MIN_TRIAL_SAMPLES
 
 
 @pytest.mark.gpu
@@ -124,10 +133,27 @@ def test_on_a_gpu_the_trials_replay_the_jobs_graph_and_score_as_eager_trials_do(
     assert graphed.chosen == eager.chosen
     assert 0 < graphed.graph_setup_s < graphed.seconds and eager.graph_setup_s == 0.0  # the trials set the graph up
     assert graphed.graph_setup_s > 0  # the trials' first full batches warmed up and captured the step
+    assert graphed.graph_setup_steps == WARM_UP + 1
     assert sum(t["graph_setup_s"] for t in graphed.trials) == pytest.approx(graphed.graph_setup_s)
+    assert all(t["samples"] % settings.batch_size == 0 for t in graphed.trials + eager.trials)  # whole batches
     metrics = _auto(digits_task, device="cuda", refit_head=False)[0].metrics
     assert metrics["train_cuda_graph"] == "captured"
     assert metrics["lr_search"]["stopped"] is None or metrics["lr_search"]["stopped"].startswith("time: ")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
+def test_on_a_gpu_setup_steps_the_trials_ran_before_training_captured_are_credited_once_it_has(digits_task):
+    """Trials of one batch of 128 each (the refit's two rates, 8 epochs of 320 samples): each runs one eager warm-up
+    step (the time gate may stop the search after the first), and training runs the rest and the capture. The job's
+    search is credited those steps' excess, which is known only once training's capture has timed a replay."""
+    result = _auto(digits_task, device="cuda", epochs=8, batch_size=128, patience=8)[0]
+    search = result.metrics["lr_search"]
+    assert result.metrics["train_cuda_graph"] == "captured"
+    assert [t["samples"] for t in search["trials"]] in ([128], [128, 128])
+    assert search["graph_setup_steps"] == len(search["trials"]) < WARM_UP + 1
+    assert all(t["graph_setup_s"] == 0.0 for t in search["trials"])  # the replay they are measured by came later
+    assert 0 < search["graph_setup_s"] < search["seconds"]
 
 
 def test_the_search_never_reads_the_validation_split(digits_task):
