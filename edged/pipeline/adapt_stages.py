@@ -173,7 +173,8 @@ def train_stage(run: AdaptRun) -> Optional[int]:
         settings = replace(settings, lr=run.lr_search["lr"], head_lr=run.lr_search["head_lr"])
     run.training = train(model, params, set(head_params), train_data, (split.val.inputs, split.val.labels),
                          settings, run.device, run.on_progress, run.teacher_logits, shared_step)
-    if run.lr_search_ran and shared_step is not None:  # training captured: the trials' setup steps now have their excess
+    if run.lr_search is not None and run.lr_search_ran and shared_step is not None:
+        # training captured: the setup steps the trials ran now have their excess
         run.lr_search["graph_setup_s"] = shared_step.setup_s(run.lr_search["graph_setup_steps"])
     return len(split.train) * len(run.training.history)
 
