@@ -187,7 +187,7 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     while len(alive) > 1:
         scored = []
         for candidate in alive:
-            setup_s = shared_step.setup_s() if shared_step is not None else 0.0
+            setup_s = shared_step.setup_s() - shared_step.setup_s(steps_before) if shared_step is not None else 0.0
             result.stopped = gate.why_stop(result.trials, samples, setup_s) if gate is not None else None
             if result.stopped:
                 break
