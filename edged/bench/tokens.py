@@ -89,6 +89,8 @@ def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, in
             "loop_samples_per_s": m["samples_per_s"], "lr_search_s": (m.get("lr_search") or {}).get("seconds"),
             "lr_search_share": (m.get("lr_search") or {}).get("fraction_of_train_time"),
             "lr_search_graph_setup_s": (m.get("lr_search") or {}).get("graph_setup_s"),
+            "lr_search_trials": len((m.get("lr_search") or {}).get("trials") or []),
+            "lr_search_stopped": (m.get("lr_search") or {}).get("stopped"),
             "infer_samples_per_s": timing.items_per_s, "infer_p50_ms": timing.p50_ms}
 
 
@@ -163,7 +165,8 @@ def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keep
             print(f"seed {seed}, {row['setting']}: accuracy {row['accuracy']:.3f}, train "
                   f"{row['train_samples_per_s']:.2f}/s, infer {row['infer_samples_per_s']:.2f}/s, training steps "
                   f"{row['train_cuda_graph']}, lr search {_share(row['lr_search_share'])} of training "
-                  f"({_seconds(row['lr_search_s'])}, {_seconds(row['lr_search_graph_setup_s'])} of it the graph's setup)",
+                  f"({_seconds(row['lr_search_s'])}, {_seconds(row['lr_search_graph_setup_s'])} of it the graph's setup; "
+                  f"{row['lr_search_trials']} trials{'; stopped: ' + (row['lr_search_stopped'] or 'no')})",
                   flush=True)
         relative_to_first(seed_rows)
         rows += seed_rows
