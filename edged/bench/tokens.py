@@ -69,7 +69,6 @@ def parse_keeps(text: str) -> list[dict[str, Any]]:
     return settings
 
 
-WARM_UP_SAMPLES = 200  # an untimed job per setting before the timed ones on a GPU
 
 
 def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, infer_batch: int) -> dict[str, Any]:
@@ -145,20 +144,25 @@ def run_tokens_bench(samples: int, epochs: int, method: str, budget: float, keep
     """Every setting on every seed (the seed sets the split, the head's initialisation and the order), in each of
     `graph_modes` (training steps replayed from a CUDA graph or eager; on a CPU both are eager)."""
     task = subset(bbc_news(), samples)
+
+    def config(seed: int, cuda_graph: bool) -> AdaptConfig:
+        return AdaptConfig(method=method, budget=budget, epochs=epochs, seed=seed, device=device, patience=epochs,
+                           cuda_graph=cuda_graph, batch_size=batch_size)
+
     if device == "cuda":  # a process's first CUDA jobs pay its start-up (handles, kernel loading, allocator growth):
-        # H100, seed 0's every-token job trained at 279 samples/s against 684-722 on seeds 1 and 2 without this
-        warm = AdaptConfig(method=method, budget=budget, epochs=1, seed=0, device=device, patience=1)
-        warm_task = subset(task, WARM_UP_SAMPLES)
+        # H100, seed 0's every-token job trained at 279 samples/s against 684-722 on seeds 1 and 2 without this. The
+        # untimed job is a timed one's twin (its graph captured, its search run): a shorter one captured no graph,
+        # and seed 0 then trained at ~2,000 samples/s against ~11,000 (H100 and H200, batches of 128)
         for options in keeps:
-            run_setting(warm_task, options, warm, infer_batch)
+            for cuda_graph in graph_modes:
+                run_setting(task, options, config(seeds[0], cuda_graph), infer_batch)
     rows: list[dict[str, Any]] = []
     for seed, cuda_graph in ((seed, mode) for seed in seeds for mode in graph_modes):
-        config = AdaptConfig(method=method, budget=budget, epochs=epochs, seed=seed, device=device, patience=epochs,
-                             cuda_graph=cuda_graph, batch_size=batch_size)
+        seed_config = config(seed, cuda_graph)
         seed_rows = []
         for options in keeps:
             started = time.perf_counter()
-            row = {**run_setting(task, options, config, infer_batch), "seed": seed, "cuda_graph_asked": cuda_graph}
+            row = {**run_setting(task, options, seed_config, infer_batch), "seed": seed, "cuda_graph_asked": cuda_graph}
             if len(graph_modes) > 1:
                 row["setting"] += ", graphed steps" if cuda_graph else ", eager steps"
             seed_rows.append({**row, "wall_s": time.perf_counter() - started})

@@ -65,7 +65,7 @@ def _searchable(device):
 
 
 def _direct_search(digits_inputs, device, searchable=None, **options):
-    """The search itself over the 1,797 digits, the whole 6-point grid."""
+    """The search itself over the 400 digits, the whole 6-point grid."""
     model, params, settings = searchable or _searchable(device)
     return lr_search.search_learning_rates(model, params, {n for n in params if n.startswith("head")}, digits_inputs,
                                            settings, candidate_grid(TASKEDGE_LR, 1e-3, True, True), device, **options)
@@ -133,8 +133,10 @@ def test_on_a_gpu_the_trials_replay_the_jobs_graph_and_score_as_eager_trials_do(
     assert graphed.chosen == eager.chosen
     assert 0 < graphed.graph_setup_s < graphed.seconds and eager.graph_setup_s == 0.0  # the trials set the graph up
     assert graphed.graph_setup_s > 0  # the trials' first full batches warmed up and captured the step
-    assert graphed.graph_setup_steps == WARM_UP + 1
-    assert sum(t["graph_setup_s"] for t in graphed.trials) == pytest.approx(graphed.graph_setup_s)
+    assert graphed.graph_setup_steps == WARM_UP + 1 and graphed.graph_setup_s == pytest.approx(shared.setup_s())
+    # trials of one batch (32 of the 400 digits' 320): the first three warm up before the replay that measures them
+    # is timed, so each trial's own credit is what was known when it ended, and the search's is the whole
+    assert sum(t["graph_setup_s"] for t in graphed.trials) <= graphed.graph_setup_s + 1e-9
     assert all(t["samples"] % settings.batch_size == 0 for t in graphed.trials + eager.trials)  # whole batches
     metrics = _auto(digits_task, device="cuda", refit_head=False)[0].metrics
     assert metrics["train_cuda_graph"] == "captured"
