@@ -69,12 +69,11 @@ def parse_keeps(text: str) -> list[dict[str, Any]]:
     return settings
 
 
-
-
 def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, infer_batch: int) -> dict[str, Any]:
     loaded = load_model(MODEL, len(task.classes), seed=config.seed, max_length=MAX_LENGTH, **options)
     result = adapt(loaded.model, loaded.preprocess, task, config)
     m = result.metrics
+    search = m.get("lr_search") or {}  # none where no search ran (rates given, or a head-only method)
     epochs = len(result.history)
     spread = torch.linspace(0, len(task) - 1, min(infer_batch, len(task))).long()  # several classes: a valid task
     timing = infer_timing(result.model, loaded.preprocess(task.subset(spread)), infer_batch)
@@ -85,11 +84,9 @@ def run_setting(task: TaskData, options: dict[str, Any], config: AdaptConfig, in
             "accuracy_before": m["accuracy_before"], "epochs_run": epochs, "train_samples": m["train_samples"],
             "train_s": m["stage_seconds"]["train"],
             "train_samples_per_s": m["train_samples"] * epochs / m["stage_seconds"]["train"],
-            "loop_samples_per_s": m["samples_per_s"], "lr_search_s": (m.get("lr_search") or {}).get("seconds"),
-            "lr_search_share": (m.get("lr_search") or {}).get("fraction_of_train_time"),
-            "lr_search_graph_setup_s": (m.get("lr_search") or {}).get("graph_setup_s"),
-            "lr_search_trials": len((m.get("lr_search") or {}).get("trials") or []),
-            "lr_search_stopped": (m.get("lr_search") or {}).get("stopped"),
+            "loop_samples_per_s": m["samples_per_s"], "lr_search_s": search.get("seconds"),
+            "lr_search_share": search.get("fraction_of_train_time"), "lr_search_graph_setup_s": search.get("graph_setup_s"),
+            "lr_search_trials": len(search.get("trials") or []), "lr_search_stopped": search.get("stopped"),
             "infer_samples_per_s": timing.items_per_s, "infer_p50_ms": timing.p50_ms}
 
 

@@ -175,7 +175,7 @@ def train_stage(run: AdaptRun) -> Optional[int]:
                          settings, run.device, run.on_progress, run.teacher_logits, shared_step)
     if run.lr_search is not None and run.lr_search_ran and shared_step is not None:
         # training captured: the setup steps the trials ran now have their excess
-        run.lr_search["graph_setup_s"] = shared_step.setup_s(run.lr_search["graph_setup_steps"])
+        run.lr_search["graph_setup_s"] = shared_step.setup_s(until=run.lr_search["graph_setup_steps"])
     return len(split.train) * len(run.training.history)
 
 

@@ -77,9 +77,10 @@ def alignment_metrics(masks: dict[str, Tensor], used: dict[str, Tensor]) -> dict
 
 
 def _search_share(run: AdaptRun) -> Optional[float]:
-    """What the search added to the job, over what training alone would have taken: its seconds less the shared
-    graph's warm-up and capture, which its trials paid and training then skipped, over the training's (train stage
-    minus the search) plus that setup. None for a resumed job's cached search: this process did not run it."""
+    """What the search added to the job, over what training alone would have taken: its seconds less the excess of
+    the shared graph's setup steps its trials ran, which training then skipped (`graph_setup_s`), over the
+    training's (train stage minus the search) plus that setup. None for a resumed job's cached search: this process
+    did not run it."""
     if not run.lr_search_ran:
         return None
     search = made(run.lr_search, "train")

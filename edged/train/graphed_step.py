@@ -56,14 +56,14 @@ class GraphedStep:
         """How many of the WARM_UP + 1 setup steps (the eager warm-ups, then the capture) have run."""
         return len(self._setup_steps_s)
 
-    def setup_s(self, steps: Optional[int] = None) -> float:
-        """What the first `steps` setup steps (all that ran, by default) cost beyond as many replayed steps (they
-        train as well): paid by whichever run steps first, the learning-rate search's trials or else training. 0
-        until the capture's replay has been timed, which may come in a later run: the search's trials can end
-        before the capture, and training captures."""
+    def setup_s(self, since: int = 0, until: Optional[int] = None) -> float:
+        """What the setup steps from the `since`-th to the `until`-th (all that ran, by default) cost beyond as many
+        replayed steps (they train as well): paid by whichever run steps first, the learning-rate search's trials or
+        else training. 0 until the capture's replay has been timed, which may come in a later run: the search's
+        trials can end before the capture, and training captures."""
         if self._replay_s is None:
             return 0.0
-        done = self._setup_steps_s[:steps]
+        done = self._setup_steps_s[since:until]
         return max(sum(done) - len(done) * self._replay_s, 0.0)
 
     def takes(self, y: Inputs) -> bool:

@@ -183,11 +183,11 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
     alive, samples, rung = list(candidates), n0, 0
     default = Candidate(settings.lr, settings.head_lr)
     gate = None if time_fraction is None else TimeGate(time_fraction, settings.epochs * int(labels.shape[0]), started)
-    steps_before = shared_step.setup_steps if shared_step is not None else 0
+    steps_before = _setup_steps(shared_step)
     while len(alive) > 1:
         scored = []
         for candidate in alive:
-            setup_s = shared_step.setup_s() - shared_step.setup_s(steps_before) if shared_step is not None else 0.0
+            setup_s = _setup_since(shared_step, steps_before)
             result.stopped = gate.why_stop(result.trials, samples, setup_s) if gate is not None else None
             if result.stopped:
                 break
@@ -203,9 +203,8 @@ def search_learning_rates(model: nn.Module, params: dict[str, nn.Parameter], hea
         samples, rung = samples * 2, rung + 1
     result.chosen, result.seconds = alive[0], time.perf_counter() - started
     result.cuda_graph = shared_step.state if shared_step is not None else "off: trials step eagerly"
-    if shared_step is not None:
-        result.graph_setup_steps = shared_step.setup_steps - steps_before
-        result.graph_setup_s = shared_step.setup_s(shared_step.setup_steps) - shared_step.setup_s(steps_before)
+    result.graph_setup_steps = _setup_steps(shared_step) - steps_before
+    result.graph_setup_s = _setup_since(shared_step, steps_before)
     return result
 
 
@@ -265,15 +264,14 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
     fewer), then scored on the search-validation samples: by its trained head, or with `refit_head` by a probe
     cross-validated on its backbone's features of them (the trained head's accuracy kept beside it)."""
     started, (inputs, labels) = time.perf_counter(), train_data
-    steps_before = shared_step.setup_steps if shared_step is not None else 0
+    steps_before = _setup_steps(shared_step)
     chosen = order.repeat(-(-samples // len(order)))[:samples]  # cycles through them when a trial wants more
     trial_settings = replace(settings, epochs=1, lr=candidate.lr, head_lr=candidate.head_lr, checkpoint_dir=None)
     check_inputs, check_labels = take(inputs, check), labels[check]
     no_validation = (take(inputs, check[:0]), labels[check[:0]])  # scored once below, not by the loop as well
     trained = train(model, params, head_names, (take(inputs, chosen), labels[chosen]), no_validation, trial_settings,
                     device, shared_step=shared_step)
-    # this trial's own setup steps' excess, as far as it is known now (the capture times the replay it is measured by)
-    setup = shared_step.setup_s(shared_step.setup_steps) - shared_step.setup_s(steps_before) if shared_step is not None else 0.0
+    setup = _setup_since(shared_step, steps_before)  # this trial's own setup steps' excess, as far as it is known now
     rate = rate_without_setup(len(chosen), trained.samples_per_s, setup)  # TimeGate's estimate of training's rate
     features = extract_features(model, check_inputs, max(settings.batch_size, 64), device)  # (check, D)
     head = model.get_submodule("head")
@@ -288,6 +286,16 @@ def _trial(model: nn.Module, params: dict[str, nn.Parameter], head_names: set[st
                                       PROBE_ITERATIONS)
         trial = {**trial, "accuracy": probe[0], "loss": probe[1], "trained_head_accuracy": trial["accuracy"]}
     return {**trial, "seconds": time.perf_counter() - started, "graph_setup_s": setup}
+
+
+def _setup_steps(shared_step: Optional[GraphedStep]) -> int:
+    return shared_step.setup_steps if shared_step is not None else 0
+
+
+def _setup_since(shared_step: Optional[GraphedStep], steps: int) -> float:
+    """The excess of the shared graph's setup steps run after its first `steps`, as far as it is known now (the
+    capture times the replay it is measured by); 0 without a shared graph."""
+    return shared_step.setup_s(since=steps) if shared_step is not None else 0.0
 
 
 def rate_without_setup(samples: int, loop_rate: float, setup_s: float) -> float:
